@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Turn the raw results of benches/load/run.sh into a markdown report.
+
+Input: a directory with, per round R and configuration NAME,
+  R.NAME.wrk    wrk --latency output of the measured run
+  R.NAME.cpu    utime+stime clock ticks the proxy used during that run
+  R.NAME.died   present if the process died during the run
+  R.NAME.backend  "new-connections requests" the backend nginx saw during the run
+  NAME.skipped  present (with the reason) if the configuration never got measured
+
+Per configuration it reports medians over rounds. The CPU ratios are computed per round (the
+configuration against the baseline measured minutes apart in the same round) and then the median of
+those is taken: on a noisy shared machine that is steadier than a ratio of two medians.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+
+UNIT_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def parse_latency(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * UNIT_US[m.group(2)] if m else None
+
+
+def parse_wrk(text):
+    """Return the numbers we need from wrk's output; missing ones are None / 0."""
+    r = {"rps": None, "requests": None, "p50": None, "p99": None, "non2xx": 0, "sockerr": 0}
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if m:
+        r["rps"] = float(m.group(1))
+    m = re.search(r"^\s*(\d+) requests in ", text, re.M)
+    if m:
+        r["requests"] = int(m.group(1))
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        if m:
+            r[key] = parse_latency(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        r["sockerr"] = sum(int(x) for x in m.groups())
+    return r
+
+
+def load(results, configs, rounds, clk_tck):
+    """data[name][round] = dict of metrics, for the runs that exist."""
+    data = {}
+    for name in configs:
+        data[name] = {}
+        for rnd in range(1, rounds + 1):
+            base = os.path.join(results, f"{rnd}.{name}")
+            if not os.path.exists(base + ".wrk"):
+                continue
+            with open(base + ".wrk") as f:
+                r = parse_wrk(f.read())
+            with open(base + ".cpu") as f:
+                ticks = int(f.read().strip())
+            r["died"] = os.path.exists(base + ".died")
+            r["b_conns"] = r["b_reqs"] = None
+            if os.path.exists(base + ".backend"):
+                with open(base + ".backend") as f:
+                    r["b_conns"], r["b_reqs"] = (int(x) for x in f.read().split())
+            r["cpu_us"] = ticks * 1_000_000 / clk_tck
+            r["cpu_per_req"] = r["cpu_us"] / r["requests"] if r["requests"] else None
+            data[name][rnd] = r
+    return data
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(data, name, base):
+    """Median over rounds of CPU/request of `name` divided by that of `base` in the same round."""
+    per_round = []
+    for rnd, r in data[name].items():
+        b = data.get(base, {}).get(rnd)
+        if b and b["cpu_per_req"] and r["cpu_per_req"] is not None:
+            per_round.append(r["cpu_per_req"] / b["cpu_per_req"])
+    return med(per_round)
+
+
+def fmt(v, spec, suffix=""):
+    return "n/a" if v is None else f"{v:{spec}}{suffix}"
+
+
+def check_cell(name, runs):
+    problems = []
+    if name != "backend":
+        # With upstream keep-alive a proxy opens a handful of backend connections in warm-up and
+        # none after; one per request means keep-alive is off and the row measures connects.
+        worst = max((r["b_conns"] or 0) - 0.01 * (r["requests"] or 0) for r in runs)
+        if worst > 64:
+            conns = max(r["b_conns"] or 0 for r in runs)
+            problems.append(f"upstream keep-alive not effective ({conns} new backend connections)")
+    non2xx = sum(r["non2xx"] for r in runs)
+    sockerr = sum(r["sockerr"] for r in runs)
+    if non2xx:
+        problems.append(f"{non2xx} non-2xx")
+    if sockerr:
+        problems.append(f"{sockerr} socket errors")
+    if any(r["died"] for r in runs):
+        problems.append("process died")
+    if any(r["requests"] is None or r["rps"] is None for r in runs):
+        problems.append("unparsable wrk output")
+    return "ok" if not problems else "**FLAGGED: " + ", ".join(problems) + "**"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--configs", required=True, help="space-separated, in table order")
+    ap.add_argument("--rounds", type=int, required=True)
+    ap.add_argument("--clk-tck", type=int, required=True)
+    ap.add_argument("--duration", default="?")
+    ap.add_argument("--connections", default="?")
+    ap.add_argument("--proxy-cpu", default="0")
+    ap.add_argument("--load-cpu", default="1")
+    ap.add_argument("--nginx-version", default="?")
+    ap.add_argument("--git-rev", default="?")
+    a = ap.parse_args()
+
+    configs = a.configs.split()
+    data = load(a.results, configs, a.rounds, a.clk_tck)
+    out = []
+    w = out.append
+
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    w(f"## Load benchmark, {now}")
+    w("")
+    w(
+        f"{platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}), git {a.git_rev}; "
+        f"proxy pinned to CPU {a.proxy_cpu}, wrk + backend nginx on CPU {a.load_cpu}; "
+        f"wrk -t1 -c{a.connections} -d{a.duration}, {a.rounds} interleaved rounds, "
+        f"medians shown; nginx {a.nginx_version}."
+    )
+    w("")
+    w("| config | req/s | p50 | p99 | CPU µs/req | × bare Pingora | × nginx | check |")
+    w("|---|---:|---:|---:|---:|---:|---:|---|")
+    skipped = {}
+    for name in configs:
+        reason_file = os.path.join(a.results, f"{name}.skipped")
+        if os.path.exists(reason_file):
+            with open(reason_file) as f:
+                skipped[name] = f.read().strip()
+        runs = list(data[name].values())
+        if not runs:
+            w(f"| {name} | – | – | – | – | – | – | skipped |")
+            continue
+        label = f"{name} (no proxy)" if name == "backend" else name
+        w(
+            "| "
+            + " | ".join(
+                [
+                    label,
+                    fmt(med(r["rps"] for r in runs), ",.0f"),
+                    fmt(_ms(med(r["p50"] for r in runs)), ".2f", " ms"),
+                    fmt(_ms(med(r["p99"] for r in runs)), ".2f", " ms"),
+                    fmt(med(r["cpu_per_req"] for r in runs), ".1f"),
+                    fmt(ratio(data, name, "bare_pingora"), ".2f", "×"),
+                    fmt(ratio(data, name, "nginx"), ".2f", "×"),
+                    check_cell(name, runs) + (" (partial: skipped later)" if name in skipped else ""),
+                ]
+            )
+            + " |"
+        )
+    w("")
+    w(
+        "CPU µs/req = the measured process's utime+stime (all threads; nginx master + worker) during "
+        "the measured run ÷ requests wrk completed. For `backend` it is the backend nginx itself, "
+        "which shares its CPU with wrk. Ratios are per-round ratios, median over rounds."
+    )
+    if skipped:
+        w("")
+        for name, reason in skipped.items():
+            w(f"- **{name} skipped**: {reason}")
+
+    # Every round, so the noise is visible next to the medians.
+    w("")
+    w("<details><summary>Per-round values</summary>")
+    w("")
+    w(
+        "| config | round | req/s | p50 | p99 | requests | CPU µs/req | non-2xx | socket errors "
+        "| new backend conns | backend requests |"
+    )
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in configs:
+        for rnd, r in sorted(data[name].items()):
+            w(
+                f"| {name} | {rnd} | {fmt(r['rps'], ',.0f')} | {fmt(_ms(r['p50']), '.2f', ' ms')} | "
+                f"{fmt(_ms(r['p99']), '.2f', ' ms')} | {fmt(r['requests'], ',d')} | "
+                f"{fmt(r['cpu_per_req'], '.1f')} | {r['non2xx']} | {r['sockerr']} | "
+                f"{fmt(r['b_conns'], 'd')} | {fmt(r['b_reqs'], ',d')} |"
+            )
+    w("")
+    w("</details>")
+    print("\n".join(out))
+    return 0
+
+
+def _ms(us):
+    return None if us is None else us / 1000.0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# Whole-gateway load benchmark for Tollgate (see benches/README.md).
+#
+# Compares, in one run and on the same pinned cores:
+#   backend       nginx answering {"ok":true}\n directly (reference: no proxy at all)
+#   nginx         nginx as a keep-alive reverse proxy (the "good C proxy" baseline)
+#   bare_pingora  examples/bare_pingora.rs (the floor for anything built on Pingora)
+#   tollgate_*    target/release/tollgate with each benches/load/configs/*.toml
+#
+# Each proxy gets CPU $PROXY_CPU alone; wrk and the backend share CPU $LOAD_CPU. Configurations are
+# measured one at a time, in interleaved rounds, so that slow drift of a shared machine hits every
+# configuration alike. For each measured run we record wrk's req/s and latency and the proxy's
+# utime+stime from /proc, which divided by the completed requests gives CPU microseconds/request:
+# the number that stays meaningful when the machine is noisy.
+#
+# Knobs (environment):
+#   DURATION=10s  ROUNDS=3  CONNECTIONS=32  WARMUP=2s
+#   VARIANTS="tollgate_plain other"   (names of benches/load/configs/*.toml; default: all of them)
+#   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench  START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
+#   TOLLGATE_BIN=path/to/another/tollgate
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-32}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+# Not "/": Tollgate's catch-all route "/{*rest}" (matchit) does not match an empty rest.
+REQ_PATH=${REQ_PATH:-/bench}
+START_TIMEOUT=${START_TIMEOUT:-10}
+SKIP_BUILD=${SKIP_BUILD:-0}
+KEEP_TMP=${KEEP_TMP:-0}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LOAD_DIR=$ROOT/benches/load
+CONFIG_DIR=$LOAD_DIR/configs
+TOLLGATE_BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}  # override to compare two builds
+BARE_BIN=$ROOT/target/release/examples/bare_pingora
+REPORT=$ROOT/target/load-report.md
+EXPECTED_BODY=$'{"ok":true}\n'  # 12 bytes, as the backend sends it
+
+STARTED_PIDS=()   # every process we started, for the EXIT trap
+TMP=""
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# --------------------------------------------------------------------------- process handling
+
+cleanup() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
+    fi
+}
+
+# start_pinned CPU OUT ERR CMD...: start CMD in the background on one CPU; sets START_PID.
+# taskset execs the command, so $! is the server's own PID (the one we read /proc for).
+start_pinned() {
+    local cpu=$1 out=$2 err=$3
+    shift 3
+    taskset -c "$cpu" "$@" >"$out" 2>"$err" &
+    START_PID=$!
+    STARTED_PIDS+=("$START_PID")
+}
+
+# stop_pid PID: SIGTERM, then SIGKILL after 3 s. Benchmark servers need no graceful drain
+# (and Pingora's default grace period is 300 s).
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 30; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid ignored SIGTERM for 3 s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    # Forget it, so the EXIT trap never signals a recycled PID that belongs to someone else.
+    local keep=() p
+    for p in "${STARTED_PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    STARTED_PIDS=("${keep[@]}")
+}
+
+# free_port: a port the kernel considers free right now on 127.0.0.1. Fresh ports for every
+# start avoid binding a port whose previous owner is still closing (TIME_WAIT, slow exit).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# tree_ticks PID: utime+stime (clock ticks) of PID and all its descendants, all threads.
+# /proc/PID/stat already sums the threads of a process; descendants matter for nginx, whose
+# master forks the worker that does the work. Fields are counted after the last ')' because
+# the command name may contain spaces: state is field 3, utime 14, stime 15.
+tree_ticks() {
+    local pid=$1 total=0 stat child
+    local -a f
+    if stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
+        read -r -a f <<<"${stat##*) }"
+        total=$((f[11] + f[12]))
+    fi
+    for child in $(pgrep -P "$pid" 2>/dev/null || true); do
+        total=$((total + $(tree_ticks "$child")))
+    done
+    echo "$total"
+}
+
+# wait_ready URL PID: poll until URL answers anything over HTTP, the process dies, or the
+# start timeout passes. Returns non-zero (with a message) on the last two.
+wait_ready() {
+    local url=$1 pid=$2 deadline=$((SECONDS + START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            local rc=0
+            wait "$pid" 2>/dev/null || rc=$?
+            FAIL_REASON="exited during start-up (exit status $rc)"
+            log "process $pid $FAIL_REASON"
+            return 1
+        fi
+        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+        sleep 0.1
+    done
+    FAIL_REASON="no HTTP answer within ${START_TIMEOUT}s"
+    log "$FAIL_REASON from $url"
+    return 1
+}
+
+# check_response URL: exactly 200 and exactly the backend's 12-byte body. A proxy that answers
+# fast with errors must not get measured as if it worked. The body is followed by a newline
+# and the status code, so the split below keeps the body's own trailing newline.
+check_response() {
+    local url=$1 out status body
+    out=$(curl -s --max-time 2 -w '\n%{http_code}' "$url") || {
+        FAIL_REASON="request to $url failed"
+        log "$FAIL_REASON"
+        return 1
+    }
+    status=${out##*$'\n'}
+    body=${out%$'\n'*}
+    if [[ $status != 200 || $body != "$EXPECTED_BODY" ]]; then
+        FAIL_REASON="answered status $status, body $(printf %q "${body:0:80}") instead of 200 $(printf %q "$EXPECTED_BODY")"
+        log "unexpected answer from $url: $FAIL_REASON"
+        return 1
+    fi
+}
+
+# --------------------------------------------------------------------------- configuration files
+
+# Lines every nginx instance needs to run unprivileged-or-root from its own prefix: nginx-light
+# is built with temp paths under /var/lib/nginx (absent here), its own pid/lock paths, and when
+# running as root a default user "nobody nobody" (Debian has no group "nobody").
+nginx_common() {
+    local prefix=$1
+    if ((EUID == 0)); then echo "user $(id -un) $(id -gn);"; fi
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $prefix/nginx.pid;
+lock_file $prefix/nginx.lock;
+error_log $prefix/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+# Temp paths and the shared http settings. keepalive_requests: nginx closes a keep-alive
+# connection after 1000 requests by default, which would charge reconnects to some rows only.
+nginx_http_common() {
+    local prefix=$1
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $prefix/client_body;
+    proxy_temp_path $prefix/proxy;
+    fastcgi_temp_path $prefix/fastcgi;
+    uwsgi_temp_path $prefix/uwsgi;
+    scgi_temp_path $prefix/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+EOF
+}
+
+write_backend_conf() {
+    local prefix=$1 port=$2
+    {
+        nginx_common "$prefix"
+        echo "http {"
+        nginx_http_common "$prefix"
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            default_type application/json;
+            return 200 '{"ok":true}\n';
+        }
+        # Read by run.sh around each measured run: new connections tell whether the proxy kept
+        # its upstream connections alive, handled requests whether it forwarded every request.
+        location = /__backend_status {
+            stub_status;
+        }
+    }
+}
+EOF
+    } >"$prefix/nginx.conf"
+}
+
+write_nginx_proxy_conf() {
+    local prefix=$1 port=$2 backend=$3
+    {
+        nginx_common "$prefix"
+        echo "http {"
+        nginx_http_common "$prefix"
+        cat <<EOF
+    upstream backend {
+        server $backend;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$prefix/nginx.conf"
+}
+
+# render_tollgate_conf NAME OUT LISTEN ADMIN: fill the placeholders of configs/NAME.toml.
+render_tollgate_conf() {
+    local name=$1 out=$2 listen=$3 admin=$4
+    sed -e "s/@LISTEN@/$listen/g" -e "s/@ADMIN@/$admin/g" -e "s/@BACKEND@/$BACKEND_ADDR/g" \
+        "$CONFIG_DIR/$name.toml" >"$out"
+    if grep -q '@[A-Z_]*@' "$out"; then
+        log "$CONFIG_DIR/$name.toml has placeholders run.sh does not know: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"
+        return 1
+    fi
+}
+
+# --------------------------------------------------------------------------- the configurations
+
+# start_config NAME ROUND: start (if needed) and check the server for NAME; sets CUR_PID and
+# CUR_PORT. Returns non-zero when it does not come up or answers wrongly.
+start_config() {
+    local name=$1 round=$2 dir="$TMP/$1.r$2" port
+    mkdir -p "$dir"
+    CUR_STARTED=1
+    case $name in
+        backend)
+            CUR_PID=$BACKEND_PID CUR_PORT=$BACKEND_PORT CUR_STARTED=0
+            ;;
+        nginx)
+            port=$(free_port)
+            write_nginx_proxy_conf "$dir" "$port" "$BACKEND_ADDR"
+            start_pinned "$PROXY_CPU" "$dir/stdout" "$dir/stderr" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+            CUR_PID=$START_PID CUR_PORT=$port
+            ;;
+        bare_pingora)
+            port=$(free_port)
+            start_pinned "$PROXY_CPU" "$dir/stdout" "$dir/stderr" \
+                "$BARE_BIN" --listen "127.0.0.1:$port" --upstream "$BACKEND_ADDR" --threads 1
+            CUR_PID=$START_PID CUR_PORT=$port
+            ;;
+        *)
+            # A Tollgate variant. stdout is the JSON access log: it goes to a file, as it would
+            # in production, so the cost of writing it is part of the measurement.
+            [[ -x $TOLLGATE_BIN ]] || { FAIL_REASON="$TOLLGATE_BIN not built"; return 1; }
+            port=$(free_port)
+            render_tollgate_conf "$name" "$dir/tollgate.toml" "127.0.0.1:$port" "127.0.0.1:$(free_port)" ||
+                { FAIL_REASON="unknown placeholder in $name.toml"; return 1; }
+            start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "$TOLLGATE_BIN" run -c "$dir/tollgate.toml"
+            CUR_PID=$START_PID CUR_PORT=$port
+            ;;
+    esac
+    if ! wait_ready "http://127.0.0.1:$CUR_PORT$REQ_PATH" "$CUR_PID" || ! check_response "http://127.0.0.1:$CUR_PORT$REQ_PATH"; then
+        if [[ -s $dir/stderr ]]; then
+            log "last lines of $name's stderr:"
+            tail -n 15 "$dir/stderr" | sed 's/^/    /' >&2
+        fi
+        stop_config "$name" "$round"
+        return 1
+    fi
+}
+
+stop_config() {
+    local name=$1 round=$2 dir="$TMP/$1.r$2"
+    if [[ $CUR_STARTED == 1 ]]; then stop_pid "$CUR_PID"; fi
+    if [[ -f $dir/access.log ]]; then
+        # Sanity check that the access log was really on, then drop it (it grows ~100 MB/run).
+        log "  $name access log: $(wc -l <"$dir/access.log") lines (warm-up + measured + checks)"
+        rm -f "$dir/access.log"
+    fi
+}
+
+# backend_counters: "accepted-connections handled-requests" of the backend nginx so far.
+backend_counters() {
+    curl -s --max-time 2 "http://$BACKEND_ADDR/__backend_status" | awk 'NR == 3 { print $1, $3 }'
+}
+
+# measure NAME ROUND: warm-up, then the measured wrk run with CPU ticks read around it.
+measure() {
+    local name=$1 round=$2 url="http://127.0.0.1:$CUR_PORT$REQ_PATH" before after
+    local out="$RESULTS/$round.$name" b_before b_after
+    # The warm-up also fills the proxy's upstream pool, so the measured run sees steady state.
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1 || true
+    b_before=$(backend_counters)
+    before=$(tree_ticks "$CUR_PID")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out.wrk" 2>&1 || true
+    after=$(tree_ticks "$CUR_PID")
+    b_after=$(backend_counters)
+    echo "$((after - before))" >"$out.cpu"
+    # New backend connections and requests during the run (each includes our one status request).
+    local re='^[0-9]+ [0-9]+$'
+    if [[ $b_before =~ $re && $b_after =~ $re ]]; then
+        local -a b0 b1
+        read -r -a b0 <<<"$b_before"
+        read -r -a b1 <<<"$b_after"
+        echo "$((b1[0] - b0[0])) $((b1[1] - b0[1]))" >"$out.backend"
+    else
+        log "  could not read the backend's stub_status"
+    fi
+    if ! kill -0 "$CUR_PID" 2>/dev/null; then
+        echo "process died during the run" >"$out.died"
+        log "  $name died during the measured run"
+    fi
+    log "  $name: $(grep -E '^Requests/sec' "$out.wrk" | tr -s ' ') cpu_ticks=$((after - before))"
+}
+
+# --------------------------------------------------------------------------- main
+
+require_tools() {
+    local t missing=()
+    for t in wrk nginx taskset curl python3 pgrep getconf; do
+        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+    done
+    if ((${#missing[@]})); then
+        die "missing tools: ${missing[*]} (Debian: apt-get install -y wrk nginx-light util-linux curl procps python3)"
+    fi
+    local ncpu
+    ncpu=$(getconf _NPROCESSORS_ONLN)
+    ((PROXY_CPU < ncpu && LOAD_CPU < ncpu && PROXY_CPU != LOAD_CPU)) ||
+        die "need two distinct online CPUs (PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU, $ncpu online)"
+}
+
+build() {
+    if [[ $SKIP_BUILD == 1 ]]; then
+        log "SKIP_BUILD=1: using existing binaries"
+    else
+        log "building release binaries"
+        # The tollgate binary may not build while it is being written; the bare baseline must.
+        (cd "$ROOT" && cargo build --release --bin tollgate --example bare_pingora) ||
+            { log "full build failed; building the baseline alone (Tollgate rows will be skipped if its binary is missing)"
+              (cd "$ROOT" && cargo build --release --example bare_pingora) || die "cannot build examples/bare_pingora"; }
+    fi
+    [[ -x $BARE_BIN ]] || die "$BARE_BIN missing"
+}
+
+main() {
+    require_tools
+    build
+
+    local variants=()
+    if [[ -n ${VARIANTS:-} ]]; then
+        read -r -a variants <<<"${VARIANTS//,/ }"
+    else
+        local f
+        for f in "$CONFIG_DIR"/*.toml; do [[ -e $f ]] && variants+=("$(basename "$f" .toml)"); done
+    fi
+    local v
+    for v in "${variants[@]}"; do
+        [[ -f $CONFIG_DIR/$v.toml ]] || die "VARIANTS: no $CONFIG_DIR/$v.toml"
+        case $v in backend | nginx | bare_pingora) die "variant name '$v' is reserved" ;; esac
+    done
+    local configs=(backend nginx bare_pingora "${variants[@]}")
+
+    TMP=$(mktemp -d /tmp/tollgate-load.XXXXXX)
+    chmod 755 "$TMP"
+    RESULTS=$TMP/results
+    mkdir -p "$RESULTS"
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    # The backend lives for the whole run, on the load generator's CPU.
+    BACKEND_PORT=$(free_port)
+    BACKEND_ADDR=127.0.0.1:$BACKEND_PORT
+    mkdir -p "$TMP/backend"
+    write_backend_conf "$TMP/backend" "$BACKEND_PORT"
+    start_pinned "$LOAD_CPU" "$TMP/backend/stdout" "$TMP/backend/stderr" \
+        nginx -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log"
+    BACKEND_PID=$START_PID
+    if ! wait_ready "http://$BACKEND_ADDR$REQ_PATH" "$BACKEND_PID" || ! check_response "http://$BACKEND_ADDR$REQ_PATH"; then
+        cat "$TMP/backend/stderr" "$TMP/backend/error.log" >&2 2>/dev/null || true
+        die "backend nginx did not start"
+    fi
+    log "backend nginx on $BACKEND_ADDR (pid $BACKEND_PID, CPU $LOAD_CPU)"
+    log "configs: ${configs[*]}; $ROUNDS rounds of $DURATION (warm-up $WARMUP), $CONNECTIONS connections"
+
+    local round name
+    for ((round = 1; round <= ROUNDS; round++)); do
+        log "round $round/$ROUNDS"
+        for name in "${configs[@]}"; do
+            # A configuration that failed once is not retried: its reason is already recorded.
+            [[ -f $RESULTS/$name.skipped ]] && continue
+            FAIL_REASON="unknown failure"
+            if ! start_config "$name" "$round"; then
+                log "SKIPPING $name (not measured from round $round on): $FAIL_REASON"
+                echo "$FAIL_REASON (round $round)" >"$RESULTS/$name.skipped"
+                continue
+            fi
+            measure "$name" "$round"
+            stop_config "$name" "$round"
+        done
+    done
+
+    mkdir -p "$(dirname "$REPORT")"
+    python3 "$LOAD_DIR/report.py" \
+        --results "$RESULTS" --configs "${configs[*]}" --rounds "$ROUNDS" --clk-tck "$(getconf CLK_TCK)" \
+        --duration "$DURATION" --connections "$CONNECTIONS" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" \
+        --nginx-version "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
+        --git-rev "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo none)" \
+        >"$REPORT"
+    echo
+    cat "$REPORT"
+    log "report written to $REPORT"
+}
+
+main "$@"

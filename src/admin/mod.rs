@@ -1,0 +1,106 @@
+//! The admin listener (`server.admin_listen`): `GET /metrics` (Prometheus), `/healthz` (alive),
+//! `/readyz` (config loaded and listeners up, false while draining) and `/config` (what config is
+//! loaded: hash, source, load time, counts; never secrets). Keep it on a private address.
+
+use crate::observe::Metrics;
+use crate::snapshot::Store;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+/// Whether this instance should receive traffic: set once the server runs, cleared on drain.
+#[derive(Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub struct AdminApp {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+impl AdminApp {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, ready: Arc<Readiness>) -> AdminApp {
+        AdminApp {
+            store,
+            metrics,
+            ready,
+        }
+    }
+
+    fn config_info(&self) -> serde_json::Value {
+        let snap = self.store.snapshot();
+        let info = &snap.info;
+        json!({
+            "hash": info.hash,
+            "source": info.source.display().to_string(),
+            "loaded_at": info.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "loaded_at_rfc3339": humantime::format_rfc3339_seconds(info.loaded_at).to_string(),
+            "routes": info.routes,
+            "upstreams": info.upstreams,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"status": 405, "title": "Method Not Allowed"}),
+            );
+        }
+        match req.uri.path() {
+            "/metrics" => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/healthz" => json_response(StatusCode::OK, json!({"status": "alive"})),
+            "/readyz" => {
+                if self.ready.get() {
+                    json_response(StatusCode::OK, json!({"status": "ready"}))
+                } else {
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not ready"}))
+                }
+            }
+            "/config" => json_response(StatusCode::OK, self.config_info()),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"status": 404, "title": "Not Found", "detail": "try /metrics, /healthz, /readyz or /config"}),
+            ),
+        }
+    }
+}

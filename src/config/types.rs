@@ -1,0 +1,211 @@
+//! The file format: serde types that mirror `CONFIG.md` one to one. They carry no runtime
+//! behaviour; `snapshot` compiles them into runtime types. Unknown keys are errors everywhere.
+//!
+//! Keys whose behaviour belongs to later work are parsed here (so their types are settled and a
+//! typo in them is still caught) and then refused by validation as "not supported yet".
+
+use super::units::{DurationStr, SizeStr};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Top-level sections, each deserialized on its own so one bad section does not hide the others.
+pub const SECTIONS: &[&str] = &[
+    "server",
+    "log",
+    "tracing",
+    "cluster",
+    "upstreams",
+    "auth",
+    "rate_limits",
+    "caches",
+    "routes",
+];
+
+/// The whole file after parsing. Named tables are kept sorted by name (BTreeMap) so that every
+/// listing, error report and hash is deterministic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Sections owned by later features, kept raw so validation can name them.
+    pub unsupported_sections: Vec<String>,
+    /// Named entries (`upstreams.NAME`) that failed to parse: references to them are not
+    /// reported again as dangling.
+    pub failed_entries: std::collections::BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Plain HTTP listeners (HTTP/1.1 and h2c). Restart needed to change.
+    pub listen: Vec<String>,
+    /// Admin listener: /metrics, /healthz, /readyz, /config. Restart needed to change.
+    pub admin_listen: Option<String>,
+    /// Worker threads; default: number of CPUs. Restart needed to change.
+    pub threads: Option<usize>,
+    pub shutdown_grace: DurationStr,
+    /// How long an idle client keep-alive connection is kept open.
+    pub idle_timeout: DurationStr,
+    pub max_header_bytes: Option<SizeStr>,
+    pub max_body_bytes: Option<SizeStr>,
+    pub client_header_timeout: Option<DurationStr>,
+    pub cache_capacity: Option<SizeStr>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub tls: Option<toml::Value>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec!["0.0.0.0:8080".into()],
+            admin_listen: Some("127.0.0.1:9901".into()),
+            threads: None,
+            shutdown_grace: DurationStr::from_secs(10),
+            idle_timeout: DurationStr::from_secs(60),
+            max_header_bytes: None,
+            max_body_bytes: None,
+            client_header_timeout: None,
+            cache_capacity: None,
+            trusted_proxies: None,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// tracing filter for the gateway's own log (stderr): "info", "warn", "tollgate=debug".
+    pub level: String,
+    /// One access-log line per request on stdout.
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+            access: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    LeastRequests,
+    Hash,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub backup_targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub balance: Balance,
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub tls: bool,
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: DurationStr,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: DurationStr,
+    pub retry_budget: Option<toml::Value>,
+    pub health_check: Option<toml::Value>,
+    pub circuit_breaker: Option<toml::Value>,
+}
+
+fn default_connect_timeout() -> DurationStr {
+    DurationStr::from_secs(1)
+}
+
+fn default_read_timeout() -> DurationStr {
+    DurationStr::from_secs(30)
+}
+
+/// A target is `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub addr: String,
+    pub weight: u32,
+}
+
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"host:port\" or { addr = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig {
+                    addr: s.to_string(),
+                    weight: 1,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Weighted {
+                    addr: String,
+                    #[serde(default = "one")]
+                    weight: u32,
+                }
+                fn one() -> u32 {
+                    1
+                }
+                let w = Weighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TargetConfig {
+                    addr: w.addr,
+                    weight: w.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Exact host or `*.example.com`; absent: any host.
+    pub host: Option<String>,
+    pub path: String,
+    /// Absent: any method.
+    pub methods: Option<Vec<String>>,
+    pub upstream: Option<String>,
+    /// Upstream path template with `{param}` placeholders from `path`.
+    pub rewrite: Option<String>,
+    /// Total deadline for the request, retries included.
+    pub timeout: Option<DurationStr>,
+    pub auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub rate_limits: Option<Vec<String>>,
+    pub cache: Option<String>,
+    pub retry: Option<toml::Value>,
+    pub fallback: Option<toml::Value>,
+    pub aggregate: Option<toml::Value>,
+    pub max_body_bytes: Option<SizeStr>,
+}

@@ -1,0 +1,266 @@
+//! Semantic checks on a parsed [`Config`]: addresses, names, references between sections, value
+//! ranges, and keys whose feature is not built yet. Every problem is collected, none stops the
+//! others. Checks that need compiled runtime types (route ambiguity, rewrite templates, DNS) live
+//! in `snapshot::compile`, which `check` and reload run right after this.
+
+use super::error::ConfigError;
+use super::types::*;
+use super::units::DurationStr;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+/// Runs every check and returns all problems found.
+pub fn validate(config: &Config) -> Vec<ConfigError> {
+    let mut v = Validator::default();
+    v.server(&config.server);
+    v.log(&config.log);
+    for section in &config.unsupported_sections {
+        v.not_yet(section, "this section");
+    }
+    for (name, up) in &config.upstreams {
+        v.upstream(name, up);
+    }
+    for (name, route) in &config.routes {
+        v.route(config, name, route);
+    }
+    v.errors
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    fn not_yet(&mut self, path: &str, what: &str) {
+        self.err(
+            path,
+            format!("{what} is part of the configuration contract but not supported yet by this version of Tollgate; remove it"),
+        );
+    }
+
+    fn positive(&mut self, path: &str, d: DurationStr) {
+        if d.get().is_zero() {
+            self.err(path, "must be greater than zero");
+        }
+    }
+
+    fn server(&mut self, s: &ServerConfig) {
+        if s.listen.is_empty() {
+            self.err("server.listen", "at least one listen address is required");
+        }
+        let mut seen = BTreeSet::new();
+        for (i, addr) in s.listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            match addr.parse::<SocketAddr>() {
+                Ok(a) if !seen.insert(a) => self.err(path, format!("\"{addr}\" is listed twice")),
+                Ok(_) => {}
+                Err(_) => self.err(path, bad_socket_addr(addr)),
+            }
+        }
+        if let Some(admin) = &s.admin_listen {
+            match admin.parse::<SocketAddr>() {
+                Ok(a) if seen.contains(&a) => self.err(
+                    "server.admin_listen",
+                    format!("\"{admin}\" is also a traffic listener; use another port"),
+                ),
+                Ok(_) => {}
+                Err(_) => self.err("server.admin_listen", bad_socket_addr(admin)),
+            }
+        }
+        if let Some(t) = s.threads {
+            if !(1..=1024).contains(&t) {
+                self.err("server.threads", format!("{t} is out of range 1..=1024"));
+            }
+        }
+        self.positive("server.idle_timeout", s.idle_timeout);
+        let unsupported = [
+            ("server.max_header_bytes", s.max_header_bytes.is_some()),
+            ("server.max_body_bytes", s.max_body_bytes.is_some()),
+            ("server.client_header_timeout", s.client_header_timeout.is_some()),
+            ("server.cache_capacity", s.cache_capacity.is_some()),
+            ("server.trusted_proxies", s.trusted_proxies.is_some()),
+            ("server.tls", s.tls.is_some()),
+        ];
+        for (path, set) in unsupported {
+            if set {
+                self.not_yet(path, "this key");
+            }
+        }
+    }
+
+    fn log(&mut self, l: &LogConfig) {
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&l.level) {
+            self.err(
+                "log.level",
+                format!("invalid level \"{}\": {e} (use error, warn, info, debug or trace)", l.level),
+            );
+        }
+    }
+
+    fn name(&mut self, path: &str, name: &str) {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            self.err(
+                path,
+                format!("name \"{name}\" must be 1-64 characters of letters, digits, '_' or '-'"),
+            );
+        }
+    }
+
+    fn upstream(&mut self, name: &str, u: &UpstreamConfig) {
+        let base = format!("upstreams.{name}");
+        self.name(&base, name);
+        if u.targets.is_empty() {
+            self.err(format!("{base}.targets"), "at least one target is required");
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in u.targets.iter().enumerate() {
+            let path = format!("{base}.targets[{i}]");
+            if let Err(msg) = check_target_addr(&t.addr) {
+                self.err(path.clone(), msg);
+            } else if !seen.insert(t.addr.to_ascii_lowercase()) {
+                self.err(path.clone(), format!("\"{}\" is listed twice", t.addr));
+            }
+            if !(1..=1000).contains(&t.weight) {
+                self.err(path, format!("weight {} is out of range 1..=1000", t.weight));
+            }
+        }
+        self.positive(&format!("{base}.connect_timeout"), u.connect_timeout);
+        self.positive(&format!("{base}.read_timeout"), u.read_timeout);
+        match (u.balance, u.hash_key.as_deref()) {
+            (Balance::LeastRequests, _) => {
+                self.not_yet(&format!("{base}.balance"), "balance = \"least_requests\"")
+            }
+            (Balance::Hash, None | Some("ip")) => {}
+            (Balance::Hash, Some(_)) => self.not_yet(
+                &format!("{base}.hash_key"),
+                "hashing on a header or claim",
+            ),
+            (_, Some(_)) => self.err(
+                format!("{base}.hash_key"),
+                "only used with balance = \"hash\"",
+            ),
+            _ => {}
+        }
+        let unsupported = [
+            ("backup_targets", !u.backup_targets.is_empty()),
+            ("tls", u.tls),
+            ("sni", u.sni.is_some()),
+            ("ca_file", u.ca_file.is_some()),
+            ("retry_budget", u.retry_budget.is_some()),
+            ("health_check", u.health_check.is_some()),
+            ("circuit_breaker", u.circuit_breaker.is_some()),
+        ];
+        for (key, set) in unsupported {
+            if set {
+                self.not_yet(&format!("{base}.{key}"), "this key");
+            }
+        }
+    }
+
+    fn route(&mut self, config: &Config, name: &str, r: &RouteConfig) {
+        let base = format!("routes.{name}");
+        self.name(&base, name);
+        match &r.upstream {
+            None => self.err(
+                format!("{base}.upstream"),
+                "missing: every route needs an upstream",
+            ),
+            Some(up) if !config.upstreams.contains_key(up) => {
+                if !config.failed_entries.contains(&format!("upstreams.{up}")) {
+                    let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+                    self.err(
+                        format!("{base}.upstream"),
+                        format!(
+                            "no upstream named \"{up}\" (defined: {})",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+        if let Some(methods) = &r.methods {
+            for (i, m) in methods.iter().enumerate() {
+                let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+                if !valid {
+                    self.err(
+                        format!("{base}.methods[{i}]"),
+                        format!("\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""),
+                    );
+                }
+            }
+        }
+        if let Some(t) = r.timeout {
+            self.positive(&format!("{base}.timeout"), t);
+        }
+        let unsupported = [
+            ("auth", r.auth.is_some()),
+            ("scopes", r.scopes.is_some()),
+            ("rate_limits", r.rate_limits.is_some()),
+            ("cache", r.cache.is_some()),
+            ("retry", r.retry.is_some()),
+            ("fallback", r.fallback.is_some()),
+            ("aggregate", r.aggregate.is_some()),
+            ("max_body_bytes", r.max_body_bytes.is_some()),
+        ];
+        for (key, set) in unsupported {
+            if set {
+                self.not_yet(&format!("{base}.{key}"), "this key");
+            }
+        }
+    }
+}
+
+fn bad_socket_addr(addr: &str) -> String {
+    format!("\"{addr}\" is not an IP:port address (examples: \"0.0.0.0:8080\", \"[::]:8080\")")
+}
+
+/// A target is `IP:port` or `hostname:port`; hostnames are resolved when the config is compiled,
+/// never on the request path.
+pub fn check_target_addr(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let hint = "expected \"host:port\", like \"10.0.0.5:8080\" or \"users.internal:80\"";
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("\"{addr}\" has no port; {hint}"));
+    };
+    if port.parse::<u16>().map(|p| p == 0).unwrap_or(true) {
+        return Err(format!("\"{addr}\" has an invalid port; {hint}"));
+    }
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !host_ok {
+        return Err(format!("\"{addr}\" has an invalid host; {hint}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_addresses() {
+        assert!(check_target_addr("127.0.0.1:80").is_ok());
+        assert!(check_target_addr("[::1]:80").is_ok());
+        assert!(check_target_addr("users.internal:8080").is_ok());
+        assert!(check_target_addr("users.internal").is_err());
+        assert!(check_target_addr("users.internal:0").is_err());
+        assert!(check_target_addr("users internal:80").is_err());
+        assert!(check_target_addr(":80").is_err());
+    }
+}

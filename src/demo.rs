@@ -1,0 +1,62 @@
+//! Demo backends for the quick start: small JSON services that echo what they received, so a
+//! first `curl` through the gateway shows routing, rewriting and forwarded headers at work.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use serde_json::json;
+
+/// One demo service instance, named so responses show which instance answered.
+pub struct EchoApp {
+    service: String,
+}
+
+#[async_trait]
+impl ServeHttp for EchoApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let header = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let body = json!({
+            "service": self.service,
+            "method": req.method.as_str(),
+            "path": req.uri.path(),
+            "query": req.uri.query(),
+            "x-request-id": header("x-request-id"),
+            "x-forwarded-for": header("x-forwarded-for"),
+            "x-forwarded-host": header("x-forwarded-host"),
+        });
+        let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        bytes.push(b'\n');
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("content-length", bytes.len())
+            .body(bytes)
+            .unwrap_or_default()
+    }
+}
+
+/// A demo backend service named `service` listening on `addr`.
+pub fn echo_service(service: &str, addr: &str) -> Service<HttpServer<EchoApp>> {
+    let app = EchoApp {
+        service: format!("{service}@{addr}"),
+    };
+    let mut svc = Service::new(format!("demo {service} {addr}"), HttpServer::new_app(app));
+    svc.add_tcp(addr);
+    svc.threads = Some(1);
+    svc
+}
+
+/// The backends `config/demo.toml` routes to.
+pub const DEMO_BACKENDS: &[(&str, &str)] = &[
+    ("users", "127.0.0.1:9001"),
+    ("users", "127.0.0.1:9002"),
+    ("catalog", "127.0.0.1:9003"),
+];

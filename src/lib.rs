@@ -1,0 +1,23 @@
+//! Tollgate: an API gateway for mobile backends, built on Pingora.
+//!
+//! Module map (dependencies point one way: config → snapshot → policies → proxy):
+//! - [`config`]: the TOML file format, parsing and validation with key paths and lines;
+//! - [`route`]: the route table (host, path, method) by specificity;
+//! - [`upstream`]: targets and balancing;
+//! - [`snapshot`]: a config compiled into runtime form, the live store and reload triggers;
+//! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
+//! - [`observe`]: metrics, access log, the gateway's own log;
+//! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
+//! - [`server`]: assembling and running the Pingora server, signals and draining;
+//! - [`demo`]: demo backends for the quick start.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod observe;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;

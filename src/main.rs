@@ -1,0 +1,103 @@
+//! The `tollgate` command: `run` a gateway, `check` a config file, or start the `demo`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tollgate::config::{self, ConfigErrors};
+use tollgate::observe::{init_logging, AccessLog};
+use tollgate::server::Instance;
+use tollgate::snapshot::Snapshot;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "An API gateway for mobile backends, built on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic with the given config; reloads on file change and SIGHUP.
+    Run {
+        /// Config file (TOML).
+        #[arg(short, long, default_value = "/etc/tollgate/tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file, like `nginx -t`: exit 0 with a summary, or 1 with every error.
+    Check {
+        #[arg(short, long, default_value = "/etc/tollgate/tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run the gateway on the demo config together with demo backends on 127.0.0.1:9001-9003.
+    Demo {
+        #[arg(short, long, default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config, false),
+        Command::Demo { config } => run(&config, true),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Snapshot::load(path) {
+        Ok(s) => {
+            println!(
+                "{}: ok ({} routes, {} upstreams)",
+                path.display(),
+                s.info.routes,
+                s.info.upstreams
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report(&errors),
+    }
+}
+
+fn report(errors: &ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    eprintln!(
+        "{}: {} error{}",
+        errors.source,
+        errors.errors.len(),
+        if errors.errors.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
+}
+
+fn run(path: &std::path::Path, demo: bool) -> ExitCode {
+    // The log settings are needed before anything else can be reported.
+    let (log_format, log_level) = match config::load(path) {
+        Ok((_, cfg)) => (cfg.log.format, cfg.log.level),
+        Err(errors) => return report(&errors),
+    };
+    init_logging(log_format, &log_level);
+    let mut instance = match Instance::build(path, AccessLog::stdout()) {
+        Ok(i) => i,
+        Err(errors) => return report(&errors),
+    };
+    if demo {
+        for (name, addr) in tollgate::demo::DEMO_BACKENDS {
+            instance.add_service(tollgate::demo::echo_service(name, addr));
+        }
+    }
+    let snap = instance.store.snapshot();
+    tracing::info!(
+        config = %path.display(),
+        config_hash = %snap.info.hash,
+        routes = snap.info.routes,
+        upstreams = snap.info.upstreams,
+        listen = ?snap.server.listen,
+        admin = ?snap.server.admin_listen,
+        version = env!("CARGO_PKG_VERSION"),
+        "tollgate starting"
+    );
+    drop(snap);
+    let signals = instance.process_signals();
+    instance.run(signals);
+    ExitCode::SUCCESS
+}

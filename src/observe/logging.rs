@@ -1,0 +1,21 @@
+//! The gateway's own log (start-up, reloads, upstream trouble) on stderr, as JSON or text per
+//! `[log] format`, filtered by `[log] level`. Pingora's `log` records are bridged in.
+
+use crate::config::LogFormat;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Safe to call twice (the second call does nothing), which
+/// matters for tests that start several gateways in one process.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::builder()
+        .parse(level)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics of one gateway instance, in their own registry (so several gateways in one
+//! test process never share counters). Label values are bounded: route and upstream names from
+//! the config (`none` when no route matched), methods folded to a fixed set, status codes.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Buckets for request latency: 1 ms to 30 s, dense where APIs live.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How one attempt to reach an upstream target ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// A response arrived; the status class is the label (`2xx` .. `5xx`).
+    Response(u16),
+    ConnectError,
+    Timeout,
+    Error,
+}
+
+impl UpstreamOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Response(s) if s < 200 => "1xx",
+            UpstreamOutcome::Response(s) if s < 300 => "2xx",
+            UpstreamOutcome::Response(s) if s < 400 => "3xx",
+            UpstreamOutcome::Response(s) if s < 500 => "4xx",
+            UpstreamOutcome::Response(_) => "5xx",
+            UpstreamOutcome::ConnectError => "connect_error",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    config_reloads: IntCounterVec,
+    last_reload_success: Gauge,
+    in_flight: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("tollgate_requests_total", "Requests answered, by route, method and status."),
+            &["route", "method", "status"],
+        )
+        .expect("static metric definition");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_request_duration_seconds",
+                "Time from request start to the end of the response, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_upstream_requests_total",
+                "Attempts to reach an upstream target, by outcome (status class, connect_error, timeout, error).",
+            ),
+            &["upstream", "target", "outcome"],
+        )
+        .expect("static metric definition");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_upstream_duration_seconds",
+                "Time spent on an upstream attempt until its response ended or failed, by upstream.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("tollgate_config_reloads_total", "Config loads and reloads, by result."),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let last_reload_success = Gauge::new(
+            "tollgate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load that succeeded.",
+        )
+        .expect("static metric definition");
+        let in_flight = IntGauge::new(
+            "tollgate_requests_in_flight",
+            "Requests being handled right now.",
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new("tollgate_build_info", "Always 1; the version label says which build runs."),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [&requests, &upstream_requests, &config_reloads] {
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        for h in [&request_duration, &upstream_duration] {
+            registry.register(Box::new(h.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(last_reload_success.clone())).expect("unique metric");
+        registry.register(Box::new(in_flight.clone())).expect("unique metric");
+        registry.register(Box::new(build_info)).expect("unique metric");
+        // Both results exist from the start so a dashboard can rate() them before the first failure.
+        for r in ["success", "failure"] {
+            config_reloads.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_duration,
+            config_reloads,
+            last_reload_success,
+            in_flight,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, route: &str, method: &http::Method, status: u16, elapsed: Duration) {
+        let status = status_label(status);
+        self.requests
+            .with_label_values(&[route, method_label(method), status])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one attempt to reach an upstream target.
+    pub fn upstream_attempt(
+        &self,
+        upstream: &str,
+        target: &str,
+        outcome: UpstreamOutcome,
+        elapsed: Duration,
+    ) {
+        self.upstream_requests
+            .with_label_values(&[upstream, target, outcome.label()])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[upstream])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn config_loaded(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+        if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            self.last_reload_success.set(now);
+        }
+    }
+
+    pub fn in_flight(&self) -> &IntGauge {
+        &self.in_flight
+    }
+
+    /// The registry in Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for I/O reasons; an empty page is the worst case.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Methods outside the standard set are folded into `OTHER` so a client cannot grow the label set.
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Status codes as prebuilt strings (no allocation per request); codes outside 100..=599 (or 0
+/// when no response could be sent) fold to "000".
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (100..600).map(|s: u16| s.to_string()).collect());
+    match status {
+        100..=599 => LABELS[usize::from(status - 100)].as_str(),
+        _ => "000",
+    }
+}

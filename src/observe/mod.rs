@@ -1,0 +1,10 @@
+//! Observability: Prometheus metrics, the per-request access log, and the gateway's own log
+//! (tracing) set up from `[log]`.
+
+mod access_log;
+mod logging;
+mod metrics;
+
+pub use access_log::{AccessLog, AccessRecord};
+pub use logging::init_logging;
+pub use metrics::{Metrics, UpstreamOutcome};

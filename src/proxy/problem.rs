@@ -1,0 +1,145 @@
+//! Responses the gateway writes itself, in RFC 9457 `application/problem+json` form, and the one
+//! place where an error is turned into an HTTP status. Bodies never echo request content.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
+use serde::Serialize;
+
+/// A response the gateway makes on its own.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: u16,
+    pub detail: &'static str,
+    /// `Allow` header value for a 405.
+    pub allow: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    request_id: &'a str,
+}
+
+impl Problem {
+    pub fn new(status: u16, detail: &'static str) -> Problem {
+        Problem {
+            status,
+            detail,
+            allow: None,
+        }
+    }
+
+    pub fn not_found() -> Problem {
+        Problem::new(404, "no route matches this request")
+    }
+
+    pub fn method_not_allowed(allow: &str) -> Problem {
+        Problem {
+            status: 405,
+            detail: "the route does not accept this method; see the Allow header",
+            allow: Some(allow.to_string()),
+        }
+    }
+
+    /// Serialises the body. The request id lets a user quote the failure to an operator.
+    pub fn body(&self, request_id: &str) -> Bytes {
+        let title = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let body = Body {
+            kind: "about:blank",
+            title,
+            status: self.status,
+            detail: self.detail,
+            request_id,
+        };
+        serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
+    }
+
+    /// Writes the whole response to the client. HEAD requests get the headers only.
+    pub async fn write(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+        let body = self.body(request_id);
+        let mut header = ResponseHeader::build(self.status, Some(4))?;
+        header.insert_header(http::header::CONTENT_TYPE, "application/problem+json")?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        header.insert_header("x-request-id", request_id)?;
+        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        if let Some(allow) = &self.allow {
+            header.insert_header(http::header::ALLOW, allow.as_str())?;
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Maps a failure to the status the client sees (0: the client is gone, write nothing).
+///
+/// - our own `HTTPStatus(code)` errors keep their code (deadline passed: 504, no target: 502);
+/// - upstream connect timeout and read/write timeouts: 504 Gateway Timeout;
+/// - any other upstream failure (refused, reset, malformed response): 502 Bad Gateway;
+/// - a broken client connection: 0; a malformed client request: 400; anything else: 500.
+pub fn problem_for(e: &Error) -> Problem {
+    use ErrorType::*;
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(504), _) => Problem::new(504, "the route's deadline passed before the upstream answered"),
+        (HTTPStatus(502), _) => Problem::new(502, "no upstream target is available"),
+        (HTTPStatus(code), _) => Problem::new(*code, "the request could not be served"),
+        (ConnectTimedout, _) => Problem::new(504, "the upstream did not accept a connection in time"),
+        (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => {
+            Problem::new(504, "the upstream did not answer in time")
+        }
+        (
+            ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
+            | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout,
+            _,
+        ) => Problem::new(502, "the upstream refused or dropped the connection"),
+        (_, ErrorSource::Upstream) => Problem::new(502, "the upstream connection failed"),
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
+            Problem::new(0, "client connection closed")
+        }
+        (ReadTimedout, ErrorSource::Downstream) => {
+            Problem::new(408, "the request was not received in time")
+        }
+        (_, ErrorSource::Downstream) => Problem::new(400, "the request is malformed"),
+        _ => Problem::new(500, "internal error"),
+    }
+}
+
+/// True when the failure happened while connecting (nothing reached the upstream).
+pub fn is_connect_error(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | BindError
+            | SocketError
+            | ConnectProxyFailure
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+    )
+}
+
+/// True when the failure is a timeout waiting on the upstream.
+pub fn is_timeout(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout | HTTPStatus(504)
+    )
+}

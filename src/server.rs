@@ -1,0 +1,223 @@
+//! Assembles a running Tollgate: the Pingora server with the proxy service on `server.listen`,
+//! the admin service, the reload watcher, readiness tracking and shutdown handling (SIGTERM
+//! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once).
+
+use crate::admin::{AdminApp, Readiness};
+use crate::config::ConfigErrors;
+use crate::observe::{AccessLog, Metrics};
+use crate::proxy::Gateway;
+use crate::snapshot::{watch::ReloadService, Snapshot, Store};
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// A gateway ready to run.
+pub struct Instance {
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<Readiness>,
+    access_log: Arc<AccessLog>,
+    server: Server,
+}
+
+impl Instance {
+    /// Loads the config and builds every service. Fails with all config errors, or with a single
+    /// error if a listen address cannot be bound.
+    pub fn build(config_path: &Path, access_log: AccessLog) -> Result<Instance, ConfigErrors> {
+        let snapshot = Snapshot::load(config_path)?;
+        let server_cfg = snapshot.server.clone();
+        check_bindable(config_path, &server_cfg.listen, server_cfg.admin_listen.as_deref())?;
+
+        let metrics = Arc::new(Metrics::new());
+        let store = Arc::new(Store::new(config_path, snapshot, metrics.clone()));
+        let ready = Arc::new(Readiness::default());
+        let access_log = Arc::new(access_log);
+
+        let grace = server_cfg.shutdown_grace.get();
+        let conf = ServerConf {
+            threads: server_cfg.threads.unwrap_or_else(default_threads),
+            // Pingora sleeps this long after SIGTERM; our drain watcher usually exits sooner.
+            grace_period_seconds: Some(grace.as_secs() + 1),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+
+        let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
+        let mut proxy =
+            pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
+        for addr in &server_cfg.listen {
+            proxy.add_tcp(addr);
+        }
+        server.add_service(proxy);
+
+        if let Some(addr) = &server_cfg.admin_listen {
+            let app = AdminApp::new(store.clone(), metrics.clone(), ready.clone());
+            let mut admin = Service::new("tollgate admin".to_string(), HttpServer::new_app(app));
+            admin.add_tcp(addr);
+            admin.threads = Some(1);
+            server.add_service(admin);
+        }
+        server.add_service(background_service(
+            "tollgate config reload",
+            ReloadService::new(store.clone()),
+        ));
+
+        Ok(Instance {
+            store,
+            metrics,
+            ready,
+            access_log,
+            server,
+        })
+    }
+
+    /// Adds an extra Pingora service (the demo backends use this).
+    pub fn add_service(&mut self, service: impl pingora::services::Service + 'static) {
+        self.server.add_service(service);
+    }
+
+    /// Runs until the shutdown signal says so. Blocks the calling thread; must not be called
+    /// from inside a tokio runtime.
+    pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
+        track_readiness(&self.server, self.ready.clone());
+        self.server.run(RunArgs {
+            shutdown_signal: shutdown,
+        });
+        drop(self.access_log);
+    }
+
+    /// Signals of a real process: SIGTERM drains, SIGINT exits, SIGQUIT hands sockets over to a
+    /// new process (Pingora's graceful upgrade).
+    pub fn process_signals(&self) -> Box<dyn ShutdownSignalWatch> {
+        Box::new(ProcessSignals {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            ready: self.ready.clone(),
+        })
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Binds each address once to fail early with a readable message (Pingora would only log it).
+fn check_bindable(path: &Path, listen: &[String], admin: Option<&str>) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let all = listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("server.listen[{i}]"), a.as_str()))
+        .chain(admin.map(|a| ("server.admin_listen".to_string(), a)));
+    for (key, addr) in all {
+        if let Err(e) = TcpListener::bind(addr) {
+            errors.push(crate::config::ConfigError::new(key, format!("cannot listen on {addr}: {e}")));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        crate::config::Locator::new(&text).locate_all(&mut errors);
+        Err(ConfigErrors {
+            source: path.display().to_string(),
+            errors,
+        })
+    }
+}
+
+/// Marks the instance ready once Pingora runs its services, not ready once shutdown begins.
+fn track_readiness(server: &Server, ready: Arc<Readiness>) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::Builder::new()
+        .name("tollgate-readiness".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::Running) => ready.set(true),
+                Ok(ExecutionPhase::Terminated) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    ready.set(false);
+                    break;
+                }
+                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => ready.set(false),
+                _ => {}
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::warn!("cannot track readiness: {e}"));
+}
+
+struct ProcessSignals {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for ProcessSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                let grace = self.store.snapshot().server.shutdown_grace.get();
+                tracing::info!(grace_seconds = grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
+                self.ready.set(false);
+                exit_when_drained(self.metrics.clone(), grace);
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting now");
+                ShutdownSignal::FastShutdown
+            }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: handing listeners to the new process");
+                ShutdownSignal::GracefulUpgrade
+            }
+        }
+    }
+}
+
+/// Pingora waits the whole grace period after SIGTERM even when nothing is in flight; this exits
+/// as soon as the last in-flight request finished (or the grace period ran out).
+fn exit_when_drained(metrics: Arc<Metrics>, grace: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("tollgate-drain".into())
+        .spawn(move || {
+            let deadline = Instant::now() + grace;
+            // Let listeners close and requests already accepted reach the gateway first.
+            std::thread::sleep(Duration::from_millis(250));
+            while metrics.in_flight().get() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left = metrics.in_flight().get();
+            if left > 0 {
+                tracing::warn!(in_flight = left, "grace period over; exiting with requests in flight");
+            } else {
+                tracing::info!("drained; exiting");
+            }
+            // The access-log writer flushes whenever its queue empties; give it a moment.
+            std::thread::sleep(Duration::from_millis(100));
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start drain watcher, waiting the full grace period: {e}");
+    }
+}

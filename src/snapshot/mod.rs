@@ -1,0 +1,151 @@
+//! Compiled configuration: a [`Snapshot`] is the immutable runtime form of one config file
+//! (route table, upstreams, log settings). The proxy loads one snapshot per request, so a reload
+//! never mixes old and new config inside a request. [`store`] swaps snapshots; [`watch`] triggers
+//! reloads on file changes and SIGHUP.
+
+mod rewrite;
+pub mod store;
+pub mod watch;
+
+pub use rewrite::{path_params, Rewrite};
+pub use store::{ReloadOutcome, Store};
+
+use crate::config::{self, Config, ConfigError, ConfigErrors, LogFormat, ServerConfig, Source};
+use crate::route::{RouteDef, RouteTable};
+use crate::upstream::Upstream;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A compiled `[routes.NAME]`.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub rewrite: Option<Rewrite>,
+    /// Total deadline of a request on this route.
+    pub timeout: Option<Duration>,
+}
+
+/// Log settings that apply per request and so can change on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub access: bool,
+}
+
+/// What identifies a loaded config on the admin `/config` endpoint.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    /// SHA-256 of the file text, hex.
+    pub hash: String,
+    pub source: PathBuf,
+    pub loaded_at: SystemTime,
+    pub routes: usize,
+    pub upstreams: usize,
+}
+
+/// One compiled config.
+pub struct Snapshot {
+    pub routes: RouteTable<Arc<Route>>,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub log: LogSettings,
+    /// `log.level`, applied at start-up.
+    pub log_level: String,
+    /// The `[server]` section as written; restart-only keys are compared on reload.
+    pub server: ServerConfig,
+    pub info: SnapshotInfo,
+}
+
+impl Snapshot {
+    /// Reads, parses, validates and compiles a config file: what `check`, start-up and every
+    /// reload run. All errors come back at once, located in the file.
+    pub fn load(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+        let (source, config) = config::load(path)?;
+        compile(&source, &config).map_err(|errors| source.errors(errors))
+    }
+}
+
+/// Compiles a validated config. Resolves target host names (blocking DNS, so never call this on
+/// the request path) and builds the route table, reporting ambiguous routes and bad rewrites.
+pub fn compile(source: &Source, config: &Config) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut upstreams = BTreeMap::new();
+    for (name, cfg) in &config.upstreams {
+        match Upstream::compile(name, cfg) {
+            Ok(u) => {
+                upstreams.insert(name.clone(), Arc::new(u));
+            }
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|(key, msg)| ConfigError::new(format!("upstreams.{name}.{key}"), msg)),
+            ),
+        }
+    }
+
+    let mut defs = Vec::with_capacity(config.routes.len());
+    for (name, r) in &config.routes {
+        let base = format!("routes.{name}");
+        let Some(upstream) = r.upstream.as_ref().and_then(|u| upstreams.get(u)) else {
+            continue; // validation already reported it
+        };
+        let rewrite = match &r.rewrite {
+            Some(t) => match Rewrite::parse(t, &path_params(&r.path)) {
+                Ok(rw) => Some(rw),
+                Err(msg) => {
+                    errors.push(ConfigError::new(format!("{base}.rewrite"), msg));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let methods = r.methods.as_ref().map(|ms| {
+            ms.iter()
+                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .collect()
+        });
+        defs.push(RouteDef {
+            name: name.clone(),
+            host: r.host.clone(),
+            path: r.path.clone(),
+            methods,
+            value: Arc::new(Route {
+                name: Arc::from(name.as_str()),
+                upstream: upstream.clone(),
+                rewrite,
+                timeout: r.timeout.map(|t| t.get()),
+            }),
+        });
+    }
+    let routes = match RouteTable::build(defs) {
+        Ok(t) => Some(t),
+        Err(route_errors) => {
+            errors.extend(route_errors.into_iter().map(|e| {
+                ConfigError::new(format!("routes.{}.{}", e.route, e.field), e.message)
+            }));
+            None
+        }
+    };
+    match routes {
+        Some(routes) if errors.is_empty() => Ok(Snapshot {
+            info: SnapshotInfo {
+                hash: hex::encode(Sha256::digest(source.text.as_bytes())),
+                source: source.path.clone(),
+                loaded_at: SystemTime::now(),
+                routes: routes.len(),
+                upstreams: upstreams.len(),
+            },
+            routes,
+            upstreams,
+            log: LogSettings {
+                format: config.log.format,
+                access: config.log.access,
+            },
+            log_level: config.log.level.clone(),
+            server: config.server.clone(),
+        }),
+        _ => Err(errors),
+    }
+}

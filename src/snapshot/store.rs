@@ -1,0 +1,113 @@
+//! The live config: an `ArcSwap` holding the current [`Snapshot`], and the reload step that
+//! builds a new one from the file and swaps it in, or keeps the old one and reports why not.
+
+use super::Snapshot;
+use crate::config::{ConfigErrors, ServerConfig};
+use crate::observe::Metrics;
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What one reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// A new snapshot is live. `needs_restart` lists keys that changed but only take effect after
+    /// a restart (they keep their running values).
+    Applied {
+        hash: String,
+        needs_restart: Vec<&'static str>,
+    },
+    /// The file is byte-for-byte the config already running.
+    Unchanged,
+    /// The file is invalid; the running config keeps serving.
+    Rejected(ConfigErrors),
+}
+
+/// Holds the running config and reloads it.
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    /// Serialises reloads (file watch and SIGHUP may fire together).
+    reloading: Mutex<()>,
+}
+
+impl Store {
+    pub fn new(path: &Path, initial: Snapshot, metrics: Arc<Metrics>) -> Store {
+        metrics.config_loaded(true);
+        Store {
+            current: ArcSwap::from_pointee(initial),
+            path: path.to_path_buf(),
+            metrics,
+            reloading: Mutex::new(()),
+        }
+    }
+
+    /// The snapshot a new request should use for its whole life.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file and swaps in the new config if it is valid. Blocking (file I/O, DNS):
+    /// call it from a blocking context, never from a request.
+    pub fn reload(&self) -> ReloadOutcome {
+        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = match Snapshot::load(&self.path) {
+            Err(errors) => ReloadOutcome::Rejected(errors),
+            Ok(mut next) => {
+                let current = self.current.load();
+                if next.info.hash == current.info.hash {
+                    ReloadOutcome::Unchanged
+                } else {
+                    let needs_restart = restart_only_changes(&current, &next);
+                    keep_restart_only_values(&current, &mut next);
+                    let hash = next.info.hash.clone();
+                    self.current.store(Arc::new(next));
+                    ReloadOutcome::Applied {
+                        hash,
+                        needs_restart,
+                    }
+                }
+            }
+        };
+        match &outcome {
+            ReloadOutcome::Applied { .. } => self.metrics.config_loaded(true),
+            ReloadOutcome::Rejected(_) => self.metrics.config_loaded(false),
+            ReloadOutcome::Unchanged => {}
+        }
+        outcome
+    }
+}
+
+/// Keys read once at start-up (listeners, thread pools, the log filter). A change to them is
+/// reported, not half-applied.
+pub fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    if o.listen != n.listen {
+        changed.push("server.listen");
+    }
+    if o.admin_listen != n.admin_listen {
+        changed.push("server.admin_listen");
+    }
+    if o.threads != n.threads {
+        changed.push("server.threads");
+    }
+    if old.log_level != new.log_level {
+        changed.push("log.level");
+    }
+    changed
+}
+
+/// The new snapshot describes what actually runs: restart-only keys keep their running values.
+fn keep_restart_only_values(running: &Snapshot, next: &mut Snapshot) {
+    let keep: &ServerConfig = &running.server;
+    next.server.listen = keep.listen.clone();
+    next.server.admin_listen = keep.admin_listen.clone();
+    next.server.threads = keep.threads;
+    next.log_level = running.log_level.clone();
+}

@@ -1,0 +1,181 @@
+//! Target selection: weighted round robin (smooth, as nginx interleaves it), weighted random, and
+//! consistent hashing on the client address (ketama, so a target change remaps few clients).
+//! Every policy can skip targets already tried by the same request.
+
+use pingora_ketama::{Bucket, Continuum};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+#[derive(Debug)]
+pub enum Balancer {
+    RoundRobin { slots: Vec<usize>, next: AtomicUsize },
+    Random { slots: Vec<usize> },
+    Hash { ring: HashRing },
+}
+
+pub struct HashRing {
+    continuum: Continuum,
+    index_of: HashMap<SocketAddr, usize>,
+    /// Upper bound of points on the ring (ketama puts 160 per unit of weight): a full walk.
+    points: usize,
+}
+
+impl std::fmt::Debug for HashRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashRing").field("targets", &self.index_of.len()).finish()
+    }
+}
+
+impl Balancer {
+    pub fn round_robin(weights: &[u32]) -> Balancer {
+        Balancer::RoundRobin {
+            slots: smooth_weighted_order(weights),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn random(weights: &[u32]) -> Balancer {
+        Balancer::Random {
+            slots: smooth_weighted_order(weights),
+        }
+    }
+
+    pub fn hash(addrs: &[SocketAddr], weights: &[u32]) -> Balancer {
+        let buckets: Vec<Bucket> = addrs
+            .iter()
+            .zip(weights)
+            .map(|(a, w)| Bucket::new(*a, *w))
+            .collect();
+        let index_of = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let points = weights.iter().map(|w| *w as usize * 160).sum();
+        Balancer::Hash {
+            ring: HashRing {
+                continuum: Continuum::new(&buckets),
+                index_of,
+                points,
+            },
+        }
+    }
+
+    /// Picks a target index not in `tried`; `None` when all were tried.
+    pub fn select(&self, client: Option<IpAddr>, tried: &[usize]) -> Option<usize> {
+        match self {
+            Balancer::RoundRobin { slots, next } => {
+                let start = next.fetch_add(1, Ordering::Relaxed);
+                first_untried(slots, start, tried)
+            }
+            Balancer::Random { slots } => {
+                first_untried(slots, fastrand::usize(..slots.len().max(1)), tried)
+            }
+            Balancer::Hash { ring } => {
+                let key = match client {
+                    Some(IpAddr::V4(ip)) => ip.octets().to_vec(),
+                    Some(IpAddr::V6(ip)) => ip.octets().to_vec(),
+                    None => Vec::new(),
+                };
+                let mut idx = ring.continuum.node_idx(&key);
+                // Walk the ring from the client's point: the next distinct target is the
+                // consistent second choice.
+                for _ in 0..ring.points {
+                    let addr = ring.continuum.get_addr(&mut idx)?;
+                    match ring.index_of.get(addr) {
+                        Some(i) if !tried.contains(i) => return Some(*i),
+                        _ => {}
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Scans the slot list from `start`, returning the first target not tried yet.
+fn first_untried(slots: &[usize], start: usize, tried: &[usize]) -> Option<usize> {
+    let n = slots.len();
+    (0..n)
+        .map(|i| slots[(start + i) % n])
+        .find(|t| !tried.contains(t))
+}
+
+/// nginx's smooth weighted round robin, unrolled into one cycle: weights 5,1,1 give
+/// a a b a c a a rather than a a a a a b c. Weights are reduced by their gcd first.
+fn smooth_weighted_order(weights: &[u32]) -> Vec<usize> {
+    let g = weights.iter().copied().fold(0, gcd).max(1);
+    let w: Vec<i64> = weights.iter().map(|w| i64::from(w / g)).collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        order.push(best);
+    }
+    order
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_order_interleaves_and_honours_weights() {
+        assert_eq!(smooth_weighted_order(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_weighted_order(&[2, 2]), vec![0, 1]);
+        assert_eq!(smooth_weighted_order(&[3]), vec![0]);
+    }
+
+    #[test]
+    fn round_robin_cycles_and_skips_tried() {
+        let b = Balancer::round_robin(&[1, 1, 1]);
+        let picks: Vec<_> = (0..6).map(|_| b.select(None, &[]).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        for _ in 0..6 {
+            assert_ne!(b.select(None, &[1]), Some(1));
+        }
+        assert_eq!(b.select(None, &[0, 1, 2]), None);
+    }
+
+    #[test]
+    fn random_respects_weights_roughly() {
+        let b = Balancer::random(&[9, 1]);
+        let zeros = (0..2000).filter(|_| b.select(None, &[]) == Some(0)).count();
+        assert!(zeros > 1600, "{zeros}");
+        assert_eq!(b.select(None, &[0]), Some(1));
+    }
+
+    #[test]
+    fn hash_is_sticky_per_client_and_falls_over() {
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        let b = Balancer::hash(&addrs, &[1, 1, 1]);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let first = b.select(Some(ip), &[]).unwrap();
+        for _ in 0..10 {
+            assert_eq!(b.select(Some(ip), &[]), Some(first));
+        }
+        let second = b.select(Some(ip), &[first]).unwrap();
+        assert_ne!(second, first);
+        // Different clients spread over the targets.
+        let spread: std::collections::HashSet<_> = (0..200u8)
+            .map(|i| b.select(Some(IpAddr::from([10, 0, i, 1])), &[]).unwrap())
+            .collect();
+        assert_eq!(spread.len(), 3);
+        assert_eq!(b.select(Some(ip), &[0, 1, 2]), None);
+    }
+}
