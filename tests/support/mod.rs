@@ -1,0 +1,41 @@
+//! Test harness: real backends on 127.0.0.1 ephemeral ports that record what they received,
+//! and a real Tollgate (in-process Pingora server, or the built binary) on free ports.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod gateway;
+
+#[allow(unused_imports)]
+pub use backend::{backend, Backend, Received};
+#[allow(unused_imports)]
+pub use gateway::{free_port, GatewayHandle};
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 20 ms until it returns true or `limit` passes; returns the last result.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain HTTP client that never retries, never follows redirects, and gives up after 10 s.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
