@@ -9,7 +9,11 @@ use tollgate::server::Instance;
 use tollgate::snapshot::Snapshot;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "An API gateway for mobile backends, built on Pingora")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An API gateway for mobile backends, built on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -9,6 +9,7 @@ use crate::proxy::Gateway;
 use crate::snapshot::{watch::ReloadService, Snapshot, Store};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -34,7 +35,11 @@ impl Instance {
     pub fn build(config_path: &Path, access_log: AccessLog) -> Result<Instance, ConfigErrors> {
         let snapshot = Snapshot::load(config_path)?;
         let server_cfg = snapshot.server.clone();
-        check_bindable(config_path, &server_cfg.listen, server_cfg.admin_listen.as_deref())?;
+        check_bindable(
+            config_path,
+            &server_cfg.listen,
+            server_cfg.admin_listen.as_deref(),
+        )?;
 
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(Store::new(config_path, snapshot, metrics.clone()));
@@ -53,8 +58,18 @@ impl Instance {
         server.bootstrap();
 
         let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
-        let mut proxy =
-            pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate");
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            gateway,
+            "tollgate",
+        );
+        if let Some(logic) = proxy.app_logic_mut() {
+            // Plain listeners speak HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
+            logic.server_options = Some(options);
+        }
         for addr in &server_cfg.listen {
             proxy.add_tcp(addr);
         }
@@ -123,7 +138,10 @@ fn check_bindable(path: &Path, listen: &[String], admin: Option<&str>) -> Result
         .chain(admin.map(|a| ("server.admin_listen".to_string(), a)));
     for (key, addr) in all {
         if let Err(e) = TcpListener::bind(addr) {
-            errors.push(crate::config::ConfigError::new(key, format!("cannot listen on {addr}: {e}")));
+            errors.push(crate::config::ConfigError::new(
+                key,
+                format!("cannot listen on {addr}: {e}"),
+            ));
         }
     }
     if errors.is_empty() {
@@ -146,11 +164,14 @@ fn track_readiness(server: &Server, ready: Arc<Readiness>) {
         .spawn(move || loop {
             match phases.blocking_recv() {
                 Ok(ExecutionPhase::Running) => ready.set(true),
-                Ok(ExecutionPhase::Terminated) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                Ok(ExecutionPhase::Terminated)
+                | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     ready.set(false);
                     break;
                 }
-                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => ready.set(false),
+                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
+                    ready.set(false)
+                }
                 _ => {}
             }
         })
@@ -209,7 +230,10 @@ fn exit_when_drained(metrics: Arc<Metrics>, grace: Duration) {
             }
             let left = metrics.in_flight().get();
             if left > 0 {
-                tracing::warn!(in_flight = left, "grace period over; exiting with requests in flight");
+                tracing::warn!(
+                    in_flight = left,
+                    "grace period over; exiting with requests in flight"
+                );
             } else {
                 tracing::info!("drained; exiting");
             }

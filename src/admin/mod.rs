@@ -93,7 +93,10 @@ impl ServeHttp for AdminApp {
                 if self.ready.get() {
                     json_response(StatusCode::OK, json!({"status": "ready"}))
                 } else {
-                    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not ready"}))
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "not ready"}),
+                    )
                 }
             }
             "/config" => json_response(StatusCode::OK, self.config_info()),

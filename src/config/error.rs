@@ -95,7 +95,11 @@ impl<'a> Locator<'a> {
             let Some((key, item)) = table.get_key_value(segment) else {
                 break;
             };
-            best = key.span().map(|s| s.start).or(item.span().map(|s| s.start)).or(best);
+            best = key
+                .span()
+                .map(|s| s.start)
+                .or(item.span().map(|s| s.start))
+                .or(best);
             match item.as_table_like() {
                 Some(t) => table = t,
                 None => break,
@@ -111,7 +115,11 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let col = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 

@@ -31,7 +31,10 @@ impl Source {
             }),
             Err(e) => Err(ConfigErrors {
                 source: path.display().to_string(),
-                errors: vec![ConfigError::new("", format!("cannot read config file: {e}"))],
+                errors: vec![ConfigError::new(
+                    "",
+                    format!("cannot read config file: {e}"),
+                )],
             }),
         }
     }
@@ -83,7 +86,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
                 }
             }
             "upstreams" => {
-                config.upstreams = named_tables(&key, value, &mut errors, &mut config.failed_entries)
+                config.upstreams =
+                    named_tables(&key, value, &mut errors, &mut config.failed_entries)
             }
             "routes" => {
                 config.routes = named_tables(&key, value, &mut errors, &mut config.failed_entries)
@@ -107,23 +111,44 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
 }
 
 /// Deserializes one section, recording a key-path error instead of failing the whole file.
+///
+/// serde stops at the first bad key of a table, so after each error the offending key is taken
+/// out and the table deserialized again, until it passes or the error is not about one of its
+/// keys: every bad key is reported, not just the first. (Bounded: each round removes a key.)
 fn section<T: DeserializeOwned>(
     prefix: &str,
-    value: toml::Value,
+    mut value: toml::Value,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." {
-                prefix.to_string()
-            } else {
-                format!("{prefix}.{inner}")
-            };
-            errors.push(ConfigError::new(path, clean_serde_message(e.inner())));
-            None
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return removed.is_empty().then_some(v),
+            Err(e) => e,
+        };
+        let message = clean_serde_message(e.inner());
+        // A required key we took out ourselves was already reported.
+        if removed.iter().any(|k| message == format!("missing field `{k}`")) {
+            return None;
         }
+        let inner = e.path().to_string();
+        let path = if inner == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        errors.push(ConfigError::new(path, message));
+        let Some(serde_path_to_error::Segment::Map { key }) = e.path().iter().next() else {
+            return None;
+        };
+        let taken_out = match &mut value {
+            toml::Value::Table(t) => t.remove(key).is_some(),
+            _ => false,
+        };
+        if !taken_out {
+            return None;
+        }
+        removed.push(key.clone());
     }
 }
 

@@ -81,7 +81,10 @@ impl Validator {
         let unsupported = [
             ("server.max_header_bytes", s.max_header_bytes.is_some()),
             ("server.max_body_bytes", s.max_body_bytes.is_some()),
-            ("server.client_header_timeout", s.client_header_timeout.is_some()),
+            (
+                "server.client_header_timeout",
+                s.client_header_timeout.is_some(),
+            ),
             ("server.cache_capacity", s.cache_capacity.is_some()),
             ("server.trusted_proxies", s.trusted_proxies.is_some()),
             ("server.tls", s.tls.is_some()),
@@ -97,7 +100,10 @@ impl Validator {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&l.level) {
             self.err(
                 "log.level",
-                format!("invalid level \"{}\": {e} (use error, warn, info, debug or trace)", l.level),
+                format!(
+                    "invalid level \"{}\": {e} (use error, warn, info, debug or trace)",
+                    l.level
+                ),
             );
         }
     }
@@ -131,7 +137,10 @@ impl Validator {
                 self.err(path.clone(), format!("\"{}\" is listed twice", t.addr));
             }
             if !(1..=1000).contains(&t.weight) {
-                self.err(path, format!("weight {} is out of range 1..=1000", t.weight));
+                self.err(
+                    path,
+                    format!("weight {} is out of range 1..=1000", t.weight),
+                );
             }
         }
         self.positive(&format!("{base}.connect_timeout"), u.connect_timeout);
@@ -141,10 +150,9 @@ impl Validator {
                 self.not_yet(&format!("{base}.balance"), "balance = \"least_requests\"")
             }
             (Balance::Hash, None | Some("ip")) => {}
-            (Balance::Hash, Some(_)) => self.not_yet(
-                &format!("{base}.hash_key"),
-                "hashing on a header or claim",
-            ),
+            (Balance::Hash, Some(_)) => {
+                self.not_yet(&format!("{base}.hash_key"), "hashing on a header or claim")
+            }
             (_, Some(_)) => self.err(
                 format!("{base}.hash_key"),
                 "only used with balance = \"hash\"",
@@ -182,7 +190,11 @@ impl Validator {
                         format!("{base}.upstream"),
                         format!(
                             "no upstream named \"{up}\" (defined: {})",
-                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
                         ),
                     );
                 }
@@ -195,7 +207,9 @@ impl Validator {
                 if !valid {
                     self.err(
                         format!("{base}.methods[{i}]"),
-                        format!("\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""),
+                        format!(
+                            "\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""
+                        ),
                     );
                 }
             }

@@ -53,7 +53,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("tollgate_requests_total", "Requests answered, by route, method and status."),
+            Opts::new(
+                "tollgate_requests_total",
+                "Requests answered, by route, method and status.",
+            ),
             &["route", "method", "status"],
         )
         .expect("static metric definition");
@@ -84,7 +87,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let config_reloads = IntCounterVec::new(
-            Opts::new("tollgate_config_reloads_total", "Config loads and reloads, by result."),
+            Opts::new(
+                "tollgate_config_reloads_total",
+                "Config loads and reloads, by result.",
+            ),
             &["result"],
         )
         .expect("static metric definition");
@@ -99,7 +105,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let build_info = IntGaugeVec::new(
-            Opts::new("tollgate_build_info", "Always 1; the version label says which build runs."),
+            Opts::new(
+                "tollgate_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
             &["version"],
         )
         .expect("static metric definition");
@@ -107,14 +116,24 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         for c in [&requests, &upstream_requests, &config_reloads] {
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
         }
         for h in [&request_duration, &upstream_duration] {
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
         }
-        registry.register(Box::new(last_reload_success.clone())).expect("unique metric");
-        registry.register(Box::new(in_flight.clone())).expect("unique metric");
-        registry.register(Box::new(build_info)).expect("unique metric");
+        registry
+            .register(Box::new(last_reload_success.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(in_flight.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
         // Both results exist from the start so a dashboard can rate() them before the first failure.
         for r in ["success", "failure"] {
             config_reloads.with_label_values(&[r]);

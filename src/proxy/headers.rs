@@ -25,8 +25,9 @@ pub fn request_id(incoming: Option<&[u8]>) -> String {
         Some(v)
             if !v.is_empty()
                 && v.len() <= 128
-                && v.iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')) =>
+                && v.iter().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
+                }) =>
         {
             // Checked ASCII above, so this conversion cannot fail.
             String::from_utf8_lossy(v).into_owned()
@@ -57,7 +58,9 @@ fn strip_hop_by_hop(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> 
         remove.push(CONNECTION);
     }
     remove.retain(|n| {
-        n != http::header::CONTENT_LENGTH && n != http::header::TRANSFER_ENCODING && headers.contains_key(n)
+        n != http::header::CONTENT_LENGTH
+            && n != http::header::TRANSFER_ENCODING
+            && headers.contains_key(n)
     });
     remove
 }
@@ -75,7 +78,11 @@ pub fn prepare_upstream_request(
         req.remove_header(&name);
     }
     if let Some(ip) = client_ip {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
             _ => ip.to_string(),
         };
@@ -116,7 +123,13 @@ mod tests {
     #[test]
     fn request_id_kept_only_when_sane() {
         assert_eq!(request_id(Some(b"abc-123_x.y:z")), "abc-123_x.y:z");
-        for bad in [&b""[..], b"has space", b"quote\"", &[0xff, 0xfe], &[b'a'; 129]] {
+        for bad in [
+            &b""[..],
+            b"has space",
+            b"quote\"",
+            &[0xff, 0xfe],
+            &[b'a'; 129],
+        ] {
             let id = request_id(Some(bad));
             assert_eq!(id.len(), 32, "{id}");
             assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -128,7 +141,8 @@ mod tests {
     fn forwards_and_strips() {
         let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
         req.insert_header("host", "api.example.com").unwrap();
-        req.insert_header("connection", "keep-alive, x-secret-hop").unwrap();
+        req.insert_header("connection", "keep-alive, x-secret-hop")
+            .unwrap();
         req.insert_header("x-secret-hop", "1").unwrap();
         req.insert_header("keep-alive", "timeout=5").unwrap();
         req.insert_header("te", "trailers").unwrap();

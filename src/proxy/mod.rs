@@ -58,8 +58,12 @@ impl Gateway {
             return;
         };
         if let Some(target) = route.upstream.targets.get(idx) {
-            self.metrics
-                .upstream_attempt(&route.upstream.name, &target.label, outcome, started.elapsed());
+            self.metrics.upstream_attempt(
+                &route.upstream.name,
+                &target.label,
+                outcome,
+                started.elapsed(),
+            );
         }
     }
 }
@@ -100,7 +104,11 @@ impl ProxyHttp for Gateway {
     }
 
     /// Always `Ok`: only sets up the context.
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
         ctx.request_id = headers::request_id(
             session
                 .req_header()
@@ -119,21 +127,30 @@ impl ProxyHttp for Gateway {
 
     /// `Ok(true)`: the gateway answered itself (404, 405, 400); `Ok(false)`: proxy to the route's
     /// upstream.
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         let Some(snapshot) = ctx.snapshot.clone() else {
-            return Err(Error::explain(ErrorType::InternalError, "no config snapshot"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no config snapshot",
+            ));
         };
         let req = session.req_header();
         let path = req.uri.path();
         if has_dot_segments(path) {
-            Problem::new(400, "the path contains '.' or '..' segments").write(session, &ctx.request_id).await?;
+            Problem::new(400, "the path contains '.' or '..' segments")
+                .write(session, &ctx.request_id)
+                .await?;
             return Ok(true);
         }
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+        let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
         match snapshot.routes.lookup(host, path, &req.method) {
             Lookup::Found { route, params, .. } => {
                 if let Some(rw) = &route.rewrite {
@@ -144,7 +161,9 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Lookup::MethodNotAllowed { allow } => {
-                Problem::method_not_allowed(allow).write(session, &ctx.request_id).await?;
+                Problem::method_not_allowed(allow)
+                    .write(session, &ctx.request_id)
+                    .await?;
                 Ok(true)
             }
             Lookup::NotFound => {
@@ -156,23 +175,36 @@ impl ProxyHttp for Gateway {
 
     /// Picks the target. Errors: 504 when the route deadline already passed, 502 when no target
     /// is left to try.
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
-            return Err(Error::explain(ErrorType::InternalError, "no route selected"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route selected",
+            ));
         };
         let upstream = &route.upstream;
         let remaining = match ctx.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::explain(ErrorType::HTTPStatus(504), "route deadline passed"));
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(504),
+                        "route deadline passed",
+                    ));
                 }
                 Some(left)
             }
             None => None,
         };
         let Some(idx) = upstream.select(client_ip(session), &ctx.tried) else {
-            return Err(Error::explain(ErrorType::HTTPStatus(502), "no upstream target left to try"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(502),
+                "no upstream target left to try",
+            ));
         };
         ctx.tried.push(idx);
         ctx.target = Some(idx);
@@ -194,9 +226,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(uri) = &ctx.upstream_uri {
-            let uri: http::Uri = uri
-                .parse()
-                .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "rewritten path is not a valid URI"))?;
+            let uri: http::Uri = uri.parse().map_err(|_| {
+                Error::explain(
+                    ErrorType::HTTPStatus(400),
+                    "rewritten path is not a valid URI",
+                )
+            })?;
             upstream_request.set_uri(uri);
         }
         let ip = client_ip(session).map(|ip| ip.to_string());
@@ -253,7 +288,8 @@ impl ProxyHttp for Gateway {
         // Same policy as Pingora's default: never retry non-idempotent requests or requests whose
         // body no longer fits the retry buffer; otherwise retry only a stale reused connection.
         let mut e = e.more_context(format!("peer: {peer}"));
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
@@ -262,7 +298,12 @@ impl ProxyHttp for Gateway {
     }
 
     /// The single place errors become client responses (problem+json).
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let problem = problem_for(e);
         if problem.status > 0 && session.response_written().is_none() {
             if let Err(write_err) = problem.write(session, &ctx.request_id).await {
@@ -288,9 +329,12 @@ impl ProxyHttp for Gateway {
         self.finish_attempt(ctx, attempt_outcome);
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
-        self.metrics.request(ctx.route_name(), &req.method, status, elapsed);
+        self.metrics
+            .request(ctx.route_name(), &req.method, status, elapsed);
 
-        let Some(snapshot) = ctx.snapshot.as_ref() else { return };
+        let Some(snapshot) = ctx.snapshot.as_ref() else {
+            return;
+        };
         if !snapshot.log.access {
             return;
         }

@@ -60,7 +60,9 @@ impl Problem {
             detail: self.detail,
             request_id,
         };
-        serde_json::to_vec(&body).map(Bytes::from).unwrap_or_default()
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .unwrap_or_default()
     }
 
     /// Writes the whole response to the client. HEAD requests get the headers only.
@@ -94,10 +96,15 @@ impl Problem {
 pub fn problem_for(e: &Error) -> Problem {
     use ErrorType::*;
     match (e.etype(), e.esource()) {
-        (HTTPStatus(504), _) => Problem::new(504, "the route's deadline passed before the upstream answered"),
+        (HTTPStatus(504), _) => Problem::new(
+            504,
+            "the route's deadline passed before the upstream answered",
+        ),
         (HTTPStatus(502), _) => Problem::new(502, "no upstream target is available"),
         (HTTPStatus(code), _) => Problem::new(*code, "the request could not be served"),
-        (ConnectTimedout, _) => Problem::new(504, "the upstream did not accept a connection in time"),
+        (ConnectTimedout, _) => {
+            Problem::new(504, "the upstream did not accept a connection in time")
+        }
         (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => {
             Problem::new(504, "the upstream did not answer in time")
         }

@@ -119,15 +119,16 @@ pub fn compile(source: &Source, config: &Config) -> Result<Snapshot, Vec<ConfigE
             }),
         });
     }
-    let routes = match RouteTable::build(defs) {
-        Ok(t) => Some(t),
-        Err(route_errors) => {
-            errors.extend(route_errors.into_iter().map(|e| {
-                ConfigError::new(format!("routes.{}.{}", e.route, e.field), e.message)
-            }));
-            None
-        }
-    };
+    let routes =
+        match RouteTable::build(defs) {
+            Ok(t) => Some(t),
+            Err(route_errors) => {
+                errors.extend(route_errors.into_iter().map(|e| {
+                    ConfigError::new(format!("routes.{}.{}", e.route, e.field), e.message)
+                }));
+                None
+            }
+        };
     match routes {
         Some(routes) if errors.is_empty() => Ok(Snapshot {
             info: SnapshotInfo {

@@ -33,7 +33,11 @@ impl Rewrite {
             if !params.iter().any(|p| p == name) {
                 return Err(format!(
                     "placeholder {{{name}}} is not captured by the route's path (captured: {})",
-                    if params.is_empty() { "none".to_string() } else { params.join(", ") }
+                    if params.is_empty() {
+                        "none".to_string()
+                    } else {
+                        params.join(", ")
+                    }
                 ));
             }
             parts.push(Part::Param(name.to_string()));
@@ -50,7 +54,11 @@ impl Rewrite {
 
     /// Builds the upstream path and query. `param` looks up a captured value; the original query
     /// string, if any, is carried over unchanged.
-    pub fn apply<'a>(&self, param: impl Fn(&str) -> Option<&'a str>, query: Option<&str>) -> String {
+    pub fn apply<'a>(
+        &self,
+        param: impl Fn(&str) -> Option<&'a str>,
+        query: Option<&str>,
+    ) -> String {
         let mut out = String::with_capacity(64);
         for part in &self.parts {
             match part {
@@ -73,8 +81,8 @@ pub fn path_params(pattern: &str) -> Vec<String> {
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         // `{{` is an escaped brace in matchit, not a parameter.
-        if after.starts_with('{') {
-            rest = &after[1..];
+        if let Some(escaped) = after.strip_prefix('{') {
+            rest = escaped;
             continue;
         }
         let Some(close) = after.find('}') else { break };
@@ -88,7 +96,9 @@ pub fn path_params(pattern: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn params(p: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<&'static str> + '_ {
+    fn params<'a>(
+        p: &'a [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<&'static str> + 'a {
         move |name| p.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 
@@ -101,13 +111,20 @@ mod tests {
             rw.apply(params(&[("id", "42"), ("rest", "a/b")]), Some("q=1")),
             "/users/42/x/a/b?q=1"
         );
-        assert_eq!(Rewrite::parse("/static", &[]).unwrap().apply(params(&[]), None), "/static");
+        assert_eq!(
+            Rewrite::parse("/static", &[])
+                .unwrap()
+                .apply(params(&[]), None),
+            "/static"
+        );
     }
 
     #[test]
     fn rejects_unknown_placeholders_and_bad_templates() {
         let names = path_params("/v1/{id}");
-        assert!(Rewrite::parse("/u/{nope}", &names).unwrap_err().contains("{nope}"));
+        assert!(Rewrite::parse("/u/{nope}", &names)
+            .unwrap_err()
+            .contains("{nope}"));
         assert!(Rewrite::parse("u/{id}", &names).is_err());
         assert!(Rewrite::parse("/u/{id", &names).is_err());
         assert!(Rewrite::parse("/u/id}", &names).is_err());

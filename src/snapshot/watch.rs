@@ -91,7 +91,8 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!("cannot listen for SIGHUP: {e}");

@@ -9,9 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug)]
 pub enum Balancer {
-    RoundRobin { slots: Vec<usize>, next: AtomicUsize },
-    Random { slots: Vec<usize> },
-    Hash { ring: HashRing },
+    RoundRobin {
+        slots: Vec<usize>,
+        next: AtomicUsize,
+    },
+    Random {
+        slots: Vec<usize>,
+    },
+    Hash {
+        ring: HashRing,
+    },
 }
 
 pub struct HashRing {
@@ -23,7 +30,9 @@ pub struct HashRing {
 
 impl std::fmt::Debug for HashRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashRing").field("targets", &self.index_of.len()).finish()
+        f.debug_struct("HashRing")
+            .field("targets", &self.index_of.len())
+            .finish()
     }
 }
 

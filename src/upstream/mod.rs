@@ -50,7 +50,10 @@ impl Upstream {
         }
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
         let balancer = match cfg.balance {
-            Balance::Hash => Balancer::hash(&targets.iter().map(|t| t.addr).collect::<Vec<_>>(), &weights),
+            Balance::Hash => Balancer::hash(
+                &targets.iter().map(|t| t.addr).collect::<Vec<_>>(),
+                &weights,
+            ),
             Balance::Random => Balancer::random(&weights),
             // least_requests is refused by validation until it is built; round robin is the
             // documented default.

@@ -70,7 +70,9 @@ impl BackendBuilder {
     }
 
     pub async fn start(self) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let addr = listener.local_addr().expect("local addr");
         self.serve(listener, addr)
     }
@@ -105,7 +107,9 @@ impl BackendBuilder {
         let task = tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 let spec = spec.clone();
                 let rec = rec.clone();
@@ -115,7 +119,11 @@ impl BackendBuilder {
                         let rec = rec.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             rec.lock().unwrap().push(Received {
                                 method: parts.method.to_string(),
                                 uri: parts.uri.to_string(),

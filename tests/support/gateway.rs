@@ -202,9 +202,10 @@ impl GatewayHandle {
     /// (labels in the order the page prints them); `None` if absent.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
         let page = self.metrics().await;
-        page.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+        page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
     }
 
     /// Access-log lines so far, parsed as JSON.
@@ -279,7 +280,10 @@ impl Drop for GatewayHandle {
     }
 }
 
-fn write_config(body: &str, server_extra: &str) -> (tempfile::TempDir, PathBuf, SocketAddr, SocketAddr, String) {
+fn write_config(
+    body: &str,
+    server_extra: &str,
+) -> (tempfile::TempDir, PathBuf, SocketAddr, SocketAddr, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

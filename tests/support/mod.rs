@@ -4,11 +4,15 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod prom;
+pub mod raw;
 
 #[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};
 #[allow(unused_imports)]
 pub use gateway::{free_port, GatewayHandle};
+#[allow(unused_imports)]
+pub use raw::{raw_request, RawResponse};
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,99 @@
+//! A raw HTTP/1.1 client over a plain TCP socket, for requests a normal client would rewrite
+//! (dot segments in the path, hop-by-hop headers, HEAD responses read byte by byte).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A response as it came off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// Every byte after the head until the server closed the connection.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `head` (request line and headers, each line without CRLF; `Connection: close` is
+/// added unless `head` has a Connection header, which should then say `close`) and `body`
+/// (sent as is: set Content-Length or chunked framing in `head`), then reads until the server
+/// closes the connection (at most 10 s).
+pub async fn raw_request(addr: SocketAddr, head: &[&str], body: &[u8]) -> RawResponse {
+    let mut text = String::new();
+    for line in head {
+        text.push_str(line);
+        text.push_str("\r\n");
+    }
+    if !head
+        .iter()
+        .any(|l| l.to_ascii_lowercase().starts_with("connection:"))
+    {
+        text.push_str("Connection: close\r\n");
+    }
+    text.push_str("\r\n");
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to gateway");
+        stream
+            .write_all(text.as_bytes())
+            .await
+            .expect("write request head");
+        stream.write_all(body).await.expect("write request body");
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.expect("read response");
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("the gateway did not answer and close within 10 s");
+    parse(&buf)
+}
+
+fn parse(buf: &[u8]) -> RawResponse {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(buf)
+            )
+        });
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    }
+}
