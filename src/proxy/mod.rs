@@ -306,6 +306,10 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let problem = problem_for(e);
         if problem.status > 0 && session.response_written().is_none() {
+            // The connection is not reused after an error (below, and Pingora closes it after a
+            // failed upstream attempt anyway): say so with `Connection: close`, or a keep-alive
+            // client sends its next request on a connection about to close and that fails.
+            session.set_keepalive(None);
             if let Err(write_err) = problem.write(session, &ctx.request_id).await {
                 tracing::debug!(request_id = %ctx.request_id, "could not send error response: {write_err}");
             }
