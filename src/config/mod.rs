@@ -128,7 +128,10 @@ fn section<T: DeserializeOwned>(
         };
         let message = clean_serde_message(e.inner());
         // A required key we took out ourselves was already reported.
-        if removed.iter().any(|k| message == format!("missing field `{k}`")) {
+        if removed
+            .iter()
+            .any(|k| message == format!("missing field `{k}`"))
+        {
             return None;
         }
         let inner = e.path().to_string();

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -63,6 +64,32 @@ pub async fn reload_and_log(store: Arc<Store>, trigger: &'static str) {
     }
 }
 
+/// Identifies one version of the config file without opening it (opening it is an event the
+/// watch sees). Follows symlinks, so a Kubernetes `..data` swap or an editor's rename gives a
+/// new stamp, as does an in-place write.
+#[derive(Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -99,11 +126,26 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
+        let path = self.store.path().to_path_buf();
+        let mut seen = FileStamp::of(&path);
+        // The file may have changed between the initial load and the start of the watch, which
+        // saw nothing of it: catch up once (usually "unchanged").
+        reload_and_log(self.store.clone(), "start").await;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                Some(()) = rx.recv() => reload_and_log(self.store.clone(), "file").await,
+                Some(()) = rx.recv() => {
+                    // The watch reports every event in the directory, including other files and
+                    // our own reads of the config (inotify IN_OPEN): without this check, each
+                    // reload would trigger the next one, forever.
+                    let now = FileStamp::of(&path);
+                    if now.is_none() || now != seen {
+                        seen = now;
+                        reload_and_log(self.store.clone(), "file").await
+                    }
+                }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    seen = FileStamp::of(&path);
                     reload_and_log(self.store.clone(), "SIGHUP").await
                 }
             }

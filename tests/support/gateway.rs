@@ -81,10 +81,31 @@ impl GatewayHandle {
     }
 
     pub async fn start_with(body: &str, server_extra: &str) -> GatewayHandle {
+        GatewayHandle::start_in_process(body, server_extra, |_, _| {}).await
+    }
+
+    /// Like [`start`](Self::start), but once the config is loaded and before the server runs,
+    /// the file is replaced (by rename) with `next_body` under the same header: a change made
+    /// before any file watch can be running.
+    pub async fn start_then_edit_before_run(body: &str, next_body: &str) -> GatewayHandle {
+        GatewayHandle::start_in_process(body, "", |path, header| {
+            let tmp = path.with_extension("toml.before-run");
+            std::fs::write(&tmp, format!("{header}{next_body}")).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        })
+        .await
+    }
+
+    async fn start_in_process(
+        body: &str,
+        server_extra: &str,
+        before_run: impl FnOnce(&std::path::Path, &str),
+    ) -> GatewayHandle {
         let (dir, config_path, addr, admin, header) = write_config(body, server_extra);
         let access_log = SharedBuf::default();
         let instance = Instance::build(&config_path, AccessLog::to_writer(access_log.clone()))
             .unwrap_or_else(|e| panic!("gateway config rejected:\n{e}"));
+        before_run(&config_path, &header);
         let stop = Arc::new(Notify::new());
         let signal = Box::new(TestSignal(stop.clone()));
         let thread = std::thread::spawn(move || instance.run(signal));

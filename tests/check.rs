@@ -1,0 +1,411 @@
+//! `tollgate check -c FILE` as a user runs it: the built binary, its exit code, stdout and stderr.
+//!
+//! The corpus in `tests/configs/broken/` holds one broken config per case (`NAME.toml`) and what
+//! `check` must say about it (`NAME.expect`): one line per expected error, written
+//! `LINE:COL KEY.PATH: message fragment`. For each case the test requires exit code 1, nothing on
+//! stdout, and on stderr exactly one line per expected error, each
+//! `FILE:LINE:COL: KEY.PATH: ...fragment...`, followed by the `FILE: N error(s)` summary.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tollgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .output()
+        .expect("run tollgate")
+}
+
+fn check(path: &Path) -> Output {
+    tollgate(&["check", "-c", path.to_str().expect("utf-8 path")])
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo_dir(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Every case the corpus must contain; a missing file fails the test instead of shrinking it.
+const REQUIRED_CASES: &[&str] = &[
+    "syntax_error",
+    "syntax_unterminated_string",
+    "duplicate_key",
+    "unknown_key",
+    "unknown_key_in_target",
+    "dangling_upstream",
+    "missing_upstream",
+    "duplicate_route",
+    "duplicate_route_any_method",
+    "conflicting_params",
+    "param_vs_catch_all",
+    "bad_duration_no_unit",
+    "bad_duration_word",
+    "bad_duration_route",
+    "bad_listen_address",
+    "listen_not_a_list",
+    "admin_listen_clash",
+    "target_without_port",
+    "empty_targets",
+    "missing_targets",
+    "bad_size",
+    "size_without_unit",
+    "unknown_section",
+    "wrong_type",
+    "wrong_type_bool",
+    "bad_enum",
+    "bad_method",
+    "bad_rewrite",
+    "bad_path",
+    "bad_host",
+    "unsupported_section",
+    "bad_log_level",
+    "many_errors",
+    "many_errors_one_section",
+];
+
+/// One expected error: `LINE:COL HEAD: tail`, where HEAD is the key path (or `TOML syntax error`).
+struct Expected {
+    location: String,
+    head: String,
+    tail: String,
+}
+
+fn read_expectations(path: &Path) -> Vec<Expected> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (every broken config needs a .expect file)",
+            path.display()
+        )
+    });
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (location, rest) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{}: bad line {line:?}", path.display()));
+            let (head, tail) = rest
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("{}: bad line {line:?}", path.display()));
+            let (l, c) = location
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{}: bad location in {line:?}", path.display()));
+            assert!(
+                l.parse::<usize>().is_ok() && c.parse::<usize>().is_ok(),
+                "{}: bad location in {line:?}",
+                path.display()
+            );
+            Expected {
+                location: location.to_string(),
+                head: head.to_string(),
+                tail: tail.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `check` on one broken file; returns what is wrong with its output (empty: as expected).
+fn verify_case(toml: &Path) -> Vec<String> {
+    let expected = read_expectations(&toml.with_extension("expect"));
+    let shown = toml.to_str().unwrap();
+    let out = check(toml);
+    let stderr = text(&out.stderr);
+    let mut problems = Vec::new();
+    if expected.is_empty() {
+        problems.push("the .expect file lists no error".to_string());
+    }
+    if out.status.code() != Some(1) {
+        problems.push(format!("exit code {:?}, expected 1", out.status.code()));
+    }
+    if !out.stdout.is_empty() {
+        problems.push(format!("unexpected stdout: {}", text(&out.stdout)));
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    let n = expected.len();
+    let summary = format!("{shown}: {n} error{}", if n == 1 { "" } else { "s" });
+    if lines.last() != Some(&summary.as_str()) {
+        problems.push(format!("last stderr line should be {summary:?}"));
+    }
+    let is_summary = |l: &str| {
+        l.strip_prefix(&format!("{shown}: "))
+            .and_then(|r| r.split_once(' '))
+            .is_some_and(|(count, word)| {
+                count.parse::<usize>().is_ok() && word.starts_with("error")
+            })
+    };
+    let errors: Vec<&str> = lines.iter().copied().filter(|l| !is_summary(l)).collect();
+    if errors.len() != n {
+        problems.push(format!("{} error lines, expected {n}", errors.len()));
+    }
+    // Every error names its file and a line:col, then the key path.
+    for line in &errors {
+        let rest = line.strip_prefix(&format!("{shown}:")).unwrap_or("");
+        let mut parts = rest.splitn(3, ':');
+        let located = parts.next().is_some_and(|l| l.parse::<usize>().is_ok())
+            && parts.next().is_some_and(|c| c.parse::<usize>().is_ok());
+        if !located {
+            problems.push(format!("error line without FILE:LINE:COL: {line:?}"));
+        }
+    }
+    for e in &expected {
+        let prefix = format!("{shown}:{}: {}: ", e.location, e.head);
+        let found = errors
+            .iter()
+            .any(|l| l.starts_with(&prefix) && l[prefix.len()..].contains(&e.tail));
+        if !found {
+            problems.push(format!("no error line like `{prefix}...{}...`", e.tail));
+        }
+    }
+    if !problems.is_empty() {
+        problems.insert(0, format!("--- {shown}; stderr was:\n{stderr}"));
+    }
+    problems
+}
+
+#[test]
+fn every_broken_config_is_rejected_with_key_path_and_location() {
+    let dir = repo_dir("tests/configs/broken");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/configs/broken")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    let names: BTreeSet<String> = cases
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for required in REQUIRED_CASES {
+        assert!(
+            names.contains(*required),
+            "corpus case {required}.toml is missing"
+        );
+    }
+    // No orphaned expectations either: a .expect without its .toml would never be checked.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "expect") {
+            assert!(
+                p.with_extension("toml").exists(),
+                "{} has no .toml",
+                p.display()
+            );
+        }
+    }
+    let problems: Vec<String> = cases.iter().flat_map(|c| verify_case(c)).collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn several_errors_in_different_sections_are_all_reported() {
+    // Also covered by the corpus; spelled out here because it is the promise of `check`.
+    let path = repo_dir("tests/configs/broken/many_errors.toml");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for key in [
+        "server.shutdown_grace",
+        "log.format",
+        "upstreams.users.targets",
+        "upstreams.catalog.read_timeout",
+        "routes.home.upstream",
+        "routes.products.methds",
+        "bogus",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(&format!(": {key}: "))),
+            "{key} not reported:\n{stderr}"
+        );
+    }
+    assert!(stderr.trim_end().ends_with(": 7 errors"), "{stderr}");
+}
+
+#[test]
+fn several_errors_in_one_table_are_all_reported() {
+    let path = repo_dir("tests/configs/broken/many_errors_one_section.toml");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for key in [
+        "server.shutdown_grace",
+        "server.idle_timeout",
+        "server.threads",
+        "upstreams.users.connect_timeout",
+        "upstreams.users.read_timeout",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(&format!(": {key}: "))),
+            "{key} not reported:\n{stderr}"
+        );
+    }
+    // Taking a bad key out to look for the next one must not invent a "missing field" error.
+    assert!(!stderr.contains("missing field"), "{stderr}");
+}
+
+#[test]
+fn a_bad_required_key_is_reported_once() {
+    // `targets` is required: once its bad entry is reported, "missing field `targets`" would be
+    // noise.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[upstreams.users]\ntargets = \"127.0.0.1:9001\"\nread_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":2:1: upstreams.users.targets: invalid type"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":3:1: upstreams.users.read_timeout: invalid duration"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("missing field"), "{stderr}");
+    assert!(stderr.trim_end().ends_with(": 2 errors"), "{stderr}");
+}
+
+#[test]
+fn valid_config_prints_a_one_line_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = ["127.0.0.1:18080"]
+admin_listen = "127.0.0.1:19901"
+
+[upstreams.users]
+targets = ["127.0.0.1:9001", { addr = "127.0.0.1:9002", weight = 3 }]
+[upstreams.catalog]
+targets = ["127.0.0.1:9003"]
+
+[routes.users]
+path = "/v1/users/{*rest}"
+upstream = "users"
+rewrite = "/users/{rest}"
+[routes.me]
+path = "/v1/users/me"
+methods = ["GET"]
+upstream = "users"
+[routes.products]
+host = "*.example.com"
+path = "/v1/products/{id}"
+upstream = "catalog"
+"#,
+    )
+    .unwrap();
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}: ok (3 routes, 2 upstreams)\n", path.display())
+    );
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn check_does_not_bind_the_listen_addresses() {
+    // Like `nginx -t`, checking a config must work next to the instance that is serving it.
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"{}\"]\nadmin_listen = \"{}\"\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n[routes.r]\npath = \"/\"\nupstream = \"u\"\n",
+            busy.local_addr().unwrap(),
+            admin.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok (1 routes, 1 upstreams)"));
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let dir = repo_dir("config");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("config/")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .toml file in {}", dir.display());
+    for file in files {
+        let out = check(&file);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{} fails check:\n{}",
+            file.display(),
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        assert!(stdout.contains(": ok ("), "{stdout}");
+    }
+}
+
+#[test]
+fn unreadable_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.toml");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}: cannot read config file", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = tollgate(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!("tollgate {}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = tollgate(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for command in ["run", "check", "demo"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "--help does not list `{command}`:\n{help}"
+        );
+    }
+
+    let out = tollgate(&["check", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("--config"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // No command at all is a usage error, as clap reports it.
+    let out = tollgate(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("Usage:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
