@@ -51,10 +51,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     match Snapshot::load(path) {
         Ok(s) => {
             println!(
-                "{}: ok ({} routes, {} upstreams)",
+                "{}: ok ({}, {})",
                 path.display(),
-                s.info.routes,
-                s.info.upstreams
+                count(s.info.routes, "route"),
+                count(s.info.upstreams, "upstream")
             );
             ExitCode::SUCCESS
         }
@@ -64,16 +64,23 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn report(errors: &ConfigErrors) -> ExitCode {
     eprintln!("{errors}");
-    eprintln!(
-        "{}: {} error{}",
-        errors.source,
-        errors.errors.len(),
-        if errors.errors.len() == 1 { "" } else { "s" }
-    );
+    eprintln!("{}: {}", errors.source, count(errors.errors.len(), "error"));
     ExitCode::FAILURE
 }
 
+/// "1 route", "3 routes".
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 fn run(path: &std::path::Path, demo: bool) -> ExitCode {
+    // SIGHUP's default action kills the process; until the reload service listens for it, a
+    // reload request (say, from a deploy script racing the start) must not do that. The reload
+    // service also reloads once when it starts, so nothing is lost.
+    let early_hangup = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, early_hangup) {
+        eprintln!("warning: cannot guard SIGHUP during start-up: {e}");
+    }
     // The log settings are needed before anything else can be reported.
     let (log_format, log_level) = match config::load(path) {
         Ok((_, cfg)) => (cfg.log.format, cfg.log.level),

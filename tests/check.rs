@@ -331,7 +331,7 @@ fn check_does_not_bind_the_listen_addresses() {
     .unwrap();
     let out = check(&path);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok (1 routes, 1 upstreams)"));
+    assert!(text(&out.stdout).contains("ok (1 route, 1 upstream)"));
 }
 
 #[test]
@@ -408,4 +408,55 @@ fn version_and_help() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn errors_from_validation_and_compilation_are_reported_together() {
+    // A bad duration (found while parsing), a dangling upstream (validation), an ambiguous pair
+    // of routes and a bad rewrite (found while compiling the route table): all in one run.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        r#"[server]
+shutdown_grace = "soon"
+
+[upstreams.users]
+targets = ["127.0.0.1:9001"]
+
+[routes.a]
+path = "/v1/users/{id}"
+upstream = "users"
+
+[routes.b]
+path = "/v1/users/{name}"
+upstream = "users"
+
+[routes.c]
+path = "/v1/c/{id}"
+upstream = "users"
+rewrite = "/c/{nope}"
+
+[routes.d]
+path = "/v1/d"
+upstream = "usrs"
+"#,
+    )
+    .unwrap();
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(":2:1: server.shutdown_grace: "), "{stderr}");
+    assert!(
+        stderr.contains(": routes.d.upstream: no upstream named \"usrs\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": routes.c.rewrite: "), "{stderr}");
+    assert!(
+        stderr.lines().any(
+            |l| l.contains("ambiguous") && (l.contains("routes.a.") || l.contains("routes.b."))
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with(": 4 errors"), "{stderr}");
 }

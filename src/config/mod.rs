@@ -60,6 +60,16 @@ impl Source {
 /// Parses and validates config text. Returns every problem found, each with its key path (and
 /// location, once passed through [`Source::errors`]).
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    match parse_partial(text) {
+        Ok((config, errors)) if errors.is_empty() => Ok(config),
+        Ok((_, errors)) | Err(errors) => Err(errors),
+    }
+}
+
+/// Like [`parse`], but when the file is valid TOML it also returns what could be read of it next
+/// to the errors, so later stages (compile) can still check the entries that parsed and every
+/// error is reported in one go. `Err` only for a TOML syntax error.
+pub fn parse_partial(text: &str) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -103,11 +113,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         }
     }
     errors.extend(validate::validate(&config));
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(errors)
-    }
+    Ok((config, errors))
 }
 
 /// Deserializes one section, recording a key-path error instead of failing the whole file.

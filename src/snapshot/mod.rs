@@ -14,7 +14,7 @@ use crate::config::{self, Config, ConfigError, ConfigErrors, LogFormat, ServerCo
 use crate::route::{RouteDef, RouteTable};
 use crate::upstream::Upstream;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -63,17 +63,46 @@ impl Snapshot {
     /// Reads, parses, validates and compiles a config file: what `check`, start-up and every
     /// reload run. All errors come back at once, located in the file.
     pub fn load(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
-        let (source, config) = config::load(path)?;
-        compile(&source, &config).map_err(|errors| source.errors(errors))
+        let source = Source::read(path)?;
+        let (config, mut errors) =
+            config::parse_partial(&source.text).map_err(|errors| source.errors(errors))?;
+        // Entries that already failed are left out of compilation, so each problem is reported
+        // once; the others are compiled to find route conflicts and rewrite errors too.
+        let failed: BTreeSet<String> = errors.iter().filter_map(|e| entry_of(&e.path)).collect();
+        match compile(&source, &config, &failed) {
+            Ok(snapshot) if errors.is_empty() => Ok(snapshot),
+            Ok(_) => Err(source.errors(errors)),
+            Err(more) => {
+                errors.extend(more);
+                Err(source.errors(errors))
+            }
+        }
     }
 }
 
-/// Compiles a validated config. Resolves target host names (blocking DNS, so never call this on
-/// the request path) and builds the route table, reporting ambiguous routes and bad rewrites.
-pub fn compile(source: &Source, config: &Config) -> Result<Snapshot, Vec<ConfigError>> {
+/// `upstreams.NAME` or `routes.NAME` for an error path inside a named entry.
+fn entry_of(path: &str) -> Option<String> {
+    let mut parts = path.splitn(3, '.');
+    let section = parts.next()?;
+    let name = parts.next()?.split('[').next()?;
+    matches!(section, "upstreams" | "routes").then(|| format!("{section}.{name}"))
+}
+
+/// Compiles a config, leaving out the entries named in `skip` (`routes.NAME`, `upstreams.NAME`)
+/// because they already failed validation. Resolves target host names (blocking DNS, so never
+/// call this on the request path) and builds the route table, reporting ambiguous routes and bad
+/// rewrites.
+pub fn compile(
+    source: &Source,
+    config: &Config,
+    skip: &BTreeSet<String>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut upstreams = BTreeMap::new();
     for (name, cfg) in &config.upstreams {
+        if skip.contains(&format!("upstreams.{name}")) {
+            continue;
+        }
         match Upstream::compile(name, cfg) {
             Ok(u) => {
                 upstreams.insert(name.clone(), Arc::new(u));
@@ -88,6 +117,9 @@ pub fn compile(source: &Source, config: &Config) -> Result<Snapshot, Vec<ConfigE
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
+        if skip.contains(&base) {
+            continue;
+        }
         let Some(upstream) = r.upstream.as_ref().and_then(|u| upstreams.get(u)) else {
             continue; // validation already reported it
         };
