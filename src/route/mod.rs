@@ -1,0 +1,685 @@
+//! The routing table: which configured route serves a request, given its Host,
+//! path and method.
+//!
+//! This module owns route *matching* and the validation that makes matching
+//! unambiguous (host syntax, path pattern syntax, method lists, conflicts
+//! between routes). It knows nothing else about a route: the value `T` is
+//! whatever the caller wants back (typically an `Arc` of the route's runtime
+//! settings), and it depends only on [`matchit`] and [`http`], so it can be
+//! tested and benchmarked on its own.
+//!
+//! # Matching rule
+//!
+//! Routes are matched by specificity, never by their order in the config file
+//! (see "Routes are matched by specificity" in the config contract):
+//!
+//! 1. **Host.** Routes are grouped by their `host`. For a request, the groups
+//!    are tried from most to least specific: the route group for the exact host
+//!    (`api.example.com`), then the wildcard groups whose suffix the host ends
+//!    with, longest suffix first (`*.eu.example.com` before `*.example.com`),
+//!    then the group of routes without a `host`.
+//! 2. **Path.** Within a group, the path is matched with [`matchit`]: a static
+//!    segment beats a `{param}`, which beats a `{*catch_all}`.
+//! 3. **Method.** The **first** group whose paths match the request path
+//!    decides: if a route on the matched pattern accepts the method, that route
+//!    is [`Lookup::Found`]; otherwise the answer is
+//!    [`Lookup::MethodNotAllowed`] with the methods of that pattern, *even if* a
+//!    less specific group has a route that would accept the method. As in nginx,
+//!    a more specific host is never abandoned for a less specific one because
+//!    of the method. If no group matches the path, the answer is
+//!    [`Lookup::NotFound`].
+//!
+//! # Hosts
+//!
+//! `host = "api.example.com"` matches that host only; `host = "*.example.com"`
+//! matches any subdomain at any depth (`a.example.com`, `a.b.example.com`) but
+//! never the apex `example.com` itself. IPv6 literals are written in brackets
+//! (`"[::1]"`) and compared textually. Matching is ASCII case-insensitive and
+//! ignores a `:port` in the request's Host header and one trailing '.'.
+//! A request without a Host, or whose Host is not a plausible host name
+//! (empty, longer than 253 bytes, a malformed `[...]`, or any byte other than
+//! ASCII letters, digits, '-', '_' and '.'), only matches routes without a
+//! `host`.
+//!
+//! # Conflicts
+//!
+//! The table refuses to build if two routes can match the same request with
+//! equal specificity: same host key and the same pattern with overlapping
+//! methods (a route without `methods` overlaps every other route), or patterns
+//! that [`matchit`] cannot rank (`/u/{id}` vs `/u/{name}`, or `/u/{id}` vs
+//! `/u/{*rest}`). Several routes may share a pattern when their method lists
+//! are disjoint (`GET /x` and `POST /x`), but must then spell the pattern
+//! identically. Routes that differ only in host never conflict.
+//!
+//! # Performance
+//!
+//! A lookup allocates nothing (except inside matchit for a pattern with more
+//! than 3 parameters): hosts are lowercased, only if needed, into a stack
+//! buffer and found in one hash map holding both exact hosts and wildcard
+//! suffixes; paths go through a prebuilt radix tree per host group; the method
+//! is resolved by an array index; the Allow value of a 405 is built once, at
+//! build time.
+
+mod host;
+mod method;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use http::Method;
+/// Path parameters of a match (`{id}`, `{*rest}`), borrowing the route table
+/// (names) and the request path (values). Re-exported so that callers need no
+/// direct dependency on `matchit`.
+pub use matchit::Params;
+
+use host::{BuildHostHasher, HostPattern};
+use method::{Choice, Dispatch, MethodSet};
+
+/// One route as written in the config, before validation.
+#[derive(Debug, Clone)]
+pub struct RouteDef<T> {
+    /// Route name from the config (the key of `[routes.<name>]`), e.g. `"users"`.
+    /// Used in error messages and returned by lookups; expected to be unique.
+    pub name: String,
+    /// `None`: any host. `"api.example.com"`: that host only (any case, any
+    /// port). `"*.example.com"`: any subdomain, never the apex.
+    pub host: Option<String>,
+    /// Path pattern in [`matchit`] syntax: `"/v1/users"`, `"/v1/users/{id}"`,
+    /// `"/v1/files/{*rest}"`. Literal braces are written `{{` and `}}`.
+    pub path: String,
+    /// Accepted methods; `None` accepts every method. Methods are
+    /// case-sensitive, as in HTTP.
+    pub methods: Option<Vec<Method>>,
+    /// What a lookup returns for this route.
+    pub value: T,
+}
+
+/// One problem with one route.
+///
+/// `field` is `"host"`, `"path"` or `"methods"`, so that the caller can build
+/// the key path `routes.<route>.<field>`; the [`Display`](fmt::Display) form is
+/// exactly `routes.<route>.<field>: <message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    /// Name of the route at fault.
+    pub route: String,
+    /// The offending key of that route: `"host"`, `"path"` or `"methods"`.
+    pub field: &'static str,
+    /// What is wrong, for a human editing the TOML file. Conflicts name the
+    /// other route, e.g. `ambiguous with route "users_v2": both match GET
+    /// /v1/users/{id} on any host`.
+    pub message: String,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "routes.{}.{}: {}", self.route, self.field, self.message)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// The result of [`RouteTable::lookup`].
+#[derive(Debug)]
+pub enum Lookup<'t, 'p, T> {
+    /// A route accepts this request.
+    Found {
+        /// The value given in the route's [`RouteDef`].
+        route: &'t T,
+        /// The route's name.
+        name: &'t str,
+        /// Values of the pattern's `{param}`s and `{*catch_all}`, taken from the
+        /// request path as given (not percent-decoded).
+        params: Params<'t, 'p>,
+    },
+    /// The path matched a pattern, but no route on it accepts the method: the
+    /// caller answers 405.
+    MethodNotAllowed {
+        /// The value for the Allow header, e.g. `"GET, HEAD, POST"`: the methods
+        /// of the matched pattern, sorted and deduplicated (built once, at
+        /// [`RouteTable::build`]).
+        allow: &'t str,
+    },
+    /// No route matches the path on this host: the caller answers 404.
+    NotFound,
+}
+
+/// A route's name and value, in the order given to [`RouteTable::build`].
+#[derive(Clone)]
+struct Entry<T> {
+    name: Box<str>,
+    value: T,
+}
+
+/// A validated, immutable routing table; see the [module docs](self) for the
+/// matching rule. Build a new table to change routes (it is cheap to share
+/// behind an `Arc` and swap whole).
+#[derive(Clone)]
+pub struct RouteTable<T> {
+    /// Routes; `Dispatch` values in the routers index into this.
+    routes: Vec<Entry<T>>,
+    /// Path routers of the groups with a `host`, indexed by the values of `hosts`.
+    groups: Vec<matchit::Router<Dispatch>>,
+    /// Exact hosts (`api.example.com`) and wildcard suffixes (`.example.com`)
+    /// to their group. One map serves both: exact keys never start with '.',
+    /// wildcard keys always do.
+    hosts: HashMap<Box<[u8]>, usize, BuildHostHasher>,
+    /// Shortest and longest wildcard key, to skip hashing suffixes that cannot
+    /// be one; `(usize::MAX, 0)` when there are no wildcards (nothing passes).
+    wildcard_lens: (usize, usize),
+    /// Routes without a `host`.
+    any_host: Option<matchit::Router<Dispatch>>,
+}
+
+impl<T> fmt::Debug for RouteTable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut hosts: Vec<String> = self
+            .hosts
+            .keys()
+            .map(|k| {
+                let k = String::from_utf8_lossy(k);
+                match k.strip_prefix('.') {
+                    Some(suffix) => format!("*.{suffix}"),
+                    None => k.into_owned(),
+                }
+            })
+            .collect();
+        hosts.sort();
+        f.debug_struct("RouteTable")
+            .field(
+                "routes",
+                &self.routes.iter().map(|e| &*e.name).collect::<Vec<_>>(),
+            )
+            .field("hosts", &hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a conflict message refers to a host group.
+fn describe_host(host: Option<&HostPattern>) -> String {
+    match host {
+        None => "on any host".to_string(),
+        Some(HostPattern::Exact(h)) => format!("on host {h:?}"),
+        Some(HostPattern::Wildcard(suffix)) => format!("on hosts \"*{suffix}\""),
+    }
+}
+
+/// Checks a path pattern on its own; the message completes "path ...".
+fn validate_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    if path.contains('?') {
+        return Err(format!(
+            "{path:?} must not contain '?': routes match the path only, not the query string"
+        ));
+    }
+    if path.contains('#') {
+        return Err(format!("{path:?} must not contain '#'"));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{path:?} must not contain whitespace or control characters"
+        ));
+    }
+    // Inserting into an empty router checks the syntax (braces, one parameter
+    // per segment, catch-all last) with matchit's own rules and wording.
+    if let Err(e) = matchit::Router::new().insert(path, ()) {
+        let hint = match e {
+            matchit::InsertError::InvalidParam => " (write `{{` and `}}` for literal braces)",
+            _ => "",
+        };
+        return Err(format!("{path:?} is not a valid route pattern: {e}{hint}"));
+    }
+    // matchit accepts `/{id}/{id}`, but the second value would be unreachable
+    // by name (and a `rewrite` using {id} ambiguous).
+    let names = param_names(path);
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(format!(
+                "{path:?} uses the parameter name {{{name}}} more than once"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `{param}` and `{*catch_all}` placeholders of a pattern that matchit
+/// accepted, as (byte range of the whole placeholder, name without '*'),
+/// skipping the `{{`/`}}` escapes.
+fn placeholders(path: &str) -> Vec<(std::ops::Range<usize>, &str)> {
+    let bytes = path.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = matches!(b, b'{' | b'}') && bytes.get(i + 1) == Some(&b);
+        if escaped {
+            i += 2;
+        } else if b == b'{' {
+            // `i + 1` follows an ASCII byte, so it is a char boundary.
+            let Some(len) = path.get(i + 1..).and_then(|rest| rest.find('}')) else {
+                break;
+            };
+            let end = i + 1 + len;
+            let name = path.get(i + 1..end).unwrap_or_default();
+            found.push((i..end + 1, name.strip_prefix('*').unwrap_or(name)));
+            i = end + 1;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// Names of the placeholders of a pattern, in order.
+fn param_names(path: &str) -> Vec<&str> {
+    placeholders(path)
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// `/u/{id}` and `/u/{name}` differ only in parameter names: two routes meant
+/// to share one path with different methods, spelled inconsistently.
+fn same_shape(a: &str, b: &str) -> bool {
+    fn shape(p: &str) -> String {
+        let mut out = String::with_capacity(p.len());
+        let mut last = 0;
+        for (range, _) in placeholders(p) {
+            out.push_str(p.get(last..range.start).unwrap_or_default());
+            let catch_all = p.get(range.clone()).is_some_and(|s| s.starts_with("{*"));
+            out.push_str(if catch_all { "{*}" } else { "{}" });
+            last = range.end;
+        }
+        out.push_str(p.get(last..).unwrap_or_default());
+        out
+    }
+    shape(a) == shape(b)
+}
+
+/// Whether matchit refuses to hold both patterns in one router (in either
+/// insertion order, since its conflict detection is order-dependent).
+fn patterns_conflict(a: &str, b: &str) -> bool {
+    let one_way = |first: &str, second: &str| {
+        let mut router = matchit::Router::new();
+        router.insert(first, ()).is_ok() && router.insert(second, ()).is_err()
+    };
+    one_way(a, b) || one_way(b, a)
+}
+
+/// Routes of one host group: pattern -> indexes of the routes using it.
+type Patterns<'d> = BTreeMap<&'d str, Vec<usize>>;
+
+/// State of [`RouteTable::build`]: the definitions, the method set of each,
+/// and the problems found so far.
+struct Builder<'d, T> {
+    defs: &'d [RouteDef<T>],
+    sets: Vec<MethodSet>,
+    errors: Vec<RouteError>,
+}
+
+impl<'d, T> Builder<'d, T> {
+    fn error(&mut self, route: usize, field: &'static str, message: String) {
+        self.errors.push(RouteError {
+            route: self.name(route).to_string(),
+            field,
+            message,
+        });
+    }
+
+    fn name(&self, route: usize) -> &'d str {
+        let defs: &'d [RouteDef<T>] = self.defs;
+        defs.get(route).map_or("", |def| def.name.as_str())
+    }
+
+    /// Step 1: each route on its own, then grouped by host and pattern. Routes
+    /// with a bad host or path cannot be placed, so they sit out the conflict
+    /// checks; a bad method list still yields a usable set, so its conflicts are
+    /// reported in the same run.
+    fn check_routes(&mut self) -> BTreeMap<Option<HostPattern>, Patterns<'d>> {
+        let defs: &'d [RouteDef<T>] = self.defs;
+        let mut grouped: BTreeMap<Option<HostPattern>, Patterns<'d>> = BTreeMap::new();
+        for (index, def) in defs.iter().enumerate() {
+            let host = match def.host.as_deref().map(host::parse_config) {
+                None => Some(None),
+                Some(Ok(pattern)) => Some(Some(pattern)),
+                Some(Err(message)) => {
+                    self.error(index, "host", message);
+                    None
+                }
+            };
+            let path_ok = match validate_path(&def.path) {
+                Ok(()) => true,
+                Err(message) => {
+                    self.error(index, "path", message);
+                    false
+                }
+            };
+            let (set, problems) = MethodSet::from_config(def.methods.as_deref());
+            for message in problems {
+                self.error(index, "methods", message);
+            }
+            self.sets.push(set);
+            if let (Some(host), true) = (host, path_ok) {
+                grouped
+                    .entry(host)
+                    .or_default()
+                    .entry(def.path.as_str())
+                    .or_default()
+                    .push(index);
+            }
+        }
+        grouped
+    }
+
+    /// Step 2: one host group's router. `where_` is how messages name the host.
+    fn build_group(&mut self, patterns: Patterns<'d>, where_: &str) -> matchit::Router<Dispatch> {
+        // (pattern, its routes sorted by name, dispatch)
+        let mut slots = Vec::with_capacity(patterns.len());
+        for (pattern, mut routes) in patterns {
+            routes.sort_by(|&a, &b| self.name(a).cmp(self.name(b)).then(a.cmp(&b)));
+            self.check_shared_pattern(pattern, &routes, where_);
+            let dispatch = Dispatch::new(
+                &routes
+                    .iter()
+                    .filter_map(|&r| Some((r, self.sets.get(r)?)))
+                    .collect::<Vec<_>>(),
+            );
+            slots.push((pattern, routes, dispatch));
+        }
+
+        // Insert in the order of each pattern's first route name, so which route
+        // of a conflicting pair gets the error depends neither on file order
+        // nor on the pattern text.
+        slots.sort_by_key(|(_, routes, _)| routes.first().map(|&r| self.name(r)));
+        let mut router = matchit::Router::new();
+        // (pattern, its routes) of the patterns inserted so far
+        let mut inserted: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (pattern, routes, dispatch) in slots {
+            match router.insert(pattern, dispatch) {
+                Ok(()) => inserted.push((pattern, routes)),
+                Err(matchit::InsertError::Conflict { with }) => {
+                    self.report_conflict(pattern, &routes, &with, &inserted, where_);
+                }
+                // Syntax was checked in step 1, so this is not expected; report
+                // it rather than trust that.
+                Err(e) => {
+                    for &route in &routes {
+                        let message = format!("{pattern:?} is not a valid route pattern: {e}");
+                        self.error(route, "path", message);
+                    }
+                }
+            }
+        }
+        router
+    }
+
+    /// Routes (sorted by name) sharing one pattern in one host group must have
+    /// disjoint methods. Each overlapping pair is reported once, on the
+    /// later-named route.
+    fn check_shared_pattern(&mut self, pattern: &str, routes: &[usize], where_: &str) {
+        for (j, &later) in routes.iter().enumerate() {
+            for &earlier in routes.get(..j).unwrap_or_default() {
+                let (Some(a), Some(b)) = (self.sets.get(earlier), self.sets.get(later)) else {
+                    continue;
+                };
+                if let Some(methods) = a.overlap(b) {
+                    let what = if methods.is_empty() {
+                        format!("{pattern} for any method")
+                    } else {
+                        format!("{} {pattern}", methods.join(", "))
+                    };
+                    let message = format!(
+                        "ambiguous with route {:?}: both match {what} {where_}",
+                        self.name(earlier)
+                    );
+                    self.error(later, "methods", message);
+                }
+            }
+        }
+    }
+
+    /// matchit refused `pattern` (used by `routes`) because of an already
+    /// inserted pattern. Names the route(s) it conflicts with.
+    fn report_conflict(
+        &mut self,
+        pattern: &str,
+        routes: &[usize],
+        with: &str,
+        inserted: &[(&str, Vec<usize>)],
+        where_: &str,
+    ) {
+        // matchit names the pattern it tripped over, which may be a
+        // reconstruction rather than a pattern we inserted, so find the real
+        // culprits pairwise (this is the error path; cost does not matter).
+        let mut culprits: Vec<&(&str, Vec<usize>)> = inserted
+            .iter()
+            .filter(|(other, _)| patterns_conflict(other, pattern))
+            .collect();
+        if culprits.is_empty() {
+            culprits.extend(inserted.iter().filter(|(p, _)| *p == with));
+        }
+        for &route in routes {
+            if culprits.is_empty() {
+                let message =
+                    format!("ambiguous: {pattern:?} conflicts with the pattern {with:?} {where_}");
+                self.error(route, "path", message);
+            }
+            for (other, other_routes) in &culprits {
+                // The same path spelled two ways, with disjoint methods: the
+                // author meant the routes to share it.
+                let disjoint =
+                    other_routes
+                        .iter()
+                        .all(|&o| match (self.sets.get(o), self.sets.get(route)) {
+                            (Some(a), Some(b)) => a.overlap(b).is_none(),
+                            _ => false,
+                        });
+                let hint = if disjoint && same_shape(pattern, other) {
+                    "; routes sharing a path with different methods must spell it \
+                     identically, parameter names included"
+                } else {
+                    ""
+                };
+                let other_route = other_routes.first().map_or("", |&o| self.name(o));
+                let message = format!(
+                    "ambiguous with route {other_route:?}: {pattern:?} and {other:?} can match \
+                     the same request {where_} and neither is more specific{hint}"
+                );
+                self.error(route, "path", message);
+            }
+        }
+    }
+}
+
+impl<T> RouteTable<T> {
+    /// Validates the routes and builds the table.
+    ///
+    /// # Errors
+    ///
+    /// Returns **every** problem found across all routes (not just the first),
+    /// sorted by route name, then field; see [`RouteError`].
+    pub fn build(defs: Vec<RouteDef<T>>) -> Result<Self, Vec<RouteError>> {
+        let mut builder = Builder {
+            defs: &defs,
+            sets: Vec::with_capacity(defs.len()),
+            errors: Vec::new(),
+        };
+        let grouped = builder.check_routes();
+        let mut groups = Vec::new();
+        let mut hosts = HashMap::default();
+        let mut any_host = None;
+        for (host, patterns) in grouped {
+            let router = builder.build_group(patterns, &describe_host(host.as_ref()));
+            match host {
+                None => any_host = Some(router),
+                Some(pattern) => {
+                    hosts.insert(Box::<[u8]>::from(pattern.key().as_bytes()), groups.len());
+                    groups.push(router);
+                }
+            }
+        }
+
+        let mut errors = builder.errors;
+        if !errors.is_empty() {
+            // Stable: problems of one field keep the order they were found in.
+            errors.sort_by(|a, b| a.route.cmp(&b.route).then(a.field.cmp(b.field)));
+            return Err(errors);
+        }
+
+        let wildcard_lens = hosts
+            .keys()
+            .filter(|k| k.first() == Some(&b'.'))
+            .fold((usize::MAX, 0), |(short, long), k| {
+                (short.min(k.len()), long.max(k.len()))
+            });
+        let routes = defs
+            .into_iter()
+            .map(|def| Entry {
+                name: def.name.into_boxed_str(),
+                value: def.value,
+            })
+            .collect();
+        Ok(RouteTable {
+            routes,
+            groups,
+            hosts,
+            wildcard_lens,
+            any_host,
+        })
+    }
+
+    /// Finds the route for a request; see the [module docs](self) for the rule.
+    ///
+    /// - `host`: the raw Host header or `:authority` value, if any. It may
+    ///   contain a port and be in any case; any bytes are accepted. (A header
+    ///   that is not valid UTF-8 can be passed as `None`: it could not match a
+    ///   route with a `host` anyway.)
+    /// - `path`: the request path without the query string, as received (not
+    ///   percent-decoded), e.g. `uri.path()`.
+    ///
+    /// Allocates nothing (matchit allocates for patterns of more than 3
+    /// parameters). Never panics, whatever the bytes of `host` and `path`.
+    pub fn lookup<'t, 'p>(
+        &'t self,
+        host: Option<&str>,
+        path: &'p str,
+        method: &Method,
+    ) -> Lookup<'t, 'p, T> {
+        // Groups with a host first (skipped entirely when no route has a host:
+        // single-host deployments pay nothing for host routing), then routes
+        // without a host. The first group whose paths match decides.
+        let matched = host
+            .filter(|_| !self.hosts.is_empty())
+            .and_then(|raw| self.match_host(raw.as_bytes(), path))
+            .or_else(|| self.any_host.as_ref()?.at(path).ok());
+        match matched {
+            Some(matched) => self.decide(matched, method),
+            None => Lookup::NotFound,
+        }
+    }
+
+    /// Tries the groups of the request's host, most specific first: the exact
+    /// host, then each wildcard suffix from longest to shortest. Returns the
+    /// match from the first group whose paths match, if any.
+    #[inline]
+    fn match_host<'t, 'p>(
+        &'t self,
+        raw: &[u8],
+        path: &'p str,
+    ) -> Option<matchit::Match<'t, 'p, &'t Dispatch>> {
+        let stripped = host::strip(raw)?;
+        let lowered;
+        // Fast path: try the exact host before looking at its bytes. Exact keys
+        // are valid lowercase names, so a hit needs no further checks and a
+        // well-formed lowercase Host (the common case) is read only twice (find
+        // the port, hash).
+        let name = match self.group(stripped) {
+            Some(router) => {
+                if let Ok(matched) = router.at(path) {
+                    return Some(matched);
+                }
+                stripped
+            }
+            None => {
+                let needs_lowercase = host::classify(stripped)?;
+                if needs_lowercase {
+                    // Into a stack buffer: no allocation.
+                    lowered = host::lowercase(stripped);
+                    let name = lowered.get(..stripped.len())?;
+                    if let Some(Ok(matched)) = self.group(name).map(|r| r.at(path)) {
+                        return Some(matched);
+                    }
+                    name
+                } else {
+                    stripped
+                }
+            }
+        };
+        // Wildcards: every '.' after the first byte starts a candidate suffix
+        // (".b.example.com", ".example.com", ".com"); requiring a byte before
+        // it is what keeps the apex out of `*.example.com`. Going left to right
+        // yields the longest suffix first, and only positions where a suffix
+        // has the length of some wildcard key are looked at (none if there are
+        // no wildcards: the range is empty).
+        let (shortest, longest) = self.wildcard_lens;
+        let first = name.len().saturating_sub(longest).max(1);
+        let last = name.len().saturating_sub(shortest);
+        for i in first..=last {
+            if name.get(i) != Some(&b'.') {
+                continue;
+            }
+            if let Some(Ok(matched)) = name
+                .get(i..)
+                .and_then(|suffix| self.group(suffix))
+                .map(|r| r.at(path))
+            {
+                return Some(matched);
+            }
+        }
+        None
+    }
+
+    /// The group of an exact host or wildcard suffix key, if configured.
+    #[inline]
+    fn group(&self, key: &[u8]) -> Option<&matchit::Router<Dispatch>> {
+        if key.is_empty() {
+            return None;
+        }
+        self.groups.get(*self.hosts.get(key)?)
+    }
+
+    /// Turns the pattern matched in the deciding group into the answer, by
+    /// method.
+    #[inline]
+    fn decide<'t, 'p>(
+        &'t self,
+        matched: matchit::Match<'t, 'p, &'t Dispatch>,
+        method: &Method,
+    ) -> Lookup<'t, 'p, T> {
+        match matched.value.choose(method) {
+            Choice::Route(index) => match self.routes.get(index) {
+                Some(entry) => Lookup::Found {
+                    route: &entry.value,
+                    name: &entry.name,
+                    params: matched.params,
+                },
+                // Indexes come from `build`; cannot happen.
+                None => Lookup::NotFound,
+            },
+            Choice::NotAllowed(allow) => Lookup::MethodNotAllowed { allow },
+        }
+    }
+
+    /// Number of routes in the table.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether the table has no routes (every lookup is [`Lookup::NotFound`]).
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
