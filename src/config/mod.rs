@@ -39,6 +39,12 @@ impl Source {
         }
     }
 
+    /// SHA-256 of the file text, hex: identifies a config version on `/config` and in logs.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.text.as_bytes()))
+    }
+
     /// Directory that relative paths in the file are resolved against.
     pub fn base_dir(&self) -> PathBuf {
         self.path

@@ -13,7 +13,6 @@ pub use store::{ReloadOutcome, Store};
 use crate::config::{self, Config, ConfigError, ConfigErrors, LogFormat, ServerConfig, Source};
 use crate::route::{RouteDef, RouteTable};
 use crate::upstream::Upstream;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,13 +62,17 @@ impl Snapshot {
     /// Reads, parses, validates and compiles a config file: what `check`, start-up and every
     /// reload run. All errors come back at once, located in the file.
     pub fn load(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
-        let source = Source::read(path)?;
+        Snapshot::from_source(&Source::read(path)?)
+    }
+
+    /// Parses, validates and compiles config text already read from its file.
+    pub fn from_source(source: &Source) -> Result<Snapshot, ConfigErrors> {
         let (config, mut errors) =
             config::parse_partial(&source.text).map_err(|errors| source.errors(errors))?;
         // Entries that already failed are left out of compilation, so each problem is reported
         // once; the others are compiled to find route conflicts and rewrite errors too.
         let failed: BTreeSet<String> = errors.iter().filter_map(|e| entry_of(&e.path)).collect();
-        match compile(&source, &config, &failed) {
+        match compile(source, &config, &failed) {
             Ok(snapshot) if errors.is_empty() => Ok(snapshot),
             Ok(_) => Err(source.errors(errors)),
             Err(more) => {
@@ -164,7 +167,7 @@ pub fn compile(
     match routes {
         Some(routes) if errors.is_empty() => Ok(Snapshot {
             info: SnapshotInfo {
-                hash: hex::encode(Sha256::digest(source.text.as_bytes())),
+                hash: source.hash(),
                 source: source.path.clone(),
                 loaded_at: SystemTime::now(),
                 routes: routes.len(),

@@ -2,7 +2,7 @@
 //! builds a new one from the file and swaps it in, or keeps the old one and reports why not.
 
 use super::Snapshot;
-use crate::config::{ConfigErrors, ServerConfig};
+use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::Metrics;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,9 @@ pub struct Store {
     current: ArcSwap<Snapshot>,
     path: PathBuf,
     metrics: Arc<Metrics>,
-    /// Serialises reloads (file watch and SIGHUP may fire together).
-    reloading: Mutex<()>,
+    /// Hash of the last file that was rejected, so the same broken file is reported once. Its
+    /// lock also serialises reloads.
+    last_rejected: Mutex<Option<String>>,
 }
 
 impl Store {
@@ -39,7 +40,7 @@ impl Store {
             current: ArcSwap::from_pointee(initial),
             path: path.to_path_buf(),
             metrics,
-            reloading: Mutex::new(()),
+            last_rejected: Mutex::new(None),
         }
     }
 
@@ -54,23 +55,40 @@ impl Store {
 
     /// Re-reads the file and swaps in the new config if it is valid. Blocking (file I/O, DNS):
     /// call it from a blocking context, never from a request.
-    pub fn reload(&self) -> ReloadOutcome {
-        let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = match Snapshot::load(&self.path) {
-            Err(errors) => ReloadOutcome::Rejected(errors),
+    ///
+    /// A file identical to the running config is `Unchanged`. So is a file identical to the last
+    /// rejected one unless `retry_rejected` (an explicit SIGHUP: a host name that did not resolve
+    /// may resolve now); file-watch events never re-report the same broken file.
+    pub fn reload(&self, retry_rejected: bool) -> ReloadOutcome {
+        // Held for the whole reload: file watch and SIGHUP may fire together.
+        let mut last_rejected = self.last_rejected.lock().unwrap_or_else(|p| p.into_inner());
+        let source = match Source::read(&self.path) {
+            Ok(s) => s,
+            Err(errors) => {
+                self.metrics.config_loaded(false);
+                return ReloadOutcome::Rejected(errors);
+            }
+        };
+        let hash = source.hash();
+        if hash == self.current.load().info.hash
+            || (!retry_rejected && last_rejected.as_deref() == Some(hash.as_str()))
+        {
+            return ReloadOutcome::Unchanged;
+        }
+        let outcome = match Snapshot::from_source(&source) {
+            Err(errors) => {
+                *last_rejected = Some(hash);
+                ReloadOutcome::Rejected(errors)
+            }
             Ok(mut next) => {
+                *last_rejected = None;
                 let current = self.current.load();
-                if next.info.hash == current.info.hash {
-                    ReloadOutcome::Unchanged
-                } else {
-                    let needs_restart = restart_only_changes(&current, &next);
-                    keep_restart_only_values(&current, &mut next);
-                    let hash = next.info.hash.clone();
-                    self.current.store(Arc::new(next));
-                    ReloadOutcome::Applied {
-                        hash,
-                        needs_restart,
-                    }
+                let needs_restart = restart_only_changes(&current, &next);
+                keep_restart_only_values(&current, &mut next);
+                self.current.store(Arc::new(next));
+                ReloadOutcome::Applied {
+                    hash,
+                    needs_restart,
                 }
             }
         };

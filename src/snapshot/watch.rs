@@ -29,7 +29,9 @@ impl ReloadService {
 
 /// Reloads once (blocking work moved off the async workers) and logs the outcome.
 pub async fn reload_and_log(store: Arc<Store>, trigger: &'static str) {
-    let outcome = match tokio::task::spawn_blocking(move || store.reload()).await {
+    // Only an explicit request retries a file that was already rejected as it is.
+    let retry_rejected = trigger == "SIGHUP";
+    let outcome = match tokio::task::spawn_blocking(move || store.reload(retry_rejected)).await {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(trigger, "config reload task failed: {e}");
