@@ -92,6 +92,16 @@ impl FileStamp {
     }
 }
 
+/// Whether a change at `path` can change the config: the file itself, or a Kubernetes-style
+/// `..data` symlink swap (ConfigMap volumes replace `..data`, which the file links through).
+/// Other files in the directory, such as logs written next to the config, are ignored.
+fn concerns_config(path: &Path, config_name: Option<&std::ffi::OsStr>) -> bool {
+    match path.file_name() {
+        Some(name) => Some(name) == config_name || name.as_encoded_bytes().starts_with(b".."),
+        None => true,
+    }
+}
+
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -102,8 +112,13 @@ impl BackgroundService for ReloadService {
             _ => std::path::PathBuf::from("."),
         };
         // Keep the debouncer alive for the life of the service: dropping it stops the watch.
+        let file_name = self.store.path().file_name().map(|n| n.to_os_string());
         let _debouncer = match new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
-            if res.is_ok() {
+            let Ok(events) = res else { return };
+            if events
+                .iter()
+                .any(|e| concerns_config(&e.path, file_name.as_deref()))
+            {
                 // A full channel already has a reload pending; one is enough.
                 let _ = tx.try_send(());
             }
