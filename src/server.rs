@@ -118,6 +118,7 @@ impl Instance {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),
+            access_log: self.access_log.clone(),
         })
     }
 }
@@ -183,6 +184,7 @@ struct ProcessSignals {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    access_log: Arc<AccessLog>,
 }
 
 #[async_trait]
@@ -201,7 +203,7 @@ impl ShutdownSignalWatch for ProcessSignals {
                 let grace = self.store.snapshot().server.shutdown_grace.get();
                 tracing::info!(grace_seconds = grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
                 self.ready.set(false);
-                exit_when_drained(self.metrics.clone(), grace);
+                exit_when_drained(self.metrics.clone(), self.access_log.clone(), grace);
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => {
@@ -218,7 +220,7 @@ impl ShutdownSignalWatch for ProcessSignals {
 
 /// Pingora waits the whole grace period after SIGTERM even when nothing is in flight; this exits
 /// as soon as the last in-flight request finished (or the grace period ran out).
-fn exit_when_drained(metrics: Arc<Metrics>, grace: Duration) {
+fn exit_when_drained(metrics: Arc<Metrics>, access_log: Arc<AccessLog>, grace: Duration) {
     let spawned = std::thread::Builder::new()
         .name("tollgate-drain".into())
         .spawn(move || {
@@ -237,8 +239,8 @@ fn exit_when_drained(metrics: Arc<Metrics>, grace: Duration) {
             } else {
                 tracing::info!("drained; exiting");
             }
-            // The access-log writer flushes whenever its queue empties; give it a moment.
-            std::thread::sleep(Duration::from_millis(100));
+            // `exit` runs no destructors: write the buffered access-log lines first.
+            access_log.flush();
             std::process::exit(0);
         });
     if let Err(e) = spawned {

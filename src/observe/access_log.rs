@@ -1,13 +1,26 @@
 //! The access log: one line per request on stdout, JSON (for log pipelines) or text (for humans).
-//! Lines are handed to a writer thread so a slow terminal or pipe never stalls a request; under
-//! extreme pressure the queue drops lines rather than blocking traffic (the drop is counted by
-//! tracing-appender's lossy mode and rare by design: the queue holds 128k lines).
+//!
+//! Lines are appended to an in-memory buffer and written by a background thread every
+//! [`FLUSH_INTERVAL`] or as soon as [`FLUSH_AT`] bytes are pending, like nginx's
+//! `access_log ... buffer=64k flush=...`. A request never makes a system call or wakes another
+//! thread to log (waking a writer per line doubled the CPU cost of a request on one core). If the
+//! output stalls and [`MAX_PENDING`] bytes pile up, new lines are dropped and counted rather than
+//! blocking traffic or growing memory without bound.
 
 use crate::config::LogFormat;
 use serde::Serialize;
-use std::io::{BufWriter, Write};
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+/// Longest time a line waits in memory before it is written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// Pending bytes that trigger a write before the interval is up.
+pub const FLUSH_AT: usize = 64 * 1024;
+/// Pending bytes beyond which lines are dropped (the output is stuck).
+pub const MAX_PENDING: usize = 16 * 1024 * 1024;
 
 /// One request as the access log shows it. The path never includes the query string: query
 /// values often carry personal data or tokens.
@@ -40,8 +53,38 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// The access-log sink of one gateway.
 pub struct AccessLog {
-    writer: NonBlocking,
-    _guard: WorkerGuard,
+    shared: Arc<Shared>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+    sink: Mutex<Box<dyn Write + Send>>,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    /// Writes whatever is pending. Called by the writer thread, and by `flush` before an exit.
+    fn write_pending(&self, spare: &mut Vec<u8>) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut *pending, spare);
+        }
+        if spare.is_empty() {
+            return;
+        }
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        // Nowhere to report a failing stdout; the lines are lost either way.
+        let _ = sink.write_all(spare).and_then(|_| sink.flush());
+        spare.clear();
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch space, so formatting a line allocates nothing in the steady state.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
 
 impl AccessLog {
@@ -50,34 +93,97 @@ impl AccessLog {
         AccessLog::to_writer(std::io::stdout())
     }
 
-    /// Logs to any writer (tests use an in-memory buffer). Writes are batched: the writer thread
-    /// flushes when its queue is empty, so a busy gateway makes few large writes.
+    /// Logs to any writer (tests use an in-memory buffer).
     pub fn to_writer<W: Write + Send + 'static>(w: W) -> AccessLog {
-        let (writer, guard) = NonBlockingBuilder::default()
-            .buffered_lines_limit(128 * 1024)
-            .thread_name("tollgate-access-log")
-            .finish(BufWriter::with_capacity(64 * 1024, w));
-        AccessLog {
-            writer,
-            _guard: guard,
-        }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::with_capacity(FLUSH_AT * 2)),
+            wake: Condvar::new(),
+            sink: Mutex::new(Box::new(w)),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        });
+        let thread_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("tollgate-access-log".into())
+            .spawn(move || writer_loop(&thread_shared))
+            .map_err(|e| tracing::error!("cannot start the access-log writer: {e}"))
+            .ok();
+        AccessLog { shared, writer }
     }
 
-    /// Writes one record in the given format.
-    pub fn write(&self, format: LogFormat, record: &AccessRecord<'_>) {
-        let mut line = Vec::with_capacity(320);
-        match format {
-            LogFormat::Json => {
-                if serde_json::to_writer(&mut line, record).is_err() {
-                    return;
+    /// Appends one record in the given format. False when the line had to be dropped (the
+    /// output is stuck, or the record could not be formatted).
+    pub fn write(&self, format: LogFormat, record: &AccessRecord<'_>) -> bool {
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            match format {
+                LogFormat::Json => {
+                    if serde_json::to_writer(&mut *line, record).is_err() {
+                        return false;
+                    }
                 }
+                LogFormat::Text => write_text(&mut line, record),
             }
-            LogFormat::Text => write_text(&mut line, record),
+            line.push(b'\n');
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if pending.len() + line.len() > MAX_PENDING {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            pending.extend_from_slice(&line);
+            if pending.len() >= FLUSH_AT {
+                self.shared.wake.notify_one();
+            }
+            true
+        })
+    }
+
+    /// Writes everything pending now (before the process exits).
+    pub fn flush(&self) {
+        self.shared.write_pending(&mut Vec::new());
+    }
+
+    /// Lines dropped because the output could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn writer_loop(shared: &Shared) {
+    let mut spare = Vec::with_capacity(FLUSH_AT * 2);
+    loop {
+        {
+            let pending = shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let (_pending, _) = shared
+                .wake
+                .wait_timeout_while(pending, FLUSH_INTERVAL, |p| {
+                    p.len() < FLUSH_AT && !shared.closed.load(Ordering::Acquire)
+                })
+                .unwrap_or_else(|p| p.into_inner());
         }
-        line.push(b'\n');
-        let mut w = self.writer.clone();
-        // A full queue drops the line (lossy mode); nothing useful to do with the error here.
-        let _ = w.write_all(&line);
+        shared.write_pending(&mut spare);
+        if shared.closed.load(Ordering::Acquire) {
+            shared.write_pending(&mut spare);
+            return;
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        match self.writer.take() {
+            Some(t) => {
+                let _ = t.join();
+            }
+            None => self.flush(),
+        }
     }
 }
 

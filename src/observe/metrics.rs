@@ -47,6 +47,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     last_reload_success: Gauge,
     in_flight: IntGauge,
+    access_log_dropped: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -104,6 +105,11 @@ impl Metrics {
             "Requests being handled right now.",
         )
         .expect("static metric definition");
+        let access_log_dropped = prometheus::IntCounter::new(
+            "tollgate_access_log_dropped_total",
+            "Access-log lines dropped because the output could not keep up.",
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "tollgate_build_info",
@@ -132,6 +138,9 @@ impl Metrics {
             .register(Box::new(in_flight.clone()))
             .expect("unique metric");
         registry
+            .register(Box::new(access_log_dropped.clone()))
+            .expect("unique metric");
+        registry
             .register(Box::new(build_info))
             .expect("unique metric");
         // Both results exist from the start so a dashboard can rate() them before the first failure.
@@ -147,7 +156,12 @@ impl Metrics {
             config_reloads,
             last_reload_success,
             in_flight,
+            access_log_dropped,
         }
+    }
+
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
     }
 
     /// Records one finished request.

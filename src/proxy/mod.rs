@@ -358,7 +358,9 @@ impl ProxyHttp for Gateway {
             bytes_in: ctx.bytes_in,
             bytes_out: session.body_bytes_sent() as u64,
         };
-        self.access_log.write(snapshot.log.format, &record);
+        if !self.access_log.write(snapshot.log.format, &record) {
+            self.metrics.access_log_dropped();
+        }
     }
 }
 
