@@ -2,15 +2,15 @@
 """Turn the raw results of benches/load/run.sh into a markdown report.
 
 Input: a directory with, per round R and configuration NAME,
-  R.NAME.wrk    wrk --latency output of the measured run
-  R.NAME.cpu    utime+stime clock ticks the proxy used during that run
-  R.NAME.died   present if the process died during the run
-  R.NAME.backend  "new-connections requests" the backend nginx saw during the run
-  NAME.skipped  present (with the reason) if the configuration never got measured
+  R.NAME.wrk     wrk --latency output of the measured run
+  R.NAME.before  key=value counters read just before the run (see `snapshot` in run.sh)
+  R.NAME.after   the same just after, plus wrk_cpu_s=USER+SYS
+  R.NAME.died    present if the process died during the run
+  NAME.skipped   present (with the reason) if the configuration stopped being measured
 
 Per configuration it reports medians over rounds. The CPU ratios are computed per round (the
-configuration against the baseline measured minutes apart in the same round) and then the median of
-those is taken: on a noisy shared machine that is steadier than a ratio of two medians.
+configuration against the baseline measured a minute apart in the same round) and then the median
+of those is taken: on a noisy shared machine that is steadier than a ratio of two medians.
 """
 
 import argparse
@@ -21,11 +21,11 @@ import re
 import statistics
 import sys
 
-UNIT_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+UNIT_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 
 
 def parse_latency(text):
-    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
     return float(m.group(1)) * UNIT_US[m.group(2)] if m else None
 
 
@@ -51,6 +51,23 @@ def parse_wrk(text):
     return r
 
 
+def read_kv(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.strip().partition("=")
+            if key:
+                values[key] = value
+    return values
+
+
+def delta(before, after, key):
+    try:
+        return int(after[key]) - int(before[key])
+    except (KeyError, ValueError):
+        return None
+
+
 def load(results, configs, rounds, clk_tck):
     """data[name][round] = dict of metrics, for the runs that exist."""
     data = {}
@@ -62,17 +79,44 @@ def load(results, configs, rounds, clk_tck):
                 continue
             with open(base + ".wrk") as f:
                 r = parse_wrk(f.read())
-            with open(base + ".cpu") as f:
-                ticks = int(f.read().strip())
+            before, after = read_kv(base + ".before"), read_kv(base + ".after")
+            ticks = delta(before, after, "proxy_ticks")
             r["died"] = os.path.exists(base + ".died")
-            r["b_conns"] = r["b_reqs"] = None
-            if os.path.exists(base + ".backend"):
-                with open(base + ".backend") as f:
-                    r["b_conns"], r["b_reqs"] = (int(x) for x in f.read().split())
-            r["cpu_us"] = ticks * 1_000_000 / clk_tck
-            r["cpu_per_req"] = r["cpu_us"] / r["requests"] if r["requests"] else None
+            r["cpu_us"] = None if ticks is None else ticks * 1_000_000 / clk_tck
+            r["cpu_per_req"] = r["cpu_us"] / r["requests"] if r["requests"] and ticks is not None else None
+            r["b_conns"] = delta(before, after, "backend_conns")
+            r["b_reqs"] = delta(before, after, "backend_reqs")
+            # Load from other processes on each core, as a share of that core's time. The
+            # backend row uses only the load CPU, so what runs on the proxy CPU then is irrelevant.
+            us_per_tick = 1_000_000 / clk_tck
+            r["foreign_proxy"] = None
+            if name != "backend" and ticks is not None:
+                r["foreign_proxy"] = share(
+                    delta(before, after, "proxy_core_busy_us"),
+                    ticks * us_per_tick,
+                    delta(before, after, "proxy_core_wall_us"),
+                )
+            try:
+                wrk_us = sum(float(x) for x in after["wrk_cpu_s"].split("+")) * 1_000_000
+            except (KeyError, ValueError):
+                wrk_us = None
+            backend_ticks = delta(before, after, "backend_ticks")
+            r["foreign_load"] = None
+            if wrk_us is not None and backend_ticks is not None:
+                r["foreign_load"] = share(
+                    delta(before, after, "load_core_busy_us"),
+                    wrk_us + backend_ticks * us_per_tick,
+                    delta(before, after, "load_core_wall_us"),
+                )
             data[name][rnd] = r
     return data
+
+
+def share(busy, own, total):
+    """Percentage of a core's time that was busy with something other than `own`."""
+    if busy is None or not total:
+        return None
+    return 100.0 * max(0.0, busy - own) / total
 
 
 def med(values):
@@ -128,6 +172,8 @@ def main():
     ap.add_argument("--load-cpu", default="1")
     ap.add_argument("--nginx-version", default="?")
     ap.add_argument("--git-rev", default="?")
+    ap.add_argument("--nice", default="0")
+    ap.add_argument("--build-note", default="")
     a = ap.parse_args()
 
     configs = a.configs.split()
@@ -142,7 +188,10 @@ def main():
         f"{platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}), git {a.git_rev}; "
         f"proxy pinned to CPU {a.proxy_cpu}, wrk + backend nginx on CPU {a.load_cpu}; "
         f"wrk -t1 -c{a.connections} -d{a.duration}, {a.rounds} interleaved rounds, "
-        f"medians shown; nginx {a.nginx_version}."
+        f"medians shown; nginx {a.nginx_version}"
+        + (f"; nice {a.nice}" if a.nice not in ("", "0") else "")
+        + (f"; binaries {a.build_note}" if a.build_note else "")
+        + "."
     )
     w("")
     w("| config | req/s | p50 | p99 | CPU µs/req | × bare Pingora | × nginx | check |")
@@ -180,6 +229,27 @@ def main():
         "the measured run ÷ requests wrk completed. For `backend` it is the backend nginx itself, "
         "which shares its CPU with wrk. Ratios are per-round ratios, median over rounds."
     )
+    noisy = []
+    for name in configs:
+        for rnd, r in sorted(data[name].items()):
+            parts = [
+                f"{label} {r[key]:.0f}%"
+                for key, label in (("foreign_proxy", "proxy CPU"), ("foreign_load", "wrk CPU"))
+                if r[key] is not None and r[key] > 10
+            ]
+            if parts:
+                noisy.append(f"{name} round {rnd} ({', '.join(parts)})")
+    if noisy:
+        w("")
+        w(
+            "**Noisy runs**: something other than the benchmark's own processes (other "
+            "people's work, kernel threads, hypervisor steal) kept a benchmark CPU busy for more "
+            "than 10% of the run during "
+            + "; ".join(noisy)
+            + ". Part of that may only have filled idle time, but contention lowers req/s, "
+            "raises p99 and inflates CPU µs/req (fewer requests per wake-up, colder caches): "
+            "treat differences of 10-15% as noise, or rerun on a quieter machine (or with NICE=-10)."
+        )
     if skipped:
         w("")
         for name, reason in skipped.items():
@@ -191,16 +261,17 @@ def main():
     w("")
     w(
         "| config | round | req/s | p50 | p99 | requests | CPU µs/req | non-2xx | socket errors "
-        "| new backend conns | backend requests |"
+        "| new backend conns | backend requests | other load, proxy CPU | other load, wrk CPU |"
     )
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in configs:
         for rnd, r in sorted(data[name].items()):
             w(
                 f"| {name} | {rnd} | {fmt(r['rps'], ',.0f')} | {fmt(_ms(r['p50']), '.2f', ' ms')} | "
                 f"{fmt(_ms(r['p99']), '.2f', ' ms')} | {fmt(r['requests'], ',d')} | "
                 f"{fmt(r['cpu_per_req'], '.1f')} | {r['non2xx']} | {r['sockerr']} | "
-                f"{fmt(r['b_conns'], 'd')} | {fmt(r['b_reqs'], ',d')} |"
+                f"{fmt(r['b_conns'], 'd')} | {fmt(r['b_reqs'], ',d')} | {fmt(r['foreign_proxy'], '.0f', '%')} | "
+                f"{fmt(r['foreign_load'], '.0f', '%')} |"
             )
     w("")
     w("</details>")
