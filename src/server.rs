@@ -3,10 +3,11 @@
 //! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once).
 
 use crate::admin::{AdminApp, Readiness};
-use crate::config::ConfigErrors;
+use crate::config::{ConfigErrors, Source};
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
 use crate::snapshot::{watch::ReloadService, Snapshot, Store};
+use crate::upstream::{health::HealthService, StateRegistry};
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -33,7 +34,9 @@ impl Instance {
     /// Loads the config and builds every service. Fails with all config errors, or with a single
     /// error if a listen address cannot be bound.
     pub fn build(config_path: &Path, access_log: AccessLog) -> Result<Instance, ConfigErrors> {
-        let snapshot = Snapshot::load(config_path)?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(StateRegistry::new(metrics.clone()));
+        let snapshot = Snapshot::from_source(&Source::read(config_path)?, &registry)?;
         let server_cfg = snapshot.server.clone();
         check_bindable(
             config_path,
@@ -41,8 +44,7 @@ impl Instance {
             server_cfg.admin_listen.as_deref(),
         )?;
 
-        let metrics = Arc::new(Metrics::new());
-        let store = Arc::new(Store::new(config_path, snapshot, metrics.clone()));
+        let store = Arc::new(Store::new(config_path, snapshot, metrics.clone(), registry));
         let ready = Arc::new(Readiness::default());
         let access_log = Arc::new(access_log);
 
@@ -85,6 +87,10 @@ impl Instance {
         server.add_service(background_service(
             "tollgate config reload",
             ReloadService::new(store.clone()),
+        ));
+        server.add_service(background_service(
+            "tollgate health checks",
+            HealthService::new(store.clone()),
         ));
 
         Ok(Instance {

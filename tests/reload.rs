@@ -690,13 +690,14 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     .await;
     assert!(counted, "{:?}", by_route("before").await);
     assert!(by_route("after").await >= Some(1.0));
-    let lines = gw.access_log();
-    assert!(
-        lines
+    // The access log is written in batches (every 200 ms): poll for the line.
+    let logged = eventually(Duration::from_secs(2), || async {
+        gw.access_log()
             .iter()
-            .any(|l| l["route"] == "before" && l["status"] == 200),
-        "{lines:?}"
-    );
+            .any(|l| l["route"] == "before" && l["status"] == 200)
+    })
+    .await;
+    assert!(logged, "{:?}", gw.access_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

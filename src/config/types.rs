@@ -131,9 +131,81 @@ pub struct UpstreamConfig {
     pub connect_timeout: DurationStr,
     #[serde(default = "default_read_timeout")]
     pub read_timeout: DurationStr,
-    pub retry_budget: Option<toml::Value>,
-    pub health_check: Option<toml::Value>,
-    pub circuit_breaker: Option<toml::Value>,
+    pub retry_budget: Option<RetryBudgetConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// `[upstreams.NAME.health_check]`: active HTTP checks of every target, in the background.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path requested with GET; a 2xx or 3xx answer is a success.
+    pub path: String,
+    pub interval: DurationStr,
+    pub timeout: DurationStr,
+    /// Consecutive successes that make an unhealthy target healthy again.
+    pub healthy_after: u32,
+    /// Consecutive failures that make a healthy target unhealthy.
+    pub unhealthy_after: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: "/healthz".into(),
+            interval: DurationStr::from_secs(2),
+            timeout: DurationStr::from_millis(500),
+            healthy_after: 2,
+            unhealthy_after: 3,
+        }
+    }
+}
+
+/// `[upstreams.NAME.circuit_breaker]`: passive failure detection per target.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Share of failed requests over `window` that opens the circuit.
+    pub failure_ratio: f64,
+    /// Fewer requests than this in the window never open the circuit.
+    pub min_requests: u32,
+    pub window: DurationStr,
+    /// How long an open circuit rejects requests before letting probes through.
+    pub open_for: DurationStr,
+    /// Requests let through while half-open; that many successes close the circuit.
+    pub half_open_probes: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: DurationStr::from_secs(10),
+            open_for: DurationStr::from_secs(5),
+            half_open_probes: 3,
+        }
+    }
+}
+
+/// `retry_budget = { ratio, window, min_per_second }`: retries at most `ratio` of requests.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryBudgetConfig {
+    pub ratio: f64,
+    pub window: DurationStr,
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ratio: 0.2,
+            window: DurationStr::from_secs(10),
+            min_per_second: 3,
+        }
+    }
 }
 
 fn default_connect_timeout() -> DurationStr {
@@ -204,8 +276,45 @@ pub struct RouteConfig {
     pub scopes: Option<Vec<String>>,
     pub rate_limits: Option<Vec<String>>,
     pub cache: Option<String>,
-    pub retry: Option<toml::Value>,
-    pub fallback: Option<toml::Value>,
+    pub retry: Option<RetryConfig>,
+    pub fallback: Option<FallbackConfig>,
     pub aggregate: Option<toml::Value>,
     pub max_body_bytes: Option<SizeStr>,
+}
+
+/// Route `retry = { attempts, backoff, max_backoff, methods }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total attempts, the first one included.
+    pub attempts: u32,
+    #[serde(default = "default_backoff")]
+    pub backoff: DurationStr,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: DurationStr,
+    /// Methods that may be retried; default: the idempotent ones.
+    pub methods: Option<Vec<String>>,
+}
+
+fn default_backoff() -> DurationStr {
+    DurationStr::from_millis(25)
+}
+
+fn default_max_backoff() -> DurationStr {
+    DurationStr::from_millis(250)
+}
+
+/// Route `fallback = { status, body, content_type }`: served when the upstream cannot answer.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default = "default_fallback_type")]
+    pub content_type: String,
+}
+
+fn default_fallback_type() -> String {
+    "application/json".into()
 }

@@ -129,8 +129,58 @@ impl Validator {
             self.err(format!("{base}.targets"), "at least one target is required");
         }
         let mut seen = BTreeSet::new();
-        for (i, t) in u.targets.iter().enumerate() {
-            let path = format!("{base}.targets[{i}]");
+        self.targets(&format!("{base}.targets"), &u.targets, &mut seen);
+        self.targets(
+            &format!("{base}.backup_targets"),
+            &u.backup_targets,
+            &mut seen,
+        );
+        self.positive(&format!("{base}.connect_timeout"), u.connect_timeout);
+        self.positive(&format!("{base}.read_timeout"), u.read_timeout);
+        let hash_key = format!("{base}.hash_key");
+        match (u.balance, u.hash_key.as_deref()) {
+            (Balance::Hash, None | Some("ip")) => {}
+            (Balance::Hash, Some(k)) if k.starts_with("header:") => {
+                let name = &k["header:".len()..];
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    self.err(hash_key, format!("\"{name}\" is not a valid header name"));
+                }
+            }
+            (Balance::Hash, Some(k)) if k.starts_with("claim:") => {
+                self.not_yet(&hash_key, "hashing on a JWT claim (it needs auth)")
+            }
+            (Balance::Hash, Some(k)) => self.err(
+                hash_key,
+                format!("\"{k}\" is not one of \"ip\", \"header:NAME\", \"claim:NAME\""),
+            ),
+            (_, Some(_)) => self.err(hash_key, "only used with balance = \"hash\""),
+            _ => {}
+        }
+        if let Some(h) = &u.health_check {
+            self.health_check(&format!("{base}.health_check"), h);
+        }
+        if let Some(b) = &u.retry_budget {
+            self.retry_budget(&format!("{base}.retry_budget"), b);
+        }
+        if let Some(c) = &u.circuit_breaker {
+            self.circuit_breaker(&format!("{base}.circuit_breaker"), c);
+        }
+        let unsupported = [
+            ("tls", u.tls),
+            ("sni", u.sni.is_some()),
+            ("ca_file", u.ca_file.is_some()),
+        ];
+        for (key, set) in unsupported {
+            if set {
+                self.not_yet(&format!("{base}.{key}"), "this key");
+            }
+        }
+    }
+
+    /// Checks a target list; `seen` spans primaries and backups so an address is listed once.
+    fn targets(&mut self, base: &str, targets: &[TargetConfig], seen: &mut BTreeSet<String>) {
+        for (i, t) in targets.iter().enumerate() {
+            let path = format!("{base}[{i}]");
             if let Err(msg) = check_target_addr(&t.addr) {
                 self.err(path.clone(), msg);
             } else if !seen.insert(t.addr.to_ascii_lowercase()) {
@@ -143,36 +193,55 @@ impl Validator {
                 );
             }
         }
-        self.positive(&format!("{base}.connect_timeout"), u.connect_timeout);
-        self.positive(&format!("{base}.read_timeout"), u.read_timeout);
-        match (u.balance, u.hash_key.as_deref()) {
-            (Balance::LeastRequests, _) => {
-                self.not_yet(&format!("{base}.balance"), "balance = \"least_requests\"")
-            }
-            (Balance::Hash, None | Some("ip")) => {}
-            (Balance::Hash, Some(_)) => {
-                self.not_yet(&format!("{base}.hash_key"), "hashing on a header or claim")
-            }
-            (_, Some(_)) => self.err(
-                format!("{base}.hash_key"),
-                "only used with balance = \"hash\"",
-            ),
-            _ => {}
+    }
+
+    fn health_check(&mut self, base: &str, h: &HealthCheckConfig) {
+        let path_ok = h.path.starts_with('/') && h.path.bytes().all(|b| b.is_ascii_graphic());
+        if !path_ok {
+            self.err(
+                format!("{base}.path"),
+                format!("\"{}\" must start with '/' and contain no spaces", h.path),
+            );
         }
-        let unsupported = [
-            ("backup_targets", !u.backup_targets.is_empty()),
-            ("tls", u.tls),
-            ("sni", u.sni.is_some()),
-            ("ca_file", u.ca_file.is_some()),
-            ("retry_budget", u.retry_budget.is_some()),
-            ("health_check", u.health_check.is_some()),
-            ("circuit_breaker", u.circuit_breaker.is_some()),
-        ];
-        for (key, set) in unsupported {
-            if set {
-                self.not_yet(&format!("{base}.{key}"), "this key");
+        self.positive(&format!("{base}.interval"), h.interval);
+        self.positive(&format!("{base}.timeout"), h.timeout);
+        if h.timeout > h.interval {
+            self.err(
+                format!("{base}.timeout"),
+                "must not be longer than interval",
+            );
+        }
+        for (key, n) in [
+            ("healthy_after", h.healthy_after),
+            ("unhealthy_after", h.unhealthy_after),
+        ] {
+            if !(1..=100).contains(&n) {
+                self.err(
+                    format!("{base}.{key}"),
+                    format!("{n} is out of range 1..=100"),
+                );
             }
         }
+    }
+
+    fn circuit_breaker(&mut self, base: &str, c: &CircuitBreakerConfig) {
+        if !(c.failure_ratio > 0.0 && c.failure_ratio <= 1.0) {
+            self.err(
+                format!("{base}.failure_ratio"),
+                format!(
+                    "{} is out of range: use a share above 0 and at most 1, like 0.5",
+                    c.failure_ratio
+                ),
+            );
+        }
+        if c.min_requests == 0 {
+            self.err(format!("{base}.min_requests"), "must be at least 1");
+        }
+        if c.half_open_probes == 0 {
+            self.err(format!("{base}.half_open_probes"), "must be at least 1");
+        }
+        self.positive(&format!("{base}.window"), c.window);
+        self.positive(&format!("{base}.open_for"), c.open_for);
     }
 
     fn route(&mut self, config: &Config, name: &str, r: &RouteConfig) {
@@ -202,28 +271,22 @@ impl Validator {
             Some(_) => {}
         }
         if let Some(methods) = &r.methods {
-            for (i, m) in methods.iter().enumerate() {
-                let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
-                if !valid {
-                    self.err(
-                        format!("{base}.methods[{i}]"),
-                        format!(
-                            "\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""
-                        ),
-                    );
-                }
-            }
+            self.methods(&format!("{base}.methods"), methods);
         }
         if let Some(t) = r.timeout {
             self.positive(&format!("{base}.timeout"), t);
+        }
+        if let Some(retry) = &r.retry {
+            self.retry(&format!("{base}.retry"), retry);
+        }
+        if let Some(f) = &r.fallback {
+            self.fallback(&format!("{base}.fallback"), f);
         }
         let unsupported = [
             ("auth", r.auth.is_some()),
             ("scopes", r.scopes.is_some()),
             ("rate_limits", r.rate_limits.is_some()),
             ("cache", r.cache.is_some()),
-            ("retry", r.retry.is_some()),
-            ("fallback", r.fallback.is_some()),
             ("aggregate", r.aggregate.is_some()),
             ("max_body_bytes", r.max_body_bytes.is_some()),
         ];
@@ -232,6 +295,73 @@ impl Validator {
                 self.not_yet(&format!("{base}.{key}"), "this key");
             }
         }
+    }
+}
+
+impl Validator {
+    fn methods(&mut self, base: &str, methods: &[String]) {
+        for (i, m) in methods.iter().enumerate() {
+            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+            if !valid {
+                self.err(
+                    format!("{base}[{i}]"),
+                    format!("\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""),
+                );
+            }
+        }
+    }
+
+    fn retry(&mut self, base: &str, r: &RetryConfig) {
+        if !(1..=10).contains(&r.attempts) {
+            self.err(
+                format!("{base}.attempts"),
+                format!(
+                    "{} is out of range 1..=10 (attempts include the first one)",
+                    r.attempts
+                ),
+            );
+        }
+        self.positive(&format!("{base}.backoff"), r.backoff);
+        if r.max_backoff < r.backoff {
+            self.err(
+                format!("{base}.max_backoff"),
+                "must not be shorter than backoff",
+            );
+        }
+        if let Some(methods) = &r.methods {
+            self.methods(&format!("{base}.methods"), methods);
+        }
+    }
+
+    fn fallback(&mut self, base: &str, f: &FallbackConfig) {
+        if !(200..=599).contains(&f.status) {
+            self.err(
+                format!("{base}.status"),
+                format!("{} is out of range 200..=599", f.status),
+            );
+        }
+        if f.body.len() > 64 * 1024 {
+            self.err(
+                format!("{base}.body"),
+                "is larger than 64 KiB; serve big documents from a service",
+            );
+        }
+        if http::HeaderValue::from_str(&f.content_type).is_err() || f.content_type.is_empty() {
+            self.err(
+                format!("{base}.content_type"),
+                format!("\"{}\" is not a valid header value", f.content_type),
+            );
+        }
+    }
+
+    fn retry_budget(&mut self, base: &str, b: &RetryBudgetConfig) {
+        if !(0.0..=1.0).contains(&b.ratio) {
+            self.err(
+                format!("{base}.ratio"),
+                format!("{} is out of range 0..=1", b.ratio),
+            );
+        }
+        self.positive(&format!("{base}.window"), b.window);
     }
 }
 

@@ -48,6 +48,12 @@ pub struct Metrics {
     last_reload_success: Gauge,
     in_flight: IntGauge,
     access_log_dropped: prometheus::IntCounter,
+    target_healthy: IntGaugeVec,
+    circuit_state: IntGaugeVec,
+    circuit_transitions: IntCounterVec,
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -110,6 +116,54 @@ impl Metrics {
             "Access-log lines dropped because the output could not keep up.",
         )
         .expect("static metric definition");
+        let target_healthy = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_upstream_target_healthy",
+                "1 when active health checks find the target healthy (targets start healthy).",
+            ),
+            &["upstream", "target"],
+        )
+        .expect("static metric definition");
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_upstream_circuit_state",
+                "Circuit breaker state per target: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["upstream", "target"],
+        )
+        .expect("static metric definition");
+        let circuit_transitions = IntCounterVec::new(
+            Opts::new(
+                "tollgate_upstream_circuit_transitions_total",
+                "Circuit breaker state changes per target, by the state entered.",
+            ),
+            &["upstream", "target", "to"],
+        )
+        .expect("static metric definition");
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "tollgate_upstream_retries_total",
+                "Retries of upstream requests, by reason (connect_error, timeout, error, status_502..504).",
+            ),
+            &["upstream", "reason"],
+        )
+        .expect("static metric definition");
+        let budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "tollgate_upstream_retry_budget_exhausted_total",
+                "Retries refused because the upstream's retry budget was used up.",
+            ),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "tollgate_fallback_responses_total",
+                "Fallback responses served because the route's upstream could not answer.",
+            ),
+            &["route"],
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "tollgate_build_info",
@@ -143,6 +197,21 @@ impl Metrics {
         registry
             .register(Box::new(build_info))
             .expect("unique metric");
+        for g in [&target_healthy, &circuit_state] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+        }
+        for c in [
+            &circuit_transitions,
+            &retries,
+            &budget_exhausted,
+            &fallbacks,
+        ] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+        }
         // Both results exist from the start so a dashboard can rate() them before the first failure.
         for r in ["success", "failure"] {
             config_reloads.with_label_values(&[r]);
@@ -157,7 +226,46 @@ impl Metrics {
             last_reload_success,
             in_flight,
             access_log_dropped,
+            target_healthy,
+            circuit_state,
+            circuit_transitions,
+            retries,
+            budget_exhausted,
+            fallbacks,
         }
+    }
+
+    pub fn upstream_retry(&self, upstream: &str, reason: &str) {
+        self.retries.with_label_values(&[upstream, reason]).inc();
+    }
+
+    pub fn retry_budget_exhausted(&self, upstream: &str) {
+        self.budget_exhausted.with_label_values(&[upstream]).inc();
+    }
+
+    pub fn fallback_response(&self, route: &str) {
+        self.fallbacks.with_label_values(&[route]).inc();
+    }
+
+    pub fn target_healthy(&self, upstream: &str, target: &str, healthy: bool) {
+        self.target_healthy
+            .with_label_values(&[upstream, target])
+            .set(i64::from(healthy));
+    }
+
+    /// `state`: 0 closed, 1 open, 2 half-open.
+    pub fn circuit_state(&self, upstream: &str, target: &str, state: i64) {
+        self.circuit_state
+            .with_label_values(&[upstream, target])
+            .set(state);
+    }
+
+    /// Counts a transition into state `to` ("closed", "open", "half_open" = `value` 0, 1, 2).
+    pub fn circuit_transition(&self, upstream: &str, target: &str, to: &str, value: i64) {
+        self.circuit_transitions
+            .with_label_values(&[upstream, target, to])
+            .inc();
+        self.circuit_state(upstream, target, value);
     }
 
     pub fn access_log_dropped(&self) {

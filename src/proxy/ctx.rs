@@ -1,6 +1,7 @@
 //! Per-request state carried across Pingora's hooks.
 
 use crate::snapshot::{Route, Snapshot};
+use crate::upstream::AttemptGuard;
 use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,9 +36,19 @@ pub struct RequestCtx {
     pub deadline: Option<Instant>,
     /// Target indexes already tried by this request, so another attempt picks a different one.
     pub tried: Vec<usize>,
+    /// Attempts started so far (the first one included).
+    pub attempts: u32,
+    /// A retry was already decided for the failure being reported (a 502/503/504 answer).
+    pub retry_decided: bool,
     /// Target of the current attempt and when it began.
     pub target: Option<usize>,
     pub attempt_started: Option<Instant>,
+    /// Counts the current attempt in its target's requests in flight (least-requests).
+    pub attempt: Option<AttemptGuard>,
+    /// The circuit breaker's admission of the current attempt, handed back with its outcome.
+    pub circuit_ticket: Option<crate::upstream::circuit::Ticket>,
+    /// When no target could take the request because circuits are open: when to come back.
+    pub retry_after: Option<std::time::Duration>,
     /// Status the upstream answered with, if it answered.
     pub upstream_status: Option<u16>,
     /// Request body bytes received from the client.
@@ -55,8 +66,13 @@ impl RequestCtx {
             upstream_uri: None,
             deadline: None,
             tried: Vec::new(),
+            attempts: 0,
+            retry_decided: false,
             target: None,
             attempt_started: None,
+            attempt: None,
+            circuit_ticket: None,
+            retry_after: None,
             upstream_status: None,
             bytes_in: 0,
             _in_flight: in_flight,

@@ -13,6 +13,7 @@
 mod ctx;
 mod headers;
 mod problem;
+mod retry;
 
 pub use ctx::{InFlight, RequestCtx};
 pub use problem::{problem_for, Problem};
@@ -29,6 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::route::Lookup;
+use crate::upstream::backoff::jittered_backoff;
+use crate::upstream::circuit::Admission;
+use crate::upstream::HashKey;
+use retry::{should_retry, RequestFacts, RetryReason};
 
 /// Pooled upstream connections idle longer than this are closed rather than reused: upstream
 /// servers commonly close idle keep-alive connections after 60 s or more, so reuse stays safe.
@@ -57,6 +62,7 @@ impl Gateway {
         else {
             return;
         };
+        ctx.attempt = None;
         if let Some(target) = route.upstream.targets.get(idx) {
             self.metrics.upstream_attempt(
                 &route.upstream.name,
@@ -65,6 +71,28 @@ impl Gateway {
                 started.elapsed(),
             );
         }
+        // Connect errors, timeouts and 5xx count against the target's circuit breaker.
+        let success = matches!(outcome, UpstreamOutcome::Response(s) if s < 500);
+        if let (Some(state), Some(ticket)) = (
+            route.upstream.state.targets.get(idx),
+            ctx.circuit_ticket.take(),
+        ) {
+            state.record(ticket, success, Instant::now());
+        }
+    }
+}
+
+/// The bytes the hash balancer hashes: the configured header's value, else the client address.
+fn hash_key(session: &Session, key: &HashKey) -> Vec<u8> {
+    if let HashKey::Header(name) = key {
+        if let Some(v) = session.req_header().headers.get(name) {
+            return v.as_bytes().to_vec();
+        }
+    }
+    match client_ip(session) {
+        Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
+        Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
+        None => Vec::new(),
     }
 }
 
@@ -86,6 +114,15 @@ fn has_dot_segments(path: &str) -> bool {
         let decoded = lower.replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
+}
+
+/// The facts about a request that retry decisions need.
+fn facts(session: &Session) -> RequestFacts<'_> {
+    RequestFacts {
+        method: &session.req_header().method,
+        response_started: session.response_written().is_some(),
+        body_truncated: session.as_ref().retry_buffer_truncated(),
+    }
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -173,8 +210,9 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Picks the target. Errors: 504 when the route deadline already passed, 502 when no target
-    /// is left to try.
+    /// Picks the target among the usable ones (healthy, circuit admitting). Errors: 504 when the
+    /// route deadline already passed; 503 (with `Retry-After` when circuits are open) when no
+    /// target can take the request.
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -187,6 +225,17 @@ impl ProxyHttp for Gateway {
             ));
         };
         let upstream = &route.upstream;
+        if ctx.attempts == 0 {
+            upstream.state.budget.record_request(Instant::now());
+        } else if let Some(policy) = &route.retry {
+            // Back off before a retry (full jitter), but never past the route deadline.
+            let mut delay = jittered_backoff(ctx.attempts, policy.backoff, policy.max_backoff);
+            if let Some(deadline) = ctx.deadline {
+                delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+            }
+            tokio::time::sleep(delay).await;
+        }
+        ctx.attempts += 1;
         let remaining = match ctx.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -200,15 +249,45 @@ impl ProxyHttp for Gateway {
             }
             None => None,
         };
-        let Some(idx) = upstream.select(client_ip(session), &ctx.tried) else {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(502),
-                "no upstream target left to try",
-            ));
+        let key = match upstream.hash_key {
+            HashKey::ClientIp if !upstream.is_hashed() => Vec::new(),
+            ref k => hash_key(session, k),
+        };
+        let now = Instant::now();
+        // Targets whose circuit refused this request: skipped in this selection only.
+        let mut refused: Vec<usize> = Vec::new();
+        let idx = loop {
+            let skip: Vec<usize> = ctx.tried.iter().chain(&refused).copied().collect();
+            let Some(idx) = upstream.select(&key, &skip, now) else {
+                ctx.retry_after = refused
+                    .iter()
+                    .filter_map(|&i| upstream.state.targets[i].retry_after(now))
+                    .min();
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "no usable upstream target",
+                ));
+            };
+            if refused.contains(&idx) {
+                // Selection fell back to a target already refused: nothing else is left.
+                ctx.retry_after = upstream.state.targets[idx].retry_after(now);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    "no usable upstream target",
+                ));
+            }
+            match upstream.state.targets[idx].admit(now) {
+                Admission::Rejected { .. } => refused.push(idx),
+                admission @ (Admission::Allowed(_) | Admission::Probe(_)) => {
+                    ctx.circuit_ticket = admission.ticket();
+                    break idx;
+                }
+            }
         };
         ctx.tried.push(idx);
         ctx.target = Some(idx);
-        ctx.attempt_started = Some(Instant::now());
+        ctx.attempt_started = Some(now);
+        ctx.attempt = Some(upstream.state.targets[idx].start_attempt());
         let target = &upstream.targets[idx];
         let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
         let mut peer = HttpPeer::new(target.addr, false, String::new());
@@ -253,24 +332,45 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        let status = upstream_response.status.as_u16();
+        if matches!(status, 502..=504)
+            && should_retry(
+                ctx,
+                &facts(session),
+                RetryReason::Status(status),
+                &self.metrics,
+            )
+        {
+            // Nothing went to the client yet: drop this answer and try another target.
+            self.finish_attempt(ctx, UpstreamOutcome::Response(status));
+            ctx.retry_decided = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream answered with a retryable status",
+            ));
+        }
         if !upstream_response.status.is_informational() {
-            ctx.upstream_status = Some(upstream_response.status.as_u16());
+            ctx.upstream_status = Some(status);
         }
         headers::prepare_client_response(upstream_response, &ctx.request_id)
     }
 
+    /// Nothing reached the upstream: retried (on another target) when the route's policy allows
+    /// the method, even a POST, since it was never sent.
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         self.finish_attempt(ctx, outcome_of(&e));
+        let retry = should_retry(ctx, &facts(session), RetryReason::Connect, &self.metrics);
+        e.set_retry(retry);
         e
     }
 
@@ -282,12 +382,26 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if std::mem::take(&mut ctx.retry_decided) {
+            // A 502/503/504 answer for which upstream_response_filter already decided to retry.
+            e.set_retry(true);
+            return e;
+        }
         if e.esource() == &pingora::ErrorSource::Upstream {
             self.finish_attempt(ctx, outcome_of(&e));
+            let reason = if problem::is_timeout(&e) {
+                RetryReason::Timeout
+            } else {
+                RetryReason::Error
+            };
+            if should_retry(ctx, &facts(session), reason, &self.metrics) {
+                e.set_retry(true);
+                return e;
+            }
         }
-        // Same policy as Pingora's default: never retry non-idempotent requests or requests whose
-        // body no longer fits the retry buffer; otherwise retry only a stale reused connection.
-        let mut e = e.more_context(format!("peer: {peer}"));
+        // Otherwise Pingora's own rule: a pooled connection that the upstream had closed is
+        // retried once for idempotent requests whose body can be replayed (nothing was processed).
         if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
         {
             e.set_retry(false);
@@ -304,18 +418,39 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let problem = problem_for(e);
-        if problem.status > 0 && session.response_written().is_none() {
+        let mut problem = problem_for(e);
+        if problem.status == 503 {
+            // Whole seconds, rounded up: a client retrying earlier would find the circuit open.
+            problem.retry_after = ctx
+                .retry_after
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        }
+        let mut status = problem.status;
+        if status > 0 && session.response_written().is_none() {
             // The connection is not reused after an error (below, and Pingora closes it after a
             // failed upstream attempt anyway): say so with `Connection: close`, or a keep-alive
             // client sends its next request on a connection about to close and that fails.
             session.set_keepalive(None);
-            if let Err(write_err) = problem.write(session, &ctx.request_id).await {
+            // The upstream could not answer: the route's fallback, if it has one, stands in.
+            let fallback = ctx
+                .route
+                .as_ref()
+                .filter(|_| matches!(status, 502..=504))
+                .and_then(|r| r.fallback.as_ref().map(|f| (r.name.clone(), f.clone())));
+            let written = match fallback {
+                Some((route, fallback)) => {
+                    self.metrics.fallback_response(&route);
+                    status = fallback.status;
+                    problem::write_fallback(session, &ctx.request_id, &fallback).await
+                }
+                None => problem.write(session, &ctx.request_id).await,
+            };
+            if let Err(write_err) = written {
                 tracing::debug!(request_id = %ctx.request_id, "could not send error response: {write_err}");
             }
         }
         FailToProxy {
-            error_code: problem.status,
+            error_code: status,
             can_reuse_downstream: false,
         }
     }

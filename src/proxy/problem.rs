@@ -14,6 +14,8 @@ pub struct Problem {
     pub detail: &'static str,
     /// `Allow` header value for a 405.
     pub allow: Option<String>,
+    /// `Retry-After` seconds for a 503 while circuits are open.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -32,6 +34,7 @@ impl Problem {
             status,
             detail,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -41,9 +44,11 @@ impl Problem {
 
     pub fn method_not_allowed(allow: &str) -> Problem {
         Problem {
-            status: 405,
-            detail: "the route does not accept this method; see the Allow header",
             allow: Some(allow.to_string()),
+            ..Problem::new(
+                405,
+                "the route does not accept this method; see the Allow header",
+            )
         }
     }
 
@@ -73,6 +78,9 @@ impl Problem {
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         header.insert_header("x-request-id", request_id)?;
         header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        if let Some(secs) = self.retry_after {
+            header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+        }
         if let Some(allow) = &self.allow {
             header.insert_header(http::header::ALLOW, allow.as_str())?;
         }
@@ -85,6 +93,34 @@ impl Problem {
         }
         Ok(())
     }
+}
+
+/// Writes a route's configured fallback response, marked with `x-tollgate-fallback: 1` so clients
+/// and logs can tell it from a real answer.
+pub async fn write_fallback(
+    session: &mut Session,
+    request_id: &str,
+    fallback: &crate::snapshot::Fallback,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(fallback.status, Some(5))?;
+    header.insert_header(http::header::CONTENT_TYPE, fallback.content_type.as_str())?;
+    header.insert_header(
+        http::header::CONTENT_LENGTH,
+        fallback.body.len().to_string(),
+    )?;
+    header.insert_header("x-tollgate-fallback", "1")?;
+    header.insert_header("x-request-id", request_id)?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(fallback.body.clone()), true)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Maps a failure to the status the client sees (0: the client is gone, write nothing).
@@ -100,7 +136,9 @@ pub fn problem_for(e: &Error) -> Problem {
             504,
             "the route's deadline passed before the upstream answered",
         ),
-        (HTTPStatus(502), _) => Problem::new(502, "no upstream target is available"),
+        (HTTPStatus(503), _) => {
+            Problem::new(503, "no healthy upstream target can take the request")
+        }
         (HTTPStatus(code), _) => Problem::new(*code, "the request could not be served"),
         (ConnectTimedout, _) => {
             Problem::new(504, "the upstream did not accept a connection in time")

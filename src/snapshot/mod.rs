@@ -12,7 +12,7 @@ pub use store::{ReloadOutcome, Store};
 
 use crate::config::{self, Config, ConfigError, ConfigErrors, LogFormat, ServerConfig, Source};
 use crate::route::{RouteDef, RouteTable};
-use crate::upstream::Upstream;
+use crate::upstream::{StateRegistry, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +26,56 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// Total deadline of a request on this route.
     pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub fallback: Option<Fallback>,
+}
+
+/// A route's `retry` settings, compiled.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total attempts, the first one included.
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub methods: Vec<http::Method>,
+}
+
+impl RetryPolicy {
+    fn compile(cfg: &crate::config::RetryConfig) -> RetryPolicy {
+        let methods = match &cfg.methods {
+            Some(ms) => ms
+                .iter()
+                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+            // RFC 9110 idempotent methods: repeating them has the same effect as sending once.
+            None => vec![
+                http::Method::GET,
+                http::Method::HEAD,
+                http::Method::OPTIONS,
+                http::Method::TRACE,
+                http::Method::PUT,
+                http::Method::DELETE,
+            ],
+        };
+        RetryPolicy {
+            attempts: cfg.attempts,
+            backoff: cfg.backoff.get(),
+            max_backoff: cfg.max_backoff.get(),
+            methods,
+        }
+    }
+
+    pub fn allows(&self, method: &http::Method) -> bool {
+        self.methods.contains(method)
+    }
+}
+
+/// A route's `fallback` response, served when its upstream cannot answer.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    pub status: u16,
+    pub body: bytes::Bytes,
+    pub content_type: String,
 }
 
 /// Log settings that apply per request and so can change on reload.
@@ -61,18 +111,25 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads, parses, validates and compiles a config file: what `check`, start-up and every
     /// reload run. All errors come back at once, located in the file.
+    /// Runtime state comes from a private registry: right for `check`, not for a running gateway
+    /// (which uses [`Snapshot::from_source`] with the registry that outlives its snapshots).
     pub fn load(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
-        Snapshot::from_source(&Source::read(path)?)
+        let registry = StateRegistry::new(Arc::new(crate::observe::Metrics::new()));
+        Snapshot::from_source(&Source::read(path)?, &registry)
     }
 
-    /// Parses, validates and compiles config text already read from its file.
-    pub fn from_source(source: &Source) -> Result<Snapshot, ConfigErrors> {
+    /// Parses, validates and compiles config text already read from its file, taking upstream
+    /// state (health, circuits) from `registry` so unchanged upstreams keep theirs.
+    pub fn from_source(
+        source: &Source,
+        registry: &StateRegistry,
+    ) -> Result<Snapshot, ConfigErrors> {
         let (config, mut errors) =
             config::parse_partial(&source.text).map_err(|errors| source.errors(errors))?;
         // Entries that already failed are left out of compilation, so each problem is reported
         // once; the others are compiled to find route conflicts and rewrite errors too.
         let failed: BTreeSet<String> = errors.iter().filter_map(|e| entry_of(&e.path)).collect();
-        match compile(source, &config, &failed) {
+        match compile(source, &config, &failed, registry) {
             Ok(snapshot) if errors.is_empty() => Ok(snapshot),
             Ok(_) => Err(source.errors(errors)),
             Err(more) => {
@@ -99,6 +156,7 @@ pub fn compile(
     source: &Source,
     config: &Config,
     skip: &BTreeSet<String>,
+    registry: &StateRegistry,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut upstreams = BTreeMap::new();
@@ -106,7 +164,7 @@ pub fn compile(
         if skip.contains(&format!("upstreams.{name}")) {
             continue;
         }
-        match Upstream::compile(name, cfg) {
+        match Upstream::compile(name, cfg, registry) {
             Ok(u) => {
                 upstreams.insert(name.clone(), Arc::new(u));
             }
@@ -151,6 +209,12 @@ pub fn compile(
                 upstream: upstream.clone(),
                 rewrite,
                 timeout: r.timeout.map(|t| t.get()),
+                retry: r.retry.as_ref().map(RetryPolicy::compile),
+                fallback: r.fallback.as_ref().map(|f| Fallback {
+                    status: f.status,
+                    body: bytes::Bytes::from(f.body.clone()),
+                    content_type: f.content_type.clone(),
+                }),
             }),
         });
     }

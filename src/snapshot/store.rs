@@ -4,6 +4,7 @@
 use super::Snapshot;
 use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::Metrics;
+use crate::upstream::StateRegistry;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,8 @@ pub enum ReloadOutcome {
 /// Holds the running config and reloads it.
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// Upstream state shared by successive snapshots.
+    registry: Arc<StateRegistry>,
     path: PathBuf,
     metrics: Arc<Metrics>,
     /// Hash of the last file that was rejected, so the same broken file is reported once. Its
@@ -34,10 +37,17 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(path: &Path, initial: Snapshot, metrics: Arc<Metrics>) -> Store {
+    /// `initial` must have been compiled with `registry`.
+    pub fn new(
+        path: &Path,
+        initial: Snapshot,
+        metrics: Arc<Metrics>,
+        registry: Arc<StateRegistry>,
+    ) -> Store {
         metrics.config_loaded(true);
         Store {
             current: ArcSwap::from_pointee(initial),
+            registry,
             path: path.to_path_buf(),
             metrics,
             last_rejected: Mutex::new(None),
@@ -75,7 +85,7 @@ impl Store {
         {
             return ReloadOutcome::Unchanged;
         }
-        let outcome = match Snapshot::from_source(&source) {
+        let outcome = match Snapshot::from_source(&source, &self.registry) {
             Err(errors) => {
                 *last_rejected = Some(hash);
                 ReloadOutcome::Rejected(errors)

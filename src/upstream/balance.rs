@@ -1,10 +1,11 @@
-//! Target selection: weighted round robin (smooth, as nginx interleaves it), weighted random, and
-//! consistent hashing on the client address (ketama, so a target change remaps few clients).
-//! Every policy can skip targets already tried by the same request.
+//! Target selection: weighted round robin (smooth, as nginx interleaves it), weighted random,
+//! least requests (fewest in flight per unit of weight), and consistent hashing on a key such as
+//! the client address (ketama, so a target change remaps few clients). Every policy only returns
+//! targets the caller accepts (healthy, circuit closed, not yet tried by this request).
 
 use pingora_ketama::{Bucket, Continuum};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug)]
@@ -18,6 +19,9 @@ pub enum Balancer {
     },
     Hash {
         ring: HashRing,
+    },
+    LeastRequests {
+        weights: Vec<u32>,
     },
 }
 
@@ -50,6 +54,12 @@ impl Balancer {
         }
     }
 
+    pub fn least_requests(weights: &[u32]) -> Balancer {
+        Balancer::LeastRequests {
+            weights: weights.to_vec(),
+        }
+    }
+
     pub fn hash(addrs: &[SocketAddr], weights: &[u32]) -> Balancer {
         let buckets: Vec<Bucket> = addrs
             .iter()
@@ -67,29 +77,45 @@ impl Balancer {
         }
     }
 
-    /// Picks a target index not in `tried`; `None` when all were tried.
-    pub fn select(&self, client: Option<IpAddr>, tried: &[usize]) -> Option<usize> {
+    /// Picks a target index that `accept` agrees to, or `None` if there is none. `key` feeds the
+    /// hash policy (client address or header value); `load` gives a target's requests in flight
+    /// for least-requests.
+    pub fn select(
+        &self,
+        key: &[u8],
+        accept: &dyn Fn(usize) -> bool,
+        load: &dyn Fn(usize) -> usize,
+    ) -> Option<usize> {
         match self {
             Balancer::RoundRobin { slots, next } => {
                 let start = next.fetch_add(1, Ordering::Relaxed);
-                first_untried(slots, start, tried)
+                first_accepted(slots, start, accept)
             }
             Balancer::Random { slots } => {
-                first_untried(slots, fastrand::usize(..slots.len().max(1)), tried)
+                first_accepted(slots, fastrand::usize(..slots.len().max(1)), accept)
+            }
+            Balancer::LeastRequests { weights } => {
+                // Scan from a random start so ties spread instead of piling on target 0.
+                let n = weights.len();
+                let start = fastrand::usize(..n.max(1));
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .filter(|&i| accept(i))
+                    .min_by(|&a, &b| {
+                        // load/weight compared without division: a_load * b_w vs b_load * a_w.
+                        let la = load(a) as u64 * u64::from(weights[b]);
+                        let lb = load(b) as u64 * u64::from(weights[a]);
+                        la.cmp(&lb)
+                    })
             }
             Balancer::Hash { ring } => {
-                let key = match client {
-                    Some(IpAddr::V4(ip)) => ip.octets().to_vec(),
-                    Some(IpAddr::V6(ip)) => ip.octets().to_vec(),
-                    None => Vec::new(),
-                };
-                let mut idx = ring.continuum.node_idx(&key);
-                // Walk the ring from the client's point: the next distinct target is the
-                // consistent second choice.
+                let mut idx = ring.continuum.node_idx(key);
+                // Walk the ring from the key's point: the next distinct target is the consistent
+                // second choice.
                 for _ in 0..ring.points {
                     let addr = ring.continuum.get_addr(&mut idx)?;
                     match ring.index_of.get(addr) {
-                        Some(i) if !tried.contains(i) => return Some(*i),
+                        Some(i) if accept(*i) => return Some(*i),
                         _ => {}
                     }
                 }
@@ -99,12 +125,10 @@ impl Balancer {
     }
 }
 
-/// Scans the slot list from `start`, returning the first target not tried yet.
-fn first_untried(slots: &[usize], start: usize, tried: &[usize]) -> Option<usize> {
+/// Scans the slot list from `start`, returning the first accepted target.
+fn first_accepted(slots: &[usize], start: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
     let n = slots.len();
-    (0..n)
-        .map(|i| slots[(start + i) % n])
-        .find(|t| !tried.contains(t))
+    (0..n).map(|i| slots[(start + i) % n]).find(|&t| accept(t))
 }
 
 /// nginx's smooth weighted round robin, unrolled into one cycle: weights 5,1,1 give
@@ -148,43 +172,67 @@ mod tests {
         assert_eq!(smooth_weighted_order(&[3]), vec![0]);
     }
 
+    fn untried(tried: &[usize]) -> impl Fn(usize) -> bool + '_ {
+        move |i| !tried.contains(&i)
+    }
+
+    fn no_load(_: usize) -> usize {
+        0
+    }
+
     #[test]
     fn round_robin_cycles_and_skips_tried() {
         let b = Balancer::round_robin(&[1, 1, 1]);
-        let picks: Vec<_> = (0..6).map(|_| b.select(None, &[]).unwrap()).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| b.select(b"", &untried(&[]), &no_load).unwrap())
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
         for _ in 0..6 {
-            assert_ne!(b.select(None, &[1]), Some(1));
+            assert_ne!(b.select(b"", &untried(&[1]), &no_load), Some(1));
         }
-        assert_eq!(b.select(None, &[0, 1, 2]), None);
+        assert_eq!(b.select(b"", &untried(&[0, 1, 2]), &no_load), None);
     }
 
     #[test]
     fn random_respects_weights_roughly() {
         let b = Balancer::random(&[9, 1]);
-        let zeros = (0..2000).filter(|_| b.select(None, &[]) == Some(0)).count();
+        let zeros = (0..2000)
+            .filter(|_| b.select(b"", &untried(&[]), &no_load) == Some(0))
+            .count();
         assert!(zeros > 1600, "{zeros}");
-        assert_eq!(b.select(None, &[0]), Some(1));
+        assert_eq!(b.select(b"", &untried(&[0]), &no_load), Some(1));
     }
 
     #[test]
-    fn hash_is_sticky_per_client_and_falls_over() {
+    fn least_requests_prefers_the_least_loaded_per_weight() {
+        let b = Balancer::least_requests(&[1, 1, 2]);
+        let loads = [3usize, 1, 3];
+        let load = |i: usize| loads[i];
+        // 3/1, 1/1, 3/2: target 1 has the least load per unit of weight.
+        assert_eq!(b.select(b"", &untried(&[]), &load), Some(1));
+        // Without 1: target 2 (1.5 per weight) beats target 0 (3).
+        assert_eq!(b.select(b"", &untried(&[1]), &load), Some(2));
+        assert_eq!(b.select(b"", &untried(&[0, 1, 2]), &load), None);
+    }
+
+    #[test]
+    fn hash_is_sticky_per_key_and_falls_over() {
         let addrs: Vec<SocketAddr> = (1..=3)
             .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
             .collect();
         let b = Balancer::hash(&addrs, &[1, 1, 1]);
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let first = b.select(Some(ip), &[]).unwrap();
+        let key = [10u8, 1, 2, 3];
+        let first = b.select(&key, &untried(&[]), &no_load).unwrap();
         for _ in 0..10 {
-            assert_eq!(b.select(Some(ip), &[]), Some(first));
+            assert_eq!(b.select(&key, &untried(&[]), &no_load), Some(first));
         }
-        let second = b.select(Some(ip), &[first]).unwrap();
+        let second = b.select(&key, &untried(&[first]), &no_load).unwrap();
         assert_ne!(second, first);
-        // Different clients spread over the targets.
+        // Different keys spread over the targets.
         let spread: std::collections::HashSet<_> = (0..200u8)
-            .map(|i| b.select(Some(IpAddr::from([10, 0, i, 1])), &[]).unwrap())
+            .map(|i| b.select(&[10, 0, i, 1], &untried(&[]), &no_load).unwrap())
             .collect();
         assert_eq!(spread.len(), 3);
-        assert_eq!(b.select(Some(ip), &[0, 1, 2]), None);
+        assert_eq!(b.select(&key, &untried(&[0, 1, 2]), &no_load), None);
     }
 }

@@ -1,14 +1,22 @@
-//! Upstreams at run time: resolved targets, the balancing policy that picks one for a request,
-//! and the per-request peer settings (timeouts, pooling) handed to Pingora.
+//! Upstreams at run time: resolved targets (primaries and backups), the balancing policy that
+//! picks one for a request among the usable ones, and the state that outlives reloads
+//! (health, circuit breakers, requests in flight).
 
+pub mod backoff;
 mod balance;
+pub mod budget;
+pub mod circuit;
+pub mod health;
+pub mod state;
 
 pub use balance::Balancer;
+pub use state::{AttemptGuard, StateRegistry, TargetState, UpstreamState};
 
-use crate::config::{Balance, UpstreamConfig};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use crate::config::{Balance, HealthCheckConfig, TargetConfig, UpstreamConfig};
+use http::HeaderName;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One backend address of an upstream.
 #[derive(Debug, Clone)]
@@ -17,62 +25,151 @@ pub struct Target {
     /// The address as written in the config (`users.internal:80`), used in logs and metrics.
     pub label: Arc<str>,
     pub weight: u32,
+    /// True for `backup_targets`.
+    pub backup: bool,
+}
+
+/// What the hash policy hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(HeaderName),
 }
 
 /// A compiled `[upstreams.NAME]`.
-#[derive(Debug)]
 pub struct Upstream {
     pub name: Arc<str>,
+    /// Primaries first, then backups; indexes are shared with `state.targets`.
     pub targets: Vec<Target>,
+    primaries: usize,
     balancer: Balancer,
+    backup_balancer: Balancer,
+    pub hash_key: HashKey,
+    pub state: Arc<UpstreamState>,
+    pub health_check: Option<HealthCheckConfig>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstream {
-    /// Resolves target names (blocking DNS: call this off the request path, at load or reload)
-    /// and builds the balancer. Errors are (key suffix, message) pairs for the config report.
-    pub fn compile(name: &str, cfg: &UpstreamConfig) -> Result<Upstream, Vec<(String, String)>> {
-        let mut targets = Vec::with_capacity(cfg.targets.len());
+    /// Resolves target names (blocking DNS: call this off the request path, at load or reload),
+    /// builds the balancers and takes the targets' state from `registry` (kept across reloads
+    /// while the settings are unchanged). Errors are (key suffix, message) pairs.
+    pub fn compile(
+        name: &str,
+        cfg: &UpstreamConfig,
+        registry: &StateRegistry,
+    ) -> Result<Upstream, Vec<(String, String)>> {
         let mut errors = Vec::new();
-        for (i, t) in cfg.targets.iter().enumerate() {
-            match resolve(&t.addr) {
-                Ok(addr) => targets.push(Target {
-                    addr,
-                    label: Arc::from(t.addr.as_str()),
-                    weight: t.weight,
-                }),
-                Err(msg) => errors.push((format!("targets[{i}]"), msg)),
-            }
-        }
+        let mut targets = resolve_all(&cfg.targets, "targets", false, &mut errors);
+        let primaries = targets.len();
+        targets.extend(resolve_all(
+            &cfg.backup_targets,
+            "backup_targets",
+            true,
+            &mut errors,
+        ));
         if !errors.is_empty() {
             return Err(errors);
         }
-        let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
-        let balancer = match cfg.balance {
-            Balance::Hash => Balancer::hash(
-                &targets.iter().map(|t| t.addr).collect::<Vec<_>>(),
-                &weights,
-            ),
-            Balance::Random => Balancer::random(&weights),
-            // least_requests is refused by validation until it is built; round robin is the
-            // documented default.
-            Balance::RoundRobin | Balance::LeastRequests => Balancer::round_robin(&weights),
-        };
+        let name: Arc<str> = Arc::from(name);
+        let labels: Vec<Arc<str>> = targets.iter().map(|t| t.label.clone()).collect();
+        let state = registry.state_for(&name, cfg, &labels);
+        let (primary, backup) = targets.split_at(primaries);
         Ok(Upstream {
-            name: Arc::from(name),
+            balancer: balancer_for(cfg.balance, primary),
+            backup_balancer: balancer_for(cfg.balance, backup),
+            hash_key: match cfg
+                .hash_key
+                .as_deref()
+                .and_then(|k| k.strip_prefix("header:"))
+            {
+                Some(h) => HeaderName::from_bytes(h.as_bytes())
+                    .map(HashKey::Header)
+                    .unwrap_or(HashKey::ClientIp),
+                None => HashKey::ClientIp,
+            },
+            name,
             targets,
-            balancer,
+            primaries,
+            state,
+            health_check: cfg.health_check.clone(),
             connect_timeout: cfg.connect_timeout.get(),
             read_timeout: cfg.read_timeout.get(),
         })
     }
 
-    /// Picks a target index for a request, skipping the ones in `tried` (earlier attempts of the
-    /// same request). Returns `None` when every target was tried.
-    pub fn select(&self, client: Option<IpAddr>, tried: &[usize]) -> Option<usize> {
-        self.balancer.select(client, tried)
+    /// Picks a target for an attempt: a usable primary not yet tried, else a usable primary
+    /// again, and only when no primary is usable, a backup the same way. Usable means healthy by
+    /// active checks and not cut off by an open circuit. `None`: nothing is usable.
+    pub fn select(&self, key: &[u8], tried: &[usize], now: Instant) -> Option<usize> {
+        let usable = |i: usize| self.state.targets[i].is_usable(now);
+        let load = |i: usize| self.state.targets[i].in_flight();
+        let p = self.primaries;
+        let pick = |balancer: &Balancer, offset: usize| {
+            let fresh = |i: usize| usable(offset + i) && !tried.contains(&(offset + i));
+            let again = |i: usize| usable(offset + i);
+            let load = |i: usize| load(offset + i);
+            balancer
+                .select(key, &fresh, &load)
+                .or_else(|| balancer.select(key, &again, &load))
+                .map(|i| offset + i)
+        };
+        pick(&self.balancer, 0).or_else(|| pick(&self.backup_balancer, p))
     }
+
+    /// Whether the balancer hashes a key (only then is one computed per request).
+    pub fn is_hashed(&self) -> bool {
+        matches!(self.balancer, Balancer::Hash { .. })
+    }
+
+    /// Whether any target is currently usable (false: serve the fallback or 503).
+    pub fn any_usable(&self, now: Instant) -> bool {
+        self.state.targets.iter().any(|t| t.is_usable(now))
+    }
+}
+
+fn balancer_for(balance: Balance, targets: &[Target]) -> Balancer {
+    let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+    match balance {
+        Balance::RoundRobin => Balancer::round_robin(&weights),
+        Balance::Random => Balancer::random(&weights),
+        Balance::LeastRequests => Balancer::least_requests(&weights),
+        Balance::Hash => Balancer::hash(
+            &targets.iter().map(|t| t.addr).collect::<Vec<_>>(),
+            &weights,
+        ),
+    }
+}
+
+fn resolve_all(
+    list: &[TargetConfig],
+    key: &str,
+    backup: bool,
+    errors: &mut Vec<(String, String)>,
+) -> Vec<Target> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, t) in list.iter().enumerate() {
+        match resolve(&t.addr) {
+            Ok(addr) => out.push(Target {
+                addr,
+                label: Arc::from(t.addr.as_str()),
+                weight: t.weight,
+                backup,
+            }),
+            Err(msg) => errors.push((format!("{key}[{i}]"), msg)),
+        }
+    }
+    out
 }
 
 /// Resolves `host:port` to one socket address. IP literals need no DNS.

@@ -3,12 +3,15 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod faulty;
 pub mod gateway;
 pub mod prom;
 pub mod raw;
 
 #[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};
+#[allow(unused_imports)]
+pub use faulty::{Fault, FaultyProxy};
 #[allow(unused_imports)]
 pub use gateway::{free_port, GatewayHandle};
 #[allow(unused_imports)]

@@ -1,0 +1,221 @@
+//! Runtime state of upstream targets that must outlive a config snapshot: health verdicts,
+//! circuit breakers and requests in flight. A [`StateRegistry`] hands the same state to every
+//! snapshot whose upstream settings are unchanged (keyed by name and a hash of the settings), so
+//! a reload neither forgets that a target is down nor closes an open circuit; a changed upstream
+//! starts fresh.
+
+use super::budget::{BudgetSettings, RetryBudget};
+use super::circuit::{Admission, Circuit, CircuitSettings, CircuitState, Ticket};
+use crate::config::UpstreamConfig;
+use crate::observe::Metrics;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+/// State of one target.
+pub struct TargetState {
+    pub upstream: Arc<str>,
+    pub label: Arc<str>,
+    healthy: AtomicBool,
+    in_flight: AtomicUsize,
+    circuit: Option<Circuit>,
+    metrics: Arc<Metrics>,
+}
+
+impl TargetState {
+    fn new(
+        upstream: &Arc<str>,
+        label: &Arc<str>,
+        circuit: Option<CircuitSettings>,
+        metrics: &Arc<Metrics>,
+    ) -> TargetState {
+        let now = Instant::now();
+        let state = TargetState {
+            upstream: upstream.clone(),
+            label: label.clone(),
+            // Targets start healthy, as in nginx and Pingora: a fresh config must serve at once.
+            healthy: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            circuit: circuit.map(|s| Circuit::new(s, now)),
+            metrics: metrics.clone(),
+        };
+        metrics.target_healthy(upstream, label, true);
+        if state.circuit.is_some() {
+            metrics.circuit_state(upstream, label, CircuitState::Closed.as_metric());
+        }
+        state
+    }
+
+    /// Healthy by active checks and not cut off by an open circuit.
+    pub fn is_usable(&self, now: Instant) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+            && self.circuit.as_ref().is_none_or(|c| c.is_available(now))
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records an active health-check verdict; returns true when it changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        let changed = self.healthy.swap(healthy, Ordering::Relaxed) != healthy;
+        if changed {
+            self.metrics
+                .target_healthy(&self.upstream, &self.label, healthy);
+        }
+        changed
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Asks the circuit breaker to let a request through.
+    pub fn admit(&self, now: Instant) -> Admission {
+        match &self.circuit {
+            None => Admission::Allowed(Ticket::default()),
+            Some(c) => {
+                let admission = c.admit(now);
+                if let Some((from, to)) = admission.transition() {
+                    self.transition(from, to);
+                }
+                self.metrics
+                    .circuit_state(&self.upstream, &self.label, c.state(now).as_metric());
+                admission
+            }
+        }
+    }
+
+    /// Time until an open circuit lets probes through (`None` when it is not open).
+    pub fn retry_after(&self, now: Instant) -> Option<std::time::Duration> {
+        self.circuit.as_ref()?.retry_after(now)
+    }
+
+    /// Feeds the outcome of a request to the circuit breaker; logs and counts transitions.
+    pub fn record(&self, ticket: Ticket, success: bool, now: Instant) {
+        let Some(c) = &self.circuit else { return };
+        if let Some((from, to)) = c.record(ticket, success, now) {
+            self.transition(from, to);
+        }
+    }
+
+    /// Logs and counts a circuit state change (each is reported exactly once).
+    fn transition(&self, from: CircuitState, to: CircuitState) {
+        self.metrics
+            .circuit_transition(&self.upstream, &self.label, to.as_str(), to.as_metric());
+        match to {
+            CircuitState::Open => {
+                tracing::warn!(upstream = %self.upstream, target = %self.label, ?from, "circuit opened: target fails too often, sending it nothing for a while")
+            }
+            CircuitState::HalfOpen => {
+                tracing::info!(upstream = %self.upstream, target = %self.label, "circuit half-open: probing the target")
+            }
+            CircuitState::Closed => {
+                tracing::info!(upstream = %self.upstream, target = %self.label, "circuit closed: target recovered")
+            }
+        }
+    }
+
+    /// Marks one attempt in flight until the returned guard drops.
+    pub fn start_attempt(self: &Arc<Self>) -> AttemptGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        AttemptGuard(self.clone())
+    }
+}
+
+/// An attempt in flight on a target (for least-requests balancing).
+pub struct AttemptGuard(Arc<TargetState>);
+
+impl AttemptGuard {
+    pub fn target(&self) -> &Arc<TargetState> {
+        &self.0
+    }
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// State of one upstream: primary targets first, then backups, in config order.
+pub struct UpstreamState {
+    pub targets: Vec<Arc<TargetState>>,
+    /// Caps retries to a share of requests so a failing upstream does not get a retry storm.
+    pub budget: RetryBudget,
+}
+
+/// Hands out upstream state, reusing it while an upstream's settings are unchanged.
+pub struct StateRegistry {
+    metrics: Arc<Metrics>,
+    entries: Mutex<HashMap<String, (u64, Weak<UpstreamState>)>>,
+}
+
+impl StateRegistry {
+    pub fn new(metrics: Arc<Metrics>) -> StateRegistry {
+        StateRegistry {
+            metrics,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The state for upstream `name` with these settings and target labels (primaries, then
+    /// backups): the existing one if the settings are unchanged and it is still in use.
+    pub fn state_for(
+        &self,
+        name: &Arc<str>,
+        cfg: &UpstreamConfig,
+        labels: &[Arc<str>],
+    ) -> Arc<UpstreamState> {
+        let hash = settings_hash(cfg);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((h, weak)) = entries.get(&**name) {
+            if *h == hash {
+                if let Some(state) = weak.upgrade() {
+                    return state;
+                }
+            }
+        }
+        let circuit = cfg.circuit_breaker.as_ref().map(circuit_settings);
+        let budget = cfg
+            .retry_budget
+            .as_ref()
+            .map(|b| BudgetSettings {
+                ratio: b.ratio,
+                window: b.window.get(),
+                min_per_second: b.min_per_second,
+            })
+            .unwrap_or_default();
+        let state = Arc::new(UpstreamState {
+            budget: RetryBudget::new(budget, Instant::now()),
+            targets: labels
+                .iter()
+                .map(|l| Arc::new(TargetState::new(name, l, circuit, &self.metrics)))
+                .collect(),
+        });
+        entries.insert(name.to_string(), (hash, Arc::downgrade(&state)));
+        // Forget entries nobody uses any more, so the map does not grow with renamed upstreams.
+        entries.retain(|_, (_, w)| w.strong_count() > 0);
+        state
+    }
+}
+
+fn circuit_settings(c: &crate::config::CircuitBreakerConfig) -> CircuitSettings {
+    CircuitSettings {
+        failure_ratio: c.failure_ratio,
+        min_requests: c.min_requests,
+        window: c.window.get(),
+        open_for: c.open_for.get(),
+        half_open_probes: c.half_open_probes,
+    }
+}
+
+/// A hash of everything that defines an upstream; `Debug` covers every field, and the hasher's
+/// fixed keys make it stable within the process.
+fn settings_hash(cfg: &UpstreamConfig) -> u64 {
+    let mut h = DefaultHasher::new();
+    format!("{cfg:?}").hash(&mut h);
+    h.finish()
+}
