@@ -542,3 +542,36 @@ async fn responses_stream_back_without_waiting_for_the_end() {
         "the backend was not released by the client"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_target_and_header_values_arrive_byte_for_byte() {
+    // The gateway edits headers on the plain request parts: the target (encodings, odd but
+    // legal characters, query) and every end-to-end header value must come through unchanged.
+    let app = backend("app").start().await;
+    let gw = gateway_to(&app.target()).await;
+    let target = "/v1/a%2Fb/%7Euser/x;y=1/caf%C3%A9?q=a%20b&empty=&flag&q=2";
+    let request_line = format!("GET {target} HTTP/1.1");
+    let r = raw_request(
+        gw.addr,
+        &[
+            &request_line,
+            "Host: api.example.com",
+            "X-Custom-Header: Value With  Spaces, and, commas",
+            "Accept: application/json;q=0.9, */*;q=0.1",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = &app.received()[0];
+    assert_eq!(seen.uri, target);
+    assert_eq!(
+        seen.header("x-custom-header"),
+        Some("Value With  Spaces, and, commas")
+    );
+    assert_eq!(
+        seen.header("accept"),
+        Some("application/json;q=0.9, */*;q=0.1")
+    );
+    assert_eq!(seen.header("host"), Some("api.example.com"));
+}

@@ -1,5 +1,6 @@
 //! Per-request state carried across Pingora's hooks.
 
+use super::headers::RequestId;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::AttemptGuard;
 use prometheus::IntGauge;
@@ -26,7 +27,7 @@ impl Drop for InFlight {
 /// State of one request.
 pub struct RequestCtx {
     pub started: Instant,
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The config this request uses from start to end, even if a reload happens meanwhile.
     pub snapshot: Option<Arc<Snapshot>>,
     pub route: Option<Arc<Route>>,
@@ -60,7 +61,7 @@ impl RequestCtx {
     pub fn new(in_flight: InFlight) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             snapshot: None,
             route: None,
             upstream_uri: None,

@@ -96,6 +96,20 @@ fn hash_key(session: &Session, key: &HashKey) -> Vec<u8> {
     }
 }
 
+/// How long until the first open circuit of a healthy target lets probes through: the
+/// `Retry-After` of a 503 for "no usable target". Every target counts, not only those refused
+/// during this selection: selection never offers a target whose circuit is open, so those are
+/// the usual reason nothing is usable. `None` when no circuit is open.
+fn circuit_wait(upstream: &crate::upstream::Upstream, now: Instant) -> Option<Duration> {
+    upstream
+        .state
+        .targets
+        .iter()
+        .filter(|t| t.is_healthy())
+        .filter_map(|t| t.retry_after(now))
+        .min()
+}
+
 fn outcome_of(e: &Error) -> UpstreamOutcome {
     if problem::is_timeout(e) {
         UpstreamOutcome::Timeout
@@ -114,6 +128,22 @@ fn has_dot_segments(path: &str) -> bool {
         let decoded = lower.replace("%2e", ".");
         decoded == "." || decoded == ".."
     })
+}
+
+/// Whether a request announces a body (HTTP/1 framing headers; HTTP/2 requests with a body carry
+/// neither necessarily, so they count as having one unless the method says otherwise).
+fn has_body(req: &RequestHeader) -> bool {
+    let h = &req.headers;
+    if h.contains_key(http::header::TRANSFER_ENCODING) {
+        return true;
+    }
+    match h.get(http::header::CONTENT_LENGTH) {
+        Some(len) => len.as_bytes() != b"0",
+        None => {
+            req.version == http::Version::HTTP_2
+                && !matches!(req.method, http::Method::GET | http::Method::HEAD)
+        }
+    }
 }
 
 /// The facts about a request that retry decisions need.
@@ -146,13 +176,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        ctx.request_id = headers::request_id(
-            session
-                .req_header()
-                .headers
-                .get(headers::REQUEST_ID)
-                .map(|v| v.as_bytes()),
-        );
+        ctx.request_id = headers::request_id(session.req_header().headers.get(headers::REQUEST_ID));
         let snapshot = self.store.snapshot();
         // Only shorten keep-alive where it is on: HTTP/1.0 without keep-alive stays off.
         if session.get_keepalive().is_some() {
@@ -179,7 +203,7 @@ impl ProxyHttp for Gateway {
         let path = req.uri.path();
         if has_dot_segments(path) {
             Problem::new(400, "the path contains '.' or '..' segments")
-                .write(session, &ctx.request_id)
+                .write(session, &ctx.request_id.text)
                 .await?;
             return Ok(true);
         }
@@ -199,12 +223,14 @@ impl ProxyHttp for Gateway {
             }
             Lookup::MethodNotAllowed { allow } => {
                 Problem::method_not_allowed(allow)
-                    .write(session, &ctx.request_id)
+                    .write(session, &ctx.request_id.text)
                     .await?;
                 Ok(true)
             }
             Lookup::NotFound => {
-                Problem::not_found().write(session, &ctx.request_id).await?;
+                Problem::not_found()
+                    .write(session, &ctx.request_id.text)
+                    .await?;
                 Ok(true)
             }
         }
@@ -259,10 +285,7 @@ impl ProxyHttp for Gateway {
         let idx = loop {
             let skip: Vec<usize> = ctx.tried.iter().chain(&refused).copied().collect();
             let Some(idx) = upstream.select(&key, &skip, now) else {
-                ctx.retry_after = refused
-                    .iter()
-                    .filter_map(|&i| upstream.state.targets[i].retry_after(now))
-                    .min();
+                ctx.retry_after = circuit_wait(upstream, now);
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(503),
                     "no usable upstream target",
@@ -270,7 +293,7 @@ impl ProxyHttp for Gateway {
             };
             if refused.contains(&idx) {
                 // Selection fell back to a target already refused: nothing else is left.
-                ctx.retry_after = upstream.state.targets[idx].retry_after(now);
+                ctx.retry_after = circuit_wait(upstream, now);
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(503),
                     "no usable upstream target",
@@ -293,7 +316,11 @@ impl ProxyHttp for Gateway {
         let mut peer = HttpPeer::new(target.addr, false, String::new());
         peer.options.connection_timeout = Some(cap(upstream.connect_timeout));
         peer.options.read_timeout = Some(cap(upstream.read_timeout));
-        peer.options.write_timeout = Some(cap(upstream.read_timeout));
+        // A request without a body is one small write that the socket buffer absorbs; only a
+        // body upload can stall on a slow upstream, so only then pay for a timer on every write.
+        if has_body(session.req_header()) {
+            peer.options.write_timeout = Some(cap(upstream.read_timeout));
+        }
         peer.options.idle_timeout = Some(UPSTREAM_POOL_IDLE);
         Ok(Box::new(peer))
     }
@@ -313,8 +340,12 @@ impl ProxyHttp for Gateway {
             })?;
             upstream_request.set_uri(uri);
         }
-        let ip = client_ip(session).map(|ip| ip.to_string());
-        headers::prepare_upstream_request(upstream_request, ip.as_deref(), "http", &ctx.request_id)
+        headers::prepare_upstream_request(
+            upstream_request,
+            client_ip(session),
+            "http",
+            &ctx.request_id,
+        )
     }
 
     async fn request_body_filter(
@@ -441,12 +472,12 @@ impl ProxyHttp for Gateway {
                 Some((route, fallback)) => {
                     self.metrics.fallback_response(&route);
                     status = fallback.status;
-                    problem::write_fallback(session, &ctx.request_id, &fallback).await
+                    problem::write_fallback(session, &ctx.request_id.text, &fallback).await
                 }
-                None => problem.write(session, &ctx.request_id).await,
+                None => problem.write(session, &ctx.request_id.text).await,
             };
             if let Err(write_err) = written {
-                tracing::debug!(request_id = %ctx.request_id, "could not send error response: {write_err}");
+                tracing::debug!(request_id = %ctx.request_id.text, "could not send error response: {write_err}");
             }
         }
         FailToProxy {
@@ -481,15 +512,15 @@ impl ProxyHttp for Gateway {
         let target = route.and_then(|r| ctx.target.and_then(|i| r.upstream.targets.get(i)));
         let record = AccessRecord {
             time: SystemTime::now(),
-            request_id: &ctx.request_id,
-            client: client_ip(session).map(|ip| ip.to_string()),
+            request_id: &ctx.request_id.text,
+            client: client_ip(session),
             method: req.method.as_str(),
             path: req.uri.path(),
             route: ctx.route_name(),
             upstream: route.map(|r| &*r.upstream.name),
             target: target.map(|t| &*t.label),
             status,
-            duration_ms: elapsed,
+            duration: elapsed,
             bytes_in: ctx.bytes_in,
             bytes_out: session.body_bytes_sent() as u64,
         };
