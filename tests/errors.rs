@@ -36,6 +36,39 @@ async fn assert_metric(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)], 
     );
 }
 
+/// Exactly one upstream attempt was made, counted as `(upstream, target, outcome)`, and the
+/// request as `(route, method, status)`.
+async fn assert_one_failed_attempt(
+    gw: &GatewayHandle,
+    (upstream, target, outcome): (&str, &str, &str),
+    (route, method, status): (&str, &str, &str),
+) {
+    assert_metric(
+        gw,
+        "tollgate_upstream_requests_total",
+        &[
+            ("upstream", upstream),
+            ("target", target),
+            ("outcome", outcome),
+        ],
+        1.0,
+    )
+    .await;
+    assert_metric(
+        gw,
+        "tollgate_requests_total",
+        &[("route", route), ("method", method), ("status", status)],
+        1.0,
+    )
+    .await;
+    let page = gw.metrics().await;
+    assert_eq!(
+        prom::sum(&page, "tollgate_upstream_requests_total", &[]),
+        1.0,
+        "{page}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_502_and_counted() {
     let dead = format!("127.0.0.1:{}", free_port());
@@ -66,30 +99,12 @@ upstream = "dead"
     let text = body.to_string();
     assert!(!text.contains("secret"), "{text}");
 
-    assert_metric(
+    assert_one_failed_attempt(
         &gw,
-        "tollgate_upstream_requests_total",
-        &[
-            ("upstream", "dead"),
-            ("target", &dead),
-            ("outcome", "connect_error"),
-        ],
-        1.0,
+        ("dead", &dead, "connect_error"),
+        ("dead", "GET", "502"),
     )
     .await;
-    assert_metric(
-        &gw,
-        "tollgate_requests_total",
-        &[("route", "dead"), ("method", "GET"), ("status", "502")],
-        1.0,
-    )
-    .await;
-    let page = gw.metrics().await;
-    assert_eq!(
-        prom::sum(&page, "tollgate_upstream_requests_total", &[]),
-        1.0,
-        "{page}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ mod support;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{backend, client, eventually, Fault, FaultyProxy};
+use support::{backend, client, eventually, pseudo_random, Fault, FaultyProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -92,20 +92,6 @@ async fn ends_soon(s: &mut TcpStream) -> bool {
 
 fn url(p: &FaultyProxy, path: &str) -> String {
     format!("http://{}{path}", p.target())
-}
-
-/// Deterministic, incompressible-looking bytes (xorshift).
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

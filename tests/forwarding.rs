@@ -3,7 +3,7 @@
 
 mod support;
 use sha2::{Digest, Sha256};
-use support::{backend, client, raw_request, GatewayHandle};
+use support::{backend, client, pseudo_random, raw_request, GatewayHandle};
 
 /// A gateway with one catch-all route to `target`.
 async fn gateway_to(target: &str) -> GatewayHandle {
@@ -18,20 +18,6 @@ upstream = "app"
 "#
     ))
     .await
-}
-
-/// Deterministic, incompressible-looking bytes (xorshift), so a shifted or dropped chunk shows.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn sha256(b: &[u8]) -> String {

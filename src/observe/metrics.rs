@@ -56,195 +56,129 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
 }
 
+/// Registers metrics in one registry; the definitions are static, so failing to build or
+/// register one is a programming error caught by every test run.
+struct Builder(Registry);
+
+impl Builder {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(
+            IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
+        )
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+    }
+
+    fn histograms(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("static metric definition"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "tollgate_requests_total",
-                "Requests answered, by route, method and status.",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("static metric definition");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tollgate_request_duration_seconds",
-                "Time from request start to the end of the response, by route.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .expect("static metric definition");
-        let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                "tollgate_upstream_requests_total",
-                "Attempts to reach an upstream target, by outcome (status class, connect_error, timeout, error).",
-            ),
-            &["upstream", "target", "outcome"],
-        )
-        .expect("static metric definition");
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tollgate_upstream_duration_seconds",
-                "Time spent on an upstream attempt until its response ended or failed, by upstream.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["upstream"],
-        )
-        .expect("static metric definition");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "tollgate_config_reloads_total",
-                "Config loads and reloads, by result.",
-            ),
+        let b = Builder(Registry::new());
+        let config_reloads = b.counters(
+            "tollgate_config_reloads_total",
+            "Config loads and reloads, by result.",
             &["result"],
-        )
-        .expect("static metric definition");
-        let last_reload_success = Gauge::new(
-            "tollgate_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last config load that succeeded.",
-        )
-        .expect("static metric definition");
-        let in_flight = IntGauge::new(
-            "tollgate_requests_in_flight",
-            "Requests being handled right now.",
-        )
-        .expect("static metric definition");
-        let access_log_dropped = prometheus::IntCounter::new(
-            "tollgate_access_log_dropped_total",
-            "Access-log lines dropped because the output could not keep up.",
-        )
-        .expect("static metric definition");
-        let target_healthy = IntGaugeVec::new(
-            Opts::new(
-                "tollgate_upstream_target_healthy",
-                "1 when active health checks find the target healthy (targets start healthy).",
-            ),
-            &["upstream", "target"],
-        )
-        .expect("static metric definition");
-        let circuit_state = IntGaugeVec::new(
-            Opts::new(
-                "tollgate_upstream_circuit_state",
-                "Circuit breaker state per target: 0 closed, 1 open, 2 half-open.",
-            ),
-            &["upstream", "target"],
-        )
-        .expect("static metric definition");
-        let circuit_transitions = IntCounterVec::new(
-            Opts::new(
-                "tollgate_upstream_circuit_transitions_total",
-                "Circuit breaker state changes per target, by the state entered.",
-            ),
-            &["upstream", "target", "to"],
-        )
-        .expect("static metric definition");
-        let retries = IntCounterVec::new(
-            Opts::new(
-                "tollgate_upstream_retries_total",
-                "Retries of upstream requests, by reason (connect_error, timeout, error, status_502..504).",
-            ),
-            &["upstream", "reason"],
-        )
-        .expect("static metric definition");
-        let budget_exhausted = IntCounterVec::new(
-            Opts::new(
-                "tollgate_upstream_retry_budget_exhausted_total",
-                "Retries refused because the upstream's retry budget was used up.",
-            ),
-            &["upstream"],
-        )
-        .expect("static metric definition");
-        let fallbacks = IntCounterVec::new(
-            Opts::new(
-                "tollgate_fallback_responses_total",
-                "Fallback responses served because the route's upstream could not answer.",
-            ),
-            &["route"],
-        )
-        .expect("static metric definition");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "tollgate_build_info",
-                "Always 1; the version label says which build runs.",
-            ),
-            &["version"],
-        )
-        .expect("static metric definition");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for c in [&requests, &upstream_requests, &config_reloads] {
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-        }
-        for h in [&request_duration, &upstream_duration] {
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-        }
-        registry
-            .register(Box::new(last_reload_success.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(in_flight.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(access_log_dropped.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(build_info))
-            .expect("unique metric");
-        for g in [&target_healthy, &circuit_state] {
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-        }
-        for c in [
-            &circuit_transitions,
-            &retries,
-            &budget_exhausted,
-            &fallbacks,
-        ] {
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-        }
+        );
         // Both results exist from the start so a dashboard can rate() them before the first failure.
         for r in ["success", "failure"] {
             config_reloads.with_label_values(&[r]);
         }
+        b.gauges(
+            "tollgate_build_info",
+            "Always 1; the version label says which build runs.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         Metrics {
-            registry,
-            requests,
-            request_duration,
-            upstream_requests,
-            upstream_duration,
+            requests: b.counters(
+                "tollgate_requests_total",
+                "Requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            request_duration: b.histograms(
+                "tollgate_request_duration_seconds",
+                "Time from request start to the end of the response, by route.",
+                &["route"],
+            ),
+            upstream_requests: b.counters(
+                "tollgate_upstream_requests_total",
+                "Attempts to reach an upstream target, by outcome (status class, connect_error, timeout, error).",
+                &["upstream", "target", "outcome"],
+            ),
+            upstream_duration: b.histograms(
+                "tollgate_upstream_duration_seconds",
+                "Time spent on an upstream attempt until its response ended or failed, by upstream.",
+                &["upstream"],
+            ),
             config_reloads,
-            last_reload_success,
-            in_flight,
-            access_log_dropped,
-            target_healthy,
-            circuit_state,
-            circuit_transitions,
-            retries,
-            budget_exhausted,
-            fallbacks,
+            last_reload_success: b.add(
+                Gauge::new(
+                    "tollgate_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last config load that succeeded.",
+                )
+                .expect("static metric definition"),
+            ),
+            in_flight: b.add(
+                IntGauge::new("tollgate_requests_in_flight", "Requests being handled right now.")
+                    .expect("static metric definition"),
+            ),
+            access_log_dropped: b.add(
+                prometheus::IntCounter::new(
+                    "tollgate_access_log_dropped_total",
+                    "Access-log lines dropped because the output could not keep up.",
+                )
+                .expect("static metric definition"),
+            ),
+            target_healthy: b.gauges(
+                "tollgate_upstream_target_healthy",
+                "1 when active health checks find the target healthy (targets start healthy).",
+                &["upstream", "target"],
+            ),
+            circuit_state: b.gauges(
+                "tollgate_upstream_circuit_state",
+                "Circuit breaker state per target: 0 closed, 1 open, 2 half-open.",
+                &["upstream", "target"],
+            ),
+            circuit_transitions: b.counters(
+                "tollgate_upstream_circuit_transitions_total",
+                "Circuit breaker state changes per target, by the state entered.",
+                &["upstream", "target", "to"],
+            ),
+            retries: b.counters(
+                "tollgate_upstream_retries_total",
+                "Retries of upstream requests, by reason (connect_error, timeout, error, status_502..504).",
+                &["upstream", "reason"],
+            ),
+            budget_exhausted: b.counters(
+                "tollgate_upstream_retry_budget_exhausted_total",
+                "Retries refused because the upstream's retry budget was used up.",
+                &["upstream"],
+            ),
+            fallbacks: b.counters(
+                "tollgate_fallback_responses_total",
+                "Fallback responses served because the route's upstream could not answer.",
+                &["route"],
+            ),
+            registry: b.0,
         }
     }
 
-    pub fn upstream_retry(&self, upstream: &str, reason: &str) {
-        self.retries.with_label_values(&[upstream, reason]).inc();
-    }
-
-    pub fn retry_budget_exhausted(&self, upstream: &str) {
-        self.budget_exhausted.with_label_values(&[upstream]).inc();
-    }
-
-    pub fn fallback_response(&self, route: &str) {
-        self.fallbacks.with_label_values(&[route]).inc();
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
     }
 
     pub fn target_healthy(&self, upstream: &str, target: &str, healthy: bool) {
@@ -268,8 +202,16 @@ impl Metrics {
         self.circuit_state(upstream, target, value);
     }
 
-    pub fn access_log_dropped(&self) {
-        self.access_log_dropped.inc();
+    pub fn upstream_retry(&self, upstream: &str, reason: &str) {
+        self.retries.with_label_values(&[upstream, reason]).inc();
+    }
+
+    pub fn retry_budget_exhausted(&self, upstream: &str) {
+        self.budget_exhausted.with_label_values(&[upstream]).inc();
+    }
+
+    pub fn fallback_response(&self, route: &str) {
+        self.fallbacks.with_label_values(&[route]).inc();
     }
 
     /// Records one finished request.
