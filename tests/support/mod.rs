@@ -46,3 +46,17 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// Deterministic, incompressible-looking bytes (xorshift), so a shifted or dropped chunk shows.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
