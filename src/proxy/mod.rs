@@ -496,6 +496,14 @@ impl ProxyHttp for Gateway {
             (None, Some(e)) => outcome_of(e),
             (None, None) => UpstreamOutcome::Error,
         };
+        if ctx.upstream_status.is_none()
+            && e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Downstream)
+        {
+            // The client hung up before the target answered: not a failure of the target, so
+            // its circuit breaker does not hear of it (a dropped probe ticket is freed by the
+            // circuit's lost-probe backstop).
+            ctx.circuit_ticket = None;
+        }
         self.finish_attempt(ctx, attempt_outcome);
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();

@@ -118,6 +118,14 @@ impl Snapshot {
         Snapshot::from_source(&Source::read(path)?, &registry)
     }
 
+    /// Sets the upstream health and circuit gauges from this snapshot's state: call it when the
+    /// snapshot goes live (a snapshot compiled and then rejected must not touch them).
+    pub fn publish_upstream_metrics(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.state.publish_metrics();
+        }
+    }
+
     /// Parses, validates and compiles config text already read from its file, taking upstream
     /// state (health, circuits) from `registry` so unchanged upstreams keep theirs.
     pub fn from_source(

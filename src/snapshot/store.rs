@@ -45,6 +45,7 @@ impl Store {
         registry: Arc<StateRegistry>,
     ) -> Store {
         metrics.config_loaded(true);
+        initial.publish_upstream_metrics();
         Store {
             current: ArcSwap::from_pointee(initial),
             registry,
@@ -95,6 +96,7 @@ impl Store {
                 let current = self.current.load();
                 let needs_restart = restart_only_changes(&current, &next);
                 keep_restart_only_values(&current, &mut next);
+                next.publish_upstream_metrics();
                 self.current.store(Arc::new(next));
                 ReloadOutcome::Applied {
                     hash,

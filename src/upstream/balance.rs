@@ -79,16 +79,21 @@ impl Balancer {
 
     /// Picks a target index that `accept` agrees to, or `None` if there is none. `key` feeds the
     /// hash policy (client address or header value); `load` gives a target's requests in flight
-    /// for least-requests.
+    /// for least-requests; `advance` moves the round-robin position (first attempts only).
     pub fn select(
         &self,
         key: &[u8],
         accept: &dyn Fn(usize) -> bool,
         load: &dyn Fn(usize) -> usize,
+        advance: bool,
     ) -> Option<usize> {
         match self {
             Balancer::RoundRobin { slots, next } => {
-                let start = next.fetch_add(1, Ordering::Relaxed);
+                let start = if advance {
+                    next.fetch_add(1, Ordering::Relaxed)
+                } else {
+                    next.load(Ordering::Relaxed)
+                };
                 first_accepted(slots, start, accept)
             }
             Balancer::Random { slots } => {
@@ -184,23 +189,23 @@ mod tests {
     fn round_robin_cycles_and_skips_tried() {
         let b = Balancer::round_robin(&[1, 1, 1]);
         let picks: Vec<_> = (0..6)
-            .map(|_| b.select(b"", &untried(&[]), &no_load).unwrap())
+            .map(|_| b.select(b"", &untried(&[]), &no_load, true).unwrap())
             .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
         for _ in 0..6 {
-            assert_ne!(b.select(b"", &untried(&[1]), &no_load), Some(1));
+            assert_ne!(b.select(b"", &untried(&[1]), &no_load, true), Some(1));
         }
-        assert_eq!(b.select(b"", &untried(&[0, 1, 2]), &no_load), None);
+        assert_eq!(b.select(b"", &untried(&[0, 1, 2]), &no_load, true), None);
     }
 
     #[test]
     fn random_respects_weights_roughly() {
         let b = Balancer::random(&[9, 1]);
         let zeros = (0..2000)
-            .filter(|_| b.select(b"", &untried(&[]), &no_load) == Some(0))
+            .filter(|_| b.select(b"", &untried(&[]), &no_load, true) == Some(0))
             .count();
         assert!(zeros > 1600, "{zeros}");
-        assert_eq!(b.select(b"", &untried(&[0]), &no_load), Some(1));
+        assert_eq!(b.select(b"", &untried(&[0]), &no_load, true), Some(1));
     }
 
     #[test]
@@ -209,10 +214,10 @@ mod tests {
         let loads = [3usize, 1, 3];
         let load = |i: usize| loads[i];
         // 3/1, 1/1, 3/2: target 1 has the least load per unit of weight.
-        assert_eq!(b.select(b"", &untried(&[]), &load), Some(1));
+        assert_eq!(b.select(b"", &untried(&[]), &load, true), Some(1));
         // Without 1: target 2 (1.5 per weight) beats target 0 (3).
-        assert_eq!(b.select(b"", &untried(&[1]), &load), Some(2));
-        assert_eq!(b.select(b"", &untried(&[0, 1, 2]), &load), None);
+        assert_eq!(b.select(b"", &untried(&[1]), &load, true), Some(2));
+        assert_eq!(b.select(b"", &untried(&[0, 1, 2]), &load, true), None);
     }
 
     #[test]
@@ -222,17 +227,20 @@ mod tests {
             .collect();
         let b = Balancer::hash(&addrs, &[1, 1, 1]);
         let key = [10u8, 1, 2, 3];
-        let first = b.select(&key, &untried(&[]), &no_load).unwrap();
+        let first = b.select(&key, &untried(&[]), &no_load, true).unwrap();
         for _ in 0..10 {
-            assert_eq!(b.select(&key, &untried(&[]), &no_load), Some(first));
+            assert_eq!(b.select(&key, &untried(&[]), &no_load, true), Some(first));
         }
-        let second = b.select(&key, &untried(&[first]), &no_load).unwrap();
+        let second = b.select(&key, &untried(&[first]), &no_load, true).unwrap();
         assert_ne!(second, first);
         // Different keys spread over the targets.
         let spread: std::collections::HashSet<_> = (0..200u8)
-            .map(|i| b.select(&[10, 0, i, 1], &untried(&[]), &no_load).unwrap())
+            .map(|i| {
+                b.select(&[10, 0, i, 1], &untried(&[]), &no_load, true)
+                    .unwrap()
+            })
             .collect();
         assert_eq!(spread.len(), 3);
-        assert_eq!(b.select(&key, &untried(&[0, 1, 2]), &no_load), None);
+        assert_eq!(b.select(&key, &untried(&[0, 1, 2]), &no_load, true), None);
     }
 }

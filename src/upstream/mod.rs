@@ -108,23 +108,30 @@ impl Upstream {
         })
     }
 
-    /// Picks a target for an attempt: a usable primary not yet tried, else a usable primary
-    /// again, and only when no primary is usable, a backup the same way. Usable means healthy by
-    /// active checks and not cut off by an open circuit. `None`: nothing is usable.
+    /// Picks a target for an attempt, in this order: a usable primary not tried yet by this
+    /// request; a usable backup not tried yet; a usable primary again; a usable backup again.
+    /// Usable means healthy by active checks and not cut off by an open circuit. So backups get
+    /// first attempts only while no primary is usable, and a retry goes to a fresh target,
+    /// even in the backup zone, before hitting one that just failed. `None`: nothing is usable.
     pub fn select(&self, key: &[u8], tried: &[usize], now: Instant) -> Option<usize> {
         let usable = |i: usize| self.state.targets[i].is_usable(now);
         let load = |i: usize| self.state.targets[i].in_flight();
-        let p = self.primaries;
-        let pick = |balancer: &Balancer, offset: usize| {
-            let fresh = |i: usize| usable(offset + i) && !tried.contains(&(offset + i));
-            let again = |i: usize| usable(offset + i);
+        // Only first attempts move the round-robin position: retries must not skew the
+        // rotation (with one failing target of two, every first attempt would land on it).
+        let advance = tried.is_empty();
+        let pick = |balancer: &Balancer, offset: usize, fresh_only: bool| {
+            let accept =
+                |i: usize| usable(offset + i) && (!fresh_only || !tried.contains(&(offset + i)));
             let load = |i: usize| load(offset + i);
             balancer
-                .select(key, &fresh, &load)
-                .or_else(|| balancer.select(key, &again, &load))
+                .select(key, &accept, &load, advance)
                 .map(|i| offset + i)
         };
-        pick(&self.balancer, 0).or_else(|| pick(&self.backup_balancer, p))
+        let p = self.primaries;
+        pick(&self.balancer, 0, true)
+            .or_else(|| pick(&self.backup_balancer, p, true))
+            .or_else(|| pick(&self.balancer, 0, false))
+            .or_else(|| pick(&self.backup_balancer, p, false))
     }
 
     /// Whether the balancer hashes a key (only then is one computed per request).

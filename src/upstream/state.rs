@@ -32,7 +32,10 @@ impl TargetState {
         metrics: &Arc<Metrics>,
     ) -> TargetState {
         let now = Instant::now();
-        let state = TargetState {
+        // The gauges are written by `UpstreamState::publish_metrics` once the snapshot using
+        // this state goes live, not here: a rejected reload also builds state, and must not
+        // overwrite what the running targets report.
+        TargetState {
             upstream: upstream.clone(),
             label: label.clone(),
             // Targets start healthy, as in nginx and Pingora: a fresh config must serve at once.
@@ -40,12 +43,17 @@ impl TargetState {
             in_flight: AtomicUsize::new(0),
             circuit: circuit.map(|s| Circuit::new(s, now)),
             metrics: metrics.clone(),
-        };
-        metrics.target_healthy(upstream, label, true);
-        if state.circuit.is_some() {
-            metrics.circuit_state(upstream, label, CircuitState::Closed.as_metric());
         }
-        state
+    }
+
+    /// Writes this target's health and circuit gauges from its current state.
+    fn publish_metrics(&self, now: Instant) {
+        self.metrics
+            .target_healthy(&self.upstream, &self.label, self.is_healthy());
+        if let Some(c) = &self.circuit {
+            self.metrics
+                .circuit_state(&self.upstream, &self.label, c.state(now).as_metric());
+        }
     }
 
     /// Healthy by active checks and not cut off by an open circuit.
@@ -147,10 +155,25 @@ pub struct UpstreamState {
     pub budget: RetryBudget,
 }
 
+impl UpstreamState {
+    /// Sets the targets' health and circuit gauges to what this state holds. Called when a
+    /// snapshot using it goes live (start-up, applied reload).
+    pub fn publish_metrics(&self) {
+        let now = Instant::now();
+        for t in &self.targets {
+            t.publish_metrics(now);
+        }
+    }
+}
+
 /// Hands out upstream state, reusing it while an upstream's settings are unchanged.
+///
+/// Keyed by name *and* settings hash: a config that is compiled but then rejected (or replaced)
+/// adds its own entry next to the running one instead of replacing it, so going back to the
+/// running settings finds the running state.
 pub struct StateRegistry {
     metrics: Arc<Metrics>,
-    entries: Mutex<HashMap<String, (u64, Weak<UpstreamState>)>>,
+    entries: Mutex<HashMap<(String, u64), Weak<UpstreamState>>>,
 }
 
 impl StateRegistry {
@@ -169,14 +192,10 @@ impl StateRegistry {
         cfg: &UpstreamConfig,
         labels: &[Arc<str>],
     ) -> Arc<UpstreamState> {
-        let hash = settings_hash(cfg);
+        let key = (name.to_string(), settings_hash(cfg));
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((h, weak)) = entries.get(&**name) {
-            if *h == hash {
-                if let Some(state) = weak.upgrade() {
-                    return state;
-                }
-            }
+        if let Some(state) = entries.get(&key).and_then(Weak::upgrade) {
+            return state;
         }
         let circuit = cfg.circuit_breaker.as_ref().map(circuit_settings);
         let budget = cfg
@@ -195,9 +214,10 @@ impl StateRegistry {
                 .map(|l| Arc::new(TargetState::new(name, l, circuit, &self.metrics)))
                 .collect(),
         });
-        entries.insert(name.to_string(), (hash, Arc::downgrade(&state)));
-        // Forget entries nobody uses any more, so the map does not grow with renamed upstreams.
-        entries.retain(|_, (_, w)| w.strong_count() > 0);
+        entries.insert(key, Arc::downgrade(&state));
+        // Forget entries nobody uses any more, so the map does not grow with renamed upstreams
+        // or rejected configs.
+        entries.retain(|_, w| w.strong_count() > 0);
         state
     }
 }

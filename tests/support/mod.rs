@@ -7,6 +7,7 @@ pub mod faulty;
 pub mod gateway;
 pub mod prom;
 pub mod raw;
+pub mod resilience;
 
 #[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};

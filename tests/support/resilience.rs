@@ -1,0 +1,224 @@
+//! Small helpers shared by the `resilience_*` tests: reading the upstream metrics, counting the
+//! requests a backend got from clients (health checks left out), and a bounded request loop.
+
+use super::backend::Backend;
+use super::gateway::GatewayHandle;
+use super::prom;
+use std::time::{Duration, Instant};
+
+/// The path every resilience test uses for active health checks.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// Requests a backend received from clients through the gateway (health checks left out).
+pub fn app_requests(b: &Backend) -> usize {
+    b.received()
+        .iter()
+        .filter(|r| !r.uri.starts_with(HEALTH_PATH))
+        .count()
+}
+
+/// Health-check requests a backend received.
+pub fn health_requests(b: &Backend) -> usize {
+    b.received()
+        .iter()
+        .filter(|r| r.uri.starts_with(HEALTH_PATH))
+        .count()
+}
+
+/// The value of `name{labels}` (labels in any order); 0 when the sample is absent.
+pub async fn metric(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)]) -> f64 {
+    prom::value(&gw.metrics().await, name, labels).unwrap_or(0.0)
+}
+
+/// The sum of every sample of `name` carrying at least `labels`.
+pub async fn metric_sum(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)]) -> f64 {
+    prom::sum(&gw.metrics().await, name, labels)
+}
+
+/// Attempts the gateway made to one target, whatever their outcome
+/// (`tollgate_upstream_requests_total`, summed over outcomes).
+pub async fn attempts_to(gw: &GatewayHandle, upstream: &str, target: &str) -> f64 {
+    metric_sum(
+        gw,
+        "tollgate_upstream_requests_total",
+        &[("upstream", upstream), ("target", target)],
+    )
+    .await
+}
+
+/// `tollgate_upstream_target_healthy{upstream,target}` (`None` when absent).
+pub async fn healthy_gauge(gw: &GatewayHandle, upstream: &str, target: &str) -> Option<f64> {
+    prom::value(
+        &gw.metrics().await,
+        "tollgate_upstream_target_healthy",
+        &[("upstream", upstream), ("target", target)],
+    )
+}
+
+/// `tollgate_upstream_circuit_state{upstream,target}` (`None` when absent).
+pub async fn circuit_gauge(gw: &GatewayHandle, upstream: &str, target: &str) -> Option<f64> {
+    prom::value(
+        &gw.metrics().await,
+        "tollgate_upstream_circuit_state",
+        &[("upstream", upstream), ("target", target)],
+    )
+}
+
+/// `tollgate_upstream_circuit_transitions_total{upstream,target,to}` (0 when absent).
+pub async fn transitions(gw: &GatewayHandle, upstream: &str, target: &str, to: &str) -> f64 {
+    metric(
+        gw,
+        "tollgate_upstream_circuit_transitions_total",
+        &[("upstream", upstream), ("target", target), ("to", to)],
+    )
+    .await
+}
+
+/// Polls the metrics page every 20 ms until `check(page)` holds or `limit` passes; returns how
+/// long it took, or `None` on time-out.
+pub async fn wait_page<F>(gw: &GatewayHandle, limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut(&str) -> bool,
+{
+    let start = Instant::now();
+    loop {
+        if check(&gw.metrics().await) {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (bounded) until `name{labels}` equals `want`; returns how long it took.
+pub async fn wait_metric_eq(
+    gw: &GatewayHandle,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+    limit: Duration,
+) -> Option<Duration> {
+    wait_page(gw, limit, |page| {
+        prom::value(page, name, labels) == Some(want)
+    })
+    .await
+}
+
+/// One answer as a client saw it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+    pub took: Duration,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `backend` field of a fake upstream's default body (`{"backend":"NAME"}`), if any.
+    pub fn backend(&self) -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()?
+            .get("backend")?
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+/// Sends one request; `Err` is a transport error (connection reset, truncated body...).
+pub async fn send(req: reqwest::RequestBuilder) -> Result<Answer, String> {
+    let start = Instant::now();
+    let r = req.send().await.map_err(|e| format!("{e:?}"))?;
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.text().await.map_err(|e| format!("{e:?}"))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+        took: start.elapsed(),
+    })
+}
+
+/// GET `url` with the harness client.
+pub async fn get(url: &str) -> Result<Answer, String> {
+    send(super::client().get(url)).await
+}
+
+/// A steady client loop: `workers` tasks sending GET `url` one after the other, each pausing
+/// `pace` between requests, until stopped, `max_requests` were sent or `max_time` passed.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<tokio::task::JoinHandle<Vec<Result<Answer, String>>>>,
+}
+
+impl Load {
+    pub fn start(
+        url: String,
+        workers: usize,
+        pace: Duration,
+        max_requests: usize,
+        max_time: Duration,
+    ) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let end = Instant::now() + max_time;
+        let workers = (0..workers)
+            .map(|_| {
+                let (url, stop, done) = (url.clone(), stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    let client = super::client();
+                    let mut answers = Vec::new();
+                    while !stop.load(Ordering::SeqCst)
+                        && done.load(Ordering::SeqCst) < max_requests
+                        && Instant::now() < end
+                    {
+                        answers.push(send(client.get(&url)).await);
+                        done.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(pace).await;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            done,
+            workers,
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn completed(&self) -> usize {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `n` more requests than now have been answered.
+    pub async fn wait_more(&self, n: usize, limit: Duration) -> bool {
+        let want = self.completed() + n;
+        super::eventually(limit, || async { self.completed() >= want }).await
+    }
+
+    /// Stops the loop and returns every answer.
+    pub async fn finish(self) -> Vec<Result<Answer, String>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.join().await
+    }
+
+    /// Waits until the loop ends by itself (`max_requests` or `max_time`), returns every answer.
+    pub async fn join(self) -> Vec<Result<Answer, String>> {
+        let mut all = Vec::new();
+        for w in self.workers {
+            all.extend(w.await.expect("load worker panicked"));
+        }
+        all
+    }
+}
