@@ -5,6 +5,6 @@ mod access_log;
 mod logging;
 mod metrics;
 
-pub use access_log::{AccessLog, AccessRecord};
+pub use access_log::{write_ip, AccessLog, AccessRecord};
 pub use logging::init_logging;
 pub use metrics::{Metrics, UpstreamOutcome};

@@ -80,7 +80,11 @@ fn hop_by_hop(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
     for value in headers.get_all(CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
         for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if keep_upgrade && token.eq_ignore_ascii_case("upgrade") {
+            // The usual values name no header that is not already on the fixed list.
+            if token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("close")
+                || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"))
+            {
                 continue;
             }
             let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
@@ -156,11 +160,13 @@ fn forward_headers(
             .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .filter(|p| !p.trim().is_empty());
-        let xff = match prev {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::try_from(xff) {
+        let mut xff = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 15);
+        if let Some(prev) = prev {
+            xff.extend_from_slice(prev.as_bytes());
+            xff.extend_from_slice(b", ");
+        }
+        crate::observe::write_ip(&mut xff, ip);
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
             h.insert(X_FORWARDED_FOR, v);
         }
     }
