@@ -11,7 +11,7 @@ use crate::config::LogFormat;
 use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -194,7 +194,6 @@ struct Shared {
     wake: Condvar,
     sink: Mutex<Box<dyn Write + Send>>,
     closed: AtomicBool,
-    dropped: AtomicU64,
 }
 
 impl Shared {
@@ -232,7 +231,6 @@ impl AccessLog {
             wake: Condvar::new(),
             sink: Mutex::new(Box::new(w)),
             closed: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let writer = std::thread::Builder::new()
@@ -260,7 +258,6 @@ impl AccessLog {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if pending.len() + line.len() > MAX_PENDING {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             pending.extend_from_slice(&line);
@@ -274,11 +271,6 @@ impl AccessLog {
     /// Writes everything pending now (before the process exits).
     pub fn flush(&self) {
         self.shared.write_pending(&mut Vec::new());
-    }
-
-    /// Lines dropped because the output could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -139,10 +139,6 @@ impl Upstream {
         matches!(self.balancer, Balancer::Hash { .. })
     }
 
-    /// Whether any target is currently usable (false: serve the fallback or 503).
-    pub fn any_usable(&self, now: Instant) -> bool {
-        self.state.targets.iter().any(|t| t.is_usable(now))
-    }
 }
 
 fn balancer_for(balance: Balance, targets: &[Target]) -> Balancer {
