@@ -138,7 +138,6 @@ impl Upstream {
     pub fn is_hashed(&self) -> bool {
         matches!(self.balancer, Balancer::Hash { .. })
     }
-
 }
 
 fn balancer_for(balance: Balance, targets: &[Target]) -> Balancer {
