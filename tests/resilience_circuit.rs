@@ -388,6 +388,17 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     );
     assert_eq!(circuit_gauge(&gw, UPSTREAM, &target).await, Some(0.0));
     assert_eq!(transitions(&gw, UPSTREAM, &target, "open").await, 0.0);
+    // Nor are the hang-ups counted as the target's errors: they are `client_closed` (or the
+    // target's own 2xx when it answered before the gateway noticed).
+    for outcome in ["error", "timeout", "5xx"] {
+        let n = support::resilience::metric(
+            &gw,
+            "tollgate_upstream_requests_total",
+            &[("upstream", UPSTREAM), ("outcome", outcome)],
+        )
+        .await;
+        assert_eq!(n, 0.0, "outcome {outcome}");
+    }
     let a = get(&gw.url("/plain")).await.unwrap();
     assert_eq!(a.status, 200, "{a:?}");
 }

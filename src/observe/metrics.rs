@@ -21,6 +21,8 @@ pub enum UpstreamOutcome {
     ConnectError,
     Timeout,
     Error,
+    /// The client went away before the target answered.
+    ClientClosed,
 }
 
 impl UpstreamOutcome {
@@ -34,6 +36,7 @@ impl UpstreamOutcome {
             UpstreamOutcome::ConnectError => "connect_error",
             UpstreamOutcome::Timeout => "timeout",
             UpstreamOutcome::Error => "error",
+            UpstreamOutcome::ClientClosed => "client_closed",
         }
     }
 }
@@ -116,7 +119,7 @@ impl Metrics {
             ),
             upstream_requests: b.counters(
                 "tollgate_upstream_requests_total",
-                "Attempts to reach an upstream target, by outcome (status class, connect_error, timeout, error).",
+                "Attempts to reach an upstream target, by outcome (status class, connect_error, timeout, error, client_closed).",
                 &["upstream", "target", "outcome"],
             ),
             upstream_duration: b.histograms(

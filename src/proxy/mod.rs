@@ -491,19 +491,19 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        let client_gone = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Downstream);
         let attempt_outcome = match (ctx.upstream_status, e) {
             (Some(s), _) => UpstreamOutcome::Response(s),
+            // The client hung up before the target answered: not a failure of the target, so
+            // it is counted apart and its circuit breaker does not hear of it (a dropped probe
+            // ticket is freed by the circuit's lost-probe backstop).
+            (None, Some(_)) if client_gone => {
+                ctx.circuit_ticket = None;
+                UpstreamOutcome::ClientClosed
+            }
             (None, Some(e)) => outcome_of(e),
             (None, None) => UpstreamOutcome::Error,
         };
-        if ctx.upstream_status.is_none()
-            && e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Downstream)
-        {
-            // The client hung up before the target answered: not a failure of the target, so
-            // its circuit breaker does not hear of it (a dropped probe ticket is freed by the
-            // circuit's lost-probe backstop).
-            ctx.circuit_ticket = None;
-        }
         self.finish_attempt(ctx, attempt_outcome);
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
