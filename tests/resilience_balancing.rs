@@ -7,7 +7,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use support::resilience::{
-    app_requests, attempts_to, get, healthy_gauge, metric_sum, send, wait_page, Answer, Load,
+    app_requests, attempts_to, get, healthy_gauge, metric_sum, send, wait_health, wait_page,
+    Answer, Load,
 };
 use support::{backend, client, eventually, prom, Backend, Fault, FaultyProxy, GatewayHandle};
 
@@ -196,19 +197,6 @@ async fn served_by(url: &str, n: usize) -> Vec<String> {
         names.push(a.backend().expect("backend body"));
     }
     names
-}
-
-async fn wait_health(gw: &GatewayHandle, upstream: &str, target: &str, healthy: bool) {
-    let want = if healthy { 1.0 } else { 0.0 };
-    let ok = eventually(Duration::from_secs(5), || async {
-        healthy_gauge(gw, upstream, target).await == Some(want)
-    })
-    .await;
-    assert!(
-        ok,
-        "{target} never became {}",
-        if healthy { "healthy" } else { "unhealthy" }
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,13 @@
 
 mod support;
 use std::time::Duration;
-use support::resilience::{app_requests, get, healthy_gauge, metric, send, Answer};
+use support::resilience::{app_requests, get, healthy_gauge, metric, send, toml_list, Answer};
 use support::{backend, client, eventually, free_port, GatewayHandle};
 
 /// Two routes on upstream `u`: `/soft` with a fallback, `/hard` without. `u_extra` goes into
 /// `[upstreams.u]`, `route_extra` into both routes.
 fn config(targets: &[String], u_extra: &str, route_extra: &str) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let list = toml_list(targets);
     format!(
         r#"
 [upstreams.u]
@@ -28,7 +28,7 @@ path = "/hard"
 upstream = "u"
 {route_extra}
 "#,
-        list.join(", ")
+        list
     )
 }
 

@@ -4,27 +4,12 @@
 //! when its settings change.
 
 mod support;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::resilience::{
     app_requests, attempts_to, circuit_gauge, get, health_requests, healthy_gauge, metric,
-    HEALTH_PATH,
+    toml_list, wait_health, HEALTH_PATH,
 };
 use support::{backend, eventually, Backend, Fault, FaultyProxy, GatewayHandle};
-
-async fn wait_health(gw: &GatewayHandle, upstream: &str, target: &str, healthy: bool) -> Duration {
-    let start = Instant::now();
-    let want = if healthy { 1.0 } else { 0.0 };
-    let ok = eventually(Duration::from_secs(5), || async {
-        healthy_gauge(gw, upstream, target).await == Some(want)
-    })
-    .await;
-    assert!(
-        ok,
-        "{target} never became {}",
-        if healthy { "healthy" } else { "unhealthy" }
-    );
-    start.elapsed()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_flip_after_the_configured_number_of_checks() {
@@ -159,7 +144,7 @@ healthy_after = 2
 /// such as [`CHECKED`]), a route `/r` to it, and a marker route that tells which version of the
 /// file is live.
 fn reload_config(targets: &[String], u_extra: &str, marker: &str, marker_target: &str) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let list = toml_list(targets);
     format!(
         r#"
 [upstreams.u]
@@ -184,7 +169,7 @@ upstream = "u"
 path = "{marker}"
 upstream = "marker"
 "#,
-        list.join(", ")
+        list
     )
 }
 

@@ -5,7 +5,7 @@
 
 mod support;
 use std::time::Duration;
-use support::resilience::{app_requests, get, metric, metric_sum, send, Answer};
+use support::resilience::{app_requests, get, metric, metric_sum, send, toml_list, Answer};
 use support::{backend, client, free_port, Fault, FaultyProxy, GatewayHandle};
 
 async fn retries(gw: &GatewayHandle, upstream: &str, reason: &str) -> f64 {
@@ -26,23 +26,32 @@ async fn all_retries(gw: &GatewayHandle, upstream: &str) -> f64 {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_503_is_retried_on_the_other_target() {
-    let bad = backend("bad").status(503).start().await;
-    let good = backend("good").start().await;
-    let gw = GatewayHandle::start(&format!(
+/// A gateway with upstream `u` (these targets) and route `r` at `/r` with this `retry` policy.
+async fn retrying_gateway(targets: &[String], retry: &str) -> GatewayHandle {
+    let targets = toml_list(targets);
+    GatewayHandle::start(&format!(
         r#"
 [upstreams.u]
-targets = ["{}", "{}"]
+targets = [{}]
 
 [routes.r]
 path = "/r"
 upstream = "u"
-retry = {{ attempts = 2, backoff = "1ms", max_backoff = "5ms" }}
+retry = {retry}
 "#,
-        bad.target(),
-        good.target()
+        targets
     ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_on_the_other_target() {
+    let bad = backend("bad").status(503).start().await;
+    let good = backend("good").start().await;
+    let gw = retrying_gateway(
+        &[bad.target(), good.target()],
+        r#"{ attempts = 2, backoff = "1ms", max_backoff = "5ms" }"#,
+    )
     .await;
     for _ in 0..20 {
         let a = get(&gw.url("/r")).await.unwrap();
@@ -119,19 +128,10 @@ async fn a_post_is_not_retried_once_it_was_sent() {
     let reset = FaultyProxy::start(sink.addr).await;
     reset.set_fault(Fault::Reset);
     let good = backend("good").start().await;
-    let gw = GatewayHandle::start(&format!(
-        r#"
-[upstreams.u]
-targets = ["{}", "{}"]
-
-[routes.r]
-path = "/r"
-upstream = "u"
-retry = {{ attempts = 3, backoff = "1ms", max_backoff = "5ms", methods = ["GET", "POST"] }}
-"#,
-        reset.target(),
-        good.target()
-    ))
+    let gw = retrying_gateway(
+        &[reset.target(), good.target()],
+        r#"{ attempts = 3, backoff = "1ms", max_backoff = "5ms", methods = ["GET", "POST"] }"#,
+    )
     .await;
     let url = gw.url("/r");
     let mut failed = 0;
@@ -263,18 +263,10 @@ async fn nothing_is_retried_after_response_bytes_reached_the_client() {
     let origin = backend("big").body(big.clone()).start().await;
     let cut = FaultyProxy::start(origin.addr).await;
     cut.set_fault(Fault::ResetAfterResponseBytes(40_000));
-    let gw = GatewayHandle::start(&format!(
-        r#"
-[upstreams.u]
-targets = ["{}"]
-
-[routes.r]
-path = "/r"
-upstream = "u"
-retry = {{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }}
-"#,
-        cut.target()
-    ))
+    let gw = retrying_gateway(
+        &[cut.target()],
+        r#"{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }"#,
+    )
     .await;
     let got = get(&gw.url("/r")).await;
     match &got {
@@ -294,19 +286,10 @@ retry = {{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }}
 async fn a_body_larger_than_the_retry_buffer_is_not_retried() {
     let bad = backend("bad").status(503).start().await;
     let good = backend("good").start().await;
-    let gw = GatewayHandle::start(&format!(
-        r#"
-[upstreams.u]
-targets = ["{}", "{}"]
-
-[routes.r]
-path = "/r"
-upstream = "u"
-retry = {{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }}
-"#,
-        bad.target(),
-        good.target()
-    ))
+    let gw = retrying_gateway(
+        &[bad.target(), good.target()],
+        r#"{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }"#,
+    )
     .await;
     let put = |body: Vec<u8>| send(client().put(gw.url("/r")).body(body));
 
@@ -354,7 +337,7 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
 
 /// A route with a 400 ms deadline in front of `targets`, retrying up to 5 attempts.
 fn deadline_config(targets: &[String], read_timeout: &str, backoff: &str) -> String {
-    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    let list = toml_list(targets);
     format!(
         r#"
 [upstreams.u]
@@ -367,7 +350,7 @@ upstream = "u"
 timeout = "400ms"
 retry = {{ attempts = 5, backoff = "{backoff}", max_backoff = "{backoff}" }}
 "#,
-        list.join(", ")
+        list
     )
 }
 

@@ -56,6 +56,34 @@ pub async fn healthy_gauge(gw: &GatewayHandle, upstream: &str, target: &str) -> 
 }
 
 /// `tollgate_upstream_circuit_state{upstream,target}` (`None` when absent).
+/// Waits (at most 5 s) until the health gauge of `target` says `healthy`; fails the test
+/// otherwise. Returns how long it took.
+pub async fn wait_health(
+    gw: &GatewayHandle,
+    upstream: &str,
+    target: &str,
+    healthy: bool,
+) -> Duration {
+    let start = Instant::now();
+    let want = if healthy { 1.0 } else { 0.0 };
+    let ok = super::eventually(Duration::from_secs(5), || async {
+        healthy_gauge(gw, upstream, target).await == Some(want)
+    })
+    .await;
+    assert!(
+        ok,
+        "{target} never became {}",
+        if healthy { "healthy" } else { "unhealthy" }
+    );
+    start.elapsed()
+}
+
+/// Targets as a TOML array of strings: `["a", "b"]` without the brackets.
+pub fn toml_list(targets: &[String]) -> String {
+    let quoted: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    quoted.join(", ")
+}
+
 pub async fn circuit_gauge(gw: &GatewayHandle, upstream: &str, target: &str) -> Option<f64> {
     prom::value(
         &gw.metrics().await,
