@@ -275,37 +275,35 @@ impl ProxyHttp for Gateway {
             }
             None => None,
         };
-        let key = match upstream.hash_key {
-            HashKey::ClientIp if !upstream.is_hashed() => Vec::new(),
-            ref k => hash_key(session, k),
+        let key = if upstream.is_hashed() {
+            hash_key(session, &upstream.hash_key)
+        } else {
+            Vec::new()
         };
         let now = Instant::now();
         // Targets whose circuit refused this request: skipped in this selection only.
         let mut refused: Vec<usize> = Vec::new();
-        let idx = loop {
+        let picked = loop {
             let skip: Vec<usize> = ctx.tried.iter().chain(&refused).copied().collect();
-            let Some(idx) = upstream.select(&key, &skip, now) else {
-                ctx.retry_after = circuit_wait(upstream, now);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    "no usable upstream target",
-                ));
-            };
-            if refused.contains(&idx) {
-                // Selection fell back to a target already refused: nothing else is left.
-                ctx.retry_after = circuit_wait(upstream, now);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(503),
-                    "no usable upstream target",
-                ));
+            match upstream.select(&key, &skip, now) {
+                // Nothing usable, or selection fell back to a target already refused.
+                None => break None,
+                Some(idx) if refused.contains(&idx) => break None,
+                Some(idx) => match upstream.state.targets[idx].admit(now) {
+                    Admission::Rejected { .. } => refused.push(idx),
+                    admission @ (Admission::Allowed(_) | Admission::Probe(_)) => {
+                        ctx.circuit_ticket = admission.ticket();
+                        break Some(idx);
+                    }
+                },
             }
-            match upstream.state.targets[idx].admit(now) {
-                Admission::Rejected { .. } => refused.push(idx),
-                admission @ (Admission::Allowed(_) | Admission::Probe(_)) => {
-                    ctx.circuit_ticket = admission.ticket();
-                    break idx;
-                }
-            }
+        };
+        let Some(idx) = picked else {
+            ctx.retry_after = circuit_wait(upstream, now);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no usable upstream target",
+            ));
         };
         ctx.tried.push(idx);
         ctx.target = Some(idx);

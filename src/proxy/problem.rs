@@ -72,26 +72,24 @@ impl Problem {
 
     /// Writes the whole response to the client. HEAD requests get the headers only.
     pub async fn write(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
-        let body = self.body(request_id);
-        let mut header = ResponseHeader::build(self.status, Some(4))?;
-        header.insert_header(http::header::CONTENT_TYPE, "application/problem+json")?;
-        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        header.insert_header("x-request-id", request_id)?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        if let Some(secs) = self.retry_after {
-            header.insert_header(http::header::RETRY_AFTER, secs.to_string())?;
+        let retry_after = self.retry_after.map(|secs| secs.to_string());
+        let mut extra = Vec::with_capacity(2);
+        if let Some(secs) = &retry_after {
+            extra.push((http::header::RETRY_AFTER.as_str(), secs.as_str()));
         }
         if let Some(allow) = &self.allow {
-            header.insert_header(http::header::ALLOW, allow.as_str())?;
+            extra.push((http::header::ALLOW.as_str(), allow.as_str()));
         }
-        let head_only = session.req_header().method == http::Method::HEAD;
-        session
-            .write_response_header(Box::new(header), head_only)
-            .await?;
-        if !head_only {
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(())
+        let body = self.body(request_id);
+        write_own_response(
+            session,
+            self.status,
+            "application/problem+json",
+            body,
+            request_id,
+            &extra,
+        )
+        .await
     }
 }
 
@@ -102,23 +100,41 @@ pub async fn write_fallback(
     request_id: &str,
     fallback: &crate::snapshot::Fallback,
 ) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(fallback.status, Some(5))?;
-    header.insert_header(http::header::CONTENT_TYPE, fallback.content_type.as_str())?;
-    header.insert_header(
-        http::header::CONTENT_LENGTH,
-        fallback.body.len().to_string(),
-    )?;
-    header.insert_header("x-tollgate-fallback", "1")?;
+    write_own_response(
+        session,
+        fallback.status,
+        &fallback.content_type,
+        fallback.body.clone(),
+        request_id,
+        &[("x-tollgate-fallback", "1")],
+    )
+    .await
+}
+
+/// Writes a whole response the gateway makes itself: explicit Content-Length (Pingora would
+/// otherwise close-delimit it), the request id, `no-store`, and no body for HEAD.
+async fn write_own_response(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, &str)],
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     header.insert_header("x-request-id", request_id)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra {
+        header.insert_header(*name, *value)?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)
         .await?;
     if !head_only {
-        session
-            .write_response_body(Some(fallback.body.clone()), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }
