@@ -6,8 +6,8 @@ use crate::admin::{AdminApp, Readiness};
 use crate::config::{ConfigErrors, Source};
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
-use crate::snapshot::{watch::ReloadService, Snapshot, Store};
-use crate::upstream::{health::HealthService, StateRegistry};
+use crate::snapshot::{watch::ReloadService, Registries, Snapshot, Store};
+use crate::upstream::health::HealthService;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -35,7 +35,7 @@ impl Instance {
     /// error if a listen address cannot be bound.
     pub fn build(config_path: &Path, access_log: AccessLog) -> Result<Instance, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
-        let registry = Arc::new(StateRegistry::new(metrics.clone()));
+        let registry = Arc::new(Registries::new(metrics.clone()));
         let snapshot = Snapshot::from_source(&Source::read(config_path)?, &registry)?;
         let server_cfg = snapshot.server.clone();
         check_bindable(

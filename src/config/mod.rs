@@ -105,6 +105,9 @@ pub fn parse_partial(text: &str) -> Result<(Config, Vec<ConfigError>), Vec<Confi
                 config.upstreams =
                     named_tables(&key, value, &mut errors, &mut config.failed_entries)
             }
+            "auth" => {
+                config.auth = named_tables(&key, value, &mut errors, &mut config.failed_entries)
+            }
             "routes" => {
                 config.routes = named_tables(&key, value, &mut errors, &mut config.failed_entries)
             }

@@ -30,6 +30,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub auth: BTreeMap<String, AuthConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
     /// Sections owned by later features, kept raw so validation can name them.
     pub unsupported_sections: Vec<String>,
@@ -257,6 +258,46 @@ impl<'de> Deserialize<'de> for TargetConfig {
         }
         d.deserialize_any(V)
     }
+}
+
+/// The kinds of `[auth.NAME]` policy.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// Bearer JWTs from an identity provider.
+    Jwt,
+    /// Partner API keys in a header, checked against a file of SHA-256 digests.
+    ApiKey,
+}
+
+/// `[auth.NAME]`: one flat table for both kinds, so every key is reported with its own path and
+/// line (a serde-tagged enum would lose both); validation refuses keys of the other kind.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    // type = "jwt"
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Option<Vec<String>>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub jwks_refresh: Option<DurationStr>,
+    pub leeway: Option<DurationStr>,
+    /// Claim name -> upstream request header.
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    /// Extension: verified tokens kept in the cache (default 100000).
+    pub token_cache_entries: Option<u64>,
+    // type = "api_key"
+    /// Request header carrying the key (default `x-api-key`).
+    pub header: Option<String>,
+    /// TOML file of `consumer = "<sha256 hex of the key>"` lines.
+    pub keys_file: Option<String>,
+    /// Extension: upstream header carrying the consumer name (default `x-consumer`).
+    pub forward_consumer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

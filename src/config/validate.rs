@@ -3,6 +3,8 @@
 //! others. Checks that need compiled runtime types (route ambiguity, rewrite templates, DNS) live
 //! in `snapshot::compile`, which `check` and reload run right after this.
 
+mod auth;
+
 use super::error::ConfigError;
 use super::types::*;
 use super::units::DurationStr;
@@ -19,6 +21,9 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     }
     for (name, up) in &config.upstreams {
         v.upstream(name, up);
+    }
+    for (name, policy) in &config.auth {
+        v.auth(name, policy);
     }
     for (name, route) in &config.routes {
         v.route(config, name, route);
@@ -147,7 +152,9 @@ impl Validator {
                 }
             }
             (Balance::Hash, Some(k)) if k.starts_with("claim:") => {
-                self.not_yet(&hash_key, "hashing on a JWT claim (it needs auth)")
+                if k.len() == "claim:".len() {
+                    self.err(hash_key, "names no claim; write \"claim:sub\"");
+                }
             }
             (Balance::Hash, Some(k)) => self.err(
                 hash_key,
@@ -252,24 +259,15 @@ impl Validator {
                 format!("{base}.upstream"),
                 "missing: every route needs an upstream",
             ),
-            Some(up) if !config.upstreams.contains_key(up) => {
-                if !config.failed_entries.contains(&format!("upstreams.{up}")) {
-                    let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
-                    self.err(
-                        format!("{base}.upstream"),
-                        format!(
-                            "no upstream named \"{up}\" (defined: {})",
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
-                }
-            }
-            Some(_) => {}
+            Some(up) => self.reference(
+                config,
+                &format!("{base}.upstream"),
+                "upstreams",
+                up,
+                config.upstreams.keys(),
+            ),
         }
+        self.route_auth(config, &base, r);
         if let Some(methods) = &r.methods {
             self.methods(&format!("{base}.methods"), methods);
         }
@@ -283,8 +281,6 @@ impl Validator {
             self.fallback(&format!("{base}.fallback"), f);
         }
         let unsupported = [
-            ("auth", r.auth.is_some()),
-            ("scopes", r.scopes.is_some()),
             ("rate_limits", r.rate_limits.is_some()),
             ("cache", r.cache.is_some()),
             ("aggregate", r.aggregate.is_some()),
@@ -299,6 +295,38 @@ impl Validator {
 }
 
 impl Validator {
+    /// A reference to a named entry of another section (`upstreams`, `auth`, ...). Names whose
+    /// entry failed to parse were already reported there.
+    fn reference<'a>(
+        &mut self,
+        config: &Config,
+        path: &str,
+        section: &str,
+        name: &str,
+        defined: impl Iterator<Item = &'a String>,
+    ) {
+        let known: Vec<&str> = defined.map(String::as_str).collect();
+        if known.contains(&name) || config.failed_entries.contains(&format!("{section}.{name}")) {
+            return;
+        }
+        let what = if section == "upstreams" {
+            "upstream"
+        } else {
+            "auth policy"
+        };
+        self.err(
+            path,
+            format!(
+                "no {what} named \"{name}\" (defined: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    }
+
     fn methods(&mut self, base: &str, methods: &[String]) {
         for (i, m) in methods.iter().enumerate() {
             let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());

@@ -57,6 +57,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
     fallbacks: IntCounterVec,
+    auth_decisions: IntCounterVec,
 }
 
 /// Registers metrics in one registry; the definitions are static, so failing to build or
@@ -176,6 +177,11 @@ impl Metrics {
                 "Fallback responses served because the route's upstream could not answer.",
                 &["route"],
             ),
+            auth_decisions: b.counters(
+                "tollgate_auth_decisions_total",
+                "Authentication decisions per auth policy: allowed, missing, insufficient_scope, or why credentials were refused.",
+                &["policy", "result"],
+            ),
             registry: b.0,
         }
     }
@@ -215,6 +221,13 @@ impl Metrics {
 
     pub fn fallback_response(&self, route: &str) {
         self.fallbacks.with_label_values(&[route]).inc();
+    }
+
+    /// `result`: `allowed` or a bounded denial label.
+    pub fn auth_decision(&self, policy: &str, result: &str) {
+        self.auth_decisions
+            .with_label_values(&[policy, result])
+            .inc();
     }
 
     /// Records one finished request.

@@ -31,6 +31,8 @@ pub struct RequestCtx {
     /// The config this request uses from start to end, even if a reload happens meanwhile.
     pub snapshot: Option<Arc<Snapshot>>,
     pub route: Option<Arc<Route>>,
+    /// Who the route's auth policy found the caller to be.
+    pub identity: Option<crate::auth::Identity>,
     /// Path and query to send upstream when the route rewrites.
     pub upstream_uri: Option<String>,
     /// When the route's total deadline passes.
@@ -64,6 +66,7 @@ impl RequestCtx {
             request_id: RequestId::default(),
             snapshot: None,
             route: None,
+            identity: None,
             upstream_uri: None,
             deadline: None,
             tried: Vec::new(),

@@ -19,7 +19,7 @@ pub use ctx::{InFlight, RequestCtx};
 pub use problem::{problem_for, Problem};
 
 use crate::observe::{AccessLog, AccessRecord, Metrics, UpstreamOutcome};
-use crate::snapshot::Store;
+use crate::snapshot::{RouteAuth, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -82,12 +82,52 @@ impl Gateway {
     }
 }
 
-/// The bytes the hash balancer hashes: the configured header's value, else the client address.
-fn hash_key(session: &Session, key: &HashKey) -> Vec<u8> {
-    if let HashKey::Header(name) = key {
-        if let Some(v) = session.req_header().headers.get(name) {
-            return v.as_bytes().to_vec();
+impl Gateway {
+    /// Runs the route's auth policy. `Ok(false)`: let the request through (its identity kept in
+    /// `ctx`); `Ok(true)`: denied, and the 401/403 already written.
+    async fn authenticate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        auth: &RouteAuth,
+    ) -> pingora::Result<bool> {
+        let decision = auth
+            .policy
+            .authenticate(&session.req_header().headers, &auth.scopes)
+            .await;
+        match decision {
+            Ok(identity) => {
+                self.metrics.auth_decision(&auth.name, "allowed");
+                ctx.identity = Some(identity);
+                Ok(false)
+            }
+            Err(denial) => {
+                self.metrics.auth_decision(&auth.name, denial.label());
+                let challenge = auth.policy.challenge(denial, &auth.scopes);
+                Problem::auth_denied(denial, challenge)
+                    .write(session, &ctx.request_id.text)
+                    .await?;
+                Ok(true)
+            }
         }
+    }
+}
+
+/// The bytes the hash balancer hashes: the configured header's value or the caller's claim, else
+/// the client address (a request without that header or claim still gets a stable target).
+fn hash_key(session: &Session, key: &HashKey, identity: Option<&crate::auth::Identity>) -> Vec<u8> {
+    match key {
+        HashKey::Header(name) => {
+            if let Some(v) = session.req_header().headers.get(name) {
+                return v.as_bytes().to_vec();
+            }
+        }
+        HashKey::Claim(name) => {
+            if let Some(v) = identity.and_then(|id| id.claim(name)) {
+                return v.into_bytes();
+            }
+        }
+        HashKey::ClientIp => {}
     }
     match client_ip(session) {
         Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
@@ -186,8 +226,8 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// `Ok(true)`: the gateway answered itself (404, 405, 400); `Ok(false)`: proxy to the route's
-    /// upstream.
+    /// `Ok(true)`: the gateway answered itself (400, 401, 403, 404, 405); `Ok(false)`: proxy to
+    /// the route's upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
@@ -199,6 +239,10 @@ impl ProxyHttp for Gateway {
                 "no config snapshot",
             ));
         };
+        // Identity headers are the gateway's to set: a client sending its own would impersonate.
+        for name in &snapshot.identity_headers {
+            session.req_header_mut().remove_header(name);
+        }
         let req = session.req_header();
         let path = req.uri.path();
         if has_dot_segments(path) {
@@ -219,7 +263,10 @@ impl ProxyHttp for Gateway {
                 }
                 ctx.deadline = route.timeout.map(|t| ctx.started + t);
                 ctx.route = Some(route.clone());
-                Ok(false)
+                match &route.auth {
+                    Some(auth) => self.authenticate(session, ctx, auth).await,
+                    None => Ok(false),
+                }
             }
             Lookup::MethodNotAllowed { allow } => {
                 Problem::method_not_allowed(allow)
@@ -276,7 +323,7 @@ impl ProxyHttp for Gateway {
             None => None,
         };
         let key = if upstream.is_hashed() {
-            hash_key(session, &upstream.hash_key)
+            hash_key(session, &upstream.hash_key, ctx.identity.as_ref())
         } else {
             Vec::new()
         };
@@ -337,6 +384,18 @@ impl ProxyHttp for Gateway {
                 )
             })?;
             upstream_request.set_uri(uri);
+        }
+        if let (Some(auth), Some(identity)) = (
+            ctx.route.as_ref().and_then(|r| r.auth.as_ref()),
+            &ctx.identity,
+        ) {
+            let mut result = Ok(());
+            auth.policy.forward(identity, |name, value| {
+                if result.is_ok() {
+                    result = upstream_request.insert_header(name.clone(), value);
+                }
+            });
+            result?;
         }
         headers::prepare_upstream_request(
             upstream_request,

@@ -16,6 +16,8 @@ pub struct Problem {
     pub allow: Option<String>,
     /// `Retry-After` seconds for a 503 while circuits are open.
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` challenge for a 401 or 403.
+    pub challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -35,6 +37,21 @@ impl Problem {
             detail,
             allow: None,
             retry_after: None,
+            challenge: None,
+        }
+    }
+
+    /// 401 (no or bad credentials) or 403 (missing scope), with the policy's challenge.
+    pub fn auth_denied(denial: crate::auth::Denial, challenge: String) -> Problem {
+        let problem = match denial {
+            crate::auth::Denial::InsufficientScope => {
+                Problem::new(403, "the credentials lack a scope this route requires")
+            }
+            _ => Problem::new(401, "this route requires valid credentials"),
+        };
+        Problem {
+            challenge: Some(challenge),
+            ..problem
         }
     }
 
@@ -73,7 +90,10 @@ impl Problem {
     /// Writes the whole response to the client. HEAD requests get the headers only.
     pub async fn write(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
         let retry_after = self.retry_after.map(|secs| secs.to_string());
-        let mut extra = Vec::with_capacity(2);
+        let mut extra = Vec::with_capacity(3);
+        if let Some(challenge) = &self.challenge {
+            extra.push((http::header::WWW_AUTHENTICATE.as_str(), challenge.as_str()));
+        }
         if let Some(secs) = &retry_after {
             extra.push((http::header::RETRY_AFTER.as_str(), secs.as_str()));
         }

@@ -10,6 +10,7 @@ pub mod watch;
 pub use rewrite::{path_params, Rewrite};
 pub use store::{ReloadOutcome, Store};
 
+use crate::auth::{self, AuthPolicy};
 use crate::config::{self, Config, ConfigError, ConfigErrors, LogFormat, ServerConfig, Source};
 use crate::route::{RouteDef, RouteTable};
 use crate::upstream::{StateRegistry, Upstream};
@@ -28,6 +29,34 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub fallback: Option<Fallback>,
+    /// Who may call the route; `None`: a public route.
+    pub auth: Option<RouteAuth>,
+}
+
+/// A route's `auth` and `scopes`.
+#[derive(Debug)]
+pub struct RouteAuth {
+    /// The policy's name, for metrics and logs.
+    pub name: Arc<str>,
+    pub policy: Arc<AuthPolicy>,
+    /// JWT scopes the caller must all hold.
+    pub scopes: Vec<String>,
+}
+
+/// Runtime state that outlives snapshots, so a reload keeps it for unchanged settings:
+/// upstream health, circuits and budgets; JWT key sets.
+pub struct Registries {
+    pub upstreams: StateRegistry,
+    pub keys: Arc<auth::jwt::KeyRegistry>,
+}
+
+impl Registries {
+    pub fn new(metrics: Arc<crate::observe::Metrics>) -> Registries {
+        Registries {
+            upstreams: StateRegistry::new(metrics.clone()),
+            keys: Arc::new(auth::jwt::KeyRegistry::new(metrics)),
+        }
+    }
 }
 
 /// A route's `retry` settings, compiled.
@@ -105,6 +134,8 @@ pub struct Snapshot {
     pub log_level: String,
     /// The `[server]` section as written; restart-only keys are compared on reload.
     pub server: ServerConfig,
+    /// Headers set from verified identities, removed from every client request.
+    pub identity_headers: Vec<http::HeaderName>,
     pub info: SnapshotInfo,
 }
 
@@ -114,8 +145,8 @@ impl Snapshot {
     /// Runtime state comes from a private registry: right for `check`, not for a running gateway
     /// (which uses [`Snapshot::from_source`] with the registry that outlives its snapshots).
     pub fn load(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
-        let registry = StateRegistry::new(Arc::new(crate::observe::Metrics::new()));
-        Snapshot::from_source(&Source::read(path)?, &registry)
+        let registries = Registries::new(Arc::new(crate::observe::Metrics::new()));
+        Snapshot::from_source(&Source::read(path)?, &registries)
     }
 
     /// Sets the upstream health and circuit gauges from this snapshot's state: call it when the
@@ -128,10 +159,7 @@ impl Snapshot {
 
     /// Parses, validates and compiles config text already read from its file, taking upstream
     /// state (health, circuits) from `registry` so unchanged upstreams keep theirs.
-    pub fn from_source(
-        source: &Source,
-        registry: &StateRegistry,
-    ) -> Result<Snapshot, ConfigErrors> {
+    pub fn from_source(source: &Source, registry: &Registries) -> Result<Snapshot, ConfigErrors> {
         let (config, mut errors) =
             config::parse_partial(&source.text).map_err(|errors| source.errors(errors))?;
         // Entries that already failed are left out of compilation, so each problem is reported
@@ -153,7 +181,7 @@ fn entry_of(path: &str) -> Option<String> {
     let mut parts = path.splitn(3, '.');
     let section = parts.next()?;
     let name = parts.next()?.split('[').next()?;
-    matches!(section, "upstreams" | "routes").then(|| format!("{section}.{name}"))
+    matches!(section, "upstreams" | "routes" | "auth").then(|| format!("{section}.{name}"))
 }
 
 /// Compiles a config, leaving out the entries named in `skip` (`routes.NAME`, `upstreams.NAME`)
@@ -164,9 +192,10 @@ pub fn compile(
     source: &Source,
     config: &Config,
     skip: &BTreeSet<String>,
-    registry: &StateRegistry,
+    registries: &Registries,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut errors = Vec::new();
+    let registry = &registries.upstreams;
+    let (policies, mut errors) = auth::compile(config, &source.base_dir(), skip, &registries.keys);
     let mut upstreams = BTreeMap::new();
     for (name, cfg) in &config.upstreams {
         if skip.contains(&format!("upstreams.{name}")) {
@@ -191,6 +220,17 @@ pub fn compile(
         }
         let Some(upstream) = r.upstream.as_ref().and_then(|u| upstreams.get(u)) else {
             continue; // validation already reported it
+        };
+        let auth = match &r.auth {
+            Some(name) => match policies.by_name.get(name) {
+                Some(policy) => Some(RouteAuth {
+                    name: Arc::from(name.as_str()),
+                    policy: policy.clone(),
+                    scopes: r.scopes.clone().unwrap_or_default(),
+                }),
+                None => continue, // reported by validation or by the policy's own compilation
+            },
+            None => None,
         };
         let rewrite = match &r.rewrite {
             Some(t) => match Rewrite::parse(t, &path_params(&r.path)) {
@@ -223,6 +263,7 @@ pub fn compile(
                     body: bytes::Bytes::from(f.body.clone()),
                     content_type: f.content_type.clone(),
                 }),
+                auth,
             }),
         });
     }
@@ -253,6 +294,7 @@ pub fn compile(
             },
             log_level: config.log.level.clone(),
             server: config.server.clone(),
+            identity_headers: policies.identity_headers,
         }),
         _ => Err(errors),
     }

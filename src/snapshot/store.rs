@@ -4,7 +4,6 @@
 use super::Snapshot;
 use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::Metrics;
-use crate::upstream::StateRegistry;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,8 +26,8 @@ pub enum ReloadOutcome {
 /// Holds the running config and reloads it.
 pub struct Store {
     current: ArcSwap<Snapshot>,
-    /// Upstream state shared by successive snapshots.
-    registry: Arc<StateRegistry>,
+    /// Runtime state shared by successive snapshots.
+    registry: Arc<super::Registries>,
     path: PathBuf,
     metrics: Arc<Metrics>,
     /// Hash of the last file that was rejected, so the same broken file is reported once. Its
@@ -42,7 +41,7 @@ impl Store {
         path: &Path,
         initial: Snapshot,
         metrics: Arc<Metrics>,
-        registry: Arc<StateRegistry>,
+        registry: Arc<super::Registries>,
     ) -> Store {
         metrics.config_loaded(true);
         initial.publish_upstream_metrics();

@@ -34,6 +34,21 @@ pub struct Target {
 pub enum HashKey {
     ClientIp,
     Header(HeaderName),
+    /// A claim of the caller's verified JWT (a route without JWT auth hashes the client address).
+    Claim(String),
+}
+
+/// `hash_key` as validated: `ip` (default), `header:NAME` or `claim:NAME`.
+fn hash_key(key: Option<&str>) -> HashKey {
+    let Some(key) = key else {
+        return HashKey::ClientIp;
+    };
+    if let Some(claim) = key.strip_prefix("claim:") {
+        return HashKey::Claim(claim.to_string());
+    }
+    key.strip_prefix("header:")
+        .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .map_or(HashKey::ClientIp, HashKey::Header)
 }
 
 /// A compiled `[upstreams.NAME]`.
@@ -88,16 +103,7 @@ impl Upstream {
         Ok(Upstream {
             balancer: balancer_for(cfg.balance, primary),
             backup_balancer: balancer_for(cfg.balance, backup),
-            hash_key: match cfg
-                .hash_key
-                .as_deref()
-                .and_then(|k| k.strip_prefix("header:"))
-            {
-                Some(h) => HeaderName::from_bytes(h.as_bytes())
-                    .map(HashKey::Header)
-                    .unwrap_or(HashKey::ClientIp),
-                None => HashKey::ClientIp,
-            },
+            hash_key: hash_key(cfg.hash_key.as_deref()),
             name,
             targets,
             primaries,

@@ -2,9 +2,11 @@
 //! and a real Tollgate (in-process Pingora server, or the built binary) on free ports.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod backend;
 pub mod faulty;
 pub mod gateway;
+pub mod jwt;
 pub mod prom;
 pub mod raw;
 pub mod resilience;
