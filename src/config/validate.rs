@@ -68,9 +68,14 @@ impl Validator {
                     "server.admin_listen",
                     format!("\"{admin}\" is also a traffic listener; use another port"),
                 ),
-                Ok(_) => {}
+                Ok(a) => {
+                    seen.insert(a);
+                }
                 Err(_) => self.err("server.admin_listen", bad_socket_addr(admin)),
             }
+        }
+        if let Some(tls) = &s.tls {
+            self.tls_listen(tls, &mut seen);
         }
         if let Some(t) = s.threads {
             if !(1..=1024).contains(&t) {
@@ -87,7 +92,6 @@ impl Validator {
             ),
             ("server.cache_capacity", s.cache_capacity.is_some()),
             ("server.trusted_proxies", s.trusted_proxies.is_some()),
-            ("server.tls", s.tls.is_some()),
         ];
         for (path, set) in unsupported {
             if set {
@@ -165,15 +169,76 @@ impl Validator {
         if let Some(c) = &u.circuit_breaker {
             self.circuit_breaker(&format!("{base}.circuit_breaker"), c);
         }
-        let unsupported = [
-            ("tls", u.tls),
-            ("sni", u.sni.is_some()),
-            ("ca_file", u.ca_file.is_some()),
-        ];
-        for (key, set) in unsupported {
-            if set {
-                self.not_yet(&format!("{base}.{key}"), "this key");
+        self.upstream_tls(&base, u);
+    }
+
+    /// `server.tls.listen`: addresses that parse, at least one, none shared with `server.listen`,
+    /// `server.admin_listen` or each other (`seen` holds those already taken). The certificate
+    /// files are read and checked when the config is compiled (`tls::TlsIdentity::load`).
+    fn tls_listen(&mut self, tls: &ServerTlsConfig, seen: &mut BTreeSet<SocketAddr>) {
+        if tls.listen.is_empty() {
+            self.err(
+                "server.tls.listen",
+                "at least one listen address is required",
+            );
+        }
+        for (i, addr) in tls.listen.iter().enumerate() {
+            let path = format!("server.tls.listen[{i}]");
+            match addr.parse::<SocketAddr>() {
+                Ok(a) if !seen.insert(a) => self.err(
+                    path,
+                    format!("\"{addr}\" is already used by another listener; use another port"),
+                ),
+                Ok(_) => {}
+                Err(_) => self.err(path, bad_socket_addr(addr)),
             }
+        }
+        for (key, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+            if file.is_empty() {
+                self.err(format!("server.tls.{key}"), "must name a PEM file");
+            }
+        }
+    }
+
+    /// `tls`, `sni`, `ca_file`. The CA file itself is read when the config is compiled.
+    fn upstream_tls(&mut self, base: &str, u: &UpstreamConfig) {
+        if !u.tls {
+            for (key, set) in [("sni", u.sni.is_some()), ("ca_file", u.ca_file.is_some())] {
+                if set {
+                    self.err(format!("{base}.{key}"), "only used with tls = true");
+                }
+            }
+            return;
+        }
+        match &u.sni {
+            Some(sni) => {
+                if let Err(msg) = check_sni(sni) {
+                    self.err(format!("{base}.sni"), msg);
+                }
+            }
+            // The certificate is checked against the SNI name, and Pingora's OpenSSL connector
+            // matches it as a DNS name only: an IP address target would never verify (and an
+            // empty name would switch verification off), so such targets need an explicit name.
+            None => {
+                let ip_target = u
+                    .targets
+                    .iter()
+                    .chain(&u.backup_targets)
+                    .find(|t| t.addr.parse::<SocketAddr>().is_ok());
+                if let Some(t) = ip_target {
+                    self.err(
+                        format!("{base}.sni"),
+                        format!(
+                            "required with tls = true when a target is an IP address (\"{}\"): \
+                             the target's certificate is verified against this name",
+                            t.addr
+                        ),
+                    );
+                }
+            }
+        }
+        if u.ca_file.as_deref() == Some("") {
+            self.err(format!("{base}.ca_file"), "must name a PEM file");
         }
     }
 
@@ -367,6 +432,25 @@ impl Validator {
 
 fn bad_socket_addr(addr: &str) -> String {
     format!("\"{addr}\" is not an IP:port address (examples: \"0.0.0.0:8080\", \"[::]:8080\")")
+}
+
+/// An SNI name: a DNS host name (the upstream's certificate is verified against it).
+fn check_sni(sni: &str) -> Result<(), String> {
+    let ok = !sni.is_empty()
+        && sni.len() <= 253
+        && sni.parse::<std::net::IpAddr>().is_err()
+        && sni.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{sni}\" is not a host name, like \"users.internal\" (IP addresses cannot be verified)"
+        ))
+    }
 }
 
 /// A target is `IP:port` or `hostname:port`; hostnames are resolved when the config is compiled,

@@ -105,6 +105,9 @@ pub struct Snapshot {
     pub log_level: String,
     /// The `[server]` section as written; restart-only keys are compared on reload.
     pub server: ServerConfig,
+    /// The HTTPS listener's certificate and key (`[server.tls]`), read at compile time: every
+    /// new handshake takes the one of the live snapshot, so a reload swaps it.
+    pub tls: Option<Arc<crate::tls::TlsIdentity>>,
     pub info: SnapshotInfo,
 }
 
@@ -172,7 +175,7 @@ pub fn compile(
         if skip.contains(&format!("upstreams.{name}")) {
             continue;
         }
-        match Upstream::compile(name, cfg, registry) {
+        match Upstream::compile(name, cfg, registry, &source.base_dir()) {
             Ok(u) => {
                 upstreams.insert(name.clone(), Arc::new(u));
             }
@@ -182,6 +185,17 @@ pub fn compile(
             ),
         }
     }
+
+    let tls = match &config.server.tls {
+        Some(cfg) => match crate::tls::TlsIdentity::load(&source.base_dir(), cfg) {
+            Ok(identity) => Some(Arc::new(identity)),
+            Err(errs) => {
+                errors.extend(errs);
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
@@ -253,6 +267,7 @@ pub fn compile(
             },
             log_level: config.log.level.clone(),
             server: config.server.clone(),
+            tls,
         }),
         _ => Err(errors),
     }

@@ -121,6 +121,10 @@ pub fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str>
     if o.listen != n.listen {
         changed.push("server.listen");
     }
+    let tls_listen = |s: &ServerConfig| s.tls.as_ref().map(|t| t.listen.clone());
+    if tls_listen(o) != tls_listen(n) {
+        changed.push("server.tls.listen");
+    }
     if o.admin_listen != n.admin_listen {
         changed.push("server.admin_listen");
     }
@@ -139,5 +143,11 @@ fn keep_restart_only_values(running: &Snapshot, next: &mut Snapshot) {
     next.server.listen = keep.listen.clone();
     next.server.admin_listen = keep.admin_listen.clone();
     next.server.threads = keep.threads;
+    // The certificate (`next.tls`) is live; the HTTPS listeners are the ones started with.
+    match (&mut next.server.tls, &keep.tls) {
+        (Some(next_tls), Some(running)) => next_tls.listen = running.listen.clone(),
+        (Some(next_tls), None) => next_tls.listen.clear(),
+        _ => {}
+    }
     next.log_level = running.log_level.clone();
 }
