@@ -3,10 +3,12 @@
 //! never mixes old and new config inside a request. [`store`] swaps snapshots; [`watch`] triggers
 //! reloads on file changes and SIGHUP.
 
+mod files;
 mod rewrite;
 pub mod store;
 pub mod watch;
 
+pub use files::ReferencedFiles;
 pub use rewrite::{path_params, Rewrite};
 pub use store::{ReloadOutcome, Store};
 
@@ -108,6 +110,8 @@ pub struct Snapshot {
     /// The HTTPS listener's certificate and key (`[server.tls]`), read at compile time: every
     /// new handshake takes the one of the live snapshot, so a reload swaps it.
     pub tls: Option<Arc<crate::tls::TlsIdentity>>,
+    /// Files the config names (certificates, keys, CAs), fingerprinted as they were compiled.
+    pub files: ReferencedFiles,
     pub info: SnapshotInfo,
 }
 
@@ -170,6 +174,7 @@ pub fn compile(
     registry: &StateRegistry,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
+    let files = ReferencedFiles::of(&source.base_dir(), config);
     let mut upstreams = BTreeMap::new();
     for (name, cfg) in &config.upstreams {
         if skip.contains(&format!("upstreams.{name}")) {
@@ -268,6 +273,7 @@ pub fn compile(
             log_level: config.log.level.clone(),
             server: config.server.clone(),
             tls,
+            files,
         }),
         _ => Err(errors),
     }

@@ -1,7 +1,7 @@
 //! The live config: an `ArcSwap` holding the current [`Snapshot`], and the reload step that
 //! builds a new one from the file and swaps it in, or keeps the old one and reports why not.
 
-use super::Snapshot;
+use super::{ReferencedFiles, Snapshot};
 use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::Metrics;
 use crate::upstream::StateRegistry;
@@ -31,9 +31,9 @@ pub struct Store {
     registry: Arc<StateRegistry>,
     path: PathBuf,
     metrics: Arc<Metrics>,
-    /// Hash of the last file that was rejected, so the same broken file is reported once. Its
-    /// lock also serialises reloads.
-    last_rejected: Mutex<Option<String>>,
+    /// The last config that was rejected (text hash, fingerprint of the files it names), so the
+    /// same broken config is reported once. Its lock also serialises reloads.
+    last_rejected: Mutex<Option<(String, u64)>>,
 }
 
 impl Store {
@@ -67,8 +67,8 @@ impl Store {
     /// Re-reads the file and swaps in the new config if it is valid. Blocking (file I/O, DNS):
     /// call it from a blocking context, never from a request.
     ///
-    /// A file identical to the running config is `Unchanged`. So is a file identical to the last
-    /// rejected one unless `retry_rejected` (an explicit SIGHUP: a host name that did not resolve
+    /// A file identical to the running config, naming certificate and CA files whose contents are
+    /// unchanged too, is `Unchanged`. So is a file identical to the last rejected one unless `retry_rejected` (an explicit SIGHUP: a host name that did not resolve
     /// may resolve now); file-watch events never re-report the same broken file.
     pub fn reload(&self, retry_rejected: bool) -> ReloadOutcome {
         // Held for the whole reload: file watch and SIGHUP may fire together.
@@ -81,14 +81,22 @@ impl Store {
             }
         };
         let hash = source.hash();
-        if hash == self.current.load().info.hash
-            || (!retry_rejected && last_rejected.as_deref() == Some(hash.as_str()))
-        {
+        // Certificates and CA files count as part of the config: same text with a renewed
+        // certificate is a change.
+        let files = crate::config::parse_partial(&source.text)
+            .map(|(config, _)| ReferencedFiles::of(&source.base_dir(), &config).fingerprint)
+            .unwrap_or_default();
+        let version = (hash.clone(), files);
+        let running = {
+            let current = self.current.load();
+            (current.info.hash.clone(), current.files.fingerprint)
+        };
+        if version == running || (!retry_rejected && last_rejected.as_ref() == Some(&version)) {
             return ReloadOutcome::Unchanged;
         }
         let outcome = match Snapshot::from_source(&source, &self.registry) {
             Err(errors) => {
-                *last_rejected = Some(hash);
+                *last_rejected = Some(version);
                 ReloadOutcome::Rejected(errors)
             }
             Ok(mut next) => {

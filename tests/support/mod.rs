@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod prom;
 pub mod raw;
 pub mod resilience;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};
