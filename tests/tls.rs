@@ -139,21 +139,28 @@ async fn reload_swaps_the_certificate_for_new_connections_and_rejects_a_broken_o
     assert_eq!(hs.leaf, first.der);
 
     // New files next to the config, named by relative paths: resolved against the config's
-    // directory, not the working directory.
+    // directory, not the working directory. The HTTPS listen address changes too, which needs
+    // a restart: the running listener stays where it is and gets the new certificate.
     let second = ca.leaf(&["localhost"], 202);
     second.write(gw.dir.path(), "next");
     let old_cert = certs.path().join("server.crt");
     let old_key = certs.path().join("server.key");
+    let moved: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let header = gw
         .header()
         .replace(old_cert.to_str().unwrap(), "next.crt")
-        .replace(old_key.to_str().unwrap(), "next.key");
+        .replace(old_key.to_str().unwrap(), "next.key")
+        .replace(&tls_addr.to_string(), &moved.to_string());
     assert_ne!(header, gw.header());
     let config = format!("{header}{body}");
     gw.write_raw(&config);
     assert!(
         wait_presented(&ca, tls_addr, &second).await,
         "new handshakes should present the reloaded certificate"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(moved).await.is_err(),
+        "server.tls.listen is restart-only"
     );
 
     // A certificate whose key does not match: rejected, the running certificate keeps serving.
@@ -358,4 +365,41 @@ async fn health_checks_use_https_and_verify_the_certificate() {
     let r = client().get(gw.url("/users/1")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(bad.count(), 0);
+}
+
+#[tokio::test]
+async fn a_target_failing_verification_is_retried_on_another_target() {
+    let ca = TestCa::new("Internal CA");
+    let stranger = TestCa::new("Some other CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write_ca(dir.path(), &ca);
+    let bad = backend("bad")
+        .tls(stranger.leaf(&["users.internal"], 1).acceptor())
+        .start()
+        .await;
+    let good = backend("good")
+        .tls(ca.leaf(&["users.internal"], 2).acceptor())
+        .start()
+        .await;
+    // Round robin starts with the first target: the untrusted one.
+    let body = format!(
+        "[upstreams.users]\ntargets = [\"{}\", \"{}\"]\ntls = true\nsni = \"users.internal\"\nca_file = \"{}\"\n\n[routes.r]\npath = \"/{{*rest}}\"\nupstream = \"users\"\nretry = {{ attempts = 2, backoff = \"1ms\", max_backoff = \"1ms\" }}\n",
+        bad.target(),
+        good.target(),
+        ca_file.display()
+    );
+    let gw = GatewayHandle::start(&body).await;
+    for _ in 0..4 {
+        let r = client().get(gw.url("/users/1")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), r#"{"backend":"good"}"#);
+    }
+    assert_eq!(bad.count(), 0);
+    assert_eq!(good.count(), 4);
+    let retries = r#"tollgate_upstream_retries_total{reason="connect_error",upstream="users"}"#;
+    assert!(
+        gw.metric(retries).await.unwrap_or(0.0) >= 1.0,
+        "{}",
+        gw.metrics().await
+    );
 }

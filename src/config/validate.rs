@@ -491,4 +491,14 @@ mod tests {
         assert!(check_target_addr("users internal:80").is_err());
         assert!(check_target_addr(":80").is_err());
     }
+
+    #[test]
+    fn sni_names() {
+        assert!(check_sni("users.internal").is_ok());
+        assert!(check_sni("users_v2.internal").is_ok());
+        assert!(check_sni("10.0.0.5").is_err());
+        assert!(check_sni("").is_err());
+        assert!(check_sni("users..internal").is_err());
+        assert!(check_sni("users internal").is_err());
+    }
 }

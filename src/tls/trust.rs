@@ -100,3 +100,36 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<X509>, String> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_is_the_configured_name_or_the_target_host() {
+        let dir = Path::new(".");
+        let by_host = UpstreamTls::compile(dir, None, None).unwrap();
+        let mut peer = HttpPeer::new("127.0.0.1:8443", false, String::new());
+        by_host.apply(&mut peer, "users.internal:8443");
+        assert!(peer.is_tls());
+        assert_eq!(peer.sni, "users.internal");
+        assert!(peer.options.verify_cert && peer.options.verify_hostname);
+        assert!(peer.options.ca.is_none(), "system roots");
+
+        let named = UpstreamTls::compile(dir, Some("api.internal"), None).unwrap();
+        named.apply(&mut peer, "users.internal:8443");
+        assert_eq!(peer.sni, "api.internal");
+        assert_ne!(by_host.fingerprint(), named.fingerprint());
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_an_error_on_ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, msg) = UpstreamTls::compile(dir.path(), None, Some("nope.pem")).unwrap_err();
+        assert_eq!(key, "ca_file");
+        assert!(msg.contains("cannot read"), "{msg}");
+        std::fs::write(dir.path().join("empty.pem"), "no certificate here\n").unwrap();
+        let (_, msg) = UpstreamTls::compile(dir.path(), None, Some("empty.pem")).unwrap_err();
+        assert!(msg.contains("holds no PEM certificate"), "{msg}");
+    }
+}
