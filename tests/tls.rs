@@ -403,3 +403,74 @@ async fn a_target_failing_verification_is_retried_on_another_target() {
         gw.metrics().await
     );
 }
+
+#[tokio::test]
+async fn plain_http_or_garbage_on_the_https_port_is_dropped_and_service_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("Tollgate test CA");
+    let certs = tempfile::tempdir().unwrap();
+    let be = backend("users").start().await;
+    let (_gw, tls_addr) = start_https(
+        &one_route("users", &be.target()),
+        certs.path(),
+        &ca.leaf(&["localhost"], 1),
+    )
+    .await;
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        // The gateway closes the connection (possibly after a TLS alert), never answers HTTP.
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut got = Vec::new();
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .expect("the connection should be closed");
+        assert!(!read.starts_with(b"HTTP/"), "{read:?}");
+    }
+    let url = format!("https://localhost:{}/users/1", tls_addr.port());
+    let r = https_client(&ca, tls_addr, false)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(be.count(), 1);
+}
+
+#[test]
+fn check_reads_certificate_files_relative_to_the_config_file() {
+    let ca = TestCa::new("Tollgate test CA");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    ca.leaf(&["localhost"], 1)
+        .write(&dir.path().join("certs"), "server");
+    std::fs::write(dir.path().join("certs/internal-ca.pem"), ca.pem()).unwrap();
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n\n[server.tls]\nlisten = [\"127.0.0.1:8443\"]\ncert_file = \"certs/server.crt\"\nkey_file = \"certs/server.key\"\n\n[upstreams.users]\ntargets = [\"127.0.0.1:9443\"]\ntls = true\nsni = \"users.internal\"\nca_file = \"certs/internal-ca.pem\"\n\n[routes.r]\npath = \"/\"\nupstream = \"users\"\n",
+    )
+    .unwrap();
+    // Run from another directory: the paths must not depend on the working directory.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "-c"])
+        .arg(&config)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -51,7 +51,9 @@ impl TlsIdentity {
                 )),
             });
         let key = read_config_file(KEY, &key_path).and_then(|pem| {
-            PKey::private_key_from_pem(&pem).map_err(|e| {
+            // A callback that supplies no passphrase: an encrypted key is an error, never a
+            // prompt on the terminal (OpenSSL's default) that would hang `check` or a reload.
+            PKey::private_key_from_pem_callback(&pem, |_| Ok(0)).map_err(|e| {
                 ConfigError::new(
                     KEY,
                     format!(
@@ -82,5 +84,95 @@ impl TlsIdentity {
             }
             (chain, key) => Err([chain.err(), key.err()].into_iter().flatten().collect()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    // The `openssl` crate (a dev-dependency, the same build Pingora links) for what
+    // `pingora::tls` does not re-export.
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::symm::Cipher;
+    use openssl::x509::X509NameBuilder;
+
+    fn key() -> PKey<Private> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+    }
+
+    fn self_signed(key: &PKey<Private>) -> X509 {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "localhost").unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(key, MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    fn load(dir: &Path, cert: &[u8], key: &[u8]) -> Result<TlsIdentity, Vec<ConfigError>> {
+        std::fs::write(dir.join("c.pem"), cert).unwrap();
+        std::fs::write(dir.join("k.pem"), key).unwrap();
+        let cfg = ServerTlsConfig {
+            listen: vec![],
+            cert_file: "c.pem".into(),
+            key_file: "k.pem".into(),
+        };
+        TlsIdentity::load(dir, &cfg)
+    }
+
+    #[test]
+    fn a_chain_and_its_key_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let mut chain = self_signed(&k).to_pem().unwrap();
+        chain.extend(self_signed(&key()).to_pem().unwrap());
+        let id = load(dir.path(), &chain, &k.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        assert_eq!(id.chain.len(), 2);
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_on_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = self_signed(&key()).to_pem().unwrap();
+        let errs = load(
+            dir.path(),
+            &cert,
+            &key().private_key_to_pem_pkcs8().unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "server.tls.key_file");
+        assert!(errs[0].message.contains("does not match"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn an_encrypted_key_is_refused_without_asking_for_a_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key();
+        let encrypted = k
+            .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), b"secret")
+            .unwrap();
+        let errs = load(dir.path(), &self_signed(&k).to_pem().unwrap(), &encrypted).unwrap_err();
+        assert_eq!(errs[0].path, "server.tls.key_file");
+        assert!(errs[0].message.contains("unencrypted"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn both_files_are_reported_when_both_are_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let errs = load(dir.path(), b"not pem", b"not pem").unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["server.tls.cert_file", "server.tls.key_file"]);
     }
 }
