@@ -200,42 +200,35 @@ impl Validator {
         }
     }
 
-    /// `tls`, `sni`, `ca_file`. The CA file itself is read when the config is compiled.
+    /// `tls`, `sni`, `ca_file`. The CA file itself is read when the config is compiled. With
+    /// `tls = false` the other two are ignored (the contract's own example sets them next to
+    /// `tls = false`, ready to be switched on), though a malformed `sni` is still reported.
     fn upstream_tls(&mut self, base: &str, u: &UpstreamConfig) {
-        if !u.tls {
-            for (key, set) in [("sni", u.sni.is_some()), ("ca_file", u.ca_file.is_some())] {
-                if set {
-                    self.err(format!("{base}.{key}"), "only used with tls = true");
-                }
+        if let Some(sni) = &u.sni {
+            if let Err(msg) = check_sni(sni) {
+                self.err(format!("{base}.sni"), msg);
             }
+        }
+        if !u.tls {
             return;
         }
-        match &u.sni {
-            Some(sni) => {
-                if let Err(msg) = check_sni(sni) {
-                    self.err(format!("{base}.sni"), msg);
-                }
-            }
-            // The certificate is checked against the SNI name, and Pingora's OpenSSL connector
-            // matches it as a DNS name only: an IP address target would never verify (and an
-            // empty name would switch verification off), so such targets need an explicit name.
-            None => {
-                let ip_target = u
-                    .targets
-                    .iter()
-                    .chain(&u.backup_targets)
-                    .find(|t| t.addr.parse::<SocketAddr>().is_ok());
-                if let Some(t) = ip_target {
-                    self.err(
-                        format!("{base}.sni"),
-                        format!(
-                            "required with tls = true when a target is an IP address (\"{}\"): \
-                             the target's certificate is verified against this name",
-                            t.addr
-                        ),
-                    );
-                }
-            }
+        // The certificate is checked against the SNI name, and Pingora's OpenSSL connector
+        // matches it as a DNS name only: an IP address target would never verify (and an empty
+        // name would switch verification off), so such targets need an explicit name.
+        let ip_target = u
+            .targets
+            .iter()
+            .chain(&u.backup_targets)
+            .find(|t| t.addr.parse::<SocketAddr>().is_ok());
+        if let (None, Some(t)) = (&u.sni, ip_target) {
+            self.err(
+                format!("{base}.sni"),
+                format!(
+                    "required with tls = true when a target is an IP address (\"{}\"): \
+                     the target's certificate is verified against this name",
+                    t.addr
+                ),
+            );
         }
         if u.ca_file.as_deref() == Some("") {
             self.err(format!("{base}.ca_file"), "must name a PEM file");
@@ -490,6 +483,45 @@ mod tests {
         assert!(check_target_addr("users.internal:0").is_err());
         assert!(check_target_addr("users internal:80").is_err());
         assert!(check_target_addr(":80").is_err());
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match crate::config::parse(text) {
+            Ok(_) => vec![],
+            Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn upstream_tls_keys() {
+        // As in the configuration contract: ready to be switched on, ignored while tls = false.
+        let off = "[upstreams.u]\ntargets = [\"10.0.0.5:443\"]\ntls = false\nsni = \"users.internal\"\nca_file = \"certs/internal-ca.pem\"\n";
+        assert_eq!(errors(off), Vec::<String>::new());
+        let ip_without_sni = "[upstreams.u]\ntargets = [\"10.0.0.5:443\"]\ntls = true\n";
+        let errs = errors(ip_without_sni);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("upstreams.u.sni: required"), "{errs:?}");
+        let by_name = "[upstreams.u]\ntargets = [\"users.internal:443\"]\ntls = true\n";
+        assert_eq!(errors(by_name), Vec::<String>::new());
+        let ip_sni =
+            "[upstreams.u]\ntargets = [\"users.internal:443\"]\ntls = true\nsni = \"10.0.0.5\"\n";
+        assert!(errors(ip_sni)[0].starts_with("upstreams.u.sni: "));
+    }
+
+    #[test]
+    fn tls_listen_addresses() {
+        let clash = "[server]\nlisten = [\"127.0.0.1:8080\"]\nadmin_listen = \"127.0.0.1:9901\"\n[server.tls]\nlisten = [\"127.0.0.1:9901\", \"nope\", \"127.0.0.1:8443\", \"127.0.0.1:8443\"]\ncert_file = \"a\"\nkey_file = \"b\"\n";
+        let errs = errors(clash);
+        let paths: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.tls.listen[0]",
+                "server.tls.listen[1]",
+                "server.tls.listen[3]"
+            ],
+            "{errs:?}"
+        );
     }
 
     #[test]
