@@ -67,9 +67,10 @@ impl Store {
     /// Re-reads the file and swaps in the new config if it is valid. Blocking (file I/O, DNS):
     /// call it from a blocking context, never from a request.
     ///
-    /// A file identical to the running config, naming certificate and CA files whose contents are
-    /// unchanged too, is `Unchanged`. So is a file identical to the last rejected one unless `retry_rejected` (an explicit SIGHUP: a host name that did not resolve
-    /// may resolve now); file-watch events never re-report the same broken file.
+    /// A file identical to the running config, naming certificate and CA files whose contents
+    /// are unchanged too, is `Unchanged`. So is a file identical to the last rejected one (with
+    /// the same file contents) unless `retry_rejected` (an explicit SIGHUP: a host name that did
+    /// not resolve may resolve now); file-watch events never re-report the same broken file.
     pub fn reload(&self, retry_rejected: bool) -> ReloadOutcome {
         // Held for the whole reload: file watch and SIGHUP may fire together.
         let mut last_rejected = self.last_rejected.lock().unwrap_or_else(|p| p.into_inner());
