@@ -3,6 +3,8 @@
 #   docker run -p 8080:8080 -v $PWD/my.toml:/etc/tollgate/tollgate.toml:ro tollgate
 # The shipped config only answers 404s until you mount your own.
 
+# The builder image has perl, make and gcc, which the vendored OpenSSL build (Pingora's `openssl`
+# feature) needs; OpenSSL is linked statically, so the runtime image needs no libssl.
 FROM rust:1-bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
@@ -14,6 +16,8 @@ COPY benches ./benches
 COPY examples ./examples
 RUN cargo build --release --locked --bin tollgate
 
+# ca-certificates: the system roots that upstreams with `tls = true` and no `ca_file` are
+# verified against.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \

@@ -9,6 +9,7 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
 //! - [`observe`]: metrics, access log, the gateway's own log;
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
+//! - [`tls`]: the HTTPS listener's live certificate and HTTPS to upstreams;
 //! - [`server`]: assembling and running the Pingora server, signals and draining;
 //! - [`demo`]: demo backends for the quick start.
 #![forbid(unsafe_code)]
@@ -22,4 +23,5 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;

@@ -3,7 +3,7 @@
 //! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once).
 
 use crate::admin::{AdminApp, Readiness};
-use crate::config::{ConfigErrors, Source};
+use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
 use crate::snapshot::{watch::ReloadService, Registries, Snapshot, Store};
@@ -38,11 +38,7 @@ impl Instance {
         let registry = Arc::new(Registries::new(metrics.clone()));
         let snapshot = Snapshot::from_source(&Source::read(config_path)?, &registry)?;
         let server_cfg = snapshot.server.clone();
-        check_bindable(
-            config_path,
-            &server_cfg.listen,
-            server_cfg.admin_listen.as_deref(),
-        )?;
+        check_bindable(config_path, &server_cfg)?;
 
         let store = Arc::new(Store::new(config_path, snapshot, metrics.clone(), registry));
         let ready = Arc::new(Readiness::default());
@@ -74,6 +70,15 @@ impl Instance {
         }
         for addr in &server_cfg.listen {
             proxy.add_tcp(addr);
+        }
+        // HTTPS listeners on the same service: same gateway, same routes.
+        if let Some(tls) = &server_cfg.tls {
+            crate::tls::add_https_listeners(&mut proxy, &store, &tls.listen).map_err(|e| {
+                ConfigErrors {
+                    source: config_path.display().to_string(),
+                    errors: vec![crate::config::ConfigError::new("server.tls", e.to_string())],
+                }
+            })?;
         }
         server.add_service(proxy);
 
@@ -136,13 +141,21 @@ fn default_threads() -> usize {
 }
 
 /// Binds each address once to fail early with a readable message (Pingora would only log it).
-fn check_bindable(path: &Path, listen: &[String], admin: Option<&str>) -> Result<(), ConfigErrors> {
+fn check_bindable(path: &Path, server: &ServerConfig) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
-    let all = listen
+    let tls_listen = server.tls.iter().flat_map(|t| t.listen.iter().enumerate());
+    let all = server
+        .listen
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("server.listen[{i}]"), a.as_str()))
-        .chain(admin.map(|a| ("server.admin_listen".to_string(), a)));
+        .chain(
+            server
+                .admin_listen
+                .as_deref()
+                .map(|a| ("server.admin_listen".to_string(), a)),
+        )
+        .chain(tls_listen.map(|(i, a)| (format!("server.tls.listen[{i}]"), a.as_str())));
     for (key, addr) in all {
         if let Err(e) = TcpListener::bind(addr) {
             errors.push(crate::config::ConfigError::new(

@@ -66,6 +66,9 @@ const REQUIRED_CASES: &[&str] = &[
     "bad_log_level",
     "many_errors",
     "many_errors_one_section",
+    "tls_missing_cert_file",
+    "tls_key_mismatch",
+    "tls_bad_ca_file",
 ];
 
 /// One expected error: `LINE:COL HEAD: tail`, where HEAD is the key path (or `TOML syntax error`).

@@ -56,7 +56,21 @@ pub struct ServerConfig {
     pub client_header_timeout: Option<DurationStr>,
     pub cache_capacity: Option<SizeStr>,
     pub trusted_proxies: Option<Vec<String>>,
-    pub tls: Option<toml::Value>,
+    /// Optional HTTPS listener (HTTP/2 by ALPN).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[server.tls]`: HTTPS listeners. `listen` needs a restart to change; the certificate and key
+/// (paths and contents) are reloaded with the rest of the config. Relative paths are relative to
+/// the config file's directory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    pub listen: Vec<String>,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key of the leaf certificate.
+    pub key_file: String,
 }
 
 impl Default for ServerConfig {

@@ -73,9 +73,14 @@ impl Validator {
                     "server.admin_listen",
                     format!("\"{admin}\" is also a traffic listener; use another port"),
                 ),
-                Ok(_) => {}
+                Ok(a) => {
+                    seen.insert(a);
+                }
                 Err(_) => self.err("server.admin_listen", bad_socket_addr(admin)),
             }
+        }
+        if let Some(tls) = &s.tls {
+            self.tls_listen(tls, &mut seen);
         }
         if let Some(t) = s.threads {
             if !(1..=1024).contains(&t) {
@@ -92,7 +97,6 @@ impl Validator {
             ),
             ("server.cache_capacity", s.cache_capacity.is_some()),
             ("server.trusted_proxies", s.trusted_proxies.is_some()),
-            ("server.tls", s.tls.is_some()),
         ];
         for (path, set) in unsupported {
             if set {
@@ -172,15 +176,69 @@ impl Validator {
         if let Some(c) = &u.circuit_breaker {
             self.circuit_breaker(&format!("{base}.circuit_breaker"), c);
         }
-        let unsupported = [
-            ("tls", u.tls),
-            ("sni", u.sni.is_some()),
-            ("ca_file", u.ca_file.is_some()),
-        ];
-        for (key, set) in unsupported {
-            if set {
-                self.not_yet(&format!("{base}.{key}"), "this key");
+        self.upstream_tls(&base, u);
+    }
+
+    /// `server.tls.listen`: addresses that parse, at least one, none shared with `server.listen`,
+    /// `server.admin_listen` or each other (`seen` holds those already taken). The certificate
+    /// files are read and checked when the config is compiled (`tls::TlsIdentity::load`).
+    fn tls_listen(&mut self, tls: &ServerTlsConfig, seen: &mut BTreeSet<SocketAddr>) {
+        if tls.listen.is_empty() {
+            self.err(
+                "server.tls.listen",
+                "at least one listen address is required",
+            );
+        }
+        for (i, addr) in tls.listen.iter().enumerate() {
+            let path = format!("server.tls.listen[{i}]");
+            match addr.parse::<SocketAddr>() {
+                Ok(a) if !seen.insert(a) => self.err(
+                    path,
+                    format!("\"{addr}\" is already used by another listener; use another port"),
+                ),
+                Ok(_) => {}
+                Err(_) => self.err(path, bad_socket_addr(addr)),
             }
+        }
+        for (key, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+            if file.is_empty() {
+                self.err(format!("server.tls.{key}"), "must name a PEM file");
+            }
+        }
+    }
+
+    /// `tls`, `sni`, `ca_file`. The CA file itself is read when the config is compiled. With
+    /// `tls = false` the other two are ignored (the contract's own example sets them next to
+    /// `tls = false`, ready to be switched on), though a malformed `sni` is still reported.
+    fn upstream_tls(&mut self, base: &str, u: &UpstreamConfig) {
+        if let Some(sni) = &u.sni {
+            if let Err(msg) = check_sni(sni) {
+                self.err(format!("{base}.sni"), msg);
+            }
+        }
+        if !u.tls {
+            return;
+        }
+        // The certificate is checked against the SNI name, and Pingora's OpenSSL connector
+        // matches it as a DNS name only: an IP address target would never verify (and an empty
+        // name would switch verification off), so such targets need an explicit name.
+        let ip_target = u
+            .targets
+            .iter()
+            .chain(&u.backup_targets)
+            .find(|t| t.addr.parse::<SocketAddr>().is_ok());
+        if let (None, Some(t)) = (&u.sni, ip_target) {
+            self.err(
+                format!("{base}.sni"),
+                format!(
+                    "required with tls = true when a target is an IP address (\"{}\"): \
+                     the target's certificate is verified against this name",
+                    t.addr
+                ),
+            );
+        }
+        if u.ca_file.as_deref() == Some("") {
+            self.err(format!("{base}.ca_file"), "must name a PEM file");
         }
     }
 
@@ -397,6 +455,25 @@ fn bad_socket_addr(addr: &str) -> String {
     format!("\"{addr}\" is not an IP:port address (examples: \"0.0.0.0:8080\", \"[::]:8080\")")
 }
 
+/// An SNI name: a DNS host name (the upstream's certificate is verified against it).
+fn check_sni(sni: &str) -> Result<(), String> {
+    let ok = !sni.is_empty()
+        && sni.len() <= 253
+        && sni.parse::<std::net::IpAddr>().is_err()
+        && sni.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{sni}\" is not a host name, like \"users.internal\" (IP addresses cannot be verified)"
+        ))
+    }
+}
+
 /// A target is `IP:port` or `hostname:port`; hostnames are resolved when the config is compiled,
 /// never on the request path.
 pub fn check_target_addr(addr: &str) -> Result<(), String> {
@@ -434,5 +511,54 @@ mod tests {
         assert!(check_target_addr("users.internal:0").is_err());
         assert!(check_target_addr("users internal:80").is_err());
         assert!(check_target_addr(":80").is_err());
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match crate::config::parse(text) {
+            Ok(_) => vec![],
+            Err(errs) => errs.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn upstream_tls_keys() {
+        // As in the configuration contract: ready to be switched on, ignored while tls = false.
+        let off = "[upstreams.u]\ntargets = [\"10.0.0.5:443\"]\ntls = false\nsni = \"users.internal\"\nca_file = \"certs/internal-ca.pem\"\n";
+        assert_eq!(errors(off), Vec::<String>::new());
+        let ip_without_sni = "[upstreams.u]\ntargets = [\"10.0.0.5:443\"]\ntls = true\n";
+        let errs = errors(ip_without_sni);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("upstreams.u.sni: required"), "{errs:?}");
+        let by_name = "[upstreams.u]\ntargets = [\"users.internal:443\"]\ntls = true\n";
+        assert_eq!(errors(by_name), Vec::<String>::new());
+        let ip_sni =
+            "[upstreams.u]\ntargets = [\"users.internal:443\"]\ntls = true\nsni = \"10.0.0.5\"\n";
+        assert!(errors(ip_sni)[0].starts_with("upstreams.u.sni: "));
+    }
+
+    #[test]
+    fn tls_listen_addresses() {
+        let clash = "[server]\nlisten = [\"127.0.0.1:8080\"]\nadmin_listen = \"127.0.0.1:9901\"\n[server.tls]\nlisten = [\"127.0.0.1:9901\", \"nope\", \"127.0.0.1:8443\", \"127.0.0.1:8443\"]\ncert_file = \"a\"\nkey_file = \"b\"\n";
+        let errs = errors(clash);
+        let paths: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.tls.listen[0]",
+                "server.tls.listen[1]",
+                "server.tls.listen[3]"
+            ],
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn sni_names() {
+        assert!(check_sni("users.internal").is_ok());
+        assert!(check_sni("users_v2.internal").is_ok());
+        assert!(check_sni("10.0.0.5").is_err());
+        assert!(check_sni("").is_err());
+        assert!(check_sni("users..internal").is_err());
+        assert!(check_sni("users internal").is_err());
     }
 }

@@ -356,10 +356,11 @@ impl ProxyHttp for Gateway {
         ctx.target = Some(idx);
         ctx.attempt_started = Some(now);
         ctx.attempt = Some(upstream.state.targets[idx].start_attempt());
-        let target = &upstream.targets[idx];
         let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
-        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        let mut peer = upstream.peer(idx);
         peer.options.connection_timeout = Some(cap(upstream.connect_timeout));
+        // With TLS, connect_timeout bounds the TCP connect and the handshake together.
+        peer.options.total_connection_timeout = Some(cap(upstream.connect_timeout));
         peer.options.read_timeout = Some(cap(upstream.read_timeout));
         // A request without a body is one small write that the socket buffer absorbs; only a
         // body upload can stall on a slow upstream, so only then pay for a timer on every write.
@@ -397,10 +398,12 @@ impl ProxyHttp for Gateway {
             });
             result?;
         }
+        // X-Forwarded-Proto: the scheme the client used to reach Tollgate.
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         headers::prepare_upstream_request(
             upstream_request,
             client_ip(session),
-            "http",
+            if tls { "https" } else { "http" },
             &ctx.request_id,
         )
     }

@@ -184,9 +184,13 @@ pub fn problem_for(e: &Error) -> Problem {
         }
         (
             ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
-            | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout,
+            | ConnectProxyFailure | TLSHandshakeTimedout,
             _,
         ) => Problem::new(502, "the upstream refused or dropped the connection"),
+        (TLSHandshakeFailure | InvalidCert, _) => Problem::new(
+            502,
+            "the upstream's TLS handshake failed or its certificate could not be verified",
+        ),
         (_, ErrorSource::Upstream) => Problem::new(502, "the upstream connection failed"),
         (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
             Problem::new(0, "client connection closed")
@@ -213,6 +217,8 @@ pub fn is_connect_error(e: &Error) -> bool {
             | ConnectProxyFailure
             | TLSHandshakeFailure
             | TLSHandshakeTimedout
+            // The upstream's certificate failed verification during the handshake.
+            | InvalidCert
     )
 }
 

@@ -3,10 +3,12 @@
 //! never mixes old and new config inside a request. [`store`] swaps snapshots; [`watch`] triggers
 //! reloads on file changes and SIGHUP.
 
+mod files;
 mod rewrite;
 pub mod store;
 pub mod watch;
 
+pub use files::ReferencedFiles;
 pub use rewrite::{path_params, Rewrite};
 pub use store::{ReloadOutcome, Store};
 
@@ -136,6 +138,11 @@ pub struct Snapshot {
     pub server: ServerConfig,
     /// Headers set from verified identities, removed from every client request.
     pub identity_headers: Vec<http::HeaderName>,
+    /// The HTTPS listener's certificate and key (`[server.tls]`), read at compile time: every
+    /// new handshake takes the one of the live snapshot, so a reload swaps it.
+    pub tls: Option<Arc<crate::tls::TlsIdentity>>,
+    /// Files the config names (certificates, keys, CAs), fingerprinted as they were compiled.
+    pub files: ReferencedFiles,
     pub info: SnapshotInfo,
 }
 
@@ -196,12 +203,13 @@ pub fn compile(
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let registry = &registries.upstreams;
     let (policies, mut errors) = auth::compile(config, &source.base_dir(), skip, &registries.keys);
+    let files = ReferencedFiles::of(&source.base_dir(), config);
     let mut upstreams = BTreeMap::new();
     for (name, cfg) in &config.upstreams {
         if skip.contains(&format!("upstreams.{name}")) {
             continue;
         }
-        match Upstream::compile(name, cfg, registry) {
+        match Upstream::compile(name, cfg, registry, &source.base_dir()) {
             Ok(u) => {
                 upstreams.insert(name.clone(), Arc::new(u));
             }
@@ -211,6 +219,17 @@ pub fn compile(
             ),
         }
     }
+
+    let tls = match &config.server.tls {
+        Some(cfg) => match crate::tls::TlsIdentity::load(&source.base_dir(), cfg) {
+            Ok(identity) => Some(Arc::new(identity)),
+            Err(errs) => {
+                errors.extend(errs);
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
@@ -295,6 +314,8 @@ pub fn compile(
             log_level: config.log.level.clone(),
             server: config.server.clone(),
             identity_headers: policies.identity_headers,
+            tls,
+            files,
         }),
         _ => Err(errors),
     }

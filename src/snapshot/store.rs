@@ -1,7 +1,7 @@
 //! The live config: an `ArcSwap` holding the current [`Snapshot`], and the reload step that
 //! builds a new one from the file and swaps it in, or keeps the old one and reports why not.
 
-use super::Snapshot;
+use super::{ReferencedFiles, Snapshot};
 use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::Metrics;
 use arc_swap::ArcSwap;
@@ -30,9 +30,9 @@ pub struct Store {
     registry: Arc<super::Registries>,
     path: PathBuf,
     metrics: Arc<Metrics>,
-    /// Hash of the last file that was rejected, so the same broken file is reported once. Its
-    /// lock also serialises reloads.
-    last_rejected: Mutex<Option<String>>,
+    /// The last config that was rejected (text hash, fingerprint of the files it names), so the
+    /// same broken config is reported once. Its lock also serialises reloads.
+    last_rejected: Mutex<Option<(String, u64)>>,
 }
 
 impl Store {
@@ -66,9 +66,10 @@ impl Store {
     /// Re-reads the file and swaps in the new config if it is valid. Blocking (file I/O, DNS):
     /// call it from a blocking context, never from a request.
     ///
-    /// A file identical to the running config is `Unchanged`. So is a file identical to the last
-    /// rejected one unless `retry_rejected` (an explicit SIGHUP: a host name that did not resolve
-    /// may resolve now); file-watch events never re-report the same broken file.
+    /// A file identical to the running config, naming certificate and CA files whose contents
+    /// are unchanged too, is `Unchanged`. So is a file identical to the last rejected one (with
+    /// the same file contents) unless `retry_rejected` (an explicit SIGHUP: a host name that did
+    /// not resolve may resolve now); file-watch events never re-report the same broken file.
     pub fn reload(&self, retry_rejected: bool) -> ReloadOutcome {
         // Held for the whole reload: file watch and SIGHUP may fire together.
         let mut last_rejected = self.last_rejected.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,14 +81,22 @@ impl Store {
             }
         };
         let hash = source.hash();
-        if hash == self.current.load().info.hash
-            || (!retry_rejected && last_rejected.as_deref() == Some(hash.as_str()))
-        {
+        // Certificates and CA files count as part of the config: same text with a renewed
+        // certificate is a change.
+        let files = crate::config::parse_partial(&source.text)
+            .map(|(config, _)| ReferencedFiles::of(&source.base_dir(), &config).fingerprint)
+            .unwrap_or_default();
+        let version = (hash.clone(), files);
+        let running = {
+            let current = self.current.load();
+            (current.info.hash.clone(), current.files.fingerprint)
+        };
+        if version == running || (!retry_rejected && last_rejected.as_ref() == Some(&version)) {
             return ReloadOutcome::Unchanged;
         }
         let outcome = match Snapshot::from_source(&source, &self.registry) {
             Err(errors) => {
-                *last_rejected = Some(hash);
+                *last_rejected = Some(version);
                 ReloadOutcome::Rejected(errors)
             }
             Ok(mut next) => {
@@ -120,6 +129,10 @@ pub fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str>
     if o.listen != n.listen {
         changed.push("server.listen");
     }
+    let tls_listen = |s: &ServerConfig| s.tls.as_ref().map(|t| t.listen.clone());
+    if tls_listen(o) != tls_listen(n) {
+        changed.push("server.tls.listen");
+    }
     if o.admin_listen != n.admin_listen {
         changed.push("server.admin_listen");
     }
@@ -138,5 +151,11 @@ fn keep_restart_only_values(running: &Snapshot, next: &mut Snapshot) {
     next.server.listen = keep.listen.clone();
     next.server.admin_listen = keep.admin_listen.clone();
     next.server.threads = keep.threads;
+    // The certificate (`next.tls`) is live; the HTTPS listeners are the ones started with.
+    match (&mut next.server.tls, &keep.tls) {
+        (Some(next_tls), Some(running)) => next_tls.listen = running.listen.clone(),
+        (Some(next_tls), None) => next_tls.listen.clear(),
+        _ => {}
+    }
     next.log_level = running.log_level.clone();
 }

@@ -10,6 +10,7 @@ use super::state::UpstreamState;
 use super::Upstream;
 use crate::config::HealthCheckConfig;
 use crate::snapshot::Store;
+use crate::tls::UpstreamTls;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
@@ -77,9 +78,17 @@ struct Checker {
     settings: HealthCheckConfig,
 }
 
-/// A GET of `settings.path` with `Host: label`, bounded by the timeout, passing on 2xx/3xx.
-fn http_check(label: &str, settings: &HealthCheckConfig) -> HttpHealthCheck {
+/// A GET of `settings.path` with `Host: label`, bounded by the timeout, passing on 2xx/3xx;
+/// over HTTPS, verified like requests, for `tls = true` upstreams.
+fn http_check(
+    label: &str,
+    settings: &HealthCheckConfig,
+    tls: Option<&UpstreamTls>,
+) -> HttpHealthCheck {
     let mut check = HttpHealthCheck::new(label, false);
+    if let Some(tls) = tls {
+        tls.apply(&mut check.peer_template, label);
+    }
     if let Ok(mut req) = RequestHeader::build("GET", settings.path.as_bytes(), None) {
         if req.insert_header("host", label).is_ok()
             && req
@@ -115,7 +124,10 @@ impl Checker {
             targets: upstream
                 .targets
                 .iter()
-                .map(|t| (t.addr, t.label.clone(), http_check(&t.label, settings)))
+                .map(|t| {
+                    let check = http_check(&t.label, settings, upstream.tls.as_ref());
+                    (t.addr, t.label.clone(), check)
+                })
                 .collect(),
             settings: settings.clone(),
         }

@@ -13,8 +13,11 @@ pub use balance::Balancer;
 pub use state::{AttemptGuard, StateRegistry, TargetState, UpstreamState};
 
 use crate::config::{Balance, HealthCheckConfig, TargetConfig, UpstreamConfig};
+use crate::tls::UpstreamTls;
 use http::HeaderName;
+use pingora::prelude::HttpPeer;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +67,8 @@ pub struct Upstream {
     pub health_check: Option<HealthCheckConfig>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// `tls = true`: HTTPS to the targets, certificates verified.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -79,12 +84,21 @@ impl Upstream {
     /// Resolves target names (blocking DNS: call this off the request path, at load or reload),
     /// builds the balancers and takes the targets' state from `registry` (kept across reloads
     /// while the settings are unchanged). Errors are (key suffix, message) pairs.
+    /// `base_dir`: the config file's directory, for a relative `ca_file`.
     pub fn compile(
         name: &str,
         cfg: &UpstreamConfig,
         registry: &StateRegistry,
+        base_dir: &Path,
     ) -> Result<Upstream, Vec<(String, String)>> {
         let mut errors = Vec::new();
+        let tls = if cfg.tls {
+            UpstreamTls::compile(base_dir, cfg.sni.as_deref(), cfg.ca_file.as_deref())
+                .map_err(|e| errors.push(e))
+                .ok()
+        } else {
+            None
+        };
         let mut targets = resolve_all(&cfg.targets, "targets", false, &mut errors);
         let primaries = targets.len();
         targets.extend(resolve_all(
@@ -98,7 +112,8 @@ impl Upstream {
         }
         let name: Arc<str> = Arc::from(name);
         let labels: Vec<Arc<str>> = targets.iter().map(|t| t.label.clone()).collect();
-        let state = registry.state_for(&name, cfg, &labels);
+        let files_key = tls.as_ref().map_or(0, UpstreamTls::fingerprint);
+        let state = registry.state_for(&name, cfg, files_key, &labels);
         let (primary, backup) = targets.split_at(primaries);
         Ok(Upstream {
             balancer: balancer_for(cfg.balance, primary),
@@ -111,6 +126,7 @@ impl Upstream {
             health_check: cfg.health_check.clone(),
             connect_timeout: cfg.connect_timeout.get(),
             read_timeout: cfg.read_timeout.get(),
+            tls,
         })
     }
 
@@ -138,6 +154,17 @@ impl Upstream {
             .or_else(|| pick(&self.backup_balancer, p, true))
             .or_else(|| pick(&self.balancer, 0, false))
             .or_else(|| pick(&self.backup_balancer, p, false))
+    }
+
+    /// A connection to target `idx` (plain, or HTTPS with verification for `tls = true`).
+    /// Timeouts are left to the caller.
+    pub fn peer(&self, idx: usize) -> HttpPeer {
+        let target = &self.targets[idx];
+        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        if let Some(tls) = &self.tls {
+            tls.apply(&mut peer, &target.label);
+        }
+        peer
     }
 
     /// Whether the balancer hashes a key (only then is one computed per request).

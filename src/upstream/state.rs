@@ -186,13 +186,16 @@ impl StateRegistry {
 
     /// The state for upstream `name` with these settings and target labels (primaries, then
     /// backups): the existing one if the settings are unchanged and it is still in use.
+    /// `files_key` identifies what the settings name but do not contain (the contents of
+    /// `ca_file`): health checks built with an old CA must not outlive it.
     pub fn state_for(
         &self,
         name: &Arc<str>,
         cfg: &UpstreamConfig,
+        files_key: u64,
         labels: &[Arc<str>],
     ) -> Arc<UpstreamState> {
-        let key = (name.to_string(), settings_hash(cfg));
+        let key = (name.to_string(), settings_hash(cfg, files_key));
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = entries.get(&key).and_then(Weak::upgrade) {
             return state;
@@ -234,8 +237,9 @@ fn circuit_settings(c: &crate::config::CircuitBreakerConfig) -> CircuitSettings 
 
 /// A hash of everything that defines an upstream; `Debug` covers every field, and the hasher's
 /// fixed keys make it stable within the process.
-fn settings_hash(cfg: &UpstreamConfig) -> u64 {
+fn settings_hash(cfg: &UpstreamConfig, files_key: u64) -> u64 {
     let mut h = DefaultHasher::new();
     format!("{cfg:?}").hash(&mut h);
+    files_key.hash(&mut h);
     h.finish()
 }

@@ -36,6 +36,8 @@ pub struct BackendBuilder {
     body: Option<Bytes>,
     delay: Duration,
     headers: Vec<(String, String)>,
+    /// Serve HTTPS with this acceptor instead of plain HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Starts describing a backend; `.start().await` runs it.
@@ -46,6 +48,7 @@ pub fn backend(name: &str) -> BackendBuilder {
         body: None,
         delay: Duration::ZERO,
         headers: Vec::new(),
+        tls: None,
     }
 }
 
@@ -66,6 +69,12 @@ impl BackendBuilder {
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Serve HTTPS (HTTP/1.1) with this acceptor's certificate.
+    pub fn tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
         self
     }
 
@@ -113,6 +122,7 @@ impl BackendBuilder {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let spec = spec.clone();
                 let rec = rec.clone();
+                let tls = spec.0.tls.clone();
                 tasks.spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let spec = spec.clone();
@@ -143,9 +153,19 @@ impl BackendBuilder {
                             Ok::<_, Infallible>(resp.body(Full::new(payload.clone())).unwrap())
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        // A failed handshake (e.g. the client did not trust us) ends the
+                        // connection before any request is recorded.
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = http1.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http1.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });

@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod prom;
 pub mod raw;
 pub mod resilience;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};
