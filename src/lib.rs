@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML file format, parsing and validation with key paths and lines;
 //! - [`route`]: the route table (host, path, method) by specificity;
 //! - [`upstream`]: targets and balancing;
+//! - [`auth`]: authentication policies (JWT verification, key sets, token cache);
 //! - [`snapshot`]: a config compiled into runtime form, the live store and reload triggers;
 //! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
 //! - [`observe`]: metrics, access log, the gateway's own log;
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod observe;

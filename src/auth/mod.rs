@@ -1,0 +1,2 @@
+//! Authentication policies the proxy runs on a route before it forwards: JWT verification.
+pub mod jwt;
