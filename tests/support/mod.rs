@@ -5,6 +5,8 @@
 pub mod backend;
 pub mod faulty;
 pub mod gateway;
+pub mod jwks_server;
+pub mod jwt;
 pub mod prom;
 pub mod raw;
 pub mod resilience;

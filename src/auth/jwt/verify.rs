@@ -152,7 +152,7 @@ impl JwtVerifier {
             return Err(Rejection::AlgorithmNotAllowed);
         }
         let (key_id, generation) = self
-            .check_signature(message, &signature, header.kid.as_deref(), alg)
+            .check_signature(message, signature, header.kid.as_deref(), alg)
             .await?;
         let map: Map<String, Value> = decode_json(payload)?;
         let times = self.check_claims(&map, now)?;
