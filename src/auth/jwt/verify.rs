@@ -88,14 +88,12 @@ impl JwtVerifier {
                 Keys::Store(store)
             }
         };
-        let mut algorithms = settings.algorithms;
-        algorithms.dedup();
         Ok(JwtVerifier {
             inner: Arc::new(Inner {
                 policy: settings.policy,
                 issuer: settings.issuer,
                 audiences: settings.audiences,
-                algorithms,
+                algorithms: settings.algorithms,
                 leeway: settings.leeway.as_secs(),
                 keys,
                 cache: (settings.cache_entries > 0)
@@ -207,26 +205,27 @@ impl JwtVerifier {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<([u8; 32], u64), Rejection> {
-        let (keys, generation) = match &self.inner.keys {
+        let current = match &self.inner.keys {
             Keys::Fixed(set) => {
                 return self
                     .try_keys(set, message, signature, kid, alg)
                     .map(|id| (id, 0))
             }
             Keys::Store(store) => {
-                let mut current = store.current();
+                let current = store.current();
                 let unknown = match kid {
                     Some(kid) => !current.keys.has_kid(kid),
                     None => current.keys.is_empty(),
                 };
                 if unknown && store.refetch_for_unknown_kid(UNKNOWN_KID_WAIT).await {
-                    current = store.current();
+                    store.current()
+                } else {
+                    current
                 }
-                (current.clone(), current.generation)
             }
         };
-        self.try_keys(&keys.keys, message, signature, kid, alg)
-            .map(|id| (id, generation))
+        self.try_keys(&current.keys, message, signature, kid, alg)
+            .map(|id| (id, current.generation))
     }
 
     fn try_keys(
