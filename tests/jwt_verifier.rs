@@ -510,15 +510,27 @@ async fn provider_failures_keep_the_last_good_keys_and_are_logged_once() {
         r#"{{"keys": [], "pad": "{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
-    let failures: [(u16, String); 5] = [
-        (500, "oops".into()),
-        (200, "<html>not json</html>".into()),
-        (200, r#"{"keys": []}"#.into()),
-        (200, r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#.into()),
-        (200, big),
+    // A body over 1 MiB: announced by content-length, or only seen while streaming.
+    let mut chunked_big = jwks(&[&k1]);
+    chunked_big["pad"] = "x".repeat(2 * 1024 * 1024).into();
+    let failures: [(u16, String, bool); 6] = [
+        (500, "oops".into(), false),
+        (200, "<html>not json</html>".into(), false),
+        (200, r#"{"keys": []}"#.into(), false),
+        (
+            200,
+            r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#.into(),
+            false,
+        ),
+        (200, big, false),
+        (200, chunked_big.to_string(), true),
     ];
-    for (i, (status, body)) in failures.into_iter().enumerate() {
-        idp.answer(status, body);
+    for (i, (status, body, chunked)) in failures.into_iter().enumerate() {
+        if chunked {
+            idp.answer_chunked(status, body);
+        } else {
+            idp.answer(status, body);
+        }
         store.refresh().await;
         assert_eq!(refreshes(&metrics, "failure"), (i + 1) as f64);
         // A cached token and a fresh one (new verifier, empty cache) still verify with the
@@ -541,7 +553,7 @@ async fn provider_failures_keep_the_last_good_keys_and_are_logged_once() {
     // A provider that is gone altogether.
     idp.stop();
     store.refresh().await;
-    assert_eq!(refreshes(&metrics, "failure"), 6.0);
+    assert_eq!(refreshes(&metrics, "failure"), 7.0);
     assert_eq!(refreshes(&metrics, "success"), 1.0);
     assert_eq!(
         metric(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),

@@ -2,7 +2,8 @@
 //! answer (status, body, delay) a test changes while it runs, counting the requests it gets.
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -17,6 +18,8 @@ struct Answer {
     status: u16,
     body: Bytes,
     delay: Duration,
+    /// Send the body in 64 KiB chunks without a content-length.
+    chunked: bool,
 }
 
 pub struct JwksServer {
@@ -50,6 +53,7 @@ impl JwksServer {
             status: 200,
             body: Bytes::from(jwks.to_string()),
             delay: Duration::ZERO,
+            chunked: false,
         }));
         let hits = Arc::new(AtomicUsize::new(0));
         let (a, h) = (answer.clone(), hits.clone());
@@ -67,10 +71,20 @@ impl JwksServer {
                         h.fetch_add(1, Ordering::SeqCst);
                         async move {
                             tokio::time::sleep(answer.delay).await;
+                            let body = if answer.chunked {
+                                let chunks: Vec<Result<Frame<Bytes>, Infallible>> = answer
+                                    .body
+                                    .chunks(64 * 1024)
+                                    .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                                    .collect();
+                                StreamBody::new(futures::stream::iter(chunks)).boxed()
+                            } else {
+                                Full::new(answer.body).boxed()
+                            };
                             let resp = hyper::Response::builder()
                                 .status(answer.status)
                                 .header("content-type", "application/json")
-                                .body(Full::new(answer.body))
+                                .body(body)
                                 .unwrap();
                             Ok::<_, Infallible>(resp)
                         }
@@ -106,6 +120,13 @@ impl JwksServer {
         let mut a = self.answer.lock().unwrap();
         a.status = status;
         a.body = body.into();
+        a.chunked = false;
+    }
+
+    /// Answers with a chunked body (no content-length: the size shows only while reading).
+    pub fn answer_chunked(&self, status: u16, body: impl Into<Bytes>) {
+        self.answer(status, body);
+        self.answer.lock().unwrap().chunked = true;
     }
 
     pub fn delay(&self, delay: Duration) {
