@@ -9,11 +9,13 @@ use std::time::Duration;
 /// A JWKS larger than this is refused (real ones are a few KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// The HTTP client every key store shares (connection reuse, one TLS setup). Redirects are
-/// followed a few times (providers move documents behind CDNs), never to another scheme than
-/// http/https.
+/// The HTTP client every key store shares (one TLS setup). Redirects are followed a few times
+/// (providers move documents behind CDNs). Idle connections are not kept: loads are minutes
+/// apart, and they run on whichever runtime asks (start-up, a request, the background service),
+/// so a pooled connection could outlive the runtime that drives it.
 pub fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION"), " (jwks)"))
         .redirect(reqwest::redirect::Policy::limited(3))
         .connect_timeout(Duration::from_secs(3))
