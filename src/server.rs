@@ -3,6 +3,7 @@
 //! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once).
 
 use crate::admin::{AdminApp, Readiness};
+use crate::auth::jwt::{JwksService, KeyRegistry};
 use crate::config::{ConfigErrors, ServerConfig, Source};
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
@@ -40,6 +41,8 @@ impl Instance {
         let server_cfg = snapshot.server.clone();
         check_bindable(config_path, &server_cfg)?;
 
+        load_jwt_keys(&registry.keys);
+        let keys = registry.keys.clone();
         let store = Arc::new(Store::new(config_path, snapshot, metrics.clone(), registry));
         let ready = Arc::new(Readiness::default());
         let access_log = Arc::new(access_log);
@@ -97,6 +100,10 @@ impl Instance {
             "tollgate health checks",
             HealthService::new(store.clone()),
         ));
+        server.add_service(background_service(
+            "tollgate jwks refresh",
+            JwksService::new(keys),
+        ));
 
         Ok(Instance {
             store,
@@ -131,6 +138,49 @@ impl Instance {
             ready: self.ready.clone(),
             access_log: self.access_log.clone(),
         })
+    }
+}
+
+/// How long start-up waits for identity providers' key sets before serving anyway.
+const JWKS_START_WAIT: Duration = Duration::from_secs(5);
+
+/// Fetches every JWT policy's key set before the listeners open, so the first requests do not
+/// wait for it. A provider that is down delays start-up by at most [`JWKS_START_WAIT`]; its
+/// policy then refuses tokens (401) until the background refresh gets the keys.
+fn load_jwt_keys(keys: &KeyRegistry) {
+    let stores = keys.live();
+    if stores.is_empty() {
+        return;
+    }
+    // A thread of its own: the caller may itself run inside a tokio runtime (tests, embedding),
+    // where blocking on another runtime is refused.
+    let loader = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let loads = stores
+                .iter()
+                .map(|s| async move { (s, s.ensure_loaded(JWKS_START_WAIT).await) });
+            for (store, result) in futures::future::join_all(loads).await {
+                if let Err(why) = result {
+                    tracing::warn!(
+                        policy = store.policy(),
+                        "no JWT keys yet ({why}); tokens are refused until a refresh succeeds"
+                    );
+                }
+            }
+        });
+        Ok::<(), std::io::Error>(())
+    });
+    match loader.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("cannot load JWT keys at start-up ({e}); the background refresh will")
+        }
+        Err(_) => {
+            tracing::warn!("loading JWT keys at start-up failed; the background refresh will retry")
+        }
     }
 }
 

@@ -3,28 +3,51 @@
 //! backend), scopes (403), claim forwarding and spoofed identity headers.
 
 mod support;
-use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::{json, Value};
 use support::auth::{assert_denied, decisions};
-use support::jwt::*;
+use support::jwt::{claims, jwks, now, raw_token, TestKey};
 use support::resilience::{send, Answer};
 use support::{backend, client, Backend, GatewayHandle};
 
 const INVALID: &str = "Bearer error=\"invalid_token\"";
 const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
+const ISSUER: &str = "https://id.test/";
+const AUDIENCE: &str = "mobile-app";
+
+/// Claims that pass every check, for subject `sub` with `scope`.
+fn good_claims(sub: &str, scope: &str) -> Value {
+    let mut c = claims(ISSUER, AUDIENCE);
+    c["sub"] = json!(sub);
+    c["scope"] = json!(scope);
+    c
+}
+
+/// Replaces one of the three segments of a token.
+fn with_segment(token: &str, index: usize, segment: &str) -> String {
+    let mut parts: Vec<&str> = token.split('.').collect();
+    parts[index] = segment;
+    parts.join(".")
+}
+
+fn b64_json(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
 
 struct Setup {
     gw: GatewayHandle,
     app: Backend,
     jwks_server: Backend,
-    key: RsaKey,
+    key: TestKey,
     _dir: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
-    let key = rsa_key("k1");
+    let key = TestKey::rsa("k1");
     let jwks_server = backend("jwks")
-        .body(jwks(&[&key]))
+        .body(jwks(&[&key]).to_string())
         .header("content-type", "application/json")
         .start()
         .await;
@@ -102,7 +125,7 @@ fn bearer(token: &str) -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_valid_token_passes_and_its_claims_are_forwarded() {
     let s = setup().await;
-    let token = rs256(&s.key, &good_claims("user-42", "orders:read profile"));
+    let token = s.key.sign(&good_claims("user-42", "orders:read profile"));
     let mut headers = bearer(&token);
     headers.push(("x-user-id", "admin".into()));
     let a = call(&s.gw, "/me", &headers).await;
@@ -137,18 +160,18 @@ async fn a_valid_token_passes_and_its_claims_are_forwarded() {
 async fn the_attack_corpus_is_refused_before_the_backend() {
     let s = setup().await;
     let key = &s.key;
-    let good = rs256(key, &good_claims("user-1", ""));
+    let good = key.sign(&good_claims("user-1", ""));
     let claims_with = |k: &str, v: serde_json::Value| {
         let mut c = good_claims("user-1", "");
         c[k] = v;
         c
     };
-    let stranger = rsa_key("ghost");
+    let stranger = TestKey::rsa("ghost");
     let mut no_exp = good_claims("user-1", "");
     no_exp.as_object_mut().unwrap().remove("exp");
-    let none_header = b64(&json!({ "alg": "none", "typ": "JWT", "kid": "k1" }));
-    let payload = good.split('.').nth(1).unwrap().to_string();
-    let forged_payload = b64(&claims_with("sub", json!("admin")));
+    let forged_payload = b64_json(&claims_with("sub", json!("admin")));
+    let mut confused = Header::new(Algorithm::HS256);
+    confused.kid = Some("k1".into());
     let signature = good.split('.').nth(2).unwrap();
     let flipped = format!(
         "{}{}",
@@ -160,38 +183,40 @@ async fn the_attack_corpus_is_refused_before_the_backend() {
         }
     );
     let corpus: Vec<(&str, String)> = vec![
-        ("alg none", format!("{none_header}.{payload}.")),
         (
-            "RS256 key used as an HS256 secret",
-            sign(
-                Algorithm::HS256,
-                &EncodingKey::from_secret(&key.public_pem),
-                Some("k1"),
+            "alg none",
+            raw_token(
+                &json!({ "alg": "none", "typ": "JWT", "kid": "k1" }),
                 &good_claims("user-1", ""),
+                b"",
             ),
         ),
         (
+            "RS256 key used as an HS256 secret",
+            TestKey::hmac(&key.public_pem).sign_header(&confused, &good_claims("user-1", "")),
+        ),
+        (
             "expired",
-            rs256(key, &claims_with("exp", json!(now() - 3600))),
+            key.sign(&claims_with("exp", json!(now() - 3600))),
         ),
         (
             "not yet valid",
-            rs256(key, &claims_with("nbf", json!(now() + 3600))),
+            key.sign(&claims_with("nbf", json!(now() + 3600))),
         ),
         (
             "exp as a string",
-            rs256(key, &claims_with("exp", json!((now() + 3600).to_string()))),
+            key.sign(&claims_with("exp", json!((now() + 3600).to_string()))),
         ),
-        ("no exp", rs256(key, &no_exp)),
+        ("no exp", key.sign(&no_exp)),
         (
             "wrong issuer",
-            rs256(key, &claims_with("iss", json!("https://evil.test/"))),
+            key.sign(&claims_with("iss", json!("https://evil.test/"))),
         ),
         (
             "wrong audience",
-            rs256(key, &claims_with("aud", json!(["other-app"]))),
+            key.sign(&claims_with("aud", json!(["other-app"]))),
         ),
-        ("unknown kid", rs256(&stranger, &good_claims("user-1", ""))),
+        ("unknown kid", stranger.sign(&good_claims("user-1", ""))),
         ("tampered payload", with_segment(&good, 1, &forged_payload)),
         ("tampered signature", with_segment(&good, 2, &flipped)),
         ("truncated", good[..good.len() / 2].to_string()),
@@ -229,17 +254,19 @@ async fn the_attack_corpus_is_refused_before_the_backend() {
 async fn scopes_are_all_required() {
     let s = setup().await;
     let scope = "Bearer error=\"insufficient_scope\", scope=\"orders:read orders:list\"";
-    let partial = rs256(&s.key, &good_claims("u", "orders:read"));
+    let partial = s.key.sign(&good_claims("u", "orders:read"));
     assert_denied(&call(&s.gw, "/orders", &bearer(&partial)).await, 403, scope);
     assert_eq!(s.app.count(), 0);
-    let full = rs256(&s.key, &good_claims("u", "profile orders:list orders:read"));
+    let full = s
+        .key
+        .sign(&good_claims("u", "profile orders:list orders:read"));
     assert_eq!(call(&s.gw, "/orders", &bearer(&full)).await.status, 200);
     // `scp` as an array (Okta, Azure AD style) counts too.
     let mut claims = good_claims("u", "");
     claims.as_object_mut().unwrap().remove("scope");
     claims["scp"] = json!(["orders:list", "orders:read"]);
     assert_eq!(
-        call(&s.gw, "/orders", &bearer(&rs256(&s.key, &claims)))
+        call(&s.gw, "/orders", &bearer(&s.key.sign(&claims)))
             .await
             .status,
         200
@@ -250,15 +277,14 @@ async fn scopes_are_all_required() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hmac_policies_take_only_their_secret() {
     let s = setup().await;
-    let secret = EncodingKey::from_secret(HS_SECRET.as_bytes());
-    let hs = sign(Algorithm::HS256, &secret, None, &good_claims("svc", ""));
+    let hs = TestKey::hmac(HS_SECRET.as_bytes()).sign(&good_claims("svc", ""));
     assert_eq!(call(&s.gw, "/internal", &bearer(&hs)).await.status, 200);
     // An RS256 token is not accepted by the HMAC policy, nor an HS256 one by the RS256 policy.
-    let rs = rs256(&s.key, &good_claims("svc", ""));
+    let rs = s.key.sign(&good_claims("svc", ""));
     assert_denied(&call(&s.gw, "/internal", &bearer(&rs)).await, 401, INVALID);
     assert_denied(&call(&s.gw, "/me", &bearer(&hs)).await, 401, INVALID);
-    let wrong = EncodingKey::from_secret(b"another-secret-that-is-long-enough-32");
-    let forged = sign(Algorithm::HS256, &wrong, None, &good_claims("svc", ""));
+    let forged =
+        TestKey::hmac(b"another-secret-that-is-long-enough-32").sign(&good_claims("svc", ""));
     assert_denied(
         &call(&s.gw, "/internal", &bearer(&forged)).await,
         401,

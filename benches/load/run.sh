@@ -5,7 +5,9 @@
 #   backend       nginx answering {"ok":true}\n directly (reference: no proxy at all)
 #   nginx         nginx as a keep-alive reverse proxy (the "good C proxy" baseline)
 #   bare_pingora  examples/bare_pingora.rs (the floor for anything built on Pingora)
-#   tollgate_*    target/release/tollgate with each benches/load/configs/*.toml
+#   tollgate_*    target/release/tollgate with each benches/load/configs/*.toml (a config may
+#                 name a request header with a `# load-header: Name: value` line; JWT variants
+#                 send their token that way, the same token on every request)
 #
 # Each proxy gets CPU $PROXY_CPU alone; wrk and the backend share CPU $LOAD_CPU. Configurations are
 # measured one at a time, in interleaved rounds, so that slow drift of a shared machine hits every
@@ -45,6 +47,8 @@ REPORT=$ROOT/target/load-report.md
 EXPECTED_BODY=$'{"ok":true}\n'  # 12 bytes, as the backend sends it
 
 STARTED_PIDS=()   # every process we started, for the EXIT trap
+CUR_HEADER=""     # request header of the configuration being measured (JWT variants), or empty
+CUR_HEADER_ARGS=()
 TMP=""
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -186,7 +190,7 @@ wait_ready() {
             log "process $pid $FAIL_REASON"
             return 1
         fi
-        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+        if curl -s -o /dev/null --max-time 1 "${CUR_HEADER_ARGS[@]}" "$url"; then return 0; fi
         sleep 0.1
     done
     FAIL_REASON="no HTTP answer within ${START_TIMEOUT}s"
@@ -199,7 +203,7 @@ wait_ready() {
 # and the status code, so the split below keeps the body's own trailing newline.
 check_response() {
     local url=$1 out status body
-    out=$(curl -s --max-time 2 -w '\n%{http_code}' "$url") || {
+    out=$(curl -s --max-time 2 -w '\n%{http_code}' "${CUR_HEADER_ARGS[@]}" "$url") || {
         FAIL_REASON="request to $url failed"
         log "$FAIL_REASON"
         return 1
@@ -298,10 +302,20 @@ EOF
     } >"$prefix/nginx.conf"
 }
 
+# set_header "Name: value" | "": the header wrk and curl send to the configuration under test.
+set_header() {
+    CUR_HEADER=$1
+    CUR_HEADER_ARGS=()
+    if [[ -n $CUR_HEADER ]]; then CUR_HEADER_ARGS=(-H "$CUR_HEADER"); fi
+}
+
 # render_tollgate_conf NAME OUT LISTEN ADMIN: fill the placeholders of configs/NAME.toml.
 render_tollgate_conf() {
     local name=$1 out=$2 listen=$3 admin=$4
     sed -e "s/@LISTEN@/$listen/g" -e "s/@ADMIN@/$admin/g" -e "s/@BACKEND@/$BACKEND_ADDR/g" \
+        -e "s|@JWKS_FILE@|$AUTH_DIR/jwks.json|g" -e "s|@HS_SECRET_FILE@|$AUTH_DIR/hs.secret|g" \
+        -e "s|@RS256_TOKEN@|$(cat "$AUTH_DIR/rs256.token")|g" \
+        -e "s|@HS256_TOKEN@|$(cat "$AUTH_DIR/hs256.token")|g" \
         "$CONFIG_DIR/$name.toml" >"$out"
     if grep -q '@[A-Z_]*@' "$out"; then
         log "$CONFIG_DIR/$name.toml has placeholders run.sh does not know: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"
@@ -317,6 +331,7 @@ start_config() {
     local name=$1 round=$2 dir="$TMP/$1.r$2" port
     mkdir -p "$dir"
     CUR_STARTED=1
+    set_header ""
     case $name in
         backend)
             CUR_PID=$BACKEND_PID CUR_PORT=$BACKEND_PORT CUR_STARTED=0
@@ -341,6 +356,8 @@ start_config() {
             port=$(free_port)
             render_tollgate_conf "$name" "$dir/tollgate.toml" "127.0.0.1:$port" "127.0.0.1:$(free_port)" ||
                 { FAIL_REASON="unknown placeholder in $name.toml"; return 1; }
+            # A config may name one request header for every request (`# load-header: ...`).
+            set_header "$(sed -n 's/^# load-header: //p' "$dir/tollgate.toml" | head -n 1)"
             start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "$TOLLGATE_BIN" run -c "$dir/tollgate.toml"
             CUR_PID=$START_PID CUR_PORT=$port
             ;;
@@ -399,11 +416,11 @@ measure() {
     local name=$1 round=$2 url="http://127.0.0.1:$CUR_PORT$REQ_PATH"
     local out="$RESULTS/$round.$name"
     # The warm-up also fills the proxy's upstream pool, so the measured run sees steady state.
-    on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1 || true
+    on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "${CUR_HEADER_ARGS[@]}" "$url" >/dev/null 2>&1 || true
     snapshot >"$out.before"
     # bash's `time` reports wrk's own user+sys seconds, needed to tell wrk from other load.
     local TIMEFORMAT='wrk_cpu_s=%3U+%3S'
-    { time on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out.wrk" 2>&1; } 2>"$out.wrktime" || true
+    { time on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${CUR_HEADER_ARGS[@]}" "$url" >"$out.wrk" 2>&1; } 2>"$out.wrktime" || true
     snapshot >"$out.after"
     cat "$out.wrktime" >>"$out.after"
     if ! kill -0 "$CUR_PID" 2>/dev/null; then
@@ -417,7 +434,7 @@ measure() {
 
 require_tools() {
     local t missing=()
-    for t in wrk nginx taskset nice curl python3 pgrep getconf; do
+    for t in wrk nginx taskset nice curl python3 pgrep getconf openssl; do
         command -v "$t" >/dev/null 2>&1 || missing+=("$t")
     done
     if ((${#missing[@]})); then
@@ -484,6 +501,9 @@ main() {
     chmod 755 "$TMP"
     RESULTS=$TMP/results
     mkdir -p "$RESULTS"
+    # Keys, a JWKS file and tokens for the JWT variants, fresh for every run.
+    AUTH_DIR=$TMP/auth
+    python3 "$LOAD_DIR/auth_material.py" "$AUTH_DIR" || die "could not make the JWT bench material"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
 

@@ -58,6 +58,9 @@ pub struct Metrics {
     budget_exhausted: IntCounterVec,
     fallbacks: IntCounterVec,
     auth_decisions: IntCounterVec,
+    jwks_refreshes: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: prometheus::GaugeVec,
 }
 
 /// Registers metrics in one registry; the definitions are static, so failing to build or
@@ -182,6 +185,26 @@ impl Metrics {
                 "Authentication decisions per auth policy: allowed, missing, insufficient_scope, or why credentials were refused.",
                 &["policy", "result"],
             ),
+            jwks_refreshes: b.counters(
+                "tollgate_jwks_refresh_total",
+                "JWKS loads (start-up, background refresh, unknown-kid refetch) per auth policy, by result.",
+                &["policy", "result"],
+            ),
+            jwks_keys: b.gauges(
+                "tollgate_jwks_keys",
+                "Usable signing keys in the key set an auth policy verifies with.",
+                &["policy"],
+            ),
+            jwks_last_success: b.add(
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "tollgate_jwks_last_success_timestamp_seconds",
+                        "Unix time of the last JWKS load that gave a usable key set, per auth policy.",
+                    ),
+                    &["policy"],
+                )
+                .expect("static metric definition"),
+            ),
             registry: b.0,
         }
     }
@@ -230,6 +253,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Records one JWKS load for auth policy `policy`; `keys` is the size of the set now in use
+    /// (unchanged after a failure: the last good set keeps working).
+    pub fn jwks_refresh(&self, policy: &str, ok: bool, keys: usize) {
+        self.jwks_refreshes
+            .with_label_values(&[policy, if ok { "success" } else { "failure" }])
+            .inc();
+        self.jwks_keys
+            .with_label_values(&[policy])
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+        if ok {
+            self.jwks_last_success
+                .with_label_values(&[policy])
+                .set(unix_now());
+        }
+    }
+
     /// Records one finished request.
     pub fn request(&self, route: &str, method: &http::Method, status: u16, elapsed: Duration) {
         let status = status_label(status);
@@ -262,11 +301,7 @@ impl Metrics {
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
         if ok {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            self.last_reload_success.set(now);
+            self.last_reload_success.set(unix_now());
         }
     }
 
@@ -287,6 +322,13 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Methods outside the standard set are folded into `OTHER` so a client cannot grow the label set.

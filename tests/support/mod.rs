@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod faulty;
 pub mod gateway;
+pub mod jwks_server;
 pub mod jwt;
 pub mod prom;
 pub mod raw;
