@@ -6,6 +6,7 @@
 //! - [`upstream`]: targets and balancing;
 //! - [`snapshot`]: a config compiled into runtime form, the live store and reload triggers;
 //! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
+//! - [`edge`]: the connection guard in front of the proxy (request head size and time limits);
 //! - [`observe`]: metrics, access log, the gateway's own log;
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
 //! - [`server`]: assembling and running the Pingora server, signals and draining;
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod observe;
 pub mod proxy;
 pub mod route;

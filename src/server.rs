@@ -4,6 +4,7 @@
 
 use crate::admin::{AdminApp, Readiness};
 use crate::config::{ConfigErrors, Source};
+use crate::edge::EdgeApp;
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
 use crate::snapshot::{watch::ReloadService, Snapshot, Store};
@@ -60,18 +61,18 @@ impl Instance {
         server.bootstrap();
 
         let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            gateway,
-            "tollgate",
+        let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+        // Plain listeners speak HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
+        app.server_options = Some(options);
+        // Every connection of every listener of this service passes the edge guard first
+        // (request head size and time limits).
+        let mut proxy = Service::new(
+            "tollgate".to_string(),
+            EdgeApp::new(app, store.clone(), metrics.clone()),
         );
-        if let Some(logic) = proxy.app_logic_mut() {
-            // Plain listeners speak HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
-            logic.server_options = Some(options);
-        }
         for addr in &server_cfg.listen {
             proxy.add_tcp(addr);
         }

@@ -3,10 +3,12 @@
 //! never mixes old and new config inside a request. [`store`] swaps snapshots; [`watch`] triggers
 //! reloads on file changes and SIGHUP.
 
+mod limits;
 mod rewrite;
 pub mod store;
 pub mod watch;
 
+pub use limits::Limits;
 pub use rewrite::{path_params, Rewrite};
 pub use store::{ReloadOutcome, Store};
 
@@ -28,6 +30,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub fallback: Option<Fallback>,
+    /// Largest request body: the route's `max_body_bytes`, else the server's.
+    pub max_body_bytes: u64,
 }
 
 /// A route's `retry` settings, compiled.
@@ -105,6 +109,8 @@ pub struct Snapshot {
     pub log_level: String,
     /// The `[server]` section as written; restart-only keys are compared on reload.
     pub server: ServerConfig,
+    /// Request size and time limits (`[server]` values or their defaults).
+    pub limits: Limits,
     pub info: SnapshotInfo,
 }
 
@@ -183,6 +189,7 @@ pub fn compile(
         }
     }
 
+    let limits = Limits::compile(&config.server);
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
@@ -223,6 +230,9 @@ pub fn compile(
                     body: bytes::Bytes::from(f.body.clone()),
                     content_type: f.content_type.clone(),
                 }),
+                max_body_bytes: r
+                    .max_body_bytes
+                    .map_or(limits.max_body_bytes, |s| s.bytes()),
             }),
         });
     }
@@ -253,6 +263,7 @@ pub fn compile(
             },
             log_level: config.log.level.clone(),
             server: config.server.clone(),
+            limits,
         }),
         _ => Err(errors),
     }
