@@ -39,6 +39,7 @@ impl Instance {
         let registry = Arc::new(StateRegistry::new(metrics.clone()));
         let snapshot = Snapshot::from_source(&Source::read(config_path)?, &registry)?;
         let server_cfg = snapshot.server.clone();
+        let snapshot_limits = snapshot.limits;
         check_bindable(
             config_path,
             &server_cfg.listen,
@@ -67,6 +68,13 @@ impl Instance {
         options.h2c = true;
         options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
         app.server_options = Some(options);
+        // HTTP/2 heads are framed by the protocol: h2 caps the decoded header list (and answers
+        // 431) with the same limit, read at start-up.
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.max_header_list_size(
+            u32::try_from(snapshot_limits.max_header_bytes).unwrap_or(u32::MAX),
+        );
+        app.h2_options = Some(h2);
         // Every connection of every listener of this service passes the edge guard first
         // (request head size and time limits).
         let mut proxy = Service::new(

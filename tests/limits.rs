@@ -294,7 +294,8 @@ async fn keep_alive_idle_time_is_not_a_slow_head() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_passes_the_guard() {
     let rec = Recorder::start().await;
-    let gw = gateway(&rec.target(), "max_header_bytes = \"1KiB\"\nclient_header_timeout = \"500ms\"", "").await;
+    let limits = "max_header_bytes = \"1KiB\"\nmax_body_bytes = \"2KiB\"\nclient_header_timeout = \"500ms\"";
+    let gw = gateway(&rec.target(), limits, "").await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .timeout(Duration::from_secs(10))
@@ -307,8 +308,14 @@ async fn h2c_passes_the_guard() {
         assert_eq!(r.status(), 200);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let r = h2.post(gw.url("/h2/body")).body(vec![b'q'; 3000]).send().await.unwrap();
+    let r = h2.post(gw.url("/h2/body")).body(vec![b'q'; 1500]).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let r = h2.post(gw.url("/h2/body")).body(vec![b'q'; 3000]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(rec.requests().len(), 4);
+    // HTTP/2 heads have the same size limit, applied by the h2 codec.
+    let r = h2.get(gw.url("/h2/big")).header("x-big", "a".repeat(2048)).send().await.unwrap();
+    assert_eq!(r.status(), 431);
     assert_eq!(rec.requests().len(), 4);
     // A short HTTP/1.0 request is not mistaken for a slow HTTP/2 preface.
     let out = raw_exchange(gw.addr, b"GET /s HTTP/1.0\r\n\r\n").await;
