@@ -513,3 +513,25 @@ async fn smuggling_attempts_never_reach_the_backend_as_two_requests() {
     let ours = CASES.iter().filter(|c| c.ours && c.name != "invalid chunk size").count();
     assert_eq!(rejected(&gw, "bad_request").await, ours as f64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_follow_a_reload() {
+    let rec = Recorder::start().await;
+    let gw = gateway(&rec.target(), "max_header_bytes = \"1KiB\"", "").await;
+    let head = ["GET /r HTTP/1.1", "Host: api", &big_header(2000)];
+    assert_eq!(raw_request(gw.addr, &head, b"").await.status, 431);
+
+    let body = format!(
+        "\n[upstreams.app]\ntargets = [\"{}\"]\n\n[routes.app]\npath = \"/{{*rest}}\"\nupstream = \"app\"\nmax_body_bytes = \"10B\"\n",
+        rec.target()
+    );
+    let header = gw.header().replace("max_header_bytes = \"1KiB\"", "max_header_bytes = \"4KiB\"");
+    gw.write_raw(&format!("{header}{body}"));
+    let live = support::eventually(Duration::from_secs(10), || async {
+        raw_request(gw.addr, &head, b"").await.status == 200
+    })
+    .await;
+    assert!(live, "the new head limit did not apply after the reload");
+    let r = client().post(gw.url("/r")).body("more than ten bytes").send().await.unwrap();
+    assert_eq!(r.status(), 413);
+}

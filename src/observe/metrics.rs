@@ -141,7 +141,7 @@ impl Metrics {
         .set(1);
         let rejected = b.counters(
             "tollgate_rejected_requests_total",
-            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout, bad_request).",
+            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request).",
             &["reason"],
         );
         // Every reason exists from the start so an alert can rate() it before the first refusal.

@@ -388,14 +388,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(b) = body {
             ctx.bytes_in += b.len() as u64;
-            if ctx.bytes_in > ctx.body_limit {
+            // After an upgrade (WebSocket) the bytes are a conversation, not a request body.
+            if ctx.bytes_in > ctx.body_limit && !session.was_upgraded() {
                 // This chunk and everything after it stay here; the upstream connection is
                 // dropped with the body unfinished, so no complete request reaches it.
                 *body = None;
