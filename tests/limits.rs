@@ -39,7 +39,12 @@ async fn rejected(gw: &GatewayHandle, reason: &str) -> f64 {
 
 /// Asserts a problem+json answer from the gateway with this status.
 fn assert_problem(r: &RawResponse, status: u16) {
-    assert_eq!(r.status, status, "body: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     let id = r.header("x-request-id").expect("x-request-id");
     let body = r.json();
@@ -81,13 +86,20 @@ async fn head_limit_counts_while_reading_pieces() {
     let gw = gateway(&rec.target(), "max_header_bytes = \"1KiB\"", "").await;
 
     // 900 bytes of head pass.
-    let r = raw_request(gw.addr, &["GET /ok HTTP/1.1", "Host: api", &big_header(850)], b"").await;
+    let r = raw_request(
+        gw.addr,
+        &["GET /ok HTTP/1.1", "Host: api", &big_header(850)],
+        b"",
+    )
+    .await;
     assert_eq!(r.status, 200);
 
     // A head trickled in 100-byte pieces is refused once it passes 1 KiB, before it ends.
     let mut conn = RawConn::connect(gw.addr).await;
     let mut sent = 0;
-    conn.send(b"GET /big HTTP/1.1\r\nHost: api\r\nX-Big: ").await.unwrap();
+    conn.send(b"GET /big HTTP/1.1\r\nHost: api\r\nX-Big: ")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while sent < 4096 && out.is_empty() {
         if conn.send(&[b'a'; 100]).await.is_err() {
@@ -107,7 +119,10 @@ async fn head_limit_counts_while_reading_pieces() {
 /// The first response of raw bytes with its body cut to Content-Length.
 fn out_head_and_body(out: &[u8]) -> Vec<u8> {
     let r = parse_response(out);
-    let len: usize = r.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = r
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let head_len = out.len() - r.body.len();
     out[..head_len + len.min(r.body.len())].to_vec()
 }
@@ -161,7 +176,10 @@ async fn chunked_body_crossing_the_limit_stops_being_forwarded() {
 
     // The backend got at most the part under the limit, and no complete request.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(rec.requests().is_empty(), "a complete request reached the backend");
+    assert!(
+        rec.requests().is_empty(),
+        "a complete request reached the backend"
+    );
     let raw = rec.raw();
     assert!(
         !raw.windows(10).any(|w| w == b"bbbbbbbbbb"),
@@ -186,9 +204,7 @@ max_body_bytes = "100B"
 "#;
     let gw = gateway(&rec.target(), "max_body_bytes = \"1KiB\"", routes).await;
     let http = client();
-    let post = |path: &str, len: usize| {
-        http.post(gw.url(path)).body(vec![b'z'; len]).send()
-    };
+    let post = |path: &str, len: usize| http.post(gw.url(path)).body(vec![b'z'; len]).send();
     assert_eq!(post("/big", 3000).await.unwrap().status(), 200);
     assert_eq!(post("/big", 5000).await.unwrap().status(), 413);
     assert_eq!(post("/small", 100).await.unwrap().status(), 200);
@@ -209,7 +225,9 @@ async fn a_slow_head_is_cut_off_while_other_clients_are_served() {
     let started = Instant::now();
     let slow = tokio::spawn(async move {
         let mut conn = conn;
-        conn.send(b"GET /slow HTTP/1.1\r\nHost: api\r\nX-Slow: ").await.unwrap();
+        conn.send(b"GET /slow HTTP/1.1\r\nHost: api\r\nX-Slow: ")
+            .await
+            .unwrap();
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if conn.send(b"a").await.is_err() {
@@ -242,7 +260,11 @@ async fn a_slow_head_is_cut_off_while_other_clients_are_served() {
         cut_after < Duration::from_secs(8),
         "the slow client was never cut off ({cut_after:?})"
     );
-    let paths: Vec<String> = rec.requests().iter().map(|r| r.request_line().to_string()).collect();
+    let paths: Vec<String> = rec
+        .requests()
+        .iter()
+        .map(|r| r.request_line().to_string())
+        .collect();
     assert_eq!(paths.len(), 15);
     assert!(paths.iter().all(|p| p.starts_with("GET /fast")));
     assert_eq!(rejected(&gw, "header_timeout").await, 1.0);
@@ -255,7 +277,11 @@ async fn a_silent_connection_is_closed_without_an_answer() {
     let mut conn = RawConn::connect(gw.addr).await;
     let (out, closed) = conn.read_until_close(Duration::from_secs(5)).await;
     assert!(closed, "a connection that never sent a byte stayed open");
-    assert!(out.is_empty(), "nothing to answer, yet: {:?}", String::from_utf8_lossy(&out));
+    assert!(
+        out.is_empty(),
+        "nothing to answer, yet: {:?}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +299,12 @@ async fn keep_alive_idle_time_is_not_a_slow_head() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
     }
     // A head sent in pieces within the timeout passes too.
-    for piece in ["GET /k2 HTTP/1.1\r\n", "Host: api\r\n", "X-A: b\r\n", "\r\n"] {
+    for piece in [
+        "GET /k2 HTTP/1.1\r\n",
+        "Host: api\r\n",
+        "X-A: b\r\n",
+        "\r\n",
+    ] {
         conn.send(piece.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
@@ -283,9 +314,14 @@ async fn keep_alive_idle_time_is_not_a_slow_head() {
 
     // The clock runs again for every request on the connection: a later head that stalls
     // is refused like a first one.
-    conn.send(b"GET /k3 HTTP/1.1\r\nHost: api\r\n").await.unwrap();
+    conn.send(b"GET /k3 HTTP/1.1\r\nHost: api\r\n")
+        .await
+        .unwrap();
     let (out, closed) = conn.read_until_close(Duration::from_secs(5)).await;
-    assert!(closed, "a stalled head on a reused connection was not cut off");
+    assert!(
+        closed,
+        "a stalled head on a reused connection was not cut off"
+    );
     assert_problem(&parse_response(&out_head_and_body(&out)), 408);
     assert_eq!(rec.requests().len(), 3);
     assert_eq!(rejected(&gw, "header_timeout").await, 1.0);
@@ -294,7 +330,8 @@ async fn keep_alive_idle_time_is_not_a_slow_head() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_passes_the_guard() {
     let rec = Recorder::start().await;
-    let limits = "max_header_bytes = \"1KiB\"\nmax_body_bytes = \"2KiB\"\nclient_header_timeout = \"500ms\"";
+    let limits =
+        "max_header_bytes = \"1KiB\"\nmax_body_bytes = \"2KiB\"\nclient_header_timeout = \"500ms\"";
     let gw = gateway(&rec.target(), limits, "").await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -308,13 +345,28 @@ async fn h2c_passes_the_guard() {
         assert_eq!(r.status(), 200);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let r = h2.post(gw.url("/h2/body")).body(vec![b'q'; 1500]).send().await.unwrap();
+    let r = h2
+        .post(gw.url("/h2/body"))
+        .body(vec![b'q'; 1500])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = h2.post(gw.url("/h2/body")).body(vec![b'q'; 3000]).send().await.unwrap();
+    let r = h2
+        .post(gw.url("/h2/body"))
+        .body(vec![b'q'; 3000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(rec.requests().len(), 4);
     // HTTP/2 heads have the same size limit, applied by the h2 codec.
-    let r = h2.get(gw.url("/h2/big")).header("x-big", "a".repeat(2048)).send().await.unwrap();
+    let r = h2
+        .get(gw.url("/h2/big"))
+        .header("x-big", "a".repeat(2048))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 431);
     assert_eq!(rec.requests().len(), 4);
     // A short HTTP/1.0 request is not mistaken for a slow HTTP/2 preface.
@@ -490,9 +542,7 @@ async fn smuggling_attempts_never_reach_the_backend_as_two_requests() {
         let got = rec.requests()[before..].to_vec();
         let answer = (!out.is_empty()).then(|| parse_response(&out_head_and_body(&out)));
         let status = answer.as_ref().map(|r| r.status);
-        let problem = answer
-            .as_ref()
-            .and_then(|r| r.header("content-type"))
+        let problem = answer.as_ref().and_then(|r| r.header("content-type"))
             == Some("application/problem+json");
         let forwarded_ok = match case.forwarded {
             None => got.is_empty(),
@@ -503,14 +553,19 @@ async fn smuggling_attempts_never_reach_the_backend_as_two_requests() {
                 "{}: status {status:?} (want {}), problem+json {problem}, backend got {:?}",
                 case.name,
                 case.status,
-                got.iter().map(|r| r.request_line().to_string()).collect::<Vec<_>>()
+                got.iter()
+                    .map(|r| r.request_line().to_string())
+                    .collect::<Vec<_>>()
             ));
         }
     }
     // Nothing smuggled ever showed up, whatever the case.
     assert!(rec.requests().iter().all(|r| !r.head.contains("/smuggled")));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let ours = CASES.iter().filter(|c| c.ours && c.name != "invalid chunk size").count();
+    let ours = CASES
+        .iter()
+        .filter(|c| c.ours && c.name != "invalid chunk size")
+        .count();
     assert_eq!(rejected(&gw, "bad_request").await, ours as f64);
 }
 
@@ -525,13 +580,20 @@ async fn limits_follow_a_reload() {
         "\n[upstreams.app]\ntargets = [\"{}\"]\n\n[routes.app]\npath = \"/{{*rest}}\"\nupstream = \"app\"\nmax_body_bytes = \"10B\"\n",
         rec.target()
     );
-    let header = gw.header().replace("max_header_bytes = \"1KiB\"", "max_header_bytes = \"4KiB\"");
+    let header = gw
+        .header()
+        .replace("max_header_bytes = \"1KiB\"", "max_header_bytes = \"4KiB\"");
     gw.write_raw(&format!("{header}{body}"));
     let live = support::eventually(Duration::from_secs(10), || async {
         raw_request(gw.addr, &head, b"").await.status == 200
     })
     .await;
     assert!(live, "the new head limit did not apply after the reload");
-    let r = client().post(gw.url("/r")).body("more than ten bytes").send().await.unwrap();
+    let r = client()
+        .post(gw.url("/r"))
+        .body("more than ten bytes")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 }

@@ -495,3 +495,142 @@ impl std::fmt::Debug for GuardedStream {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    fn guarded(max_bytes: u64, timeout_ms: u64) -> (GuardedStream, DuplexStream, Arc<Metrics>) {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let metrics = Arc::new(Metrics::new());
+        let limits = HeadLimits {
+            max_bytes,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        (
+            GuardedStream::new(Box::new(server), limits, metrics.clone()),
+            client,
+            metrics,
+        )
+    }
+
+    fn count(metrics: &Metrics, reason: &str) -> bool {
+        let page = String::from_utf8(metrics.render()).unwrap();
+        page.contains(&format!(
+            "tollgate_rejected_requests_total{{reason=\"{reason}\"}} 1"
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_head_within_limits_and_its_body_pass_unchanged() {
+        let (mut g, mut client, _) = guarded(64, 1000);
+        let sent = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let body = vec![b'x'; 1000];
+        client.write_all(&sent).await.unwrap();
+        client.write_all(&body).await.unwrap();
+        drop(client);
+        let mut got = Vec::new();
+        g.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [sent, body].concat());
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_is_answered_431_and_not_passed_on() {
+        let (mut g, mut client, metrics) = guarded(64, 1000);
+        client
+            .write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let err = g.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(got.len() <= 65, "{} bytes passed on", got.len());
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert!(answer.contains("application/problem+json"));
+        assert!(count(&metrics, "header_too_large"));
+    }
+
+    #[tokio::test]
+    async fn a_trickled_head_is_timed_as_a_whole() {
+        let (mut g, mut client, metrics) = guarded(1024, 300);
+        let started = Instant::now();
+        // One byte every 50 ms until an answer comes: each read is quick, the head is not.
+        let writer = tokio::spawn(async move {
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            let mut first = [0u8; 1];
+            for _ in 0..40 {
+                tokio::select! {
+                    _ = client.read_exact(&mut first) => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                        client.write_all(b"a").await.unwrap();
+                    }
+                }
+            }
+            let answered_after = started.elapsed();
+            let mut answer = first.to_vec();
+            let _ = client.read_to_end(&mut answer).await;
+            (answer, answered_after)
+        });
+        let mut got = Vec::new();
+        assert!(g.read_to_end(&mut got).await.is_err());
+        drop(g);
+        let (answer, answered_after) = writer.await.unwrap();
+        assert!(
+            answered_after >= Duration::from_millis(300),
+            "{answered_after:?}"
+        );
+        assert!(
+            answered_after < Duration::from_millis(1500),
+            "{answered_after:?}"
+        );
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(count(&metrics, "header_timeout"));
+    }
+
+    #[tokio::test]
+    async fn the_next_head_is_guarded_again_and_timed_from_its_first_byte() {
+        let (mut g, mut client, _) = guarded(64, 200);
+        let first = b"GET / HTTP/1.1\r\n\r\n";
+        client.write_all(first).await.unwrap();
+        let mut buf = vec![0u8; first.len()];
+        g.read_exact(&mut buf).await.unwrap();
+        // Idle for longer than the head timeout, then a second head over the size limit.
+        g.start_head(g.limits);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client
+            .write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        assert!(g.read_to_end(&mut got).await.is_err());
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431 "));
+    }
+
+    #[tokio::test]
+    async fn sniffing_stops_at_the_first_byte_that_is_not_the_preface() {
+        let (mut g, mut client, _) = guarded(1024, 1000);
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        assert!(!g.sniff_h2_preface().await.unwrap());
+        let mut buf = vec![0u8; 18];
+        g.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"GET / HTTP/1.0\r\n\r\n");
+
+        let (mut g, mut client, _) = guarded(1024, 1000);
+        client.write_all(H2_PREFACE).await.unwrap();
+        assert!(g.sniff_h2_preface().await.unwrap());
+        let mut peeked = [0u8; 24];
+        assert!(g.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(&peeked, H2_PREFACE);
+        g.open();
+        let mut buf = [0u8; 24];
+        g.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, H2_PREFACE);
+    }
+}

@@ -106,7 +106,11 @@ impl RawConn {
                 }
                 let mut piece = [0u8; 8192];
                 let n = self.stream.read(&mut piece).await.expect("read response");
-                assert!(n > 0, "connection closed before a whole response: {:?}", String::from_utf8_lossy(&self.buf));
+                assert!(
+                    n > 0,
+                    "connection closed before a whole response: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
                 self.buf.extend_from_slice(&piece[..n]);
             }
         };

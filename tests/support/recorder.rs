@@ -38,7 +38,9 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind recorder");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind recorder");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
@@ -141,7 +143,11 @@ fn parse(buf: &[u8]) -> Parsed {
         let Some((name, value)) = line.split_once(':') else {
             return Parsed::Malformed;
         };
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        {
             return Parsed::Malformed;
         }
         let value = value.trim();
