@@ -597,3 +597,37 @@ async fn limits_follow_a_reload() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_upload_over_the_limit_still_gets_its_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rec = Recorder::start().await;
+    let gw = gateway(&rec.target(), "max_body_bytes = \"1KiB\"", "").await;
+    for _ in 0..5 {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        // A client uploading 4 MiB, reading whatever comes back at the same time (as curl does).
+        let writer = tokio::spawn(async move {
+            let head = "POST /up HTTP/1.1\r\nHost: api\r\nContent-Length: 4194304\r\n\r\n";
+            if wr.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'u'; 64 * 1024];
+            for _ in 0..64 {
+                if wr.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got)).await;
+        writer.abort();
+        assert!(read.is_ok(), "no answer within 10 s");
+        assert!(
+            got.starts_with(b"HTTP/1.1 413"),
+            "the client did not get its 413 ({read:?}): {:?}",
+            String::from_utf8_lossy(&got[..got.len().min(100)])
+        );
+    }
+    assert_eq!(rec.connections(), 0);
+}

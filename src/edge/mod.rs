@@ -39,6 +39,12 @@ impl<A> EdgeApp<A> {
         }
     }
 
+    /// The wrapped application, to adjust its options while the service is being built
+    /// (`None` once connections are being served).
+    pub fn app_mut(&mut self) -> Option<&mut A> {
+        Arc::get_mut(&mut self.inner)
+    }
+
     fn limits(&self) -> (HeadLimits, Limits) {
         let limits = self.store.snapshot().limits;
         let head = HeadLimits {
