@@ -7,6 +7,7 @@
 //! - [`auth`]: who is calling: JWT and API-key policies;
 //! - [`snapshot`]: a config compiled into runtime form, the live store and reload triggers;
 //! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
+//! - [`edge`]: the connection guard in front of the proxy (request head size and time limits);
 //! - [`observe`]: metrics, access log, the gateway's own log;
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
 //! - [`tls`]: the HTTPS listener's live certificate and HTTPS to upstreams;
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod observe;
 pub mod proxy;
 pub mod route;

@@ -5,6 +5,7 @@
 use crate::admin::{AdminApp, Readiness};
 use crate::auth::jwt::{JwksService, KeyRegistry};
 use crate::config::{ConfigErrors, ServerConfig, Source};
+use crate::edge::EdgeApp;
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
 use crate::snapshot::{watch::ReloadService, Registries, Snapshot, Store};
@@ -39,6 +40,7 @@ impl Instance {
         let registry = Arc::new(Registries::new(metrics.clone()));
         let snapshot = Snapshot::from_source(&Source::read(config_path)?, &registry)?;
         let server_cfg = snapshot.server.clone();
+        let snapshot_limits = snapshot.limits;
         check_bindable(config_path, &server_cfg)?;
 
         load_jwt_keys(&registry.keys);
@@ -59,18 +61,25 @@ impl Instance {
         server.bootstrap();
 
         let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
-        let mut proxy = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            gateway,
-            "tollgate",
+        let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+        // Plain listeners speak HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
+        app.server_options = Some(options);
+        // HTTP/2 heads are framed by the protocol: h2 caps the decoded header list (and answers
+        // 431) with the same limit, read at start-up.
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        h2.max_header_list_size(
+            u32::try_from(snapshot_limits.max_header_bytes).unwrap_or(u32::MAX),
         );
-        if let Some(logic) = proxy.app_logic_mut() {
-            // Plain listeners speak HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
-            let mut options = HttpServerOptions::default();
-            options.h2c = true;
-            options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
-            logic.server_options = Some(options);
-        }
+        app.h2_options = Some(h2);
+        // Every connection of every listener of this service passes the edge guard first
+        // (request head size and time limits).
+        let mut proxy = Service::new(
+            "tollgate".to_string(),
+            EdgeApp::new(app, store.clone(), metrics.clone()),
+        );
         for addr in &server_cfg.listen {
             proxy.add_tcp(addr);
         }

@@ -100,7 +100,9 @@ upstream = "u"
         secret = secret.display(),
         app = app.target(),
     );
-    let gw = GatewayHandle::start(&body).await;
+    // Room for the 100 KB token of the attack corpus to reach auth (the default head limit
+    // would answer 431 first).
+    let gw = GatewayHandle::start_with(&body, "max_header_bytes = \"256KiB\"").await;
     Setup {
         gw,
         app,

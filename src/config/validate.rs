@@ -7,9 +7,13 @@ mod auth;
 
 use super::error::ConfigError;
 use super::types::*;
-use super::units::DurationStr;
+use super::units::{DurationStr, SizeStr};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+
+/// The smallest and largest `server.max_header_bytes` accepted. Pingora's parser refuses heads
+/// over 1 MiB on its own, so a larger limit could never be reached.
+const HEADER_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=1024 * 1024;
 
 /// Runs every check and returns all problems found.
 pub fn validate(config: &Config) -> Vec<ConfigError> {
@@ -88,13 +92,8 @@ impl Validator {
             }
         }
         self.positive("server.idle_timeout", s.idle_timeout);
+        self.limits(s);
         let unsupported = [
-            ("server.max_header_bytes", s.max_header_bytes.is_some()),
-            ("server.max_body_bytes", s.max_body_bytes.is_some()),
-            (
-                "server.client_header_timeout",
-                s.client_header_timeout.is_some(),
-            ),
             ("server.cache_capacity", s.cache_capacity.is_some()),
             ("server.trusted_proxies", s.trusted_proxies.is_some()),
         ];
@@ -338,11 +337,13 @@ impl Validator {
         if let Some(f) = &r.fallback {
             self.fallback(&format!("{base}.fallback"), f);
         }
+        if let Some(size) = r.max_body_bytes {
+            self.body_limit(&format!("{base}.max_body_bytes"), size);
+        }
         let unsupported = [
             ("rate_limits", r.rate_limits.is_some()),
             ("cache", r.cache.is_some()),
             ("aggregate", r.aggregate.is_some()),
-            ("max_body_bytes", r.max_body_bytes.is_some()),
         ];
         for (key, set) in unsupported {
             if set {
@@ -383,6 +384,37 @@ impl Validator {
                 }
             ),
         );
+    }
+
+    /// Request size and time limits: zero would refuse every request (or every body), which
+    /// is never what a limit means, so it is an error rather than "unlimited".
+    fn limits(&mut self, s: &ServerConfig) {
+        if let Some(size) = s.max_header_bytes {
+            if !HEADER_BYTES_RANGE.contains(&size.bytes()) {
+                self.err(
+                    "server.max_header_bytes",
+                    format!(
+                        "{} bytes is out of range: use \"1KiB\" to \"1MiB\" (default \"32KiB\")",
+                        size.bytes()
+                    ),
+                );
+            }
+        }
+        if let Some(size) = s.max_body_bytes {
+            self.body_limit("server.max_body_bytes", size);
+        }
+        if let Some(t) = s.client_header_timeout {
+            self.positive("server.client_header_timeout", t);
+        }
+    }
+
+    fn body_limit(&mut self, path: &str, size: SizeStr) {
+        if size.bytes() == 0 {
+            self.err(
+                path,
+                "must be at least \"1B\"; to refuse bodies, list only methods without one",
+            );
+        }
     }
 
     fn methods(&mut self, base: &str, methods: &[String]) {

@@ -61,6 +61,39 @@ pub struct Metrics {
     jwks_refreshes: IntCounterVec,
     jwks_keys: IntGaugeVec,
     jwks_last_success: prometheus::GaugeVec,
+    rejected: IntCounterVec,
+}
+
+/// Why the gateway refused a request before it reached an upstream (the `reason` label of
+/// `tollgate_rejected_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Request head over `server.max_header_bytes` (431).
+    HeaderTooLarge,
+    /// Request body over the route's `max_body_bytes` (413).
+    BodyTooLarge,
+    /// Request head not complete within `server.client_header_timeout` (408 or closed).
+    HeaderTimeout,
+    /// Ambiguous or malformed framing refused by Tollgate's own checks (400).
+    BadRequest,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [
+        Rejection::HeaderTooLarge,
+        Rejection::BodyTooLarge,
+        Rejection::HeaderTimeout,
+        Rejection::BadRequest,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::HeaderTooLarge => "header_too_large",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::HeaderTimeout => "header_timeout",
+            Rejection::BadRequest => "bad_request",
+        }
+    }
 }
 
 /// Registers metrics in one registry; the definitions are static, so failing to build or
@@ -110,7 +143,17 @@ impl Metrics {
         )
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
+        let rejected = b.counters(
+            "tollgate_rejected_requests_total",
+            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request).",
+            &["reason"],
+        );
+        // Every reason exists from the start so an alert can rate() it before the first refusal.
+        for r in Rejection::ALL {
+            rejected.with_label_values(&[r.label()]);
+        }
         Metrics {
+            rejected,
             requests: b.counters(
                 "tollgate_requests_total",
                 "Requests answered, by route, method and status.",
@@ -240,6 +283,10 @@ impl Metrics {
 
     pub fn retry_budget_exhausted(&self, upstream: &str) {
         self.budget_exhausted.with_label_values(&[upstream]).inc();
+    }
+
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejected.with_label_values(&[reason.label()]).inc();
     }
 
     pub fn fallback_response(&self, route: &str) {

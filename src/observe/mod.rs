@@ -7,4 +7,4 @@ mod metrics;
 
 pub use access_log::{write_ip, AccessLog, AccessRecord};
 pub use logging::init_logging;
-pub use metrics::{Metrics, UpstreamOutcome};
+pub use metrics::{Metrics, Rejection, UpstreamOutcome};

@@ -56,6 +56,10 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Request body bytes received from the client.
     pub bytes_in: u64,
+    /// Largest request body this request may send (its route's `max_body_bytes`).
+    pub body_limit: u64,
+    /// The body went over `body_limit`: the request is answered 413 and never retried.
+    pub body_refused: bool,
     _in_flight: InFlight,
 }
 
@@ -79,6 +83,8 @@ impl RequestCtx {
             retry_after: None,
             upstream_status: None,
             bytes_in: 0,
+            body_limit: u64::MAX,
+            body_refused: false,
             _in_flight: in_flight,
         }
     }

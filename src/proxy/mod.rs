@@ -2,8 +2,10 @@
 //!
 //! Request path, hook by hook:
 //! - `early_request_filter`: take the request id, pin the config snapshot, apply keep-alive;
-//! - `request_filter`: refuse unsafe paths, match the route (404 / 405 answered here), rewrite,
+//! - `request_filter`: refuse ambiguous framing (400) and unsafe paths, match the route
+//!   (404 / 405 answered here), refuse a declared body over the route's limit (413), rewrite,
 //!   start the route's deadline;
+//! - `request_body_filter`: count body bytes, stop a body that crosses the limit (413);
 //! - `upstream_peer`: pick a target (balancing) with timeouts cut to the deadline;
 //! - `upstream_request_filter` / `upstream_response_filter`: forwarded and hop-by-hop headers;
 //! - `fail_to_connect` / `error_while_proxy`: account the failed attempt;
@@ -11,6 +13,7 @@
 //! - `logging`: metrics and the access log, for every request however it ended.
 
 mod ctx;
+mod framing;
 mod headers;
 mod problem;
 mod retry;
@@ -18,7 +21,7 @@ mod retry;
 pub use ctx::{InFlight, RequestCtx};
 pub use problem::{problem_for, Problem};
 
-use crate::observe::{AccessLog, AccessRecord, Metrics, UpstreamOutcome};
+use crate::observe::{AccessLog, AccessRecord, Metrics, Rejection, UpstreamOutcome};
 use crate::snapshot::{RouteAuth, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -170,6 +173,24 @@ fn has_dot_segments(path: &str) -> bool {
     })
 }
 
+/// Framing checks for HTTP/1 requests (HTTP/2 frames bodies itself).
+fn check_framing(session: &Session) -> Result<(), &'static str> {
+    let req = session.req_header();
+    if req.version >= http::Version::HTTP_2 {
+        return Ok(());
+    }
+    // The raw head matters only next to Transfer-Encoding (see framing::check).
+    let raw = match req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        true => session
+            .as_downstream()
+            .as_http1()
+            .map(|s| s.get_headers_raw_bytes())
+            .unwrap_or_default(),
+        false => Bytes::new(),
+    };
+    framing::check(req, &raw)
+}
+
 /// Whether a request announces a body (HTTP/1 framing headers; HTTP/2 requests with a body carry
 /// neither necessarily, so they count as having one unless the method says otherwise).
 fn has_body(req: &RequestHeader) -> bool {
@@ -243,6 +264,15 @@ impl ProxyHttp for Gateway {
         for name in &snapshot.identity_headers {
             session.req_header_mut().remove_header(name);
         }
+        if let Err(detail) = check_framing(session) {
+            self.metrics.rejected(Rejection::BadRequest);
+            // The body's extent is unknown: never read on after it.
+            session.set_keepalive(None);
+            Problem::new(400, detail)
+                .write(session, &ctx.request_id.text)
+                .await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let path = req.uri.path();
         if has_dot_segments(path) {
@@ -262,7 +292,17 @@ impl ProxyHttp for Gateway {
                     ctx.upstream_uri = Some(rw.apply(|name| params.get(name), req.uri.query()));
                 }
                 ctx.deadline = route.timeout.map(|t| ctx.started + t);
+                ctx.body_limit = route.max_body_bytes;
                 ctx.route = Some(route.clone());
+                if framing::content_length(req).is_some_and(|len| len > ctx.body_limit) {
+                    // Refused before anything goes upstream; the body is never read.
+                    self.metrics.rejected(Rejection::BodyTooLarge);
+                    session.set_keepalive(None);
+                    Problem::body_too_large()
+                        .write(session, &ctx.request_id.text)
+                        .await?;
+                    return Ok(true);
+                }
                 match &route.auth {
                     Some(auth) => self.authenticate(session, ctx, auth).await,
                     None => Ok(false),
@@ -410,13 +450,26 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(b) = body {
             ctx.bytes_in += b.len() as u64;
+            // After an upgrade (WebSocket) the bytes are a conversation, not a request body.
+            if ctx.bytes_in > ctx.body_limit && !session.was_upgraded() {
+                // This chunk and everything after it stay here; the upstream connection is
+                // dropped with the body unfinished, so no complete request reaches it.
+                *body = None;
+                if !std::mem::replace(&mut ctx.body_refused, true) {
+                    self.metrics.rejected(Rejection::BodyTooLarge);
+                }
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the route's max_body_bytes",
+                ));
+            }
         }
         Ok(())
     }
@@ -474,6 +527,13 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.body_refused {
+            // Our own 413, not the target's failure: no retry, no circuit breaker verdict.
+            ctx.circuit_ticket = None;
+            self.finish_attempt(ctx, UpstreamOutcome::ClientClosed);
+            e.set_retry(false);
+            return e;
+        }
         if std::mem::take(&mut ctx.retry_decided) {
             // A 502/503/504 answer for which upstream_response_filter already decided to retry.
             e.set_retry(true);

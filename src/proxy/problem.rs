@@ -59,6 +59,10 @@ impl Problem {
         Problem::new(404, "no route matches this request")
     }
 
+    pub fn body_too_large() -> Problem {
+        Problem::new(413, "the request body is larger than this route accepts")
+    }
+
     pub fn method_not_allowed(allow: &str) -> Problem {
         Problem {
             allow: Some(allow.to_string()),
@@ -85,6 +89,25 @@ impl Problem {
         serde_json::to_vec(&body)
             .map(Bytes::from)
             .unwrap_or_default()
+    }
+
+    /// The whole response as HTTP/1.1 bytes, for answers written straight to a connection
+    /// before Pingora has a request (a request head too large or too slow). The connection is
+    /// closed afterwards, and says so.
+    pub fn http1_response(&self, request_id: &str) -> Vec<u8> {
+        let body = self.body(request_id);
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+            self.status,
+            body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        out
     }
 
     /// Writes the whole response to the client. HEAD requests get the headers only.
@@ -175,6 +198,7 @@ pub fn problem_for(e: &Error) -> Problem {
         (HTTPStatus(503), _) => {
             Problem::new(503, "no healthy upstream target can take the request")
         }
+        (HTTPStatus(413), _) => Problem::body_too_large(),
         (HTTPStatus(code), _) => Problem::new(*code, "the request could not be served"),
         (ConnectTimedout, _) => {
             Problem::new(504, "the upstream did not accept a connection in time")

@@ -4,11 +4,13 @@
 //! reloads on file changes and SIGHUP.
 
 mod files;
+mod limits;
 mod rewrite;
 pub mod store;
 pub mod watch;
 
 pub use files::ReferencedFiles;
+pub use limits::Limits;
 pub use rewrite::{path_params, Rewrite};
 pub use store::{ReloadOutcome, Store};
 
@@ -31,6 +33,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub fallback: Option<Fallback>,
+    /// Largest request body: the route's `max_body_bytes`, else the server's.
+    pub max_body_bytes: u64,
     /// Who may call the route; `None`: a public route.
     pub auth: Option<RouteAuth>,
 }
@@ -143,6 +147,8 @@ pub struct Snapshot {
     pub tls: Option<Arc<crate::tls::TlsIdentity>>,
     /// Files the config names (certificates, keys, CAs), fingerprinted as they were compiled.
     pub files: ReferencedFiles,
+    /// Request size and time limits (`[server]` values or their defaults).
+    pub limits: Limits,
     pub info: SnapshotInfo,
 }
 
@@ -231,6 +237,7 @@ pub fn compile(
         None => None,
     };
 
+    let limits = Limits::compile(&config.server);
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
@@ -283,6 +290,9 @@ pub fn compile(
                     content_type: f.content_type.clone(),
                 }),
                 auth,
+                max_body_bytes: r
+                    .max_body_bytes
+                    .map_or(limits.max_body_bytes, |s| s.bytes()),
             }),
         });
     }
@@ -316,6 +326,7 @@ pub fn compile(
             identity_headers: policies.identity_headers,
             tls,
             files,
+            limits,
         }),
         _ => Err(errors),
     }

@@ -10,6 +10,7 @@ pub mod jwks_server;
 pub mod jwt;
 pub mod prom;
 pub mod raw;
+pub mod recorder;
 pub mod resilience;
 pub mod tls;
 
@@ -20,7 +21,9 @@ pub use faulty::{Fault, FaultyProxy};
 #[allow(unused_imports)]
 pub use gateway::{free_port, GatewayHandle};
 #[allow(unused_imports)]
-pub use raw::{raw_request, RawResponse};
+pub use raw::{parse_response, raw_exchange, raw_request, RawConn, RawResponse};
+#[allow(unused_imports)]
+pub use recorder::{RecordedRequest, Recorder};
 
 use std::time::{Duration, Instant};
 

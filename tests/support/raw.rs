@@ -69,6 +69,86 @@ pub async fn raw_request(addr: SocketAddr, head: &[&str], body: &[u8]) -> RawRes
     parse(&buf)
 }
 
+/// A raw connection kept open across requests: exact bytes out, responses in.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        RawConn {
+            stream: TcpStream::connect(addr).await.expect("connect to gateway"),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes bytes exactly as given.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Reads one response framed by Content-Length (at most 10 s).
+    pub async fn read_response(&mut self) -> RawResponse {
+        let fut = async {
+            loop {
+                if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = parse(&self.buf[..end + 4]);
+                    let len: usize = head
+                        .header("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if self.buf.len() >= end + 4 + len {
+                        let body = self.buf[end + 4..end + 4 + len].to_vec();
+                        self.buf.drain(..end + 4 + len);
+                        return RawResponse { body, ..head };
+                    }
+                }
+                let mut piece = [0u8; 8192];
+                let n = self.stream.read(&mut piece).await.expect("read response");
+                assert!(
+                    n > 0,
+                    "connection closed before a whole response: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+                self.buf.extend_from_slice(&piece[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .expect("no response within 10 s")
+    }
+
+    /// Reads until the gateway closes the connection (at most `limit`): what arrived, and
+    /// whether it ended in a close (`false`: still open at the limit, or reset).
+    pub async fn read_until_close(&mut self, limit: Duration) -> (Vec<u8>, bool) {
+        let mut out = std::mem::take(&mut self.buf);
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let mut piece = [0u8; 8192];
+            match tokio::time::timeout_at(end, self.stream.read(&mut piece)).await {
+                Ok(Ok(0)) => return (out, true),
+                Ok(Ok(n)) => out.extend_from_slice(&piece[..n]),
+                Ok(Err(_)) | Err(_) => return (out, false),
+            }
+        }
+    }
+}
+
+/// Sends `bytes` exactly as given on a new connection and returns everything the gateway
+/// sent back until it closed the connection (at most 10 s).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut conn = RawConn::connect(addr).await;
+    conn.send(bytes).await.expect("write request");
+    let (out, _) = conn.read_until_close(Duration::from_secs(10)).await;
+    out
+}
+
+/// Parses the first response of raw bytes (head and everything after it as the body).
+pub fn parse_response(buf: &[u8]) -> RawResponse {
+    parse(buf)
+}
+
 fn parse(buf: &[u8]) -> RawResponse {
     let end = buf
         .windows(4)

@@ -1,0 +1,147 @@
+//! The edge of the proxy service: every accepted connection (plain or TLS, whatever listener
+//! the service has) passes through [`EdgeApp`], which wraps its stream in a
+//! [`GuardedStream`] enforcing the request head limits (`server.max_header_bytes`,
+//! `server.client_header_timeout`) before Pingora's HTTP code sees a byte, then hands the
+//! connection to the proxy.
+//!
+//! Why a stream wrapper: Pingora reads request heads itself, caps them only at 1 MiB and times
+//! each read rather than the whole head (cloudflare/pingora#447), and no `ProxyHttp` hook runs
+//! before a head is complete. Only the stream it reads from sees a head while it arrives.
+
+mod head;
+mod stream;
+
+pub use head::HeadScanner;
+pub use stream::{GuardedStream, HeadLimits, H2_PREFACE};
+
+use crate::observe::Metrics;
+use crate::snapshot::{Limits, Store};
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Ssl, Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use std::sync::Arc;
+
+/// Wraps an HTTP application (Tollgate's `HttpProxy`) with the connection guard.
+pub struct EdgeApp<A> {
+    inner: Arc<A>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> EdgeApp<A> {
+    pub fn new(inner: A, store: Arc<Store>, metrics: Arc<Metrics>) -> EdgeApp<A> {
+        EdgeApp {
+            inner: Arc::new(inner),
+            store,
+            metrics,
+        }
+    }
+
+    /// The wrapped application, to adjust its options while the service is being built
+    /// (`None` once connections are being served).
+    pub fn app_mut(&mut self) -> Option<&mut A> {
+        Arc::get_mut(&mut self.inner)
+    }
+
+    fn limits(&self) -> (HeadLimits, Limits) {
+        let limits = self.store.snapshot().limits;
+        let head = HeadLimits {
+            max_bytes: limits.max_header_bytes,
+            timeout: limits.client_header_timeout,
+        };
+        (head, limits)
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for EdgeApp<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// Serves one connection. HTTP/2 (h2c by prior knowledge, or TLS with ALPN h2) goes to the
+    /// application as is, with the guard open. HTTP/1 runs Pingora's keep-alive loop here, so
+    /// that each request's head phase starts exactly when the previous request is done
+    /// (body drained, response written).
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (head_limits, limits) = self.limits();
+        let mut guarded = GuardedStream::new(stream, head_limits, self.metrics.clone());
+        let options = self.inner.server_options();
+        let h2 = if guarded.get_ssl_digest().is_some() {
+            // TLS: ALPN decides; h2c never applies.
+            match guarded.selected_alpn_proto() {
+                Some(ALPN::H2) => true,
+                Some(ALPN::Custom(_)) => return self.hand_over(guarded, shutdown).await,
+                _ => false,
+            }
+        } else if options.is_some_and(|o| o.h2c) {
+            // Bounded by the head deadline; on timeout or error the HTTP/1 path below reads
+            // what arrived and answers (408) or closes.
+            match guarded.head_deadline() {
+                Some(at) => tokio::time::timeout_at(at, guarded.sniff_h2_preface())
+                    .await
+                    .is_ok_and(|r| r.unwrap_or(false)),
+                None => guarded.sniff_h2_preface().await.unwrap_or(false),
+            }
+        } else {
+            false
+        };
+        if h2 {
+            return self.hand_over(guarded, shutdown).await;
+        }
+
+        let keepalive_limit = options.and_then(|o| o.keepalive_request_limit);
+        let mut session = ServerSession::new_http1(Box::new(guarded));
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(limits.idle_timeout.as_secs().max(1)));
+        }
+        session.set_keepalive_reuses_remaining(keepalive_limit);
+        let mut result = self.inner.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            // Tollgate never enables HTTP/1 pipelining, so the next request starts on the
+            // socket: Pingora closes a connection that sent bytes past a request instead.
+            let stream = match stream.into_any().downcast::<GuardedStream>() {
+                Ok(mut guarded) => {
+                    guarded.start_head(self.limits().0);
+                    guarded as Stream
+                }
+                Err(_) => {
+                    tracing::warn!("client stream lost its guard; closing the connection");
+                    return None;
+                }
+            };
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.inner.process_new_http(session, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.http_cleanup().await;
+    }
+}
+
+impl<A> EdgeApp<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// Hands a non-HTTP/1 connection to the application's own dispatch (HTTP/2, custom ALPN).
+    async fn hand_over(
+        self: &Arc<Self>,
+        mut guarded: GuardedStream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        guarded.open();
+        ServerApp::process_new(&self.inner, Box::new(guarded), shutdown).await
+    }
+}

@@ -1,0 +1,636 @@
+//! The connection guard: a wrapper around every accepted client stream that bounds each
+//! HTTP/1 request head in size (`server.max_header_bytes`) and in time
+//! (`server.client_header_timeout`, for the whole head, not per read) while Pingora reads it,
+//! and answers 431 / 408 itself when a limit hits. Outside the head phase (bodies, responses,
+//! upgraded connections, HTTP/2) it only passes bytes through.
+
+use super::head::HeadScanner;
+use crate::observe::{Metrics, Rejection};
+use crate::proxy::Problem;
+use async_trait::async_trait;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    UniqueID, UniqueIDType,
+};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a plain connection that starts with it is
+/// h2c, and its head phase ends there.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// After refusing a request, how long input is still read and thrown away before the socket
+/// closes. Closing with unread input makes the kernel send a reset, which can destroy our
+/// answer before the client reads it (the reason for nginx's `lingering_close`).
+const LINGER: Duration = Duration::from_secs(1);
+/// ... and how much input at most.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Head limits of one connection (from the snapshot live when it was accepted).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_bytes: u64,
+    pub timeout: Duration,
+}
+
+/// A client stream with the head guard. `Pingora` sees it as any other [`Stream`].
+pub struct GuardedStream {
+    inner: Stream,
+    limits: HeadLimits,
+    phase: Phase,
+    /// Bytes read ahead (sniffing the HTTP/2 preface) and handed out again before the socket's.
+    replay: Vec<u8>,
+    replay_pos: usize,
+    /// Fires at the head deadline or at the end of lingering; made on first need.
+    timer: Option<Pin<Box<Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+enum Phase {
+    /// Reading a request head: counted, and timed from `deadline` once it is set.
+    Head {
+        scanner: HeadScanner,
+        deadline: Option<Instant>,
+    },
+    /// Anything else: passed through.
+    Open,
+    /// A limit hit: our answer is written, then input is drained for a moment.
+    Refusing(Refusal),
+    /// Refused and done.
+    Closed { silent: bool },
+}
+
+struct Refusal {
+    response: Vec<u8>,
+    written: usize,
+    step: Step,
+    drained: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Write,
+    Flush,
+    Shutdown,
+    Drain,
+}
+
+impl GuardedStream {
+    /// Wraps a freshly accepted stream. The first request's head must be complete
+    /// `limits.timeout` after the connection was accepted (a client that connects and says
+    /// nothing counts as slow, as in nginx).
+    pub fn new(inner: Stream, limits: HeadLimits, metrics: Arc<Metrics>) -> GuardedStream {
+        GuardedStream {
+            inner,
+            limits,
+            phase: Phase::Head {
+                scanner: HeadScanner::new(),
+                deadline: Some(Instant::now() + limits.timeout),
+            },
+            replay: Vec::new(),
+            replay_pos: 0,
+            timer: None,
+            metrics,
+        }
+    }
+
+    /// A new request may start on this keep-alive connection: its head is counted and timed
+    /// again, from its first byte (the idle time before it is `idle_timeout`'s business).
+    pub fn start_head(&mut self, limits: HeadLimits) {
+        if matches!(self.phase, Phase::Open | Phase::Head { .. }) {
+            self.limits = limits;
+            self.phase = Phase::Head {
+                scanner: HeadScanner::new(),
+                deadline: None,
+            };
+        }
+    }
+
+    /// The connection speaks something other than HTTP/1 (HTTP/2): no head phase any more.
+    pub fn open(&mut self) {
+        if matches!(self.phase, Phase::Head { .. }) {
+            self.phase = Phase::Open;
+        }
+    }
+
+    /// When the current head must be complete, if its clock runs.
+    pub fn head_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Head { deadline, .. } => *deadline,
+            _ => None,
+        }
+    }
+
+    /// Reads the first bytes until they either are the HTTP/2 preface (true) or cannot be
+    /// (false, at the first byte that differs: an HTTP/1 request however short is never
+    /// waited on). The bytes read are handed out again by later reads. Cancel-safe: bytes
+    /// read before a cancellation are kept for replay.
+    pub async fn sniff_h2_preface(&mut self) -> io::Result<bool> {
+        while self.replay.len() < H2_PREFACE.len() {
+            let mut piece = [0u8; 24];
+            let want = H2_PREFACE.len() - self.replay.len();
+            let n = self.inner.read(&mut piece[..want]).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.replay.extend_from_slice(&piece[..n]);
+            if !H2_PREFACE.starts_with(&self.replay) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads from the replay buffer first, then from the socket.
+    fn read_source(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.replay_pos < self.replay.len() {
+            let rest = &self.replay[self.replay_pos..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.replay_pos += n;
+            if self.replay_pos == self.replay.len() {
+                self.replay = Vec::new();
+                self.replay_pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+
+    /// Polls the timer set to `at`, creating or moving it as needed.
+    fn timer_fired(&mut self, cx: &mut Context<'_>, at: Instant) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// One read during the head phase: at most one byte past the size limit is let in, the
+    /// end of the head ends the phase, a limit refuses the request.
+    fn poll_head_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<Option<io::Result<()>>> {
+        let Phase::Head { scanner, .. } = &self.phase else {
+            return Poll::Ready(None);
+        };
+        let room = self.limits.max_bytes.saturating_sub(scanner.len()) + 1;
+        let before = buf.filled().len();
+        let polled = if buf.remaining() as u64 > room {
+            // Near the limit: read only what may still belong to an acceptable head, so the
+            // memory a connection holds stays bounded by our limit, not by Pingora's 1 MiB.
+            let mut small = vec![0u8; room as usize];
+            let mut small_buf = ReadBuf::new(&mut small);
+            let polled = self.read_source(cx, &mut small_buf);
+            buf.put_slice(small_buf.filled());
+            polled
+        } else {
+            self.read_source(cx, buf)
+        };
+        let Phase::Head { scanner, deadline } = &mut self.phase else {
+            return Poll::Ready(None);
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                let fresh = &buf.filled()[before..];
+                if fresh.is_empty() {
+                    return Poll::Ready(Some(Ok(()))); // end of stream: Pingora's to handle
+                }
+                let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + self.limits.timeout);
+                let ended = scanner.feed(fresh).is_some();
+                if scanner.len() > self.limits.max_bytes {
+                    buf.set_filled(before);
+                    self.refuse(Rejection::HeaderTooLarge);
+                    return Poll::Ready(None);
+                }
+                if ended {
+                    self.phase = Phase::Open;
+                } else if now >= deadline {
+                    buf.set_filled(before);
+                    self.refuse(Rejection::HeaderTimeout);
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(())))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => {
+                let Some(at) = *deadline else {
+                    return Poll::Pending;
+                };
+                if self.timer_fired(cx, at) {
+                    self.refuse(Rejection::HeaderTimeout);
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Counts the refusal and prepares the answer: 431 for a head too large, 408 for a head
+    /// too slow, nothing (just closing) for a connection that never sent a byte.
+    fn refuse(&mut self, reason: Rejection) {
+        let started = match &self.phase {
+            Phase::Head { scanner, .. } => !scanner.is_empty(),
+            _ => true,
+        };
+        self.metrics.rejected(reason);
+        let problem = match reason {
+            Rejection::HeaderTooLarge => Problem::new(
+                431,
+                "the request head (request line and headers) is larger than this gateway accepts",
+            ),
+            _ if !started => {
+                tracing::debug!("closing a connection that sent no request in time");
+                self.phase = Phase::Closed { silent: true };
+                return;
+            }
+            _ => Problem::new(408, "the request head was not received in time"),
+        };
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        tracing::debug!(request_id, status = problem.status, "request head refused");
+        self.phase = Phase::Refusing(Refusal {
+            response: problem.http1_response(&request_id),
+            written: 0,
+            step: Step::Write,
+            drained: 0,
+        });
+    }
+
+    /// Drives a refusal: write the answer, flush, half-close, drain input for a moment.
+    /// Ready once the connection is done with (the phase is then `Closed`).
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Phase::Refusing(r) = &mut self.phase else {
+                return Poll::Ready(());
+            };
+            let inner = Pin::new(&mut self.inner);
+            let step_done = match r.step {
+                Step::Write => match ready!(inner.poll_write(cx, &r.response[r.written..])) {
+                    Ok(n) if n > 0 => {
+                        r.written += n;
+                        r.written == r.response.len()
+                    }
+                    _ => break,
+                },
+                Step::Flush => ready!(inner.poll_flush(cx)).is_ok(),
+                Step::Shutdown => {
+                    // Whatever the result, go on draining: the answer is out.
+                    let _ = ready!(inner.poll_shutdown(cx));
+                    true
+                }
+                Step::Drain => {
+                    let mut scratch = [0u8; 4096];
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    match inner.poll_read(cx, &mut sink) {
+                        Poll::Ready(Ok(())) if !sink.filled().is_empty() => {
+                            r.drained += sink.filled().len();
+                            if r.drained > LINGER_BYTES {
+                                break;
+                            }
+                            continue;
+                        }
+                        Poll::Ready(_) => break,
+                        Poll::Pending => {
+                            // The linger timer was set when draining began.
+                            let fired = self
+                                .timer
+                                .as_mut()
+                                .is_none_or(|t| t.as_mut().poll(cx).is_ready());
+                            if fired {
+                                break;
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            };
+            if !step_done {
+                if r.step == Step::Write {
+                    continue;
+                }
+                break;
+            }
+            r.step = match r.step {
+                Step::Write => Step::Flush,
+                Step::Flush => Step::Shutdown,
+                Step::Shutdown | Step::Drain => {
+                    // Lingering starts now.
+                    self.timer = Some(Box::pin(tokio::time::sleep(LINGER)));
+                    Step::Drain
+                }
+            };
+        }
+        self.phase = Phase::Closed { silent: false };
+        Poll::Ready(())
+    }
+}
+
+fn refused() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "request head refused by Tollgate's limits",
+    )
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                Phase::Open => return this.read_source(cx, buf),
+                Phase::Head { .. } => {
+                    if let Some(result) = ready!(this.poll_head_read(cx, buf)) {
+                        return Poll::Ready(result);
+                    }
+                }
+                Phase::Refusing(_) => ready!(this.poll_refusal(cx)),
+                // Silent: end of stream, so Pingora closes without a word.
+                Phase::Closed { silent: true } => return Poll::Ready(Ok(())),
+                Phase::Closed { silent: false } => return Poll::Ready(Err(refused())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.phase {
+            Phase::Refusing(_) | Phase::Closed { .. } => Poll::Ready(Err(refused())),
+            _ => Pin::new(&mut this.inner).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match this.phase {
+            Phase::Refusing(_) | Phase::Closed { .. } => Poll::Ready(Err(refused())),
+            _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.phase {
+            Phase::Refusing(_) | Phase::Closed { .. } => Poll::Ready(Ok(())),
+            _ => Pin::new(&mut this.inner).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.phase {
+            Phase::Refusing(_) | Phase::Closed { silent: false } => Poll::Ready(Ok(())),
+            _ => Pin::new(&mut this.inner).poll_shutdown(cx),
+        }
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        if !matches!(self.phase, Phase::Closed { silent: false }) {
+            self.inner.shutdown().await;
+        }
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: pingora::protocols::raw_connect::ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    /// Served from the sniffed bytes when they cover the request (the HTTP/2 path asks for
+    /// exactly the preface we already read), else from the socket.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let ahead = &self.replay[self.replay_pos..];
+        if ahead.len() >= buf.len() {
+            buf.copy_from_slice(&ahead[..buf.len()]);
+            return Ok(true);
+        }
+        if !ahead.is_empty() {
+            // Bytes are held here that the socket's peek would not show.
+            return Ok(false);
+        }
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl std::fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    fn guarded(max_bytes: u64, timeout_ms: u64) -> (GuardedStream, DuplexStream, Arc<Metrics>) {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let metrics = Arc::new(Metrics::new());
+        let limits = HeadLimits {
+            max_bytes,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        (
+            GuardedStream::new(Box::new(server), limits, metrics.clone()),
+            client,
+            metrics,
+        )
+    }
+
+    fn count(metrics: &Metrics, reason: &str) -> bool {
+        let page = String::from_utf8(metrics.render()).unwrap();
+        page.contains(&format!(
+            "tollgate_rejected_requests_total{{reason=\"{reason}\"}} 1"
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_head_within_limits_and_its_body_pass_unchanged() {
+        let (mut g, mut client, _) = guarded(64, 1000);
+        let sent = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+        let body = vec![b'x'; 1000];
+        client.write_all(&sent).await.unwrap();
+        client.write_all(&body).await.unwrap();
+        drop(client);
+        let mut got = Vec::new();
+        g.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, [sent, body].concat());
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_is_answered_431_and_not_passed_on() {
+        let (mut g, mut client, metrics) = guarded(64, 1000);
+        client
+            .write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let err = g.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(got.len() <= 65, "{} bytes passed on", got.len());
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert!(answer.contains("application/problem+json"));
+        assert!(count(&metrics, "header_too_large"));
+    }
+
+    #[tokio::test]
+    async fn a_trickled_head_is_timed_as_a_whole() {
+        let (mut g, mut client, metrics) = guarded(1024, 300);
+        let started = Instant::now();
+        // One byte every 50 ms until an answer comes: each read is quick, the head is not.
+        let writer = tokio::spawn(async move {
+            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            let mut first = [0u8; 1];
+            for _ in 0..40 {
+                tokio::select! {
+                    _ = client.read_exact(&mut first) => break,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                        client.write_all(b"a").await.unwrap();
+                    }
+                }
+            }
+            let answered_after = started.elapsed();
+            let mut answer = first.to_vec();
+            let _ = client.read_to_end(&mut answer).await;
+            (answer, answered_after)
+        });
+        let mut got = Vec::new();
+        assert!(g.read_to_end(&mut got).await.is_err());
+        drop(g);
+        let (answer, answered_after) = writer.await.unwrap();
+        assert!(
+            answered_after >= Duration::from_millis(300),
+            "{answered_after:?}"
+        );
+        assert!(
+            answered_after < Duration::from_millis(1500),
+            "{answered_after:?}"
+        );
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(count(&metrics, "header_timeout"));
+    }
+
+    #[tokio::test]
+    async fn the_next_head_is_guarded_again_and_timed_from_its_first_byte() {
+        let (mut g, mut client, _) = guarded(64, 200);
+        let first = b"GET / HTTP/1.1\r\n\r\n";
+        client.write_all(first).await.unwrap();
+        let mut buf = vec![0u8; first.len()];
+        g.read_exact(&mut buf).await.unwrap();
+        // Idle for longer than the head timeout, then a second head over the size limit.
+        g.start_head(g.limits);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client
+            .write_all(format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(100)).as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        assert!(g.read_to_end(&mut got).await.is_err());
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431 "));
+    }
+
+    #[tokio::test]
+    async fn sniffing_stops_at_the_first_byte_that_is_not_the_preface() {
+        let (mut g, mut client, _) = guarded(1024, 1000);
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        assert!(!g.sniff_h2_preface().await.unwrap());
+        let mut buf = vec![0u8; 18];
+        g.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"GET / HTTP/1.0\r\n\r\n");
+
+        let (mut g, mut client, _) = guarded(1024, 1000);
+        client.write_all(H2_PREFACE).await.unwrap();
+        assert!(g.sniff_h2_preface().await.unwrap());
+        let mut peeked = [0u8; 24];
+        assert!(g.try_peek(&mut peeked).await.unwrap());
+        assert_eq!(&peeked, H2_PREFACE);
+        g.open();
+        let mut buf = [0u8; 24];
+        g.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, H2_PREFACE);
+    }
+}
