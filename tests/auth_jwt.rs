@@ -222,10 +222,7 @@ async fn the_attack_corpus_is_refused_before_the_backend() {
         ("tampered payload", with_segment(&good, 1, &forged_payload)),
         ("tampered signature", with_segment(&good, 2, &flipped)),
         ("truncated", good[..good.len() / 2].to_string()),
-        (
-            "two segments",
-            good.rsplitn(2, '.').nth(1).unwrap().to_string(),
-        ),
+        ("two segments", good.rsplit_once('.').unwrap().0.to_string()),
         ("bad base64", with_segment(&good, 1, "!!!not-base64!!!")),
         ("100 KB", format!("{good}{}", "A".repeat(100 * 1024))),
     ];

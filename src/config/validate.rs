@@ -154,11 +154,10 @@ impl Validator {
                     self.err(hash_key, format!("\"{name}\" is not a valid header name"));
                 }
             }
-            (Balance::Hash, Some(k)) if k.starts_with("claim:") => {
-                if k.len() == "claim:".len() {
-                    self.err(hash_key, "names no claim; write \"claim:sub\"");
-                }
+            (Balance::Hash, Some("claim:")) => {
+                self.err(hash_key, "names no claim; write \"claim:sub\"")
             }
+            (Balance::Hash, Some(k)) if k.starts_with("claim:") => {}
             (Balance::Hash, Some(k)) => self.err(
                 hash_key,
                 format!("\"{k}\" is not one of \"ip\", \"header:NAME\", \"claim:NAME\""),
