@@ -291,3 +291,106 @@ async fn hmac_policies_take_only_their_secret() {
     );
     assert_eq!(s.app.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_keys_are_picked_up_and_survive_a_provider_outage() {
+    use support::jwks_server::JwksServer;
+    let k1 = TestKey::rsa("k1");
+    let k2 = TestKey::rsa("k2");
+    let provider = JwksServer::start(&jwks(&[&k1])).await;
+    let app = backend("app").start().await;
+    let body = format!(
+        r#"
+[auth.mobile]
+type = "jwt"
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+jwks_url = "{url}"
+
+[upstreams.u]
+targets = ["{app}"]
+
+[routes.me]
+path = "/me"
+upstream = "u"
+auth = "mobile"
+"#,
+        url = provider.url(),
+        app = app.target(),
+    );
+    let gw = GatewayHandle::start(&body).await;
+    assert_eq!(provider.hits(), 1, "keys are fetched once, at start-up");
+    let t1 = k1.sign(&good_claims("u1", ""));
+    assert_eq!(call(&gw, "/me", &bearer(&t1)).await.status, 200);
+
+    // The provider publishes a second key: a token naming it is accepted without a restart,
+    // and tokens of the first key still are.
+    provider.serve_jwks(&jwks(&[&k1, &k2]));
+    let t2 = k2.sign(&good_claims("u2", ""));
+    assert_eq!(call(&gw, "/me", &bearer(&t2)).await.status, 200);
+    assert_eq!(call(&gw, "/me", &bearer(&t1)).await.status, 200);
+    assert_eq!(provider.hits(), 2, "one refetch for the new kid");
+
+    // The provider goes down: the keys already known keep working, fresh tokens included.
+    provider.stop();
+    let fresh = k2.sign(&good_claims("u3", ""));
+    assert_eq!(call(&gw, "/me", &bearer(&fresh)).await.status, 200);
+    assert_eq!(call(&gw, "/me", &bearer(&t1)).await.status, 200);
+    assert_eq!(app.count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_can_hash_on_a_verified_claim() {
+    let targets = [
+        backend("a").start().await,
+        backend("b").start().await,
+        backend("c").start().await,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hs.secret");
+    std::fs::write(&secret, HS_SECRET).unwrap();
+    let list: Vec<String> = targets
+        .iter()
+        .map(|t| format!("\"{}\"", t.target()))
+        .collect();
+    let body = format!(
+        r#"
+[auth.mobile]
+type = "jwt"
+algorithms = ["HS256"]
+secret_file = "{secret}"
+
+[upstreams.u]
+targets = [{list}]
+balance = "hash"
+hash_key = "claim:sub"
+
+[routes.me]
+path = "/me"
+upstream = "u"
+auth = "mobile"
+"#,
+        secret = secret.display(),
+        list = list.join(", "),
+    );
+    let gw = GatewayHandle::start(&body).await;
+    let signer = TestKey::hmac(HS_SECRET.as_bytes());
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let token = signer.sign(&good_claims(&format!("user-{user}"), ""));
+        let mut picked = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let a = call(&gw, "/me", &bearer(&token)).await;
+            assert_eq!(a.status, 200, "{a:?}");
+            picked.insert(a.backend().expect("backend name"));
+        }
+        assert_eq!(
+            picked.len(),
+            1,
+            "user-{user} moved between targets: {picked:?}"
+        );
+        seen.extend(picked);
+    }
+    assert!(seen.len() >= 2, "12 users all hashed to {seen:?}");
+}
