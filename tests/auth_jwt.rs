@@ -36,6 +36,18 @@ fn b64_json(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+/// `[auth.mobile]`: RS256 with keys from `jwks_url`, this test's issuer and audience.
+fn mobile_policy(jwks_url: &str) -> String {
+    format!(
+        r#"[auth.mobile]
+type = "jwt"
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = ["RS256"]
+jwks_url = "{jwks_url}""#
+    )
+}
+
 struct Setup {
     gw: GatewayHandle,
     app: Backend,
@@ -57,12 +69,7 @@ async fn setup() -> Setup {
     std::fs::write(&secret, format!("{HS_SECRET}\n")).unwrap();
     let body = format!(
         r#"
-[auth.mobile]
-type = "jwt"
-issuer = "{ISSUER}"
-audiences = ["{AUDIENCE}"]
-algorithms = ["RS256"]
-jwks_url = "http://{jwks}/.well-known/jwks.json"
+{mobile}
 leeway = "30s"
 forward_claims = {{ sub = "x-user-id", scope = "x-user-scope" }}
 
@@ -96,7 +103,10 @@ auth = "internal"
 path = "/public"
 upstream = "u"
 "#,
-        jwks = jwks_server.target(),
+        mobile = mobile_policy(&format!(
+            "http://{}/.well-known/jwks.json",
+            jwks_server.target()
+        )),
         secret = secret.display(),
         app = app.target(),
     );
@@ -301,12 +311,7 @@ async fn rotated_keys_are_picked_up_and_survive_a_provider_outage() {
     let app = backend("app").start().await;
     let body = format!(
         r#"
-[auth.mobile]
-type = "jwt"
-issuer = "{ISSUER}"
-audiences = ["{AUDIENCE}"]
-algorithms = ["RS256"]
-jwks_url = "{url}"
+{mobile}
 
 [upstreams.u]
 targets = ["{app}"]
@@ -316,7 +321,7 @@ path = "/me"
 upstream = "u"
 auth = "mobile"
 "#,
-        url = provider.url(),
+        mobile = mobile_policy(&provider.url()),
         app = app.target(),
     );
     let gw = GatewayHandle::start(&body).await;

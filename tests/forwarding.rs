@@ -7,17 +7,7 @@ use support::{backend, client, pseudo_random, raw_request, GatewayHandle};
 
 /// A gateway with one catch-all route to `target`.
 async fn gateway_to(target: &str) -> GatewayHandle {
-    GatewayHandle::start(&format!(
-        r#"
-[upstreams.app]
-targets = ["{target}"]
-
-[routes.app]
-path = "/{{*rest}}"
-upstream = "app"
-"#
-    ))
-    .await
+    GatewayHandle::start(&support::gateway::catch_all(target, "")).await
 }
 
 fn sha256(b: &[u8]) -> String {

@@ -4,6 +4,7 @@
 
 mod support;
 use std::time::{Duration, Instant};
+use support::gateway::catch_all;
 use support::{
     client, parse_response, raw_exchange, raw_request, GatewayHandle, RawConn, RawResponse,
     Recorder,
@@ -12,21 +13,7 @@ use support::{
 /// A gateway with a catch-all route to `target`, `[server]` lines from `server_extra` and
 /// extra routes from `routes`.
 async fn gateway(target: &str, server_extra: &str, routes: &str) -> GatewayHandle {
-    GatewayHandle::start_with(
-        &format!(
-            r#"
-[upstreams.app]
-targets = ["{target}"]
-
-[routes.app]
-path = "/{{*rest}}"
-upstream = "app"
-{routes}
-"#
-        ),
-        server_extra,
-    )
-    .await
+    GatewayHandle::start_with(&catch_all(target, routes), server_extra).await
 }
 
 async fn rejected(gw: &GatewayHandle, reason: &str) -> f64 {

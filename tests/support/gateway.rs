@@ -73,6 +73,21 @@ fn server_header(addr: SocketAddr, admin: SocketAddr, extra: &str) -> String {
     )
 }
 
+/// Upstream `app` with one target and a catch-all route `app` to it, then `routes` (more routes).
+pub fn catch_all(target: &str, routes: &str) -> String {
+    format!(
+        r#"
+[upstreams.app]
+targets = ["{target}"]
+
+[routes.app]
+path = "/{{*rest}}"
+upstream = "app"
+{routes}
+"#
+    )
+}
+
 impl GatewayHandle {
     /// Starts Tollgate in this process with `body` (upstreams, routes) below a generated
     /// `[server]` section. `server_extra` adds lines to `[server]` (e.g. `shutdown_grace`).
