@@ -576,21 +576,23 @@ async fn provider_failures_keep_the_last_good_keys_and_are_logged_once() {
     assert!(idp2.hits() >= 2);
 }
 
-#[tokio::test]
-async fn a_slow_provider_holds_a_request_about_one_second_at_most() {
-    let k1 = TestKey::ed25519("k1");
-    let idp = JwksServer::start(&jwks(&[&k1])).await;
-    let (metrics, reg) = registry();
-    let v = JwtVerifier::new(
-        settings(KeySource::JwksUrl(idp.url()), &[Algorithm::EdDSA]),
-        &reg,
-    )
-    .unwrap();
+/// A verifier for `alg` with keys from `idp`, its first key set already loaded.
+async fn loaded_verifier(reg: &KeyRegistry, idp: &JwksServer, alg: Algorithm) -> JwtVerifier {
+    let v = JwtVerifier::new(settings(KeySource::JwksUrl(idp.url()), &[alg]), reg).unwrap();
     v.key_store()
         .unwrap()
         .ensure_loaded(Duration::from_secs(5))
         .await
         .unwrap();
+    v
+}
+
+#[tokio::test]
+async fn a_slow_provider_holds_a_request_about_one_second_at_most() {
+    let k1 = TestKey::ed25519("k1");
+    let idp = JwksServer::start(&jwks(&[&k1])).await;
+    let (metrics, reg) = registry();
+    let v = loaded_verifier(&reg, &idp, Algorithm::EdDSA).await;
     idp.delay(Duration::from_secs(8));
     let started = Instant::now();
     let got = v
@@ -618,16 +620,7 @@ async fn unknown_kid_refetches_are_rate_limited_and_shared() {
     let idp = JwksServer::start(&jwks(&[&k1])).await;
     idp.delay(Duration::from_millis(200));
     let (_, reg) = registry();
-    let v = JwtVerifier::new(
-        settings(KeySource::JwksUrl(idp.url()), &[Algorithm::ES384]),
-        &reg,
-    )
-    .unwrap();
-    v.key_store()
-        .unwrap()
-        .ensure_loaded(Duration::from_secs(5))
-        .await
-        .unwrap();
+    let v = loaded_verifier(&reg, &idp, Algorithm::ES384).await;
     assert_eq!(idp.hits(), 1);
     // 50 concurrent tokens with made-up kids share one refetch...
     let tokens: Vec<String> = (0..50)
