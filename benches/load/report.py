@@ -124,13 +124,14 @@ def med(values):
     return statistics.median(values) if values else None
 
 
-def ratio(data, name, base):
-    """Median over rounds of CPU/request of `name` divided by that of `base` in the same round."""
+def ratio(data, name, base, key="cpu_per_req"):
+    """Median over rounds of `key` (default CPU/request) of `name` divided by that of `base` in
+    the same round."""
     per_round = []
     for rnd, r in data[name].items():
         b = data.get(base, {}).get(rnd)
-        if b and b["cpu_per_req"] and r["cpu_per_req"] is not None:
-            per_round.append(r["cpu_per_req"] / b["cpu_per_req"])
+        if b and b.get(key) and r.get(key) is not None:
+            per_round.append(r[key] / b[key])
     return med(per_round)
 
 
@@ -194,8 +195,9 @@ def main():
         + "."
     )
     w("")
-    w("| config | req/s | p50 | p99 | CPU µs/req | × bare Pingora | × nginx | check |")
-    w("|---|---:|---:|---:|---:|---:|---:|---|")
+    # Policy variants (auth, rate limits, ...) are judged against the plain route in the same run.
+    w("| config | req/s | p50 | p99 | CPU µs/req | × bare Pingora | × nginx | × tollgate_plain | p99 × plain | check |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     skipped = {}
     for name in configs:
         reason_file = os.path.join(a.results, f"{name}.skipped")
@@ -204,7 +206,7 @@ def main():
                 skipped[name] = f.read().strip()
         runs = list(data[name].values())
         if not runs:
-            w(f"| {name} | – | – | – | – | – | – | skipped |")
+            w(f"| {name} | – | – | – | – | – | – | – | – | skipped |")
             continue
         label = f"{name} (no proxy)" if name == "backend" else name
         w(
@@ -218,6 +220,8 @@ def main():
                     fmt(med(r["cpu_per_req"] for r in runs), ".1f"),
                     fmt(ratio(data, name, "bare_pingora"), ".2f", "×"),
                     fmt(ratio(data, name, "nginx"), ".2f", "×"),
+                    fmt(ratio(data, name, "tollgate_plain"), ".2f", "×"),
+                    fmt(ratio(data, name, "tollgate_plain", "p99"), ".2f", "×"),
                     check_cell(name, runs) + (" (partial: skipped later)" if name in skipped else ""),
                 ]
             )
