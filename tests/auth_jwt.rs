@@ -399,3 +399,56 @@ auth = "mobile"
     }
     assert!(seen.len() >= 2, "12 users all hashed to {seen:?}");
 }
+
+/// An identity provider serving its JWKS over HTTPS with a certificate from an internal CA:
+/// trusted through `jwks_ca_file`, and refused (no keys, so 401) when another CA is configured.
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_over_https_is_verified_against_jwks_ca_file() {
+    use support::tls::TestCa;
+    let ca = TestCa::new("Identity CA");
+    let stranger = TestCa::new("Some other CA");
+    let key = TestKey::rsa("k1");
+    let provider = backend("idp")
+        .tls(ca.leaf(&["localhost"], 1).acceptor())
+        .body(jwks(&[&key]).to_string())
+        .header("content-type", "application/json")
+        .start()
+        .await;
+    let app = backend("app").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = dir.path().join("identity-ca.pem");
+    std::fs::write(&trusted, ca.pem()).unwrap();
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, stranger.pem()).unwrap();
+    let url = format!("https://localhost:{}/jwks.json", provider.addr.port());
+    let config = |ca_file: &std::path::Path| {
+        format!(
+            "{}\njwks_ca_file = \"{}\"\n\n{}",
+            mobile_policy(&url),
+            ca_file.display(),
+            support::gateway::catch_all(&app.target(), "auth = \"mobile\"")
+        )
+    };
+    let token = key.sign(&good_claims("u1", ""));
+
+    let gw = GatewayHandle::start(&config(&trusted)).await;
+    assert_eq!(call(&gw, "/me", &bearer(&token)).await.status, 200);
+    drop(gw);
+
+    // The provider's certificate does not chain to the configured CA: no keys are loaded, the
+    // failure is counted, and tokens are refused rather than accepted unverified.
+    let fetches_before = provider.count();
+    let gw = GatewayHandle::start(&config(&other)).await;
+    assert_denied(&call(&gw, "/me", &bearer(&token)).await, 401, INVALID);
+    assert_eq!(
+        provider.count(),
+        fetches_before,
+        "no request completes over an untrusted TLS"
+    );
+    let failures = gw
+        .metric("tollgate_jwks_refresh_total{policy=\"mobile\",result=\"failure\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(failures >= 1.0, "failed fetches must be counted");
+    assert_eq!(app.count(), 1);
+}

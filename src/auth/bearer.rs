@@ -45,11 +45,17 @@ impl JwtPolicy {
         } else {
             KeySource::Secret(read_secret(cfg, base_dir).map_err(|e| vec![e])?)
         };
-        let key_source_key = match &source {
-            KeySource::JwksUrl(_) => "jwks_url",
-            KeySource::JwksFile(_) => "jwks_file",
-            KeySource::Secret(_) if cfg.secret_env.is_some() => "secret_env",
-            KeySource::Secret(_) => "secret_file",
+        let jwks_ca_pem = match &cfg.jwks_ca_file {
+            Some(file) => {
+                let path = base_dir.join(file);
+                Some(std::fs::read(&path).map_err(|e| {
+                    vec![(
+                        "jwks_ca_file".to_string(),
+                        format!("cannot read {}: {e}", path.display()),
+                    )]
+                })?)
+            }
+            None => None,
         };
         let settings = JwtSettings {
             policy: name.to_string(),
@@ -60,9 +66,9 @@ impl JwtPolicy {
             jwks_refresh: cfg.jwks_refresh.map_or(DEFAULT_REFRESH, |d| d.get()),
             leeway: cfg.leeway.map_or(DEFAULT_LEEWAY, |d| d.get()),
             cache_entries: cfg.token_cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES),
+            jwks_ca_pem,
         };
-        let verifier = JwtVerifier::new(settings, keys)
-            .map_err(|msg| vec![(key_source_key.to_string(), msg)])?;
+        let verifier = JwtVerifier::new(settings, keys).map_err(|msg| vec![at_key(&msg)])?;
         let forward_claims = cfg
             .forward_claims
             .iter()
@@ -93,6 +99,28 @@ impl JwtPolicy {
             consumer: claims.subject().map(Arc::from),
             claims: Some(claims),
         })
+    }
+}
+
+/// The verifier's messages start with the setting at fault (`jwks_file: cannot read ...`):
+/// that setting becomes the key path, so the error points at the right line.
+fn at_key(message: &str) -> (String, String) {
+    const KEYS: &[&str] = &[
+        "algorithms",
+        "jwks_url",
+        "jwks_file",
+        "jwks_ca_file",
+        "secret_env",
+        "secret_file",
+        "issuer",
+        "audiences",
+        "jwks_refresh",
+        "leeway",
+        "token_cache_entries",
+    ];
+    match message.split_once(": ") {
+        Some((key, rest)) if KEYS.contains(&key) => (key.to_string(), rest.to_string()),
+        _ => ("algorithms".to_string(), message.to_string()),
     }
 }
 

@@ -297,6 +297,8 @@ pub struct AuthConfig {
     pub algorithms: Option<Vec<String>>,
     pub jwks_url: Option<String>,
     pub jwks_file: Option<String>,
+    /// Extension: PEM CA certificates to trust for an https `jwks_url` (instead of system roots).
+    pub jwks_ca_file: Option<String>,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
     pub jwks_refresh: Option<DurationStr>,

@@ -33,9 +33,14 @@ impl ReferencedFiles {
         );
         for policy in config.auth.values() {
             names.extend(
-                [&policy.keys_file, &policy.secret_file, &policy.jwks_file]
-                    .into_iter()
-                    .filter_map(|f| f.as_deref()),
+                [
+                    &policy.keys_file,
+                    &policy.secret_file,
+                    &policy.jwks_file,
+                    &policy.jwks_ca_file,
+                ]
+                .into_iter()
+                .filter_map(|f| f.as_deref()),
             );
         }
         let paths: Vec<PathBuf> = names

@@ -14,13 +14,34 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// apart, and they run on whichever runtime asks (start-up, a request, the background service),
 /// so a pooled connection could outlive the runtime that drives it.
 pub fn http_client() -> Result<reqwest::Client, String> {
+    client_builder()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// A client that trusts only the CA certificates in `pem` (not the system roots), for an
+/// identity provider served with an internal CA. Err names the `jwks_ca_file` problem.
+pub fn http_client_trusting(pem: &[u8]) -> Result<reqwest::Client, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("jwks_ca_file: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("jwks_ca_file: holds no certificate".into());
+    }
+    let mut builder = client_builder().tls_built_in_root_certs(false);
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("jwks_ca_file: cannot use these certificates: {e}"))
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION"), " (jwks)"))
         .redirect(reqwest::redirect::Policy::limited(3))
         .connect_timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// GETs `url` and parses the body as a JWKS, all within `timeout`.

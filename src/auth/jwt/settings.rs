@@ -32,6 +32,9 @@ pub struct JwtSettings {
     pub leeway: Duration,
     /// Capacity of the verified-token cache; 0 turns the cache off.
     pub cache_entries: u64,
+    /// PEM CA certificates to trust for an https `jwks_url` instead of the system roots (an
+    /// identity provider inside the cluster with an internal CA).
+    pub jwks_ca_pem: Option<Vec<u8>>,
 }
 
 impl JwtSettings {
@@ -46,6 +49,7 @@ impl JwtSettings {
             jwks_refresh: DEFAULT_JWKS_REFRESH,
             leeway: Duration::ZERO,
             cache_entries: DEFAULT_CACHE_ENTRIES,
+            jwks_ca_pem: None,
         }
     }
 

@@ -261,8 +261,12 @@ impl KeyStore {
 pub struct KeyRegistry {
     metrics: Arc<Metrics>,
     client: Result<reqwest::Client, String>,
-    entries: Mutex<HashMap<(String, KeySource, Duration), Weak<KeyStore>>>,
+    entries: Mutex<HashMap<StoreKey, Weak<KeyStore>>>,
 }
+
+/// What makes two policies share a key store: same name, source, refresh interval and trusted
+/// CA for the JWKS URL.
+type StoreKey = (String, KeySource, Duration, Option<Vec<u8>>);
 
 impl KeyRegistry {
     pub fn new(metrics: Arc<Metrics>) -> KeyRegistry {
@@ -273,28 +277,36 @@ impl KeyRegistry {
         }
     }
 
-    /// The store for these settings, and whether it was created now.
+    /// The store for these settings, and whether it was created now. Err when `jwks_ca_pem`
+    /// holds no usable certificate.
     pub(crate) fn store_for(
         &self,
-        policy: &str,
-        source: &KeySource,
-        refresh_every: Duration,
-    ) -> (Arc<KeyStore>, bool) {
-        let key = (policy.to_string(), source.clone(), refresh_every);
+        settings: &super::JwtSettings,
+    ) -> Result<(Arc<KeyStore>, bool), String> {
+        let key = (
+            settings.policy.clone(),
+            settings.keys.clone(),
+            settings.jwks_refresh,
+            settings.jwks_ca_pem.clone(),
+        );
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(store) = entries.get(&key).and_then(Weak::upgrade) {
-            return (store, false);
+            return Ok((store, false));
         }
+        let client = match &settings.jwks_ca_pem {
+            Some(pem) => Ok(jwks::http_client_trusting(pem)?),
+            None => self.client.clone(),
+        };
         let store = Arc::new(KeyStore::new(
-            policy,
-            source.clone(),
-            refresh_every,
-            self.client.clone(),
+            &settings.policy,
+            settings.keys.clone(),
+            settings.jwks_refresh,
+            client,
             self.metrics.clone(),
         ));
         entries.insert(key, Arc::downgrade(&store));
         entries.retain(|_, w| w.strong_count() > 0);
-        (store, true)
+        Ok((store, true))
     }
 
     /// The stores some snapshot still uses (for the background refresh).

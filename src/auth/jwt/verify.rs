@@ -75,14 +75,12 @@ impl JwtVerifier {
         let keys = match &settings.keys {
             KeySource::Secret(secret) => Keys::Fixed(KeySet::from_secret(secret)),
             KeySource::JwksUrl(_) => {
-                let (store, _) =
-                    registry.store_for(&settings.policy, &settings.keys, settings.jwks_refresh);
+                let (store, _) = registry.store_for(&settings)?;
                 Keys::Store(store)
             }
             KeySource::JwksFile(path) => {
                 let set = jwks::read_file(path).map_err(|e| format!("jwks_file: {e}"))?;
-                let (store, _) =
-                    registry.store_for(&settings.policy, &settings.keys, settings.jwks_refresh);
+                let (store, _) = registry.store_for(&settings)?;
                 // A reused store gets the file as it is now; an unchanged file changes nothing.
                 store.apply(Ok(set));
                 Keys::Store(store)

@@ -40,6 +40,7 @@ impl Validator {
             ("algorithms", a.algorithms.is_some()),
             ("jwks_url", a.jwks_url.is_some()),
             ("jwks_file", a.jwks_file.is_some()),
+            ("jwks_ca_file", a.jwks_ca_file.is_some()),
             ("secret_env", a.secret_env.is_some()),
             ("secret_file", a.secret_file.is_some()),
             ("jwks_refresh", a.jwks_refresh.is_some()),
@@ -143,6 +144,16 @@ impl Validator {
                     format!("\"{url}\" is not an http:// or https:// URL"),
                 );
             }
+        }
+        let https_url = a
+            .jwks_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        if a.jwks_ca_file.is_some() && !https_url {
+            self.err(
+                format!("{base}.jwks_ca_file"),
+                "only used with an https:// jwks_url",
+            );
         }
         if let Some(env) = &a.secret_env {
             if env.is_empty() {
