@@ -22,6 +22,7 @@ pub mod demo;
 pub mod edge;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route;
 pub mod server;
 pub mod snapshot;

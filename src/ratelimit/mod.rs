@@ -1,0 +1,3 @@
+//! Rate limiting: GCRA token buckets per route and per caller, kept locally or in Redis.
+
+pub mod gcra;
