@@ -58,6 +58,7 @@ pub struct Metrics {
     budget_exhausted: IntCounterVec,
     fallbacks: IntCounterVec,
     auth_decisions: IntCounterVec,
+    ratelimit_decisions: IntCounterVec,
     jwks_refreshes: IntCounterVec,
     jwks_keys: IntGaugeVec,
     jwks_last_success: prometheus::GaugeVec,
@@ -228,6 +229,11 @@ impl Metrics {
                 "Authentication decisions per auth policy: allowed, missing, insufficient_scope, or why credentials were refused.",
                 &["policy", "result"],
             ),
+            ratelimit_decisions: b.counters(
+                "tollgate_ratelimit_decisions_total",
+                "Rate limit decisions per limit: allowed, rejected, or degraded_allowed / degraded_rejected when the cluster backend failed and on_error decided.",
+                &["policy", "result"],
+            ),
             jwks_refreshes: b.counters(
                 "tollgate_jwks_refresh_total",
                 "JWKS loads (start-up, background refresh, unknown-kid refetch) per auth policy, by result.",
@@ -296,6 +302,13 @@ impl Metrics {
     /// `result`: `allowed` or a bounded denial label.
     pub fn auth_decision(&self, policy: &str, result: &str) {
         self.auth_decisions
+            .with_label_values(&[policy, result])
+            .inc();
+    }
+
+    /// `policy`: the rate limit's name; `result`: one of four fixed labels (see `ratelimit`).
+    pub fn ratelimit_decision(&self, policy: &str, result: &str) {
+        self.ratelimit_decisions
             .with_label_values(&[policy, result])
             .inc();
     }

@@ -1,0 +1,33 @@
+//! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
+//! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
+
+use super::gcra::{Outcome, Quota};
+use crate::config::ClusterConfig;
+use crate::observe::Metrics;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default deadline of one Redis call (`[cluster] timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Buckets shared by every instance.
+#[async_trait]
+pub trait SharedBuckets: Send + Sync {
+    /// All or nothing over several buckets in one round trip: if every one admits, all are
+    /// charged; if any refuses, none is. One outcome per check, in order. `Err`: the backend is
+    /// unreachable or slow (it logs and counts that itself); `on_error` decides.
+    async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, String>;
+}
+
+/// Builds the backend for `[cluster]` (no I/O: it connects lazily and reconnects by itself).
+/// `Err` is reported at `cluster.redis_url`.
+pub fn connect(
+    cfg: &ClusterConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<dyn SharedBuckets>, String> {
+    let _timeout = cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get());
+    let _ = metrics;
+    // The Redis backend (`cluster.rs`, ClusterLimiter) plugs in here.
+    Err("cluster rate limits need the Redis backend, which this build does not include yet".into())
+}
