@@ -127,7 +127,7 @@ pub fn compile(
     }
     let cluster = match &config.cluster {
         // Only connect when some limit uses it.
-        Some(cfg) if limits.values().any(|l| l.cluster) => match registry.backend(cfg) {
+        Some(cfg) if limits.values().any(|l| l.cluster) && !skip.contains("cluster") => match registry.backend(cfg) {
             Ok(backend) => Some(Cluster {
                 backend,
                 on_error: cfg.on_error,

@@ -197,6 +197,9 @@ impl Snapshot {
 
 /// `upstreams.NAME` or `routes.NAME` for an error path inside a named entry.
 fn entry_of(path: &str) -> Option<String> {
+    if path == "cluster" || path.starts_with("cluster.") {
+        return Some("cluster".into());
+    }
     let mut parts = path.splitn(3, '.');
     let section = parts.next()?;
     let name = parts.next()?.split('[').next()?;
