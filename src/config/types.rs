@@ -431,7 +431,8 @@ pub enum RateKey {
 
 impl RateKey {
     pub fn parse(key: &str) -> Result<RateKey, String> {
-        let expected = "is not one of \"ip\", \"route\", \"consumer\", \"header:NAME\", \"claim:NAME\"";
+        let expected =
+            "is not one of \"ip\", \"route\", \"consumer\", \"header:NAME\", \"claim:NAME\"";
         match key {
             "ip" => Ok(RateKey::Ip),
             "route" => Ok(RateKey::Route),

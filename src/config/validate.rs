@@ -105,9 +105,7 @@ impl Validator {
         if let Some(proxies) = &s.trusted_proxies {
             self.trusted_proxies(proxies);
         }
-        let unsupported = [
-            ("server.cache_capacity", s.cache_capacity.is_some()),
-        ];
+        let unsupported = [("server.cache_capacity", s.cache_capacity.is_some())];
         for (path, set) in unsupported {
             if set {
                 self.not_yet(path, "this key");

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 /// One `RateLimit-Policy` list item.
 pub fn policy_item(name: &str, quota: &Quota) -> String {
-    format!("\"{name}\";q={};w={}", quota.requests, ceil_secs(quota.per).max(1))
+    format!(
+        "\"{name}\";q={};w={}",
+        quota.requests,
+        ceil_secs(quota.per).max(1)
+    )
 }
 
 /// Appends one `RateLimit` list item.
@@ -53,7 +57,14 @@ mod tests {
             retry_after: Duration::ZERO,
         };
         push_state(&mut s, "a", &o);
-        push_state(&mut s, "b", &Outcome { reset: Duration::ZERO, ..o });
+        push_state(
+            &mut s,
+            "b",
+            &Outcome {
+                reset: Duration::ZERO,
+                ..o
+            },
+        );
         assert_eq!(s, "\"a\";r=3;t=1, \"b\";r=3;t=0");
     }
 }

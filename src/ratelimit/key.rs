@@ -125,7 +125,10 @@ mod tests {
     fn untrusted_peer_is_the_client() {
         let trusted = ["10.0.0.0/8".parse().unwrap()];
         let h = headers(&["1.2.3.4"]);
-        assert_eq!(client_ip(ip("203.0.113.9"), &h, &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), &h, &trusted),
+            ip("203.0.113.9")
+        );
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &[]), ip("10.0.0.1"));
     }
 
@@ -135,7 +138,10 @@ mod tests {
         // The client claimed 6.6.6.6; the edge proxy appended what it saw, 198.51.100.7.
         let h = headers(&["6.6.6.6, 198.51.100.7", "10.1.1.1"]);
         assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("10.0.0.2"), &headers(&[]), &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &headers(&[]), &trusted),
+            ip("10.0.0.2")
+        );
         // Only proxies: the left-most is the best there is.
         let all = headers(&["10.9.9.9, 10.1.1.1"]);
         assert_eq!(client_ip(ip("10.0.0.2"), &all, &trusted), ip("10.9.9.9"));

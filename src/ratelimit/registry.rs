@@ -4,12 +4,12 @@
 //! locally and (through the settings hash in its Redis keys) in Redis. The cluster backend and its
 //! connections are kept while `redis_url` and `timeout` are unchanged.
 
+use super::gcra::Quota;
 use super::local::LocalBuckets;
 use super::shared::{self, SharedBuckets};
 use super::{headers, Cluster, Limit, Limiter, RouteLimits};
 use crate::config::{ClusterConfig, Config, ConfigError, RateKey};
 use crate::observe::Metrics;
-use super::gcra::Quota;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -114,10 +114,7 @@ pub fn compile(
             name.clone(),
             Arc::new(Limit {
                 name: Arc::from(name.as_str()),
-                redis_prefix: format!(
-                    "tollgate:rl:{name}:{}:",
-                    settings_hash(&quota, &cfg.key)
-                ),
+                redis_prefix: format!("tollgate:rl:{name}:{}:", settings_hash(&quota, &cfg.key)),
                 quota,
                 key,
                 cluster: cfg.cluster,
@@ -127,16 +124,18 @@ pub fn compile(
     }
     let cluster = match &config.cluster {
         // Only connect when some limit uses it.
-        Some(cfg) if limits.values().any(|l| l.cluster) && !skip.contains("cluster") => match registry.backend(cfg) {
-            Ok(backend) => Some(Cluster {
-                backend,
-                on_error: cfg.on_error,
-            }),
-            Err(msg) => {
-                errors.push(ConfigError::new("cluster.redis_url", msg));
-                None
+        Some(cfg) if limits.values().any(|l| l.cluster) && !skip.contains("cluster") => {
+            match registry.backend(cfg) {
+                Ok(backend) => Some(Cluster {
+                    backend,
+                    on_error: cfg.on_error,
+                }),
+                Err(msg) => {
+                    errors.push(ConfigError::new("cluster.redis_url", msg));
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     let trusted_proxies = config

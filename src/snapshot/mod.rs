@@ -203,7 +203,8 @@ fn entry_of(path: &str) -> Option<String> {
     let mut parts = path.splitn(3, '.');
     let section = parts.next()?;
     let name = parts.next()?.split('[').next()?;
-    matches!(section, "upstreams" | "routes" | "auth" | "rate_limits").then(|| format!("{section}.{name}"))
+    matches!(section, "upstreams" | "routes" | "auth" | "rate_limits")
+        .then(|| format!("{section}.{name}"))
 }
 
 /// Compiles a config, leaving out the entries named in `skip` (`routes.NAME`, `upstreams.NAME`)

@@ -2,7 +2,9 @@
 //! list rate limits: a limit must be able to find its key on every route that uses it.
 
 use super::Validator;
-use crate::config::types::{AuthKind, ClusterConfig, Config, RateKey, RateLimitConfig, RouteConfig};
+use crate::config::types::{
+    AuthKind, ClusterConfig, Config, RateKey, RateLimitConfig, RouteConfig,
+};
 
 /// Most rate limits one route may list: each is checked on every request.
 const MAX_LIMITS_PER_ROUTE: usize = 8;
@@ -76,7 +78,10 @@ impl Validator {
         if names.len() > MAX_LIMITS_PER_ROUTE {
             self.err(
                 &path,
-                format!("lists {} limits; at most {MAX_LIMITS_PER_ROUTE}", names.len()),
+                format!(
+                    "lists {} limits; at most {MAX_LIMITS_PER_ROUTE}",
+                    names.len()
+                ),
             );
         }
         let policy = r.auth.as_ref().and_then(|a| config.auth.get(a));
@@ -87,9 +92,14 @@ impl Validator {
                 self.err(item, format!("\"{name}\" is listed twice"));
                 continue;
             }
-            self.reference(config, &item, "rate_limits", name, config.rate_limits.keys());
-            let Some(Ok(key)) = config.rate_limits.get(name).map(|l| RateKey::parse(&l.key))
-            else {
+            self.reference(
+                config,
+                &item,
+                "rate_limits",
+                name,
+                config.rate_limits.keys(),
+            );
+            let Some(Ok(key)) = config.rate_limits.get(name).map(|l| RateKey::parse(&l.key)) else {
                 continue;
             };
             if auth_dangling {
