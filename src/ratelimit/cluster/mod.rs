@@ -15,8 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// The GCRA script (see its header for the protocol).
-const SCRIPT: &str = include_str!("script.lua");
+/// The script sent to Redis: the server-clock prelude, then the GCRA body (see gcra.lua for
+/// the protocol). Fixed at compile time; requests only ever fill KEYS and ARGV.
+const SCRIPT: &str = concat!(include_str!("server_clock.lua"), include_str!("gcra.lua"));
+
+/// The same GCRA body behind a clock read from the two last ARGV (seconds, microseconds), for
+/// the test that compares the script with `gcra::check` at chosen instants. Never used by
+/// [`ClusterLimiter`].
+#[doc(hidden)]
+pub const SCRIPT_WITH_FIXED_CLOCK: &str =
+    concat!(include_str!("fixed_clock.lua"), include_str!("gcra.lua"));
 
 /// Keys longer than this are shortened to a prefix plus a SHA-256 of the whole key, so a hostile
 /// header or claim value cannot make Redis store (or the gateway send) arbitrarily large keys.
@@ -111,6 +119,8 @@ impl ClusterLimiter {
         let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
         let result = match tokio::time::timeout(self.call_timeout, call).await {
             Err(_) => Err(ClusterError::Timeout),
+            // The connection's own timeouts (same length) may fire first.
+            Ok(Err(e)) if e.is_timeout() => Err(ClusterError::Timeout),
             Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
             Ok(Ok(values)) => parse_reply(&values, checks.len()),
         };

@@ -1,4 +1,6 @@
 -- Tollgate cluster rate limiting: GCRA over several buckets, all-or-nothing, one round trip.
+-- This body runs after a clock prelude (server_clock.lua in production) that defines
+-- now_s (seconds) and now_ns (nanoseconds within the second).
 --
 -- KEYS[i]       bucket key (chosen and length-bounded by the caller)
 -- ARGV[2i-1]    emission interval T of bucket i, in nanoseconds
@@ -11,13 +13,6 @@
 -- sum. A bucket's TAT is stored as "<seconds> <nanoseconds>" and only differences to now are
 -- computed; the caller keeps T + tau below 2^52 ns.
 --
--- The time is the Redis server's own (TIME), so gateways with skewed clocks share one budget.
--- TIME is non-deterministic: Redis 7 always replicates a script by its effects (the SETs), which
--- allows it; Redis 5 and 6 need replicate_commands() first, a no-op on 7.
-if redis.replicate_commands then
-  redis.replicate_commands()
-end
-
 local BILLION = 1000000000
 
 -- Exact floor(a / b) for non-negative integers below 2^53 held in doubles: a / b alone can
@@ -25,10 +20,6 @@ local BILLION = 1000000000
 local function idiv(a, b)
   return (a - math.fmod(a, b)) / b
 end
-
-local now = redis.call('TIME')
-local now_s = tonumber(now[1])
-local now_ns = tonumber(now[2]) * 1000
 
 local n = #KEYS
 local out = {}
