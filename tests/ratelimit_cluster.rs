@@ -315,7 +315,8 @@ fn script_at(
         cmd.arg(key);
     }
     for (_, q) in checks {
-        cmd.arg(q.emission_interval()).arg(q.tolerance());
+        cmd.arg(q.emission_interval().as_nanos() as u64)
+            .arg(q.tolerance().as_nanos() as u64);
     }
     cmd.arg(now_ns / 1_000_000_000).arg(now_ns % 1_000_000_000 / 1_000);
     let values: Vec<u64> = cmd.query(conn).expect("script");

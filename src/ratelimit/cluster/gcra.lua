@@ -4,7 +4,7 @@
 --
 -- KEYS[i]       bucket key (chosen and length-bounded by the caller)
 -- ARGV[2i-1]    emission interval T of bucket i, in nanoseconds
--- ARGV[2i]      tolerance tau of bucket i, in nanoseconds
+-- ARGV[2i]      tolerance tau of bucket i (T x (burst - 1)), in nanoseconds
 -- Returns a flat array, four integers per bucket:
 --   allowed (1/0), remaining, reset (ns), retry_after (ns)
 --
@@ -47,17 +47,21 @@ for i = 1, n do
   if rel < 0 then
     rel = 0
   end
-  local new_rel = rel + t
-  local allow_at = new_rel - tau
-  if allow_at > 0 then
+  -- rel is now "ahead": how far max(TAT, now) runs ahead of now.
+  if rel > tau then
     all_allowed = false
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = rel
-    out[#out + 1] = allow_at
+    out[#out + 1] = rel - tau
   else
+    local new_rel = rel + t
+    local remaining = 0
+    if new_rel <= tau then
+      remaining = idiv(tau - new_rel, t) + 1
+    end
     out[#out + 1] = 1
-    out[#out + 1] = idiv(tau - new_rel, t)
+    out[#out + 1] = remaining
     out[#out + 1] = new_rel
     out[#out + 1] = 0
     pending[key] = new_rel

@@ -32,7 +32,7 @@ pub const MAX_KEY_BYTES: usize = 200;
 /// Bytes of the original key kept in front of the hash, for readability in `redis-cli`.
 const KEPT_PREFIX_BYTES: usize = 64;
 
-/// The longest `per / requests * (burst + 1)` the script computes exactly: it works in
+/// The longest `per / requests * burst` (interval plus tolerance) the script computes exactly: it works in
 /// nanoseconds held in Lua doubles (exact to 2^53), relative to now, with headroom for sums.
 pub const MAX_SPAN: Duration = Duration::from_nanos(1 << 52);
 
@@ -168,14 +168,13 @@ impl ClusterLimiter {
 fn script_args(quota: &Quota) -> Result<(u64, u64), ClusterError> {
     let t = quota.emission_interval();
     let tau = quota.tolerance();
-    let max = MAX_SPAN.as_nanos() as u64;
-    if t.saturating_add(tau) > max {
+    if t.saturating_add(tau) > MAX_SPAN {
         return Err(ClusterError::Unavailable(format!(
             "quota spans more than {}s, beyond the cluster script's range",
             MAX_SPAN.as_secs()
         )));
     }
-    Ok((t, tau))
+    Ok((t.as_nanos() as u64, tau.as_nanos() as u64))
 }
 
 /// The key as sent to Redis: unchanged when short, else a prefix (cut on a character boundary)
