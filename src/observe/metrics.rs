@@ -63,6 +63,7 @@ pub struct Metrics {
     jwks_keys: IntGaugeVec,
     jwks_last_success: prometheus::GaugeVec,
     rejected: IntCounterVec,
+    ratelimit_backend_errors: prometheus::IntCounter,
 }
 
 /// Why the gateway refused a request before it reached an upstream (the `reason` label of
@@ -254,8 +255,19 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            ratelimit_backend_errors: b.add(
+                prometheus::IntCounter::new(
+                    "tollgate_ratelimit_backend_errors_total",
+                    "Calls to the cluster rate-limit backend (Redis) that failed or timed out.",
+                )
+                .expect("static metric definition"),
+            ),
             registry: b.0,
         }
+    }
+
+    pub fn ratelimit_backend_error(&self) {
+        self.ratelimit_backend_errors.inc();
     }
 
     pub fn access_log_dropped(&self) {

@@ -14,6 +14,7 @@
 //! - [`registry`]: buckets kept across reloads while a limit's settings are unchanged;
 //! - [`shared`]: the seam to the Redis backend.
 
+pub mod cluster;
 pub mod gcra;
 pub mod headers;
 pub mod key;

@@ -109,6 +109,17 @@ pub fn compile(
             per: cfg.per.get(),
             burst: cfg.burst.unwrap_or(cfg.requests),
         };
+        let span = quota.emission_interval().saturating_add(quota.tolerance());
+        if cfg.cluster && span > super::cluster::MAX_SPAN {
+            errors.push(ConfigError::new(
+                format!("rate_limits.{name}.per"),
+                format!(
+                    "a cluster limit's bucket must refill within {} days (per / requests × burst); use a shorter `per` or a smaller burst",
+                    super::cluster::MAX_SPAN.as_secs() / 86_400
+                ),
+            ));
+            continue;
+        }
         let local = registry.buckets((name.clone(), quota, key.clone(), cfg.cluster));
         limits.insert(
             name.clone(),

@@ -1,6 +1,7 @@
 //! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
 //! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
 
+use super::cluster::ClusterLimiter;
 use super::gcra::{Outcome, Quota};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
@@ -26,8 +27,16 @@ pub fn connect(
     cfg: &ClusterConfig,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn SharedBuckets>, String> {
-    let _timeout = cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get());
-    let _ = metrics;
-    // The Redis backend (`cluster.rs`, ClusterLimiter) plugs in here.
-    Err("cluster rate limits need the Redis backend, which this build does not include yet".into())
+    let timeout = cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get());
+    let limiter = ClusterLimiter::new(&cfg.redis_url, timeout, metrics)?;
+    Ok(Arc::new(limiter))
+}
+
+#[async_trait]
+impl SharedBuckets for ClusterLimiter {
+    async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, String> {
+        ClusterLimiter::check_all(self, checks)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
