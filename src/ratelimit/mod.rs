@@ -12,7 +12,7 @@
 //! - [`key`]: what a request's bucket is (client address behind trusted proxies, headers, claims);
 //! - [`headers`]: the `RateLimit-Policy` / `RateLimit` response fields;
 //! - [`registry`]: buckets kept across reloads while a limit's settings are unchanged;
-//! - [`shared`]: the seam to the Redis backend.
+//! - [`shared`]: the seam to the Redis backend; [`cluster`]: that backend (script, client).
 
 pub mod cluster;
 pub mod gcra;
