@@ -47,7 +47,9 @@ fn check_all(c: &mut Criterion) {
         ("bench:rl:ip:203.0.113.7".to_string(), quota),
     ];
     // The first call connects and loads the script.
-    runtime.block_on(limiter.check_all(&one)).expect("redis answers");
+    runtime
+        .block_on(limiter.check_all(&one))
+        .expect("redis answers");
 
     let mut group = c.benchmark_group("ratelimit_cluster");
     group.bench_function("check_all/1_limit", |b| {

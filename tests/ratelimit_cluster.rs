@@ -20,12 +20,17 @@ use tollgate::ratelimit::gcra::{self, Outcome, Quota};
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 
 fn quota(requests: u64, per: Duration, burst: u64) -> Quota {
-    Quota { requests, per, burst }
+    Quota {
+        requests,
+        per,
+        burst,
+    }
 }
 
 fn limiter(server: &RedisServer) -> (ClusterLimiter, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let limiter = ClusterLimiter::new(&server.url(), CALL_TIMEOUT, metrics.clone()).expect("limiter");
+    let limiter =
+        ClusterLimiter::new(&server.url(), CALL_TIMEOUT, metrics.clone()).expect("limiter");
     (limiter, metrics)
 }
 
@@ -43,7 +48,10 @@ fn inspect(server: &RedisServer) -> redis::Connection {
 }
 
 fn get(server: &RedisServer, key: &str) -> Option<String> {
-    redis::cmd("GET").arg(key).query(&mut inspect(server)).unwrap()
+    redis::cmd("GET")
+        .arg(key)
+        .query(&mut inspect(server))
+        .unwrap()
 }
 
 /// Redis server time, the clock the script decides on.
@@ -53,7 +61,10 @@ fn redis_time(server: &RedisServer) -> Duration {
 }
 
 async fn one(limiter: &ClusterLimiter, key: &str, q: Quota) -> Outcome {
-    limiter.check_all(&[(key.to_string(), q)]).await.expect("check")[0]
+    limiter
+        .check_all(&[(key.to_string(), q)])
+        .await
+        .expect("check")[0]
 }
 
 #[tokio::test]
@@ -66,11 +77,17 @@ async fn burst_is_admitted_then_one_per_interval() {
     for _ in 0..7 {
         outcomes.push(one(&limiter, "t:burst", q).await);
     }
-    let remaining: Vec<u64> = outcomes.iter().filter(|o| o.allowed).map(|o| o.remaining).collect();
+    let remaining: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| o.allowed)
+        .map(|o| o.remaining)
+        .collect();
     assert_eq!(remaining, vec![4, 3, 2, 1, 0], "{outcomes:?}");
     let rejected = outcomes[6];
     assert!(!rejected.allowed && rejected.remaining == 0);
-    assert!(rejected.retry_after > Duration::ZERO && rejected.retry_after <= Duration::from_secs(1));
+    assert!(
+        rejected.retry_after > Duration::ZERO && rejected.retry_after <= Duration::from_secs(1)
+    );
     // The bucket is full again after five intervals at most.
     assert!(rejected.reset <= Duration::from_secs(5));
 
@@ -80,7 +97,10 @@ async fn burst_is_admitted_then_one_per_interval() {
     assert!(!one(&limiter, "t:burst", q).await.allowed);
 
     // The bucket expires from Redis once it would be full again, not before.
-    let pttl: i64 = redis::cmd("PTTL").arg("t:burst").query(&mut inspect(&server)).unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("t:burst")
+        .query(&mut inspect(&server))
+        .unwrap();
     assert!(pttl > 0 && pttl <= 5_001, "pttl {pttl}");
     assert_eq!(backend_errors(&metrics), 0.0);
 }
@@ -91,7 +111,10 @@ async fn a_rejected_multi_limit_check_consumes_nothing() {
     let (limiter, _) = limiter(&server);
     let wide = quota(1, Duration::from_secs(60), 3);
     let narrow = quota(1, Duration::from_secs(60), 1);
-    let both = [("t:wide".to_string(), wide), ("t:narrow".to_string(), narrow)];
+    let both = [
+        ("t:wide".to_string(), wide),
+        ("t:narrow".to_string(), narrow),
+    ];
 
     let first = limiter.check_all(&both).await.unwrap();
     assert!(first.iter().all(|o| o.allowed), "{first:?}");
@@ -101,7 +124,10 @@ async fn a_rejected_multi_limit_check_consumes_nothing() {
     let second = limiter.check_all(&both).await.unwrap();
     assert!(!second[1].allowed, "narrow rejects: {second:?}");
     assert!(second[0].allowed, "wide alone would admit: {second:?}");
-    assert_eq!(get(&server, "t:wide").as_deref(), Some(wide_before.as_str()));
+    assert_eq!(
+        get(&server, "t:wide").as_deref(),
+        Some(wide_before.as_str())
+    );
 
     // wide still has its 2: the rejected call took nothing from it.
     assert_eq!(one(&limiter, "t:wide", wide).await.remaining, 1);
@@ -194,33 +220,57 @@ async fn an_outage_is_bounded_logged_once_counted_and_recovered_from() {
         let result = limiter.check_all(&[("t:outage".to_string(), q)]).await;
         let took = started.elapsed();
         assert!(
-            matches!(result, Err(ClusterError::Timeout | ClusterError::Unavailable(_))),
+            matches!(
+                result,
+                Err(ClusterError::Timeout | ClusterError::Unavailable(_))
+            ),
             "{result:?}"
         );
         // Bounded by the call timeout (generous margin for a loaded machine).
-        assert!(took < CALL_TIMEOUT + Duration::from_secs(1), "took {took:?}");
+        assert!(
+            took < CALL_TIMEOUT + Duration::from_secs(1),
+            "took {took:?}"
+        );
     }
     assert_eq!(backend_errors(&metrics), 5.0);
     let text = logs.text();
-    assert_eq!(text.matches("Redis unreachable or slow").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("Redis unreachable or slow").count(),
+        1,
+        "{text}"
+    );
     assert_eq!(text.matches("Redis answers again").count(), 0, "{text}");
 
     // Same port, empty Redis (empty script cache too): the same limiter recovers by itself.
     server.restart();
     let mut recovered = false;
     for _ in 0..50 {
-        if limiter.check_all(&[("t:outage".to_string(), q)]).await.is_ok() {
+        if limiter
+            .check_all(&[("t:outage".to_string(), q)])
+            .await
+            .is_ok()
+        {
             recovered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(recovered, "no successful check within 50 tries after the restart");
+    assert!(
+        recovered,
+        "no successful check within 50 tries after the restart"
+    );
     assert!(one(&limiter, "t:outage", q).await.allowed);
     let text = logs.text();
-    assert_eq!(text.matches("Redis unreachable or slow").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("Redis unreachable or slow").count(),
+        1,
+        "{text}"
+    );
     assert_eq!(text.matches("Redis answers again").count(), 1, "{text}");
-    assert!(!text.contains("redis://"), "the URL (may hold a password) is not logged: {text}");
+    assert!(
+        !text.contains("redis://"),
+        "the URL (may hold a password) is not logged: {text}"
+    );
 }
 
 #[tokio::test]
@@ -235,13 +285,20 @@ async fn a_hung_redis_times_out_within_the_call_timeout() {
     let result = limiter.check_all(&[("t:slow".to_string(), q)]).await;
     let took = started.elapsed();
     assert_eq!(result, Err(ClusterError::Timeout));
-    assert!(took < CALL_TIMEOUT + Duration::from_secs(1), "took {took:?}");
+    assert!(
+        took < CALL_TIMEOUT + Duration::from_secs(1),
+        "took {took:?}"
+    );
     assert_eq!(backend_errors(&metrics), 1.0);
     server.thaw();
     // Bounded retries until the server answers again.
     let mut ok = false;
     for _ in 0..50 {
-        if limiter.check_all(&[("t:slow".to_string(), q)]).await.is_ok() {
+        if limiter
+            .check_all(&[("t:slow".to_string(), q)])
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }
@@ -256,7 +313,10 @@ async fn an_emptied_script_cache_is_reloaded_transparently() {
     let (limiter, metrics) = limiter(&server);
     let q = quota(1, Duration::from_secs(60), 3);
     assert_eq!(one(&limiter, "t:flush", q).await.remaining, 2);
-    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut inspect(&server)).unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut inspect(&server))
+        .unwrap();
     // NOSCRIPT is answered with a load and a retry inside the same call.
     assert_eq!(one(&limiter, "t:flush", q).await.remaining, 1);
     assert_eq!(backend_errors(&metrics), 0.0);
@@ -280,7 +340,10 @@ async fn hostile_keys_and_quotas_are_handled() {
     let out = limiter.check_all(&checks).await.expect("hostile keys");
     assert!(out.iter().all(|o| o.allowed && o.remaining == 1), "{out:?}");
     // Every key is stored, none is long, and the two huge ones stay distinct buckets.
-    let stored: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut inspect(&server)).unwrap();
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut inspect(&server))
+        .unwrap();
     assert_eq!(stored.len(), keys.len(), "{stored:?}");
     assert!(stored.iter().all(|k| k.len() <= MAX_KEY_BYTES));
     assert!(get(&server, &bounded_key(&huge)).is_some());
@@ -288,19 +351,36 @@ async fn hostile_keys_and_quotas_are_handled() {
     // A garbage value at a bucket's key counts as a fresh bucket; a key of another type is an
     // error from Redis, not a panic.
     let mut conn = inspect(&server);
-    let _: () = redis::cmd("SET").arg("t:garbage").arg("not a time").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("t:garbage")
+        .arg("not a time")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(one(&limiter, "t:garbage", q).await.remaining, 1);
-    let _: () = redis::cmd("RPUSH").arg("t:list").arg("x").query(&mut conn).unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("t:list")
+        .arg("x")
+        .query(&mut conn)
+        .unwrap();
     let wrong = limiter.check_all(&[("t:list".to_string(), q)]).await;
-    assert!(matches!(wrong, Err(ClusterError::Unavailable(_))), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(ClusterError::Unavailable(_))),
+        "{wrong:?}"
+    );
 
     // Extreme quotas: no panic; out-of-range ones are refused before reaching Redis.
     let tiny = quota(u64::MAX, Duration::from_nanos(1), u64::MAX);
-    assert!(limiter.check_all(&[("t:tiny".to_string(), tiny)]).await.is_err());
+    assert!(limiter
+        .check_all(&[("t:tiny".to_string(), tiny)])
+        .await
+        .is_err());
     let zero = quota(0, Duration::ZERO, 0);
     assert!(one(&limiter, "t:zero", zero).await.allowed);
     let days = quota(1, Duration::from_secs(86_400 * 365), 1000);
-    assert!(limiter.check_all(&[("t:days".to_string(), days)]).await.is_err());
+    assert!(limiter
+        .check_all(&[("t:days".to_string(), days)])
+        .await
+        .is_err());
 }
 
 /// Runs `SCRIPT_WITH_FIXED_CLOCK` at a chosen instant; returns one outcome per check.
@@ -318,7 +398,8 @@ fn script_at(
         cmd.arg(q.emission_interval().as_nanos() as u64)
             .arg(q.tolerance().as_nanos() as u64);
     }
-    cmd.arg(now_ns / 1_000_000_000).arg(now_ns % 1_000_000_000 / 1_000);
+    cmd.arg(now_ns / 1_000_000_000)
+        .arg(now_ns % 1_000_000_000 / 1_000);
     let values: Vec<u64> = cmd.query(conn).expect("script");
     // Expiry runs on Redis' real clock, not this test's: keep the buckets, so only the
     // arithmetic is compared (expiring a full bucket is the same as keeping it).

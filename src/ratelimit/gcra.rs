@@ -36,7 +36,8 @@ impl Quota {
     }
 
     fn tolerance_nanos(&self) -> u128 {
-        self.interval_nanos().saturating_mul(u128::from(self.burst.max(1) - 1))
+        self.interval_nanos()
+            .saturating_mul(u128::from(self.burst.max(1) - 1))
     }
 }
 
@@ -193,7 +194,10 @@ mod tests {
         );
         assert_eq!(b.at(t0).remaining, 1);
         let last = b.at(t0);
-        assert_eq!((last.allowed, last.remaining, last.reset), (true, 0, interval * 3));
+        assert_eq!(
+            (last.allowed, last.remaining, last.reset),
+            (true, 0, interval * 3)
+        );
         let refused = b.at(t0);
         assert_eq!(
             refused,

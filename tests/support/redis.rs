@@ -71,8 +71,16 @@ impl RedisServer {
     }
 
     fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("server running").id().to_string();
-        let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill {signal} {pid}");
     }
 
@@ -98,7 +106,11 @@ impl RedisServer {
         while !self.answers_ping() {
             if Instant::now() >= end {
                 self.stop();
-                panic!("redis-server on port {} did not answer PING: {}", self.port, read(&log));
+                panic!(
+                    "redis-server on port {} did not answer PING: {}",
+                    self.port,
+                    read(&log)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -106,7 +106,10 @@ impl ClusterLimiter {
     /// `gcra::check` says for each bucket (an admitting limit of a rejected call reports what it
     /// would have left). Keys are full Redis keys chosen by the caller (long ones are hashed);
     /// each written key expires once its bucket is full again.
-    pub async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, ClusterError> {
+    pub async fn check_all(
+        &self,
+        checks: &[(String, Quota)],
+    ) -> Result<Vec<Outcome>, ClusterError> {
         if checks.is_empty() {
             return Ok(Vec::new());
         }
@@ -132,8 +135,9 @@ impl ClusterLimiter {
         if let Some(conn) = self.conn.get() {
             return Ok(conn.clone());
         }
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-            .map_err(|e| ClusterError::Unavailable(e.to_string()));
+        let conn =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                .map_err(|e| ClusterError::Unavailable(e.to_string()));
         let conn = match conn {
             Ok(conn) => conn,
             Err(e) => {
@@ -228,9 +232,17 @@ mod tests {
 
     #[test]
     fn quotas_beyond_the_script_range_are_refused() {
-        let ok = Quota { requests: 100, per: Duration::from_secs(60), burst: 10 };
+        let ok = Quota {
+            requests: 100,
+            per: Duration::from_secs(60),
+            burst: 10,
+        };
         assert!(script_args(&ok).is_ok());
-        let huge = Quota { requests: 1, per: Duration::from_secs(86_400), burst: 1000 };
+        let huge = Quota {
+            requests: 1,
+            per: Duration::from_secs(86_400),
+            burst: 1000,
+        };
         assert!(script_args(&huge).is_err());
     }
 
