@@ -318,11 +318,12 @@ impl Metrics {
             .inc();
     }
 
-    /// `policy`: the rate limit's name; `result`: one of four fixed labels (see `ratelimit`).
-    pub fn ratelimit_decision(&self, policy: &str, result: &str) {
+    /// The counter of one rate limit decision: `policy` is the limit's name, `result` one of
+    /// four fixed labels (see `ratelimit`). Taken once per limit when the config is compiled,
+    /// so a request pays an atomic increment, not a label lookup.
+    pub fn ratelimit_decisions(&self, policy: &str, result: &str) -> prometheus::IntCounter {
         self.ratelimit_decisions
             .with_label_values(&[policy, result])
-            .inc();
     }
 
     /// Records one JWKS load for auth policy `policy`; `keys` is the size of the set now in use

@@ -47,6 +47,27 @@ pub struct Limit {
     local: Arc<LocalBuckets>,
     /// `tollgate:rl:NAME:SETTINGS:`: a changed limit starts on fresh Redis keys too.
     redis_prefix: String,
+    /// `tollgate_ratelimit_decisions_total` of this limit, one counter per result label.
+    decisions: Decisions,
+}
+
+/// The four decision counters of one limit.
+pub struct Decisions {
+    allowed: prometheus::IntCounter,
+    rejected: prometheus::IntCounter,
+    degraded_allowed: prometheus::IntCounter,
+    degraded_rejected: prometheus::IntCounter,
+}
+
+impl Decisions {
+    pub fn new(metrics: &Metrics, policy: &str) -> Decisions {
+        Decisions {
+            allowed: metrics.ratelimit_decisions(policy, result::ALLOWED),
+            rejected: metrics.ratelimit_decisions(policy, result::REJECTED),
+            degraded_allowed: metrics.ratelimit_decisions(policy, result::DEGRADED_ALLOWED),
+            degraded_rejected: metrics.ratelimit_decisions(policy, result::DEGRADED_REJECTED),
+        }
+    }
 }
 
 impl Limit {
@@ -93,7 +114,6 @@ pub struct Cluster {
 pub struct Limiter {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     cluster: Option<Cluster>,
-    metrics: Arc<Metrics>,
 }
 
 /// The decision on one request.
@@ -116,15 +136,10 @@ mod result {
 }
 
 impl Limiter {
-    pub fn new(
-        trusted_proxies: Vec<ipnet::IpNet>,
-        cluster: Option<Cluster>,
-        metrics: Arc<Metrics>,
-    ) -> Limiter {
+    pub fn new(trusted_proxies: Vec<ipnet::IpNet>, cluster: Option<Cluster>) -> Limiter {
         Limiter {
             trusted_proxies,
             cluster,
-            metrics,
         }
     }
 
@@ -214,16 +229,17 @@ impl Limiter {
                     _ => o,
                 }
             });
-            let label = match (run.degraded[i], allowed, outcome.map(|o| o.allowed)) {
-                (false, true, _) => Some(result::ALLOWED),
-                (true, true, _) => Some(result::DEGRADED_ALLOWED),
-                (false, false, Some(false)) => Some(result::REJECTED),
-                (true, false, Some(false)) => Some(result::DEGRADED_REJECTED),
+            let d = &l.decisions;
+            let counter = match (run.degraded[i], allowed, outcome.map(|o| o.allowed)) {
+                (false, true, _) => Some(&d.allowed),
+                (true, true, _) => Some(&d.degraded_allowed),
+                (false, false, Some(false)) => Some(&d.rejected),
+                (true, false, Some(false)) => Some(&d.degraded_rejected),
                 // Admitted by this limit, refused by another: not counted here.
                 _ => None,
             };
-            if let Some(label) = label {
-                self.metrics.ratelimit_decision(&l.name, label);
+            if let Some(c) = counter {
+                c.inc();
             }
             if let Some(o) = outcome {
                 headers::push_state(&mut state, &l.name, &o);

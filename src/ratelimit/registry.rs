@@ -130,6 +130,7 @@ pub fn compile(
                 key,
                 cluster: cfg.cluster,
                 local,
+                decisions: super::Decisions::new(&registry.metrics, name),
             }),
         );
     }
@@ -161,11 +162,7 @@ pub fn compile(
     }
     Ok(Compiled {
         limits,
-        limiter: Arc::new(Limiter::new(
-            trusted_proxies,
-            cluster,
-            registry.metrics.clone(),
-        )),
+        limiter: Arc::new(Limiter::new(trusted_proxies, cluster)),
     })
 }
 
