@@ -386,3 +386,25 @@ async fn reload_keeps_unchanged_limits_and_resets_changed_ones() {
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(remaining(&a, "change"), Some(1));
 }
+
+#[tokio::test]
+async fn gateway_made_errors_on_a_limited_route_carry_the_fields() {
+    // Nothing listens on the upstream port: the gateway answers 502 itself.
+    let dead = format!("127.0.0.1:{}", support::free_port());
+    let gw = GatewayHandle::start(&route_config(
+        &dead,
+        &["per_route"],
+        &limit("per_route", 2, "1h", "route"),
+    ))
+    .await;
+    let a = call(&gw, "/r", &[]).await;
+    assert_eq!(a.status, 502, "{a:?}");
+    assert_eq!(
+        a.header("ratelimit-policy"),
+        Some("\"per_route\";q=2;w=3600")
+    );
+    assert_eq!(remaining(&a, "per_route"), Some(1), "{a:?}");
+    // The request was admitted, so it counted even though the upstream failed.
+    assert_eq!(call(&gw, "/r", &[]).await.status, 502);
+    assert_limited(&call(&gw, "/r", &[]).await);
+}
