@@ -175,6 +175,9 @@ async fn several_limits_admit_all_or_nothing() {
         assert_limited(&refused);
         assert_eq!(remaining(&refused, "per_user"), Some(0), "{refused:?}");
         assert_eq!(remaining(&refused, "per_route"), Some(3), "{refused:?}");
+        // Two requests charged, 720 s each: full again in 1440 s (give a second of rounding).
+        let t = item_param(refused.header("ratelimit").unwrap(), "per_route", "t").unwrap();
+        assert!((1439..=1440).contains(&t), "t={t}");
     }
     let a = call(&gw, "/r", &[("x-user", "u2")]).await;
     assert_eq!(a.status, 200);

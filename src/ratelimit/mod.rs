@@ -219,15 +219,16 @@ impl Limiter {
         let mut state = String::new();
         let mut retry_after = Duration::ZERO;
         for (i, l) in run.limits.iter().enumerate() {
-            let outcome = run.outcomes[i].map(|o| {
-                // A peek that admitted but was never charged: the token is still there.
-                match (allowed, o.allowed, run.peeks.iter().any(|(j, _)| *j == i)) {
-                    (false, true, true) => Outcome {
-                        remaining: (o.remaining + 1).min(l.quota.burst),
-                        ..o
-                    },
-                    _ => o,
-                }
+            // A limit that admitted a refused request was not charged (local peeks are never
+            // committed, refunded if they were, and the script charges nothing when one of its
+            // limits refuses): its token is still there.
+            let outcome = run.outcomes[i].map(|o| match (allowed, o.allowed) {
+                (false, true) => Outcome {
+                    remaining: (o.remaining + 1).min(l.quota.burst),
+                    reset: o.reset.saturating_sub(l.quota.emission_interval()),
+                    ..o
+                },
+                _ => o,
             });
             let d = &l.decisions;
             let counter = match (run.degraded[i], allowed, outcome.map(|o| o.allowed)) {
