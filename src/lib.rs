@@ -8,6 +8,7 @@
 //! - [`snapshot`]: a config compiled into runtime form, the live store and reload triggers;
 //! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
 //! - [`edge`]: the connection guard in front of the proxy (request head size and time limits);
+//! - [`ratelimit`]: token-bucket rate limits (GCRA), local and cluster-wide through Redis;
 //! - [`observe`]: metrics, access log, the gateway's own log;
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
 //! - [`tls`]: the HTTPS listener's live certificate and HTTPS to upstreams;
@@ -22,6 +23,7 @@ pub mod demo;
 pub mod edge;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -69,6 +69,8 @@ const REQUIRED_CASES: &[&str] = &[
     "tls_missing_cert_file",
     "tls_key_mismatch",
     "tls_bad_ca_file",
+    "ratelimit_mistakes",
+    "ratelimit_cluster",
 ];
 
 /// One expected error: `LINE:COL HEAD: tail`, where HEAD is the key path (or `TOML syntax error`).

@@ -316,6 +316,7 @@ render_tollgate_conf() {
         -e "s|@JWKS_FILE@|$AUTH_DIR/jwks.json|g" -e "s|@HS_SECRET_FILE@|$AUTH_DIR/hs.secret|g" \
         -e "s|@RS256_TOKEN@|$(cat "$AUTH_DIR/rs256.token")|g" \
         -e "s|@HS256_TOKEN@|$(cat "$AUTH_DIR/hs256.token")|g" \
+        -e "s|@REDIS@|${REDIS_URL:-}|g" \
         "$CONFIG_DIR/$name.toml" >"$out"
     if grep -q '@[A-Z_]*@' "$out"; then
         log "$CONFIG_DIR/$name.toml has placeholders run.sh does not know: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"
@@ -430,6 +431,33 @@ measure() {
     log "  $name: $(grep -E '^Requests/sec' "$out.wrk" | tr -s ' ')"
 }
 
+# start_redis_if_needed NAME...: when a configuration names @REDIS@ (cluster rate limits), start
+# one redis-server for the whole run on the load generator's CPU (no persistence) and set
+# REDIS_URL. Redis work is then the load side's, like the backend's.
+start_redis_if_needed() {
+    local name needed=0
+    for name in "$@"; do
+        [[ -f $CONFIG_DIR/$name.toml ]] && grep -q '@REDIS@' "$CONFIG_DIR/$name.toml" && needed=1
+    done
+    ((needed)) || return 0
+    command -v redis-server >/dev/null 2>&1 || die "a configuration uses @REDIS@: install redis-server (Debian: apt-get install -y redis-server)"
+    local port i
+    port=$(free_port)
+    mkdir -p "$TMP/redis"
+    start_pinned "$LOAD_CPU" "$TMP/redis/stdout" "$TMP/redis/stderr" \
+        redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$TMP/redis"
+    for ((i = 0; i < 50; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            REDIS_URL=redis://127.0.0.1:$port/0
+            log "redis-server on 127.0.0.1:$port (pid $START_PID, CPU $LOAD_CPU)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$TMP/redis/stderr" "$TMP/redis/stdout" >&2 2>/dev/null || true
+    die "redis-server did not start"
+}
+
 # --------------------------------------------------------------------------- main
 
 require_tools() {
@@ -520,6 +548,7 @@ main() {
         die "backend nginx did not start"
     fi
     log "backend nginx on $BACKEND_ADDR (pid $BACKEND_PID, CPU $LOAD_CPU)"
+    start_redis_if_needed "${configs[@]}"
     log "configs: ${configs[*]}; $ROUNDS rounds of $DURATION (warm-up $WARMUP), $CONNECTIONS connections"
 
     local round name

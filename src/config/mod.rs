@@ -7,6 +7,8 @@ mod types;
 mod units;
 mod validate;
 
+pub use validate::parse_proxy_net;
+
 pub use error::{line_col, ConfigError, ConfigErrors, Locator};
 pub use types::*;
 pub use units::{parse_duration, parse_size, DurationStr, SizeStr};
@@ -110,6 +112,16 @@ pub fn parse_partial(text: &str) -> Result<(Config, Vec<ConfigError>), Vec<Confi
             }
             "routes" => {
                 config.routes = named_tables(&key, value, &mut errors, &mut config.failed_entries)
+            }
+            "rate_limits" => {
+                config.rate_limits =
+                    named_tables(&key, value, &mut errors, &mut config.failed_entries)
+            }
+            "cluster" => {
+                config.cluster = section(&key, value, &mut errors);
+                if config.cluster.is_none() {
+                    config.failed_entries.insert(key);
+                }
             }
             other if SECTIONS.contains(&other) => config.unsupported_sections.push(key),
             _ => errors.push(ConfigError::new(

@@ -32,6 +32,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub auth: BTreeMap<String, AuthConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
+    pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    pub cluster: Option<ClusterConfig>,
     /// Sections owned by later features, kept raw so validation can name them.
     pub unsupported_sections: Vec<String>,
     /// Named entries (`upstreams.NAME`) that failed to parse: references to them are not
@@ -374,4 +376,86 @@ pub struct FallbackConfig {
 
 fn default_fallback_type() -> String {
     "application/json".into()
+}
+
+/// `[rate_limits.NAME]`: a GCRA token bucket, `requests` per `per`, bursts up to `burst`, one
+/// bucket per value of `key`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests: u64,
+    pub per: DurationStr,
+    /// Default: `requests`.
+    pub burst: Option<u64>,
+    /// `ip` | `route` | `consumer` | `header:NAME` | `claim:NAME`.
+    pub key: String,
+    /// One budget across every instance, kept in Redis (`[cluster]`).
+    #[serde(default)]
+    pub cluster: bool,
+}
+
+/// What a cluster limit does while Redis is unreachable or slow.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// This instance's own bucket stands in.
+    #[default]
+    Local,
+    Allow,
+    Deny,
+}
+
+/// `[cluster]`: state shared by every instance through Redis.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub redis_url: String,
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Extension: deadline of one Redis call (default 50ms); past it `on_error` applies.
+    pub timeout: Option<DurationStr>,
+}
+
+/// A rate limit's `key`, parsed: what one bucket is per.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// The client address (the socket peer, or X-Forwarded-For behind `trusted_proxies`).
+    Ip,
+    /// One bucket for the whole route.
+    Route,
+    /// The API-key consumer or the JWT `sub`.
+    Consumer,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A verified JWT claim.
+    Claim(String),
+}
+
+impl RateKey {
+    pub fn parse(key: &str) -> Result<RateKey, String> {
+        let expected =
+            "is not one of \"ip\", \"route\", \"consumer\", \"header:NAME\", \"claim:NAME\"";
+        match key {
+            "ip" => Ok(RateKey::Ip),
+            "route" => Ok(RateKey::Route),
+            "consumer" => Ok(RateKey::Consumer),
+            _ => {
+                if let Some(name) = key.strip_prefix("header:") {
+                    http::HeaderName::from_bytes(name.as_bytes())
+                        .map(RateKey::Header)
+                        .map_err(|_| format!("\"{name}\" is not a valid header name"))
+                } else if let Some(claim) = key.strip_prefix("claim:") {
+                    let ok = !claim.is_empty()
+                        && claim.len() <= 128
+                        && claim.bytes().all(|b| b.is_ascii_graphic());
+                    match ok {
+                        true => Ok(RateKey::Claim(claim.to_string())),
+                        false => Err(format!("\"{key}\" names no claim; write \"claim:sub\"")),
+                    }
+                } else {
+                    Err(format!("\"{key}\" {expected}"))
+                }
+            }
+        }
+    }
 }

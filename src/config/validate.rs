@@ -4,6 +4,9 @@
 //! in `snapshot::compile`, which `check` and reload run right after this.
 
 mod auth;
+mod ratelimit;
+
+pub use ratelimit::parse_proxy_net;
 
 use super::error::ConfigError;
 use super::types::*;
@@ -28,6 +31,12 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     }
     for (name, policy) in &config.auth {
         v.auth(name, policy);
+    }
+    for (name, limit) in &config.rate_limits {
+        v.rate_limit(config, name, limit);
+    }
+    if let Some(c) = &config.cluster {
+        v.cluster(c);
     }
     for (name, route) in &config.routes {
         v.route(config, name, route);
@@ -93,10 +102,10 @@ impl Validator {
         }
         self.positive("server.idle_timeout", s.idle_timeout);
         self.limits(s);
-        let unsupported = [
-            ("server.cache_capacity", s.cache_capacity.is_some()),
-            ("server.trusted_proxies", s.trusted_proxies.is_some()),
-        ];
+        if let Some(proxies) = &s.trusted_proxies {
+            self.trusted_proxies(proxies);
+        }
+        let unsupported = [("server.cache_capacity", s.cache_capacity.is_some())];
         for (path, set) in unsupported {
             if set {
                 self.not_yet(path, "this key");
@@ -324,6 +333,7 @@ impl Validator {
             ),
         }
         self.route_auth(config, &base, r);
+        self.route_rate_limits(config, &base, r);
         if let Some(methods) = &r.methods {
             self.methods(&format!("{base}.methods"), methods);
         }
@@ -340,7 +350,6 @@ impl Validator {
             self.body_limit(&format!("{base}.max_body_bytes"), size);
         }
         let unsupported = [
-            ("rate_limits", r.rate_limits.is_some()),
             ("cache", r.cache.is_some()),
             ("aggregate", r.aggregate.is_some()),
         ];
@@ -367,10 +376,10 @@ impl Validator {
         if known.contains(&name) || config.failed_entries.contains(&format!("{section}.{name}")) {
             return;
         }
-        let what = if section == "upstreams" {
-            "upstream"
-        } else {
-            "auth policy"
+        let what = match section {
+            "upstreams" => "upstream",
+            "rate_limits" => "rate limit",
+            _ => "auth policy",
         };
         self.err(
             path,

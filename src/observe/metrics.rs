@@ -58,10 +58,12 @@ pub struct Metrics {
     budget_exhausted: IntCounterVec,
     fallbacks: IntCounterVec,
     auth_decisions: IntCounterVec,
+    ratelimit_decisions: IntCounterVec,
     jwks_refreshes: IntCounterVec,
     jwks_keys: IntGaugeVec,
     jwks_last_success: prometheus::GaugeVec,
     rejected: IntCounterVec,
+    ratelimit_backend_errors: prometheus::IntCounter,
 }
 
 /// Why the gateway refused a request before it reached an upstream (the `reason` label of
@@ -228,6 +230,11 @@ impl Metrics {
                 "Authentication decisions per auth policy: allowed, missing, insufficient_scope, or why credentials were refused.",
                 &["policy", "result"],
             ),
+            ratelimit_decisions: b.counters(
+                "tollgate_ratelimit_decisions_total",
+                "Rate limit decisions per limit: allowed, rejected, or degraded_allowed / degraded_rejected when the cluster backend failed and on_error decided.",
+                &["policy", "result"],
+            ),
             jwks_refreshes: b.counters(
                 "tollgate_jwks_refresh_total",
                 "JWKS loads (start-up, background refresh, unknown-kid refetch) per auth policy, by result.",
@@ -248,8 +255,19 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            ratelimit_backend_errors: b.add(
+                prometheus::IntCounter::new(
+                    "tollgate_ratelimit_backend_errors_total",
+                    "Calls to the cluster rate-limit backend (Redis) that failed or timed out.",
+                )
+                .expect("static metric definition"),
+            ),
             registry: b.0,
         }
+    }
+
+    pub fn ratelimit_backend_error(&self) {
+        self.ratelimit_backend_errors.inc();
     }
 
     pub fn access_log_dropped(&self) {
@@ -298,6 +316,14 @@ impl Metrics {
         self.auth_decisions
             .with_label_values(&[policy, result])
             .inc();
+    }
+
+    /// The counter of one rate limit decision: `policy` is the limit's name, `result` one of
+    /// four fixed labels (see `ratelimit`). Taken once per limit when the config is compiled,
+    /// so a request pays an atomic increment, not a label lookup.
+    pub fn ratelimit_decisions(&self, policy: &str, result: &str) -> prometheus::IntCounter {
+        self.ratelimit_decisions
+            .with_label_values(&[policy, result])
     }
 
     /// Records one JWKS load for auth policy `policy`; `keys` is the size of the set now in use

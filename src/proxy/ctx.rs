@@ -31,6 +31,8 @@ pub struct RequestCtx {
     /// The config this request uses from start to end, even if a reload happens meanwhile.
     pub snapshot: Option<Arc<Snapshot>>,
     pub route: Option<Arc<Route>>,
+    /// `RateLimit-Policy` and `RateLimit` for the response, on a rate-limited route.
+    pub rate_limit: Option<super::problem::RateLimitFields>,
     /// Who the route's auth policy found the caller to be.
     pub identity: Option<crate::auth::Identity>,
     /// Path and query to send upstream when the route rewrites.
@@ -70,6 +72,7 @@ impl RequestCtx {
             request_id: RequestId::default(),
             snapshot: None,
             route: None,
+            rate_limit: None,
             identity: None,
             upstream_uri: None,
             deadline: None,

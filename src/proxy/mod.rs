@@ -116,6 +116,36 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Checks the route's rate limits (after auth: keys may name the caller). `Ok(true)`:
+    /// refused, and the 429 already written.
+    async fn rate_limit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        limiter: &crate::ratelimit::Limiter,
+        limits: &crate::ratelimit::RouteLimits,
+    ) -> pingora::Result<bool> {
+        let facts = crate::ratelimit::KeyFacts {
+            peer: client_ip(session),
+            headers: &session.req_header().headers,
+            identity: ctx.identity.as_ref(),
+            route: ctx.route_name(),
+            trusted_proxies: &limiter.trusted_proxies,
+        };
+        let verdict = limiter.check(limits, &facts).await;
+        let fields = (limits.policy.clone(), verdict.state);
+        if verdict.allowed {
+            ctx.rate_limit = Some(fields);
+            return Ok(false);
+        }
+        Problem::too_many_requests(verdict.retry_after, fields)
+            .write(session, &ctx.request_id.text)
+            .await?;
+        Ok(true)
+    }
+}
+
 /// The bytes the hash balancer hashes: the configured header's value or the caller's claim, else
 /// the client address (a request without that header or claim still gets a stable target).
 fn hash_key(session: &Session, key: &HashKey, identity: Option<&crate::auth::Identity>) -> Vec<u8> {
@@ -303,8 +333,16 @@ impl ProxyHttp for Gateway {
                         .await?;
                     return Ok(true);
                 }
-                match &route.auth {
-                    Some(auth) => self.authenticate(session, ctx, auth).await,
+                if let Some(auth) = &route.auth {
+                    if self.authenticate(session, ctx, auth).await? {
+                        return Ok(true);
+                    }
+                }
+                match &route.rate_limits {
+                    Some(limits) => {
+                        self.rate_limit(session, ctx, &snapshot.limiter, limits)
+                            .await
+                    }
                     None => Ok(false),
                 }
             }
@@ -499,6 +537,12 @@ impl ProxyHttp for Gateway {
         }
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(status);
+            if let Some((policy, state)) = &ctx.rate_limit {
+                upstream_response.insert_header("ratelimit-policy", policy.clone())?;
+                if !state.is_empty() {
+                    upstream_response.insert_header("ratelimit", state.as_str())?;
+                }
+            }
         }
         headers::prepare_client_response(upstream_response, &ctx.request_id)
     }
@@ -570,6 +614,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let mut problem = problem_for(e);
+        problem.rate_limit = ctx.rate_limit.clone();
         if problem.status == 503 {
             // Whole seconds, rounded up: a client retrying earlier would find the circuit open.
             problem.retry_after = ctx

@@ -18,7 +18,13 @@ pub struct Problem {
     pub retry_after: Option<u64>,
     /// `WWW-Authenticate` challenge for a 401 or 403.
     pub challenge: Option<String>,
+    /// `RateLimit-Policy` and `RateLimit` of a rate-limited route.
+    pub rate_limit: Option<RateLimitFields>,
 }
+
+/// The two rate limit fields of a response on a limited route: the route's policy list and the
+/// request's bucket states.
+pub type RateLimitFields = (http::HeaderValue, String);
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -38,6 +44,20 @@ impl Problem {
             allow: None,
             retry_after: None,
             challenge: None,
+            rate_limit: None,
+        }
+    }
+
+    /// 429: a rate limit of the route refused the request.
+    pub fn too_many_requests(retry_after: std::time::Duration, fields: RateLimitFields) -> Problem {
+        Problem {
+            // Whole seconds, rounded up, at least one: earlier would be refused again.
+            retry_after: Some(crate::ratelimit::headers::ceil_secs(retry_after).max(1)),
+            rate_limit: Some(fields),
+            ..Problem::new(
+                429,
+                "a rate limit of this route is exhausted; retry after the time in Retry-After",
+            )
         }
     }
 
@@ -113,7 +133,15 @@ impl Problem {
     /// Writes the whole response to the client. HEAD requests get the headers only.
     pub async fn write(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
         let retry_after = self.retry_after.map(|secs| secs.to_string());
-        let mut extra = Vec::with_capacity(3);
+        let mut extra = Vec::with_capacity(5);
+        if let Some((policy, state)) = &self.rate_limit {
+            if let Ok(policy) = policy.to_str() {
+                extra.push(("ratelimit-policy", policy));
+            }
+            if !state.is_empty() {
+                extra.push(("ratelimit", state.as_str()));
+            }
+        }
         if let Some(challenge) = &self.challenge {
             extra.push((http::header::WWW_AUTHENTICATE.as_str(), challenge.as_str()));
         }

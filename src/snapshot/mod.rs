@@ -37,6 +37,8 @@ pub struct Route {
     pub max_body_bytes: u64,
     /// Who may call the route; `None`: a public route.
     pub auth: Option<RouteAuth>,
+    /// The route's `rate_limits`; `None`: unlimited.
+    pub rate_limits: Option<Arc<crate::ratelimit::RouteLimits>>,
 }
 
 /// A route's `auth` and `scopes`.
@@ -50,17 +52,19 @@ pub struct RouteAuth {
 }
 
 /// Runtime state that outlives snapshots, so a reload keeps it for unchanged settings:
-/// upstream health, circuits and budgets; JWT key sets.
+/// upstream health, circuits and budgets; JWT key sets; rate limit buckets.
 pub struct Registries {
     pub upstreams: StateRegistry,
     pub keys: Arc<auth::jwt::KeyRegistry>,
+    pub limits: crate::ratelimit::LimitRegistry,
 }
 
 impl Registries {
     pub fn new(metrics: Arc<crate::observe::Metrics>) -> Registries {
         Registries {
             upstreams: StateRegistry::new(metrics.clone()),
-            keys: Arc::new(auth::jwt::KeyRegistry::new(metrics)),
+            keys: Arc::new(auth::jwt::KeyRegistry::new(metrics.clone())),
+            limits: crate::ratelimit::LimitRegistry::new(metrics),
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct Snapshot {
     pub files: ReferencedFiles,
     /// Request size and time limits (`[server]` values or their defaults).
     pub limits: Limits,
+    /// Rate limit checks (trusted proxies, cluster backend); the limits hang off the routes.
+    pub limiter: Arc<crate::ratelimit::Limiter>,
     pub info: SnapshotInfo,
 }
 
@@ -191,10 +197,14 @@ impl Snapshot {
 
 /// `upstreams.NAME` or `routes.NAME` for an error path inside a named entry.
 fn entry_of(path: &str) -> Option<String> {
+    if path == "cluster" || path.starts_with("cluster.") {
+        return Some("cluster".into());
+    }
     let mut parts = path.splitn(3, '.');
     let section = parts.next()?;
     let name = parts.next()?.split('[').next()?;
-    matches!(section, "upstreams" | "routes" | "auth").then(|| format!("{section}.{name}"))
+    matches!(section, "upstreams" | "routes" | "auth" | "rate_limits")
+        .then(|| format!("{section}.{name}"))
 }
 
 /// Compiles a config, leaving out the entries named in `skip` (`routes.NAME`, `upstreams.NAME`)
@@ -238,6 +248,13 @@ pub fn compile(
     };
 
     let limits = Limits::compile(&config.server);
+    let rate_limits = match crate::ratelimit::compile(config, skip, &registries.limits) {
+        Ok(c) => Some(c),
+        Err(errs) => {
+            errors.extend(errs);
+            None
+        }
+    };
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
@@ -290,6 +307,10 @@ pub fn compile(
                     content_type: f.content_type.clone(),
                 }),
                 auth,
+                rate_limits: match (&r.rate_limits, &rate_limits) {
+                    (Some(names), Some(c)) => c.route(names),
+                    _ => None,
+                },
                 max_body_bytes: r
                     .max_body_bytes
                     .map_or(limits.max_body_bytes, |s| s.bytes()),
@@ -308,6 +329,10 @@ pub fn compile(
         };
     match routes {
         Some(routes) if errors.is_empty() => Ok(Snapshot {
+            limiter: match rate_limits {
+                Some(c) => c.limiter,
+                None => return Err(errors),
+            },
             info: SnapshotInfo {
                 hash: source.hash(),
                 source: source.path.clone(),

@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod prom;
 pub mod raw;
 pub mod recorder;
+pub mod redis;
 pub mod resilience;
 pub mod tls;
 

@@ -1,0 +1,70 @@
+//! `RateLimit-Policy` and `RateLimit` response fields as in draft-ietf-httpapi-ratelimit-headers-10
+//! (structured-field lists, one item per limit, named by the limit's config name):
+//!
+//! - `RateLimit-Policy: "per_ip";q=100;w=60` — quota `q` (the limit's `requests`) per window `w`
+//!   (its `per` in seconds, rounded up);
+//! - `RateLimit: "per_ip";r=42;t=3` — `r` requests still admissible now, `t` seconds (rounded up)
+//!   until the bucket is full again.
+
+use super::gcra::{Outcome, Quota};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// One `RateLimit-Policy` list item.
+pub fn policy_item(name: &str, quota: &Quota) -> String {
+    format!(
+        "\"{name}\";q={};w={}",
+        quota.requests,
+        ceil_secs(quota.per).max(1)
+    )
+}
+
+/// Appends one `RateLimit` list item.
+pub fn push_state(out: &mut String, name: &str, outcome: &Outcome) {
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    let _ = write!(
+        out,
+        "\"{name}\";r={};t={}",
+        outcome.remaining,
+        ceil_secs(outcome.reset)
+    );
+}
+
+/// Whole seconds, rounded up: a client waiting that long never comes back too early.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields() {
+        let q = Quota {
+            requests: 100,
+            per: Duration::from_millis(1500),
+            burst: 20,
+        };
+        assert_eq!(policy_item("per_ip", &q), "\"per_ip\";q=100;w=2");
+        let mut s = String::new();
+        let o = Outcome {
+            allowed: true,
+            remaining: 3,
+            reset: Duration::from_millis(100),
+            retry_after: Duration::ZERO,
+        };
+        push_state(&mut s, "a", &o);
+        push_state(
+            &mut s,
+            "b",
+            &Outcome {
+                reset: Duration::ZERO,
+                ..o
+            },
+        );
+        assert_eq!(s, "\"a\";r=3;t=1, \"b\";r=3;t=0");
+    }
+}

@@ -1,0 +1,195 @@
+//! Cluster rate limits through the gateway, with a real `redis-server` on a free port: several
+//! Tollgate instances share one budget; with Redis killed, each `on_error` mode does what it says
+//! and no 5xx appears; with Redis back, cluster limiting resumes.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::redis::RedisServer;
+use support::resilience::{metric, send, Answer};
+use support::{backend, client, eventually, GatewayHandle};
+
+fn config(redis: &str, on_error: &str, target: &str, limit: &str) -> String {
+    format!(
+        "[cluster]\nredis_url = \"{redis}\"\non_error = \"{on_error}\"\ntimeout = \"200ms\"\n\n[upstreams.u]\ntargets = [\"{target}\"]\n\n[routes.r]\npath = \"/r\"\nupstream = \"u\"\nrate_limits = [\"shared\"]\n\n[rate_limits.shared]\n{limit}\nkey = \"route\"\ncluster = true\n"
+    )
+}
+
+async fn call(gw: &GatewayHandle) -> Answer {
+    send(client().get(gw.url("/r"))).await.expect("answer")
+}
+
+/// Sends `n` requests to each instance in turn; returns the 200s and asserts nothing else than
+/// 200 or 429 was answered.
+async fn round_robin(gws: &[GatewayHandle], rounds: usize) -> usize {
+    let mut admitted = 0;
+    for _ in 0..rounds {
+        for gw in gws {
+            let a = call(gw).await;
+            match a.status {
+                200 => admitted += 1,
+                429 => assert!(a.header("retry-after").is_some(), "{a:?}"),
+                other => panic!("unexpected {other}: {a:?}"),
+            }
+        }
+    }
+    admitted
+}
+
+async fn start_instances(n: usize, body: &str) -> Vec<GatewayHandle> {
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        gws.push(GatewayHandle::start(body).await);
+    }
+    gws
+}
+
+#[tokio::test]
+async fn instances_share_one_budget() {
+    let redis = RedisServer::start();
+    let app = backend("app").start().await;
+    // No refill during the test: exactly 20 pass, whichever instance is asked.
+    let exact = config(
+        &redis.url(),
+        "deny",
+        &app.target(),
+        "requests = 20\nper = \"1h\"",
+    );
+    let gws = start_instances(3, &exact).await;
+    assert_eq!(round_robin(&gws, 12).await, 20);
+    assert_eq!(app.count(), 20);
+    let a = call(&gws[1]).await;
+    assert_eq!(a.status, 429);
+    // Redis server time moves on between calls: the reset is within a second of the hour.
+    let state = a.header("ratelimit").unwrap_or_default();
+    assert!(
+        ["t=3600", "t=3599"]
+            .iter()
+            .any(|t| state == format!("\"shared\";r=0;{t}")),
+        "{a:?}"
+    );
+}
+
+#[tokio::test]
+async fn instances_share_one_rate_over_a_window() {
+    let redis = RedisServer::start();
+    let app = backend("app").start().await;
+    // 40 per second, bursts of 5, across three instances.
+    let body = config(
+        &redis.url(),
+        "deny",
+        &app.target(),
+        "requests = 40\nper = \"1s\"\nburst = 5",
+    );
+    let gws = start_instances(3, &body).await;
+    let window = Duration::from_millis(1500);
+    let started = Instant::now();
+    let mut admitted = 0usize;
+    for _ in 0..400 {
+        if started.elapsed() >= window {
+            break;
+        }
+        admitted += round_robin(&gws, 1).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let budget = 5.0 + 40.0 * elapsed;
+    assert!(
+        admitted as f64 <= budget * 1.02 + 1.0,
+        "{admitted} admitted in {elapsed:.2}s across 3 instances, budget {budget:.1}"
+    );
+    assert!(
+        admitted as f64 >= budget * 0.8,
+        "{admitted} admitted in {elapsed:.2}s, budget {budget:.1}: instances did not share"
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_applies_on_error_and_limiting_resumes() {
+    let mut redis = RedisServer::start();
+    let app = backend("app").start().await;
+    let limit = "requests = 2\nper = \"1h\"";
+    let local = GatewayHandle::start(&config(&redis.url(), "local", &app.target(), limit)).await;
+    let allow = GatewayHandle::start(&config(&redis.url(), "allow", &app.target(), limit)).await;
+    let deny = GatewayHandle::start(&config(&redis.url(), "deny", &app.target(), limit)).await;
+    // While Redis answers, the three share the 2 requests of the hour.
+    let mut before = Vec::new();
+    for gw in [&local, &allow, &deny, &local] {
+        before.push(call(gw).await.status);
+    }
+    assert_eq!(
+        before.iter().filter(|s| **s == 200).count(),
+        2,
+        "{before:?}"
+    );
+
+    redis.stop();
+    // local: this instance's own bucket (full: it was never used), 2 then refusals.
+    let statuses: Vec<u16> = futures::future::join_all((0..4).map(|_| call(&local)))
+        .await
+        .iter()
+        .map(|a| a.status)
+        .collect();
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, [200, 200, 429, 429], "local fallback: {statuses:?}");
+    // allow: everything passes, and the response says nothing about the unknown state.
+    for _ in 0..4 {
+        let a = call(&allow).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.header("ratelimit"), None, "{a:?}");
+        assert!(a.header("ratelimit-policy").is_some());
+    }
+    // deny: refused with a short Retry-After, never a 5xx.
+    for _ in 0..3 {
+        let a = call(&deny).await;
+        assert_eq!(a.status, 429, "{a:?}");
+        assert_eq!(a.header("retry-after"), Some("1"), "{a:?}");
+    }
+    for (gw, result) in [
+        (&local, "degraded_allowed"),
+        (&local, "degraded_rejected"),
+        (&allow, "degraded_allowed"),
+        (&deny, "degraded_rejected"),
+    ] {
+        let n = metric(
+            gw,
+            "tollgate_ratelimit_decisions_total",
+            &[("policy", "shared"), ("result", result)],
+        )
+        .await;
+        assert!(n >= 1.0, "{result}: {n}");
+    }
+    assert!(metric(&deny, "tollgate_ratelimit_backend_errors_total", &[]).await >= 3.0);
+
+    // Redis is back (empty: a full bucket): the cluster decides again.
+    redis.restart();
+    let resumed = eventually(Duration::from_secs(10), || async {
+        call(&deny).await.status == 200
+    })
+    .await;
+    assert!(
+        resumed,
+        "cluster limiting did not resume after Redis came back"
+    );
+    // Each instance's connection comes back on its own; degraded answers until then.
+    let allow_resumed = eventually(Duration::from_secs(10), || async {
+        let a = call(&allow).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        a.header("ratelimit")
+            .is_some_and(|v| v.starts_with("\"shared\";r=0;"))
+    })
+    .await;
+    assert!(allow_resumed, "allow-mode instance did not resume");
+    // The budget of the hour is used up again, in Redis: the local instance hears it from there.
+    let local_resumed = eventually(Duration::from_secs(10), || async {
+        assert_eq!(call(&local).await.status, 429);
+        metric(
+            &local,
+            "tollgate_ratelimit_decisions_total",
+            &[("policy", "shared"), ("result", "rejected")],
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    assert!(local_resumed, "local-mode instance did not resume");
+}
