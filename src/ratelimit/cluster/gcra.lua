@@ -76,8 +76,12 @@ if all_allowed then
     local value = string.format('%d %d', now_s + carry, total - carry * BILLION)
     -- The bucket is full again (same as absent) once its TAT has passed: expire it then, so
     -- idle buckets leave Redis by themselves.
-    local ttl_ms = idiv(c[2], 1000000) + 1
-    redis.call('SET', c[1], value, 'PX', ttl_ms)
+    if expire_keys then
+      local ttl_ms = idiv(c[2], 1000000) + 1
+      redis.call('SET', c[1], value, 'PX', ttl_ms)
+    else
+      redis.call('SET', c[1], value)
+    end
   end
 end
 

@@ -8,4 +8,6 @@ end
 local now = redis.call('TIME')
 local now_s = tonumber(now[1])
 local now_ns = tonumber(now[2]) * 1000
+-- Expiry runs on the same clock as the buckets, so an expired key is exactly a full bucket.
+local expire_keys = true
 
