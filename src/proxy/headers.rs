@@ -186,7 +186,11 @@ fn forward_headers(
 
 /// Cleans an upstream response for the client: hop-by-hop headers out, request id in. Edited on
 /// the plain `http` parts for the same reason as the request (see `prepare_upstream_request`).
-pub fn prepare_client_response(resp: &mut ResponseHeader, id: &RequestId) -> pingora::Result<()> {
+pub fn prepare_client_response(
+    resp: &mut ResponseHeader,
+    id: &RequestId,
+    extra: Vec<(HeaderName, HeaderValue)>,
+) -> pingora::Result<()> {
     let reason = resp.get_reason_phrase().map(str::to_owned);
     let placeholder = ResponseHeader::build_no_case(200, Some(0))?;
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
@@ -195,6 +199,9 @@ pub fn prepare_client_response(resp: &mut ResponseHeader, id: &RequestId) -> pin
         parts.headers.remove(&name);
     }
     parts.headers.insert(X_REQUEST_ID, id.value.clone());
+    for (name, value) in extra {
+        parts.headers.insert(name, value);
+    }
     let mut rebuilt = ResponseHeader::from(parts);
     rebuilt.set_reason_phrase(reason.as_deref())?;
     *resp = rebuilt;

@@ -537,14 +537,15 @@ impl ProxyHttp for Gateway {
         }
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(status);
-            if let Some((policy, state)) = &ctx.rate_limit {
-                upstream_response.insert_header("ratelimit-policy", policy.clone())?;
-                if !state.is_empty() {
-                    upstream_response.insert_header("ratelimit", state.as_str())?;
-                }
-            }
         }
-        headers::prepare_client_response(upstream_response, &ctx.request_id)
+        // Set on the plain header map with the rest (Pingora's insert_header is costly).
+        let rate_limit = match &ctx.rate_limit {
+            Some(fields) if !upstream_response.status.is_informational() => {
+                crate::ratelimit::response_fields(fields)
+            }
+            _ => Vec::new(),
+        };
+        headers::prepare_client_response(upstream_response, &ctx.request_id, rate_limit)
     }
 
     /// Nothing reached the upstream: retried (on another target) when the route's policy allows

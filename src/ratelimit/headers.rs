@@ -7,7 +7,6 @@
 //!   until the bucket is full again.
 
 use super::gcra::{Outcome, Quota};
-use std::fmt::Write;
 use std::time::Duration;
 
 /// One `RateLimit-Policy` list item.
@@ -19,17 +18,37 @@ pub fn policy_item(name: &str, quota: &Quota) -> String {
     )
 }
 
-/// Appends one `RateLimit` list item.
+/// Appends one `RateLimit` list item. Runs on every limited request: plain pushes and `itoa`
+/// rather than the formatting machinery.
 pub fn push_state(out: &mut String, name: &str, outcome: &Outcome) {
     if !out.is_empty() {
         out.push_str(", ");
     }
-    let _ = write!(
-        out,
-        "\"{name}\";r={};t={}",
-        outcome.remaining,
-        ceil_secs(outcome.reset)
-    );
+    let mut n = itoa::Buffer::new();
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\";r=");
+    out.push_str(n.format(outcome.remaining));
+    out.push_str(";t=");
+    out.push_str(n.format(ceil_secs(outcome.reset)));
+}
+
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
+/// The two response fields of a limited request, from its policy list and state list (an
+/// empty state, when every limit was skipped, sends the policy alone).
+pub fn response_fields(
+    (policy, state): &(http::HeaderValue, String),
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut fields = Vec::with_capacity(2);
+    fields.push((RATELIMIT_POLICY, policy.clone()));
+    if let Ok(state) = http::HeaderValue::from_str(state) {
+        if !state.is_empty() {
+            fields.push((RATELIMIT, state));
+        }
+    }
+    fields
 }
 
 /// Whole seconds, rounded up: a client waiting that long never comes back too early.

@@ -22,6 +22,7 @@ pub mod local;
 pub mod registry;
 pub mod shared;
 
+pub use headers::response_fields;
 pub use key::{client_ip, key_of, KeyFacts};
 pub use registry::{compile, Compiled, LimitRegistry};
 pub use shared::SharedBuckets;
@@ -216,7 +217,8 @@ impl Limiter {
     }
 
     fn finish(&self, run: Run<'_>, allowed: bool) -> Verdict {
-        let mut state = String::new();
+        // One `"name";r=N;t=N` item per limit; sized once, not grown item by item.
+        let mut state = String::with_capacity(run.limits.len() * 48);
         let mut retry_after = Duration::ZERO;
         for (i, l) in run.limits.iter().enumerate() {
             // A limit that admitted a refused request was not charged (local peeks are never
