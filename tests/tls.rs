@@ -205,6 +205,26 @@ fn tls_upstream(target: &str, ca_file: &Path, sni: Option<&str>, extra: &str) ->
     )
 }
 
+/// An HTTPS backend whose certificate for `users.internal` is issued by `issuer`.
+async fn https_backend(name: &str, issuer: &TestCa) -> support::Backend {
+    backend(name)
+        .tls(issuer.leaf(&["users.internal"], 1).acceptor())
+        .start()
+        .await
+}
+
+/// A gateway in front of `target` over HTTPS, trusting `ca_file` for `sni = "users.internal"`;
+/// `extra` goes into the upstream's section.
+async fn trusting_gateway(target: &str, ca_file: &Path, extra: &str) -> GatewayHandle {
+    GatewayHandle::start(&tls_upstream(
+        target,
+        ca_file,
+        Some("users.internal"),
+        extra,
+    ))
+    .await
+}
+
 fn write_ca(dir: &Path, ca: &TestCa) -> std::path::PathBuf {
     let path = dir.join("internal-ca.pem");
     std::fs::write(&path, ca.pem()).unwrap();
@@ -216,17 +236,8 @@ async fn upstream_over_https_verified_with_ca_file_and_sni() {
     let ca = TestCa::new("Internal CA");
     let dir = tempfile::tempdir().unwrap();
     let ca_file = write_ca(dir.path(), &ca);
-    let be = backend("users")
-        .tls(ca.leaf(&["users.internal"], 1).acceptor())
-        .start()
-        .await;
-    let gw = GatewayHandle::start(&tls_upstream(
-        &be.target(),
-        &ca_file,
-        Some("users.internal"),
-        "",
-    ))
-    .await;
+    let be = https_backend("users", &ca).await;
+    let gw = trusting_gateway(&be.target(), &ca_file, "").await;
     let r = client().get(gw.url("/users/1")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#"{"backend":"users"}"#);
@@ -277,13 +288,7 @@ async fn assert_backend_refused(issuer: Option<&TestCa>, name: &str) {
         .tls(issuer.leaf(&[name], 1).acceptor())
         .start()
         .await;
-    let gw = GatewayHandle::start(&tls_upstream(
-        &be.target(),
-        &ca_file,
-        Some("users.internal"),
-        "",
-    ))
-    .await;
+    let gw = trusting_gateway(&be.target(), &ca_file, "").await;
     assert_verification_fails(&gw, &be).await;
 }
 
@@ -307,17 +312,8 @@ async fn health_checks_use_https_and_verify_the_certificate() {
     let checks = "[upstreams.users.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_after = 1\n";
     // A trusted backend receives the checks over HTTPS (a plain-text check would never reach
     // its HTTP layer) and stays in service.
-    let good = backend("users")
-        .tls(ca.leaf(&["users.internal"], 1).acceptor())
-        .start()
-        .await;
-    let gw = GatewayHandle::start(&tls_upstream(
-        &good.target(),
-        &ca_file,
-        Some("users.internal"),
-        checks,
-    ))
-    .await;
+    let good = https_backend("users", &ca).await;
+    let gw = trusting_gateway(&good.target(), &ca_file, checks).await;
     let checked = eventually(Duration::from_secs(5), || async {
         good.received()
             .iter()
@@ -333,17 +329,8 @@ async fn health_checks_use_https_and_verify_the_certificate() {
 
     // An untrusted backend fails its checks: marked unhealthy, requests get 503, not a 502
     // after a doomed handshake.
-    let bad = backend("users")
-        .tls(stranger.leaf(&["users.internal"], 1).acceptor())
-        .start()
-        .await;
-    let gw = GatewayHandle::start(&tls_upstream(
-        &bad.target(),
-        &ca_file,
-        Some("users.internal"),
-        checks,
-    ))
-    .await;
+    let bad = https_backend("users", &stranger).await;
+    let gw = trusting_gateway(&bad.target(), &ca_file, checks).await;
     let sample = format!(
         "tollgate_upstream_target_healthy{{target=\"{}\",upstream=\"users\"}}",
         bad.target()
@@ -367,10 +354,7 @@ async fn a_target_failing_verification_is_retried_on_another_target() {
     let stranger = TestCa::new("Some other CA");
     let dir = tempfile::tempdir().unwrap();
     let ca_file = write_ca(dir.path(), &ca);
-    let bad = backend("bad")
-        .tls(stranger.leaf(&["users.internal"], 1).acceptor())
-        .start()
-        .await;
+    let bad = https_backend("bad", &stranger).await;
     let good = backend("good")
         .tls(ca.leaf(&["users.internal"], 2).acceptor())
         .start()
