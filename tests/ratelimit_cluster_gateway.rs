@@ -59,6 +59,19 @@ async fn instances_share_one_budget() {
     assert_eq!(app.count(), 20);
     let a = call(&gws[1]).await;
     assert_eq!(a.status, 429);
+    // One round trip per check: 37 requests made 37 script calls, plus at most one refused
+    // EVALSHA per instance (a fresh Redis has an empty script cache; the script is then loaded).
+    let stats = redis.command("INFO commandstats").unwrap();
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let scripts = calls("evalsha") + calls("eval");
+    assert!((37..=37 + 3).contains(&scripts), "{stats}");
     // Redis server time moves on between calls: the reset is within a second of the hour.
     let state = a.header("ratelimit").unwrap_or_default();
     assert!(
