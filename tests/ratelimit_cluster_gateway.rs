@@ -92,7 +92,10 @@ async fn instances_share_one_rate_over_a_window() {
         "deny",
         &app.target(),
         "requests = 40\nper = \"1s\"\nburst = 5",
-    );
+    )
+    // A busy machine must not turn slow Redis calls into `deny` answers: this test is about
+    // sharing one budget, not about outages.
+    .replace("timeout = \"200ms\"", "timeout = \"2s\"");
     let gws = start_instances(3, &body).await;
     let window = Duration::from_millis(1500);
     let started = Instant::now();
