@@ -100,11 +100,13 @@ async fn instances_share_one_rate_over_a_window() {
     let window = Duration::from_millis(1500);
     let started = Instant::now();
     let mut admitted = 0usize;
+    let mut sent = 0usize;
     for _ in 0..400 {
         if started.elapsed() >= window {
             break;
         }
         admitted += round_robin(&gws, 1).await;
+        sent += gws.len();
     }
     let elapsed = started.elapsed().as_secs_f64();
     let budget = 5.0 + 40.0 * elapsed;
@@ -112,9 +114,11 @@ async fn instances_share_one_rate_over_a_window() {
         admitted as f64 <= budget * 1.02 + 1.0,
         "{admitted} admitted in {elapsed:.2}s across 3 instances, budget {budget:.1}"
     );
+    // A slow machine may not even send the budget's worth: then nearly all must pass.
+    let floor = (budget * 0.8).min(sent as f64 * 0.8);
     assert!(
-        admitted as f64 >= budget * 0.8,
-        "{admitted} admitted in {elapsed:.2}s, budget {budget:.1}: instances did not share"
+        admitted as f64 >= floor,
+        "{admitted} of {sent} admitted in {elapsed:.2}s, budget {budget:.1}: the limit refused too much"
     );
 }
 
