@@ -324,12 +324,13 @@ fn run_must_fail(config: &std::path::Path) -> (Option<i32>, String) {
 fn run_refuses_an_invalid_config_with_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");
+    let ports = support::gateway::free_ports::<2>();
     std::fs::write(
         &path,
         format!(
             "[server]\nlisten = [\"127.0.0.1:{}\"]\nadmin_listen = \"127.0.0.1:{}\"\nshutdown_grace = \"5\"\n\n[upstreams.u]\ntargets = []\n\n[routes.r]\npath = \"/\"\nupstream = \"nope\"\n",
-            support::free_port(),
-            support::free_port()
+            ports[0],
+            ports[1]
         ),
     )
     .unwrap();

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{backend, client, eventually, free_port, Backend, GatewayHandle};
+use support::{backend, client, eventually, Backend, GatewayHandle};
 
 const SUCCESS: &str = r#"tollgate_config_reloads_total{result="success"}"#;
 const FAILURE: &str = r#"tollgate_config_reloads_total{result="failure"}"#;
@@ -349,7 +349,7 @@ async fn restart_only_changes_are_reported_and_not_applied() {
     let a = backend("a").start().await;
     let b = backend("b").start().await;
     let gw = GatewayHandle::start_binary(&one_route("old", "/old", "a", &a.target()), "").await;
-    let (new_port, new_admin) = (free_port(), free_port());
+    let [new_port, new_admin] = support::gateway::free_ports::<2>();
     let mut header = gw.header().to_string();
     for (old, new) in [
         (

@@ -15,10 +15,16 @@ use tollgate::server::Instance;
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct ports that were free a moment ago: all are held open together while picked, so
+/// the kernel cannot hand out the same port twice (two separate picks sometimes did).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound port").port())
 }
 
 /// An in-memory sink for the access log.
@@ -328,8 +334,9 @@ fn write_config(
     server_extra: &str,
 ) -> (tempfile::TempDir, PathBuf, SocketAddr, SocketAddr, String) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let [port, admin_port] = free_ports::<2>();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
     let header = server_header(addr, admin, server_extra);
     let config_path = dir.path().join("tollgate.toml");
     std::fs::write(&config_path, format!("{header}{body}")).unwrap();
