@@ -174,3 +174,29 @@ async fn the_keys_file_reloads_with_the_config() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_only_the_keys_file_reloads_it() {
+    let (gw, _b, dir, _path) = start(&[("acme", "first-key-0001")]).await;
+    assert_eq!(
+        call(&gw, "/partner/x", &[("x-api-key", "first-key-0001")])
+            .await
+            .status,
+        200
+    );
+    // The config file is left alone: the watch covers the files the config names too.
+    keys_file(&dir, &[("acme", "second-key-0002")]);
+    let rotated = eventually(Duration::from_secs(5), || async {
+        call(&gw, "/partner/x", &[("x-api-key", "second-key-0002")])
+            .await
+            .status
+            == 200
+    })
+    .await;
+    assert!(rotated, "the edited keys file was not picked up");
+    assert_denied(
+        &call(&gw, "/partner/x", &[("x-api-key", "first-key-0001")]).await,
+        401,
+        CHALLENGE,
+    );
+}

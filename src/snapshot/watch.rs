@@ -1,5 +1,6 @@
 //! Reload triggers: a debounced watch on the config file's directory (editors and Kubernetes
-//! replace files by rename, so the directory is what changes) and SIGHUP. Runs as a Pingora
+//! replace files by rename, so the directory is what changes), on the directories of the files
+//! the config names (API-key files, JWKS files, secrets, certificates), and SIGHUP. Runs as a Pingora
 //! background service, off the request path; each reload is logged with the same messages
 //! `tollgate check` prints.
 
@@ -8,8 +9,8 @@ use async_trait::async_trait;
 use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -92,13 +93,38 @@ impl FileStamp {
     }
 }
 
-/// Whether a change at `path` can change the config: the file itself, or a Kubernetes-style
-/// `..data` symlink swap (ConfigMap volumes replace `..data`, which the file links through).
-/// Other files in the directory, such as logs written next to the config, are ignored.
-fn concerns_config(path: &Path, config_name: Option<&std::ffi::OsStr>) -> bool {
+/// Whether a change at `path` can change the config: the file itself, a file it names, or a
+/// Kubernetes-style `..data` symlink swap (ConfigMap and Secret volumes replace `..data`, which
+/// the files link through). Other files, such as logs written next to the config, are ignored.
+fn concerns_config(path: &Path, watched: &[PathBuf]) -> bool {
     match path.file_name() {
-        Some(name) => Some(name) == config_name || name.as_encoded_bytes().starts_with(b".."),
+        Some(name) => {
+            name.as_encoded_bytes().starts_with(b"..")
+                || watched
+                    .iter()
+                    .any(|w| w.file_name() == Some(name) && w.parent() == path.parent())
+        }
         None => true,
+    }
+}
+
+/// The config file and every file it names, as the watch sees them.
+fn watched_files(store: &Store) -> Vec<PathBuf> {
+    let mut files = vec![store.path().to_path_buf()];
+    files.extend(store.snapshot().files.paths.iter().cloned());
+    files
+}
+
+/// Stamps of every watched file: a change in any of them is a reason to reload.
+fn stamps(files: &[PathBuf]) -> Vec<Option<FileStamp>> {
+    files.iter().map(|f| FileStamp::of(f)).collect()
+}
+
+/// The directory to watch for `file` (its parent; "." for a bare name).
+fn dir_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -106,35 +132,42 @@ fn concerns_config(path: &Path, config_name: Option<&std::ffi::OsStr>) -> bool {
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let dir = self.store.path().parent().map(|p| p.to_path_buf());
-        let dir = match dir {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => std::path::PathBuf::from("."),
-        };
+        // The files whose changes matter; updated after every reload (the config may name new
+        // ones), read by the watcher's callback.
+        let files = Arc::new(Mutex::new(watched_files(&self.store)));
+        let filter = files.clone();
         // Keep the debouncer alive for the life of the service: dropping it stops the watch.
-        let file_name = self.store.path().file_name().map(|n| n.to_os_string());
-        let _debouncer = match new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
+        let mut debouncer = match new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
             let Ok(events) = res else { return };
-            if events
-                .iter()
-                .any(|e| concerns_config(&e.path, file_name.as_deref()))
-            {
+            let watched = filter.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if events.iter().any(|e| concerns_config(&e.path, &watched)) {
                 // A full channel already has a reload pending; one is enough.
                 let _ = tx.try_send(());
             }
         }) {
-            Ok(mut d) => match d.watcher().watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => Some(d),
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), "cannot watch config directory, reload with SIGHUP: {e}");
-                    None
-                }
-            },
+            Ok(d) => Some(d),
             Err(e) => {
                 tracing::warn!("cannot start file watcher, reload with SIGHUP: {e}");
                 None
             }
         };
+        let mut watched_dirs: Vec<PathBuf> = Vec::new();
+        let mut watch_dirs = |files: &[PathBuf]| {
+            let Some(d) = debouncer.as_mut() else { return };
+            for dir in files.iter().map(|f| dir_of(f)) {
+                if watched_dirs.contains(&dir) {
+                    continue;
+                }
+                match d.watcher().watch(&dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => watched_dirs.push(dir),
+                    Err(e) => tracing::warn!(
+                        dir = %dir.display(),
+                        "cannot watch this directory, reload with SIGHUP after changing its files: {e}"
+                    ),
+                }
+            }
+        };
+        watch_dirs(&files.lock().unwrap_or_else(|p| p.into_inner()).clone());
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(s) => Some(s),
@@ -143,28 +176,37 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
-        let path = self.store.path().to_path_buf();
-        let mut seen = FileStamp::of(&path);
+        let mut seen = stamps(&files.lock().unwrap_or_else(|p| p.into_inner()));
         // The file may have changed between the initial load and the start of the watch, which
         // saw nothing of it: catch up once (usually "unchanged").
         reload_and_log(self.store.clone(), "start").await;
         loop {
-            tokio::select! {
+            let trigger = tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(()) = rx.recv() => {
-                    // The watch reports every event in the directory, including other files and
-                    // our own reads of the config (inotify IN_OPEN): without this check, each
-                    // reload would trigger the next one, forever.
-                    let now = FileStamp::of(&path);
-                    if now.is_none() || now != seen {
-                        seen = now;
-                        reload_and_log(self.store.clone(), "file").await
+                    // The watch reports every event in the directories, including our own reads
+                    // of the files (inotify IN_OPEN): without this check, each reload would
+                    // trigger the next one, forever.
+                    let now = stamps(&files.lock().unwrap_or_else(|p| p.into_inner()));
+                    if now == seen && now.iter().all(Option::is_some) {
+                        continue;
                     }
+                    seen = now;
+                    "file"
                 }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    seen = FileStamp::of(&path);
-                    reload_and_log(self.store.clone(), "SIGHUP").await
+                    seen = stamps(&files.lock().unwrap_or_else(|p| p.into_inner()));
+                    "SIGHUP"
                 }
+            };
+            reload_and_log(self.store.clone(), trigger).await;
+            // A reload may name other files: watch them too, and stamp them as loaded.
+            let now_watched = watched_files(&self.store);
+            watch_dirs(&now_watched);
+            let mut current = files.lock().unwrap_or_else(|p| p.into_inner());
+            if *current != now_watched {
+                seen = stamps(&now_watched);
+                *current = now_watched;
             }
         }
     }
