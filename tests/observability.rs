@@ -484,3 +484,36 @@ async fn access_log_has_one_correct_line_per_request() {
     // Gateway-made responses are counted in bytes_out too.
     assert!(not_found.1 > 0 && bad_gateway.1 > 0);
 }
+
+/// Behind a load balancer listed in `trusted_proxies`, the access log names the client the
+/// balancer forwarded; without that setting a client-written X-Forwarded-For changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_names_the_forwarded_client_only_behind_a_trusted_proxy() {
+    let b = backend("b").start().await;
+    let body = support::gateway::catch_all(&b.target(), "");
+    for (server_extra, expected) in [
+        ("trusted_proxies = [\"127.0.0.0/8\"]", "203.0.113.7"),
+        ("", "127.0.0.1"),
+    ] {
+        let gw = GatewayHandle::start_with(&body, server_extra).await;
+        let r = client()
+            .get(gw.url("/who"))
+            .header("x-request-id", "fwd-1")
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let logged = eventually(Duration::from_secs(5), || async {
+            gw.access_log().iter().any(|l| l["request_id"] == "fwd-1")
+        })
+        .await;
+        assert!(logged);
+        let line = gw
+            .access_log()
+            .into_iter()
+            .find(|l| l["request_id"] == "fwd-1")
+            .unwrap();
+        assert_eq!(line["client"], expected, "{server_extra:?}: {line}");
+    }
+}

@@ -33,6 +33,8 @@ pub struct RequestCtx {
     pub route: Option<Arc<Route>>,
     /// `RateLimit-Policy` and `RateLimit` for the response, on a rate-limited route.
     pub rate_limit: Option<super::problem::RateLimitFields>,
+    /// The client's address: the socket peer, or what a trusted proxy forwarded.
+    pub client: Option<std::net::IpAddr>,
     /// Who the route's auth policy found the caller to be.
     pub identity: Option<crate::auth::Identity>,
     /// Path and query to send upstream when the route rewrites.
@@ -73,6 +75,7 @@ impl RequestCtx {
             snapshot: None,
             route: None,
             rate_limit: None,
+            client: None,
             identity: None,
             upstream_uri: None,
             deadline: None,

@@ -148,7 +148,12 @@ impl Gateway {
 
 /// The bytes the hash balancer hashes: the configured header's value or the caller's claim, else
 /// the client address (a request without that header or claim still gets a stable target).
-fn hash_key(session: &Session, key: &HashKey, identity: Option<&crate::auth::Identity>) -> Vec<u8> {
+fn hash_key(
+    session: &Session,
+    key: &HashKey,
+    identity: Option<&crate::auth::Identity>,
+    client: Option<std::net::IpAddr>,
+) -> Vec<u8> {
     match key {
         HashKey::Header(name) => {
             if let Some(v) = session.req_header().headers.get(name) {
@@ -162,7 +167,7 @@ fn hash_key(session: &Session, key: &HashKey, identity: Option<&crate::auth::Ide
         }
         HashKey::ClientIp => {}
     }
-    match client_ip(session) {
+    match client {
         Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
         Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
         None => Vec::new(),
@@ -273,6 +278,13 @@ impl ProxyHttp for Gateway {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(snapshot.server.idle_timeout.get().as_secs().max(1)));
         }
+        // The client as the logs and hash balancing see it: the socket peer, or the address a
+        // trusted proxy in front of Tollgate forwarded (`server.trusted_proxies`).
+        ctx.client = crate::ratelimit::client_ip(
+            client_ip(session),
+            &session.req_header().headers,
+            &snapshot.limiter.trusted_proxies,
+        );
         ctx.snapshot = Some(snapshot);
         Ok(())
     }
@@ -401,7 +413,12 @@ impl ProxyHttp for Gateway {
             None => None,
         };
         let key = if upstream.is_hashed() {
-            hash_key(session, &upstream.hash_key, ctx.identity.as_ref())
+            hash_key(
+                session,
+                &upstream.hash_key,
+                ctx.identity.as_ref(),
+                ctx.client,
+            )
         } else {
             Vec::new()
         };
@@ -687,7 +704,7 @@ impl ProxyHttp for Gateway {
         let record = AccessRecord {
             time: SystemTime::now(),
             request_id: &ctx.request_id.text,
-            client: client_ip(session),
+            client: ctx.client,
             method: req.method.as_str(),
             path: req.uri.path(),
             route: ctx.route_name(),
