@@ -48,6 +48,13 @@ jwks_url = "{jwks_url}""#
     )
 }
 
+/// An identity provider answering every request with a JWKS holding `key`.
+fn jwks_backend(name: &str, key: &TestKey) -> support::backend::BackendBuilder {
+    backend(name)
+        .body(jwks(&[key]).to_string())
+        .header("content-type", "application/json")
+}
+
 struct Setup {
     gw: GatewayHandle,
     app: Backend,
@@ -58,11 +65,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let key = TestKey::rsa("k1");
-    let jwks_server = backend("jwks")
-        .body(jwks(&[&key]).to_string())
-        .header("content-type", "application/json")
-        .start()
-        .await;
+    let jwks_server = jwks_backend("jwks", &key).start().await;
     let app = backend("app").start().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("hs.secret");
@@ -408,10 +411,8 @@ async fn jwks_over_https_is_verified_against_jwks_ca_file() {
     let ca = TestCa::new("Identity CA");
     let stranger = TestCa::new("Some other CA");
     let key = TestKey::rsa("k1");
-    let provider = backend("idp")
+    let provider = jwks_backend("idp", &key)
         .tls(ca.leaf(&["localhost"], 1).acceptor())
-        .body(jwks(&[&key]).to_string())
-        .header("content-type", "application/json")
         .start()
         .await;
     let app = backend("app").start().await;

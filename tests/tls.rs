@@ -7,6 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use support::gateway::catch_all;
 use support::tls::{handshake, https_client, Leaf, TestCa};
 use support::{backend, client, eventually, free_port, GatewayHandle};
 
@@ -15,10 +16,6 @@ const FAILURE: &str = r#"tollgate_config_reloads_total{result="failure"}"#;
 /// `[server.tls]` lines for the gateway's `[server]` section.
 fn tls_section(addr: SocketAddr, cert: &str, key: &str) -> String {
     format!("[server.tls]\nlisten = [\"{addr}\"]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n")
-}
-
-fn one_route(upstream: &str, target: &str) -> String {
-    format!("[upstreams.{upstream}]\ntargets = [\"{target}\"]\n\n[routes.r]\npath = \"/{{*rest}}\"\nupstream = \"{upstream}\"\n")
 }
 
 /// Starts a gateway whose HTTPS listener serves `leaf` (files in `certs`, absolute paths), and
@@ -42,7 +39,7 @@ async fn https_listener_serves_http2_and_http1_next_to_the_plain_listener() {
     let certs = tempfile::tempdir().unwrap();
     let be = backend("users").start().await;
     let (gw, tls_addr) = start_https(
-        &one_route("users", &be.target()),
+        &catch_all(&be.target(), ""),
         certs.path(),
         &ca.leaf(&["localhost", "127.0.0.1"], 1),
     )
@@ -105,7 +102,7 @@ async fn https_listener_certificate_is_not_trusted_by_a_client_of_another_ca() {
     let certs = tempfile::tempdir().unwrap();
     let be = backend("users").start().await;
     let (_gw, tls_addr) = start_https(
-        &one_route("users", &be.target()),
+        &catch_all(&be.target(), ""),
         certs.path(),
         &ca.leaf(&["localhost"], 1),
     )
@@ -132,7 +129,7 @@ async fn reload_swaps_the_certificate_for_new_connections_and_rejects_a_broken_o
     let ca = TestCa::new("Tollgate test CA");
     let certs = tempfile::tempdir().unwrap();
     let be = backend("users").start().await;
-    let body = one_route("users", &be.target());
+    let body = catch_all(&be.target(), "");
     let first = ca.leaf(&["localhost"], 101);
     let (gw, tls_addr) = start_https(&body, certs.path(), &first).await;
     let hs = handshake(&ca, tls_addr, &[b"h2"]).await.unwrap();
@@ -389,7 +386,7 @@ async fn plain_http_or_garbage_on_the_https_port_is_dropped_and_service_goes_on(
     let certs = tempfile::tempdir().unwrap();
     let be = backend("users").start().await;
     let (_gw, tls_addr) = start_https(
-        &one_route("users", &be.target()),
+        &catch_all(&be.target(), ""),
         certs.path(),
         &ca.leaf(&["localhost"], 1),
     )

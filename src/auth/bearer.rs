@@ -2,7 +2,9 @@
 //! (RFC 6750: the `Authorization` header only, never the query string), verified by
 //! [`super::jwt::JwtVerifier`], and the claims to forward upstream.
 
-use super::jwt::{JwtSettings, JwtVerifier, KeyRegistry, KeySource};
+use super::jwt::{
+    JwtSettings, JwtVerifier, KeyRegistry, KeySource, DEFAULT_CACHE_ENTRIES, DEFAULT_JWKS_REFRESH,
+};
 use super::{read_secret, Denial, Identity};
 use crate::config::AuthConfig;
 use http::{HeaderMap, HeaderName};
@@ -13,9 +15,7 @@ use std::time::Duration;
 /// Tokens longer than this are refused before any decoding: real ones are a few KiB at most.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
-const DEFAULT_CACHE_ENTRIES: u64 = 100_000;
 
 /// A compiled JWT policy.
 pub struct JwtPolicy {
@@ -63,7 +63,7 @@ impl JwtPolicy {
             audiences: cfg.audiences.clone().unwrap_or_default(),
             algorithms,
             keys: source,
-            jwks_refresh: cfg.jwks_refresh.map_or(DEFAULT_REFRESH, |d| d.get()),
+            jwks_refresh: cfg.jwks_refresh.map_or(DEFAULT_JWKS_REFRESH, |d| d.get()),
             leeway: cfg.leeway.map_or(DEFAULT_LEEWAY, |d| d.get()),
             cache_entries: cfg.token_cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES),
             jwks_ca_pem,

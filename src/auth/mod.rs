@@ -229,11 +229,15 @@ fn read_secret(cfg: &AuthConfig, base_dir: &Path) -> Result<Vec<u8>, (String, St
     } else {
         "secret_file"
     };
-    // RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output.
-    if secret.len() < 32 {
+    // RFC 7518 section 3.2: an HMAC key must be at least as long as the hash output. The
+    // verifier checks it too; checking here lets the error name secret_env or secret_file.
+    if secret.len() < jwt::MIN_SECRET_BYTES {
         return Err((
             key.into(),
-            "the secret is shorter than 32 bytes; HMAC keys must be at least 256 bits".into(),
+            format!(
+                "the secret is shorter than {} bytes; HMAC keys must be at least 256 bits",
+                jwt::MIN_SECRET_BYTES
+            ),
         ));
     }
     Ok(secret)

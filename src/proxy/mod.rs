@@ -127,11 +127,10 @@ impl Gateway {
         limits: &crate::ratelimit::RouteLimits,
     ) -> pingora::Result<bool> {
         let facts = crate::ratelimit::KeyFacts {
-            peer: client_ip(session),
+            client: ctx.client,
             headers: &session.req_header().headers,
             identity: ctx.identity.as_ref(),
             route: ctx.route_name(),
-            trusted_proxies: &limiter.trusted_proxies,
         };
         let verdict = limiter.check(limits, &facts).await;
         let fields = (limits.policy.clone(), verdict.state);

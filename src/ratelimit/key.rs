@@ -10,12 +10,11 @@ use std::net::IpAddr;
 
 /// The request facts keys are taken from.
 pub struct KeyFacts<'a> {
-    /// The socket peer.
-    pub peer: Option<IpAddr>,
+    /// The client address, already resolved through trusted proxies ([`client_ip`]).
+    pub client: Option<IpAddr>,
     pub headers: &'a HeaderMap,
     pub identity: Option<&'a Identity>,
     pub route: &'a str,
-    pub trusted_proxies: &'a [IpNet],
 }
 
 /// The client address: the socket peer, unless the peer is a trusted proxy. Then the
@@ -32,13 +31,8 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
     if !is_trusted(&hop) {
         return Some(hop);
     }
-    let lines: Vec<&[u8]> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    for line in lines.iter().rev() {
-        for entry in line.rsplit(|b| *b == b',') {
+    for line in headers.get_all("x-forwarded-for").iter().rev() {
+        for entry in line.as_bytes().rsplit(|b| *b == b',') {
             let Some(ip) = parse_entry(entry) else {
                 return Some(hop);
             };
@@ -67,7 +61,7 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 /// header or claim, no consumer, no peer address).
 pub fn key_of<'a>(key: &RateKey, facts: &KeyFacts<'a>) -> Option<Cow<'a, [u8]>> {
     match key {
-        RateKey::Ip => client_ip(facts.peer, facts.headers, facts.trusted_proxies).map(|ip| {
+        RateKey::Ip => facts.client.map(|ip| {
             Cow::Owned(match ip {
                 IpAddr::V4(v4) => v4.octets().to_vec(),
                 // An IPv4 client over an IPv4-mapped IPv6 socket is the same client.
