@@ -282,7 +282,7 @@ impl ProxyHttp for Gateway {
         ctx.client = crate::ratelimit::client_ip(
             client_ip(session),
             &session.req_header().headers,
-            &snapshot.limiter.trusted_proxies,
+            &snapshot.trusted_proxies,
         );
         ctx.snapshot = Some(snapshot);
         Ok(())

@@ -113,7 +113,6 @@ pub struct Cluster {
 
 /// The rate limiting of one snapshot.
 pub struct Limiter {
-    pub trusted_proxies: Vec<ipnet::IpNet>,
     cluster: Option<Cluster>,
 }
 
@@ -137,11 +136,8 @@ mod result {
 }
 
 impl Limiter {
-    pub fn new(trusted_proxies: Vec<ipnet::IpNet>, cluster: Option<Cluster>) -> Limiter {
-        Limiter {
-            trusted_proxies,
-            cluster,
-        }
+    pub fn new(cluster: Option<Cluster>) -> Limiter {
+        Limiter { cluster }
     }
 
     /// Checks a request against all of its route's limits; charges them only if all admit.

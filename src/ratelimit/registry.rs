@@ -1,4 +1,4 @@
-//! Compiling `[rate_limits.*]`, `[cluster]` and `server.trusted_proxies`, and the registry that
+//! Compiling `[rate_limits.*]` and `[cluster]`, and the registry that
 //! hands an unchanged limit its buckets again on reload. A limit is "unchanged" when its name and
 //! every setting (requests, per, burst, key, cluster) are; any change starts it on fresh buckets,
 //! locally and (through the settings hash in its Redis keys) in Redis. The cluster backend and its
@@ -150,19 +150,12 @@ pub fn compile(
         }
         _ => None,
     };
-    let trusted_proxies = config
-        .server
-        .trusted_proxies
-        .iter()
-        .flatten()
-        .filter_map(|p| crate::config::parse_proxy_net(p).ok())
-        .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(Compiled {
         limits,
-        limiter: Arc::new(Limiter::new(trusted_proxies, cluster)),
+        limiter: Arc::new(Limiter::new(cluster)),
     })
 }
 

@@ -146,6 +146,8 @@ pub struct Snapshot {
     pub server: ServerConfig,
     /// Headers set from verified identities, removed from every client request.
     pub identity_headers: Vec<http::HeaderName>,
+    /// `server.trusted_proxies`: peers whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The HTTPS listener's certificate and key (`[server.tls]`), read at compile time: every
     /// new handshake takes the one of the live snapshot, so a reload swaps it.
     pub tls: Option<Arc<crate::tls::TlsIdentity>>,
@@ -349,6 +351,13 @@ pub fn compile(
             log_level: config.log.level.clone(),
             server: config.server.clone(),
             identity_headers: policies.identity_headers,
+            trusted_proxies: config
+                .server
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .filter_map(|p| config::parse_proxy_net(p).ok())
+                .collect(),
             tls,
             files,
             limits,
