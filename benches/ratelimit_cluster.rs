@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use redis_support::RedisServer;
 use tollgate::observe::Metrics;
-use tollgate::ratelimit::cluster::ClusterLimiter;
+use tollgate::ratelimit::cluster::{ClusterLimiter, DEFAULT_MAX_CONNECTIONS};
 use tollgate::ratelimit::gcra::Quota;
 
 fn check_all(c: &mut Criterion) {
@@ -31,6 +31,7 @@ fn check_all(c: &mut Criterion) {
     let limiter = ClusterLimiter::new(
         &server.url(),
         Duration::from_millis(250),
+        DEFAULT_MAX_CONNECTIONS,
         Arc::new(Metrics::new()),
     )
     .expect("limiter");

@@ -6,10 +6,11 @@ mod support;
 
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::jwks_server::JwksServer;
 use support::jwt::{claims, jwks, now, raw_token, TestKey};
+use support::logs::LogCapture;
 use support::prom;
 use tollgate::auth::jwt::{
     JwksService, JwtSettings, JwtVerifier, KeyRegistry, KeySource, Rejection,
@@ -802,46 +803,4 @@ async fn background_service_refreshes_due_stores() {
         .await
         .unwrap()
         .unwrap();
-}
-
-/// Captures this test's log lines (the runtime of a `#[tokio::test]` runs every task on the
-/// test's thread, so a thread-local subscriber sees the store's logs).
-struct LogCapture {
-    buf: Arc<Mutex<Vec<u8>>>,
-    _guard: tracing::subscriber::DefaultGuard,
-}
-
-impl LogCapture {
-    fn install() -> LogCapture {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || LogWriter(writer.clone()))
-            .with_ansi(false)
-            .finish();
-        LogCapture {
-            buf,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.text().lines().filter(|l| l.contains(needle)).count()
-    }
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::gateway::SharedBuf;
+use support::logs::LogCapture;
 use support::redis::RedisServer;
 use tollgate::observe::Metrics;
 use tollgate::ratelimit::cluster::{
@@ -30,7 +30,7 @@ fn quota(requests: u64, per: Duration, burst: u64) -> Quota {
 fn limiter(server: &RedisServer) -> (ClusterLimiter, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let limiter =
-        ClusterLimiter::new(&server.url(), CALL_TIMEOUT, metrics.clone()).expect("limiter");
+        ClusterLimiter::new(&server.url(), CALL_TIMEOUT, 8, metrics.clone()).expect("limiter");
     (limiter, metrics)
 }
 
@@ -200,14 +200,7 @@ async fn two_limiters_share_one_budget() {
 
 #[tokio::test]
 async fn an_outage_is_bounded_logged_once_counted_and_recovered_from() {
-    let logs = SharedBuf::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    // This test's runtime is single-threaded, so the guard covers every check below.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = LogCapture::install();
 
     let mut server = RedisServer::start();
     let (limiter, metrics) = limiter(&server);

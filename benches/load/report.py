@@ -14,6 +14,7 @@ of those is taken: on a noisy shared machine that is steadier than a ratio of tw
 """
 
 import argparse
+import csv
 import datetime
 import os
 import platform
@@ -110,6 +111,32 @@ def load(results, configs, rounds, clk_tck):
                 )
             data[name][rnd] = r
     return data
+
+
+def redis_round_trip_p50(results, rounds):
+    """Median over rounds of redis-benchmark's p50 (µs), or None when Redis was not measured."""
+    values = []
+    for rnd in range(1, rounds + 1):
+        path = os.path.join(results, f"{rnd}.redis_rtt.csv")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        try:
+            values.append(float(rows[-1]["p50_latency_ms"]) * 1000)
+        except (IndexError, KeyError, ValueError):
+            continue
+    return med(values) if values else None
+
+
+def added_p50(data, name, base):
+    """Median over rounds of (p50 of `name` - p50 of `base`), in µs."""
+    diffs = [
+        r["p50"] - data[base][rnd]["p50"]
+        for rnd, r in data.get(name, {}).items()
+        if rnd in data.get(base, {}) and r["p50"] is not None and data[base][rnd]["p50"] is not None
+    ]
+    return med(diffs) if diffs else None
 
 
 def share(busy, own, total):
@@ -254,6 +281,18 @@ def main():
             "raises p99 and inflates CPU µs/req (fewer requests per wake-up, colder caches): "
             "treat differences of 10-15% as noise, or rerun on a quieter machine (or with NICE=-10)."
         )
+    rtt = redis_round_trip_p50(a.results, a.rounds)
+    if rtt is not None:
+        w("")
+        w(
+            f"**Redis round trip** (the yardstick of cluster limits): p50 {rtt:.0f} µs for the "
+            "limiter's script by EVALSHA, one call at a time from the proxy's CPU "
+            "(redis-benchmark -c 1, after each round; median over rounds)."
+        )
+        for name in configs:
+            added = added_p50(data, name, "tollgate_plain")
+            if name != "tollgate_plain" and added is not None and "cluster" in name:
+                w(f"- {name}: p50 +{added:.0f} µs over tollgate_plain = {added / rtt:.2f} round trips.")
     if skipped:
         w("")
         for name, reason in skipped.items():

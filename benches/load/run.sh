@@ -19,13 +19,15 @@
 #   DURATION=10s  ROUNDS=3  CONNECTIONS=32  WARMUP=2s
 #   VARIANTS="tollgate_plain other"   (names of benches/load/configs/*.toml; default: all of them)
 #   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench  START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
-#   TOLLGATE_BIN=path/to/another/tollgate  NICE=-10
+#   TOLLGATE_BIN=path/to/another/tollgate  NICE=-10  REDIS_RTT_CALLS=20000
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
+# Calls per round of the Redis round-trip yardstick (only when a configuration uses Redis).
+REDIS_RTT_CALLS=${REDIS_RTT_CALLS:-20000}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # Not "/": Tollgate's catch-all route "/{*rest}" (matchit) does not match an empty rest.
@@ -431,6 +433,21 @@ measure() {
     log "  $name: $(grep -E '^Requests/sec' "$out.wrk" | tr -s ' ')"
 }
 
+# measure_redis_round_trip ROUND: the yardstick for cluster rate limits, measured in the same run
+# and placement: one client on the proxy's CPU calling the limiter's own script (EVALSHA, one key)
+# on the run's redis-server, one call at a time. Writes $RESULTS/ROUND.redis_rtt.csv.
+measure_redis_round_trip() {
+    [[ -n ${REDIS_URL:-} ]] || return 0
+    local port=${REDIS_URL##*:} sha
+    port=${port%%/*}
+    sha=$(cat "$ROOT/src/ratelimit/cluster/server_clock.lua" "$ROOT/src/ratelimit/cluster/gcra.lua" |
+        redis-cli -p "$port" -x SCRIPT LOAD) || die "redis-cli SCRIPT LOAD failed"
+    # Emission interval 1 ns and tolerance just under 1 s: the benchmark limit's shape (never refuses).
+    on_cpu "$PROXY_CPU" redis-benchmark -p "$port" -c 1 -n "$REDIS_RTT_CALLS" --csv \
+        EVALSHA "$sha" 1 tollgate:rl:bench:rtt 1 999999999 >"$RESULTS/$1.redis_rtt.csv" 2>/dev/null ||
+        log "redis-benchmark failed; no round-trip yardstick this round"
+}
+
 # start_redis_if_needed NAME...: when a configuration names @REDIS@ (cluster rate limits), start
 # one redis-server for the whole run on the load generator's CPU (no persistence) and set
 # REDIS_URL. Redis work is then the load side's, like the backend's.
@@ -440,7 +457,10 @@ start_redis_if_needed() {
         [[ -f $CONFIG_DIR/$name.toml ]] && grep -q '@REDIS@' "$CONFIG_DIR/$name.toml" && needed=1
     done
     ((needed)) || return 0
-    command -v redis-server >/dev/null 2>&1 || die "a configuration uses @REDIS@: install redis-server (Debian: apt-get install -y redis-server)"
+    local t
+    for t in redis-server redis-cli redis-benchmark; do
+        command -v "$t" >/dev/null 2>&1 || die "a configuration uses @REDIS@: install $t (Debian: apt-get install -y redis-server redis-tools)"
+    done
     local port i
     port=$(free_port)
     mkdir -p "$TMP/redis"
@@ -566,6 +586,7 @@ main() {
             measure "$name" "$round"
             stop_config "$name" "$round"
         done
+        measure_redis_round_trip "$round"
     done
 
     mkdir -p "$(dirname "$REPORT")"

@@ -414,6 +414,9 @@ pub struct ClusterConfig {
     pub on_error: OnError,
     /// Extension: deadline of one Redis call (default 50ms); past it `on_error` applies.
     pub timeout: Option<DurationStr>,
+    /// Extension: most connections one instance opens to Redis (default 32); calls beyond that
+    /// wait for a free one, within `timeout`.
+    pub max_connections: Option<usize>,
 }
 
 /// A rate limit's `key`, parsed: what one bucket is per.

@@ -2,17 +2,16 @@
 //! hands an unchanged limit its buckets again on reload. A limit is "unchanged" when its name and
 //! every setting (requests, per, burst, key, cluster) are; any change starts it on fresh buckets,
 //! locally and (through the settings hash in its Redis keys) in Redis. The cluster backend and its
-//! connections are kept while `redis_url` and `timeout` are unchanged.
+//! connections are kept while `redis_url`, `timeout` and `max_connections` are unchanged.
 
 use super::gcra::Quota;
 use super::local::LocalBuckets;
-use super::shared::{self, SharedBuckets};
+use super::shared::{self, BackendSettings, SharedBuckets};
 use super::{headers, Cluster, Limit, Limiter, RouteLimits};
 use crate::config::{ClusterConfig, Config, ConfigError, RateKey};
 use crate::observe::Metrics;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 type LimitId = (String, Quota, RateKey, bool);
 
@@ -20,7 +19,7 @@ type LimitId = (String, Quota, RateKey, bool);
 pub struct LimitRegistry {
     metrics: Arc<Metrics>,
     buckets: Mutex<HashMap<LimitId, Weak<LocalBuckets>>>,
-    backends: Mutex<HashMap<(String, Duration), Weak<dyn SharedBuckets>>>,
+    backends: Mutex<HashMap<BackendSettings, Weak<dyn SharedBuckets>>>,
 }
 
 /// The rate limiting of one config.
@@ -73,15 +72,12 @@ impl LimitRegistry {
     }
 
     fn backend(&self, cfg: &ClusterConfig) -> Result<Arc<dyn SharedBuckets>, String> {
-        let id = (
-            cfg.redis_url.clone(),
-            cfg.timeout.map_or(shared::DEFAULT_TIMEOUT, |t| t.get()),
-        );
+        let id = BackendSettings::of(cfg);
         let mut entries = self.backends.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = entries.get(&id).and_then(Weak::upgrade) {
             return Ok(b);
         }
-        let b = shared::connect(cfg, self.metrics.clone())?;
+        let b = shared::connect(&id, self.metrics.clone())?;
         entries.insert(id, Arc::downgrade(&b));
         entries.retain(|_, w| w.strong_count() > 0);
         Ok(b)

@@ -8,6 +8,7 @@ pub mod faulty;
 pub mod gateway;
 pub mod jwks_server;
 pub mod jwt;
+pub mod logs;
 pub mod prom;
 pub mod raw;
 pub mod recorder;

@@ -15,6 +15,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `redis-server` arguments, kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -31,6 +33,12 @@ impl RedisServer {
 
     /// Starts a server and waits until it answers PING; panics (with its log) if it cannot.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments (`"--requirepass"`,
+    /// `"pw"`, ...). `{dir}` in an argument is replaced by the server's temp dir.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -39,7 +47,10 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            extra: Vec::new(),
         };
+        let dir = server.dir.path().display().to_string();
+        server.extra = extra.iter().map(|a| a.replace("{dir}", &dir)).collect();
         server.restart();
         server
     }
@@ -50,6 +61,11 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The server's temp dir (for a Unix socket started with `{dir}/...`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Kills the server (as a crash would) and waits until it is gone.
@@ -96,6 +112,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -130,8 +147,9 @@ impl RedisServer {
     }
 
     fn answers_ping(&self) -> bool {
+        // A server with a password answers NOAUTH: it is up all the same.
         self.command("PING")
-            .map(|r| r.starts_with("+PONG"))
+            .map(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
             .unwrap_or(false)
     }
 }

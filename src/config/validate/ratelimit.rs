@@ -8,6 +8,8 @@ use crate::config::types::{
 
 /// Most rate limits one route may list: each is checked on every request.
 const MAX_LIMITS_PER_ROUTE: usize = 8;
+/// Most connections `[cluster] max_connections` may allow per instance.
+const MAX_CLUSTER_CONNECTIONS: usize = 1024;
 
 /// A `trusted_proxies` entry: a CIDR block, or one address (a /32 or /128).
 pub fn parse_proxy_net(s: &str) -> Result<ipnet::IpNet, String> {
@@ -38,6 +40,14 @@ impl Validator {
         }
         if let Some(t) = c.timeout {
             self.positive("cluster.timeout", t);
+        }
+        if let Some(n) = c.max_connections {
+            if !(1..=MAX_CLUSTER_CONNECTIONS).contains(&n) {
+                self.err(
+                    "cluster.max_connections",
+                    format!("must be between 1 and {MAX_CLUSTER_CONNECTIONS}"),
+                );
+            }
         }
     }
 

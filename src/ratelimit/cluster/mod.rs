@@ -1,19 +1,25 @@
 //! Cluster-wide rate limits kept in Redis: one GCRA script checks and consumes several buckets
 //! atomically in one round trip, on Redis server time, with every call bounded by a timeout.
 //!
-//! The connection is a redis `ConnectionManager` (one multiplexed connection shared by all
-//! requests, reconnecting by itself), created on first use so building a limiter does no I/O and
-//! needs no runtime. Outages are logged once (warn) and their end once (info); every failed call
-//! counts in `tollgate_ratelimit_backend_errors_total`. What to do on an error (`on_error`) is the
-//! caller's decision.
+//! Calls go over pooled connections driven by the request's own task ([`conn`]), speaking the
+//! small part of RESP the script needs ([`resp`]). Outages are logged once (warn) and their end
+//! once (info); every check that got no decision counts in
+//! `tollgate_ratelimit_backend_errors_total`. After a few failed calls in a row the limiter stops
+//! waiting on Redis and lets one call probe it every [`PROBE_INTERVAL`], so an outage costs
+//! requests nothing but the `on_error` decision. What that decision is, is the caller's.
+
+mod conn;
+mod resp;
 
 use crate::observe::Metrics;
 use crate::ratelimit::gcra::{Outcome, Quota};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use conn::{ConnError, Connector, Pool};
+use deadpool::managed::{Object, PoolError};
+use resp::Reply;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The script sent to Redis: the server-clock prelude, then the GCRA body (see gcra.lua for
 /// the protocol). Fixed at compile time; requests only ever fill KEYS and ARGV.
@@ -35,6 +41,13 @@ const KEPT_PREFIX_BYTES: usize = 64;
 /// The longest `per / requests * burst` (interval plus tolerance) the script computes exactly: it works in
 /// nanoseconds held in Lua doubles (exact to 2^53), relative to now, with headroom for sums.
 pub const MAX_SPAN: Duration = Duration::from_nanos(1 << 52);
+
+/// Default most connections one limiter keeps to Redis (`[cluster] max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
+/// Failed calls in a row after which checks stop waiting on Redis.
+const FAILURES_BEFORE_BACKOFF: u32 = 3;
+/// While backing off, one call per interval tries Redis; the others fail at once.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why a cluster check gave no decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,45 +71,41 @@ impl std::error::Error for ClusterError {}
 
 /// The Redis backend of cluster limits; cheap to share (`Arc`) between requests.
 pub struct ClusterLimiter {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    /// Created on the first call, inside the runtime that makes it.
-    conn: OnceLock<ConnectionManager>,
-    script: redis::Script,
+    pool: Pool,
+    /// Hex SHA-1 of [`SCRIPT`], for EVALSHA.
+    script_sha: String,
     call_timeout: Duration,
     metrics: Arc<Metrics>,
     /// False between the first failed call of an outage and the next successful one.
     healthy: AtomicBool,
+    /// Calls that failed in a row (reset by a success).
+    failures: AtomicU32,
+    /// While backing off: when the next probe may go, in milliseconds since `epoch`.
+    next_probe_ms: AtomicU64,
+    epoch: Instant,
     /// `host:port` for logs (never the URL: it may hold a password).
     addr: String,
 }
 
 impl ClusterLimiter {
-    /// Parses `redis_url`; no I/O: connects lazily, reconnects by itself.
+    /// Parses `redis_url`; no I/O: connects on demand and reconnects by itself.
     pub fn new(
         redis_url: &str,
         call_timeout: Duration,
+        max_connections: usize,
         metrics: Arc<Metrics>,
     ) -> Result<ClusterLimiter, String> {
-        let client = redis::Client::open(redis_url).map_err(|e| format!("redis_url: {e}"))?;
-        let addr = client.get_connection_info().addr().to_string();
-        // Each connection attempt and each response is bounded by the call timeout; a failed
-        // reconnect is retried once, quickly, and then again on the next call, so a restarted
-        // Redis is picked up within a call or two instead of after a long backoff.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(call_timeout))
-            .set_response_timeout(Some(call_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(call_timeout);
+        let connector = Connector::new(redis_url)?;
+        let addr = connector.address();
         Ok(ClusterLimiter {
-            client,
-            config,
-            conn: OnceLock::new(),
-            script: redis::Script::new(SCRIPT),
+            pool: conn::pool(connector, max_connections)?,
+            script_sha: redis::Script::new(SCRIPT).get_hash().to_string(),
             call_timeout,
             metrics,
             healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            next_probe_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
             addr,
         })
     }
@@ -105,7 +114,8 @@ impl ClusterLimiter {
     /// consumed; if any rejects, none is. Outcomes are in `checks` order and are exactly what
     /// `gcra::check` says for each bucket (an admitting limit of a rejected call reports what it
     /// would have left). Keys are full Redis keys chosen by the caller (long ones are hashed);
-    /// each written key expires once its bucket is full again.
+    /// each written key expires once its bucket is full again. The whole call, waiting for a
+    /// connection included, is bounded by the call timeout.
     pub async fn check_all(
         &self,
         checks: &[(String, Quota)],
@@ -113,58 +123,140 @@ impl ClusterLimiter {
         if checks.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.script.prepare_invoke();
-        for (key, quota) in checks {
-            let (t, tau) = script_args(quota)?;
-            invocation.key(bounded_key(key).as_ref()).arg(t).arg(tau);
+        let evalsha = script_command(b"EVALSHA", self.script_sha.as_bytes(), checks)?;
+        if !self.may_call() {
+            let result = Err(ClusterError::Unavailable(
+                "backing off after failed calls; probing again shortly".into(),
+            ));
+            self.record(&result, false);
+            return result;
         }
-        let mut conn = self.connection()?;
-        let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
+        let call = self.evaluate(&evalsha, checks);
         let result = match tokio::time::timeout(self.call_timeout, call).await {
             Err(_) => Err(ClusterError::Timeout),
-            // The connection's own timeouts (same length) may fire first.
-            Ok(Err(e)) if e.is_timeout() => Err(ClusterError::Timeout),
-            Ok(Err(e)) => Err(ClusterError::Unavailable(e.to_string())),
-            Ok(Ok(values)) => parse_reply(&values, checks.len()),
+            Ok(result) => result,
         };
-        self.record(&result);
+        self.record(&result, true);
         result
     }
 
-    fn connection(&self) -> Result<ConnectionManager, ClusterError> {
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
-        }
-        let conn =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                .map_err(|e| ClusterError::Unavailable(e.to_string()));
-        let conn = match conn {
-            Ok(conn) => conn,
-            Err(e) => {
-                self.record::<()>(&Err(e.clone()));
-                return Err(e);
+    /// EVALSHA; when Redis lost the script (restart, SCRIPT FLUSH), EVAL with its text, which
+    /// also caches it again for the next EVALSHA.
+    async fn evaluate(
+        &self,
+        evalsha: &[u8],
+        checks: &[(String, Quota)],
+    ) -> Result<Vec<Outcome>, ClusterError> {
+        let reply = match self.call(evalsha).await? {
+            Reply::Error(why) if why.starts_with("NOSCRIPT") => {
+                let eval = script_command(b"EVAL", SCRIPT.as_bytes(), checks)?;
+                self.call(&eval).await?
             }
+            reply => reply,
         };
-        // Two first calls racing may both build one; the loser's is dropped unused.
-        Ok(self.conn.get_or_init(|| conn).clone())
+        parse_reply(reply, checks.len())
     }
 
-    /// Counts failures and logs the edges of an outage, not every request.
-    fn record<T>(&self, result: &Result<T, ClusterError>) {
+    /// One command on a pooled connection. A connection that died while idle (Redis restarted,
+    /// a proxy cut it) fails before any reply byte: the idle ones are then all suspect, so they
+    /// are dropped and the command is sent once more on a new connection. (Should Redis have run
+    /// the command before the connection died, the retry charges that request twice: one token.)
+    async fn call(&self, command: &[u8]) -> Result<Reply, ClusterError> {
+        let mut retried = false;
+        loop {
+            let mut conn = self.pool.get().await.map_err(pool_error)?;
+            let error = match conn.call(command).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) => error,
+            };
+            let died_idle = matches!(error, ConnError::Io(_)) && conn.received_nothing();
+            drop(Object::take(conn));
+            if !died_idle || retried {
+                return Err(ClusterError::Unavailable(error.to_string()));
+            }
+            self.pool.retain(|_, _| false);
+            retried = true;
+        }
+    }
+
+    /// False while backing off, except for the one call per [`PROBE_INTERVAL`] that probes.
+    fn may_call(&self) -> bool {
+        if self.failures.load(Ordering::Acquire) < FAILURES_BEFORE_BACKOFF {
+            return true;
+        }
+        let now = self.now_ms();
+        let next = self.next_probe_ms.load(Ordering::Acquire);
+        now >= next
+            && self
+                .next_probe_ms
+                .compare_exchange(
+                    next,
+                    now + probe_interval_ms(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Counts failures (attempted or skipped) and logs the edges of an outage, not every
+    /// request.
+    fn record<T>(&self, result: &Result<T, ClusterError>, attempted: bool) {
         match result {
             Ok(_) => {
+                self.failures.store(0, Ordering::Release);
                 if !self.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!(redis = %self.addr, "cluster rate limiting: Redis answers again");
                 }
             }
             Err(error) => {
                 self.metrics.ratelimit_backend_error();
+                if attempted
+                    && self.failures.fetch_add(1, Ordering::AcqRel) + 1 == FAILURES_BEFORE_BACKOFF
+                {
+                    self.next_probe_ms
+                        .store(self.now_ms() + probe_interval_ms(), Ordering::Release);
+                }
                 if self.healthy.swap(false, Ordering::AcqRel) {
                     tracing::warn!(redis = %self.addr, %error, "cluster rate limiting: Redis unreachable or slow; on_error applies until it answers (logged once per outage)");
                 }
             }
         }
     }
+}
+
+fn probe_interval_ms() -> u64 {
+    PROBE_INTERVAL.as_millis() as u64
+}
+
+fn pool_error(error: PoolError<ConnError>) -> ClusterError {
+    match error {
+        PoolError::Timeout(_) => ClusterError::Timeout,
+        PoolError::Backend(e) => ClusterError::Unavailable(e.to_string()),
+        other => ClusterError::Unavailable(other.to_string()),
+    }
+}
+
+/// `EVALSHA sha` or `EVAL script`, then the keys, then two arguments per key.
+fn script_command(
+    verb: &[u8],
+    script: &[u8],
+    checks: &[(String, Quota)],
+) -> Result<Vec<u8>, ClusterError> {
+    let keys_len: usize = checks.iter().map(|(key, _)| key.len()).sum();
+    let mut command = resp::Command::new(3 + 3 * checks.len(), script.len() + keys_len);
+    command.arg(verb).arg(script).int(checks.len() as u64);
+    for (key, _) in checks {
+        command.arg(bounded_key(key).as_bytes());
+    }
+    for (_, quota) in checks {
+        let (t, tau) = script_args(quota)?;
+        command.int(t).int(tau);
+    }
+    Ok(command.into_bytes())
 }
 
 /// The script's arguments for one quota: emission interval and tolerance in nanoseconds, refused
@@ -196,12 +288,28 @@ pub fn bounded_key(key: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Four integers per bucket: allowed, remaining, reset ns, retry_after ns.
-fn parse_reply(values: &[i64], expected: usize) -> Result<Vec<Outcome>, ClusterError> {
-    if values.len() != expected * 4 {
-        return Err(ClusterError::Unavailable(format!(
-            "unexpected script reply: {} values for {expected} limits",
-            values.len()
+fn parse_reply(reply: Reply, expected: usize) -> Result<Vec<Outcome>, ClusterError> {
+    let unexpected =
+        |what: String| ClusterError::Unavailable(format!("unexpected script reply: {what}"));
+    let items = match reply {
+        Reply::Array(Some(items)) => items,
+        Reply::Error(why) => {
+            return Err(ClusterError::Unavailable(format!("script failed: {why}")))
+        }
+        other => return Err(unexpected(format!("{other:?}"))),
+    };
+    if items.len() != expected * 4 {
+        return Err(unexpected(format!(
+            "{} values for {expected} limits",
+            items.len()
         )));
+    }
+    let mut values = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Reply::Integer(v) => values.push(v),
+            other => return Err(unexpected(format!("{other:?} where an integer belongs"))),
+        }
     }
     let nanos = |v: i64| Duration::from_nanos(u64::try_from(v).unwrap_or(0));
     Ok(values
@@ -248,8 +356,11 @@ mod tests {
 
     #[test]
     fn a_short_reply_is_an_error_not_a_panic() {
-        assert!(parse_reply(&[1, 2, 3], 1).is_err());
-        let o = parse_reply(&[0, 0, 5, 7], 1).unwrap();
+        let ints = |v: &[i64]| Reply::Array(Some(v.iter().map(|&i| Reply::Integer(i)).collect()));
+        assert!(parse_reply(ints(&[1, 2, 3]), 1).is_err());
+        assert!(parse_reply(Reply::Status("OK".into()), 1).is_err());
+        assert!(parse_reply(Reply::Array(Some(vec![Reply::Bulk(None); 4])), 1).is_err());
+        let o = parse_reply(ints(&[0, 0, 5, 7]), 1).unwrap();
         assert!(!o[0].allowed && o[0].retry_after == Duration::from_nanos(7));
     }
 }

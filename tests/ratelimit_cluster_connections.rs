@@ -1,0 +1,241 @@
+//! The cluster limiter's connections to Redis: credentials and database from the URL, Unix
+//! sockets, the connection cap and reuse, a restart that costs no check, backing off during an
+//! outage (one probe per interval), and replies that are not Redis replies. Against a real
+//! redis-server, or a fake one on a local port where a real one cannot misbehave on purpose.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::redis::RedisServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate::observe::Metrics;
+use tollgate::ratelimit::cluster::{ClusterError, ClusterLimiter, PROBE_INTERVAL};
+use tollgate::ratelimit::gcra::Quota;
+
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+const QUOTA: Quota = Quota {
+    requests: 1000,
+    per: Duration::from_secs(1),
+    burst: 1000,
+};
+
+fn limiter_for(url: &str, max_connections: usize) -> (ClusterLimiter, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let limiter =
+        ClusterLimiter::new(url, CALL_TIMEOUT, max_connections, metrics.clone()).expect("limiter");
+    (limiter, metrics)
+}
+
+async fn check(limiter: &ClusterLimiter, key: &str) -> Result<bool, ClusterError> {
+    let outcomes = limiter.check_all(&[(key.to_string(), QUOTA)]).await?;
+    Ok(outcomes[0].allowed)
+}
+
+fn backend_errors(metrics: &Metrics) -> f64 {
+    let page = String::from_utf8(metrics.render()).unwrap();
+    support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[]).unwrap_or(0.0)
+}
+
+/// One field of `INFO` (as an integer), asked over a fresh connection with `auth` first.
+fn info_field(server: &RedisServer, auth: Option<&str>, field: &str) -> u64 {
+    let mut url = format!("redis://127.0.0.1:{}/0", server.port());
+    if let Some(password) = auth {
+        url = format!("redis://:{password}@127.0.0.1:{}/0", server.port());
+    }
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("inspect connection");
+    let info: String = redis::cmd("INFO").query(&mut conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in INFO"))
+}
+
+fn keys_in_db(server: &RedisServer, password: &str, db: u32) -> Vec<String> {
+    let url = format!("redis://:{password}@127.0.0.1:{}/{db}", server.port());
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("inspect connection");
+    redis::cmd("KEYS").arg("*").query(&mut conn).unwrap()
+}
+
+#[tokio::test]
+async fn the_password_and_database_of_the_url_are_used_and_never_echoed() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}/3", server.port());
+    let (limiter, _) = limiter_for(&url, 4);
+    assert_eq!(check(&limiter, "t:auth").await, Ok(true));
+    assert_eq!(
+        keys_in_db(&server, "s3cret-pw", 3),
+        vec!["t:auth".to_string()]
+    );
+    assert!(keys_in_db(&server, "s3cret-pw", 0).is_empty());
+
+    let wrong = format!("redis://:not-the-pw@127.0.0.1:{}/0", server.port());
+    let (limiter, metrics) = limiter_for(&wrong, 4);
+    match check(&limiter, "t:auth").await {
+        Err(ClusterError::Unavailable(why)) => {
+            assert!(why.contains("AUTH refused"), "{why}");
+            assert!(
+                !why.contains("not-the-pw"),
+                "the password is not echoed: {why}"
+            );
+        }
+        other => panic!("expected an AUTH failure, got {other:?}"),
+    }
+    assert_eq!(backend_errors(&metrics), 1.0);
+}
+
+#[tokio::test]
+async fn a_unix_socket_url_works() {
+    let server = RedisServer::start_with(&[
+        "--unixsocket",
+        "{dir}/redis.sock",
+        "--unixsocketperm",
+        "700",
+    ]);
+    let url = format!("redis+unix://{}", server.dir().join("redis.sock").display());
+    let (limiter, _) = limiter_for(&url, 4);
+    for _ in 0..3 {
+        assert_eq!(check(&limiter, "t:unix").await, Ok(true));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_reused() {
+    let server = RedisServer::start();
+    let (limiter, _) = limiter_for(&server.url(), 2);
+    let limiter = Arc::new(limiter);
+    let before = info_field(&server, None, "total_connections_received");
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { check(&limiter, &format!("t:cap:{i}")).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(true));
+    }
+    for i in 0..20 {
+        assert_eq!(check(&limiter, &format!("t:seq:{i}")).await, Ok(true));
+    }
+    // The fields are read over one more connection of the test's own.
+    let opened = info_field(&server, None, "total_connections_received") - before - 1;
+    assert!(
+        (1..=2).contains(&opened),
+        "70 checks opened {opened} connections; at most 2 allowed"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_redis_costs_no_failed_check() {
+    let mut server = RedisServer::start();
+    let (limiter, metrics) = limiter_for(&server.url(), 4);
+    assert_eq!(check(&limiter, "t:restart").await, Ok(true));
+    // The pooled connection dies with the server; the next check notices before any reply
+    // byte, drops the idle connections and sends again on a new one (and reloads the script).
+    server.restart();
+    assert_eq!(check(&limiter, "t:restart").await, Ok(true));
+    assert_eq!(backend_errors(&metrics), 0.0);
+}
+
+/// What the fake Redis does with each command it reads.
+#[derive(Clone, Copy)]
+enum Fake {
+    /// Reads and never answers: a hung Redis.
+    Hang,
+    /// Answers every read with these bytes.
+    Reply(&'static [u8]),
+}
+
+/// A fake Redis on a local port; counts the connections it accepted. Ends with the test's
+/// runtime.
+async fn fake_redis(behaviour: Fake) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}/0", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Fake::Reply(bytes) = behaviour {
+                        if stream.write_all(bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn after_failures_in_a_row_checks_fail_at_once_and_one_probe_goes_per_interval() {
+    let (url, accepted) = fake_redis(Fake::Hang).await;
+    let (limiter, metrics) = limiter_for(&url, 4);
+    for _ in 0..3 {
+        assert_eq!(check(&limiter, "t:hang").await, Err(ClusterError::Timeout));
+    }
+    // Each timed-out call left its connection mid-reply: never lent again, so each call
+    // opened one.
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    for _ in 0..20 {
+        match check(&limiter, "t:hang").await {
+            Err(ClusterError::Unavailable(why)) => assert!(why.contains("backing off"), "{why}"),
+            other => panic!("expected a check failing at once, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "no call reached Redis while backing off"
+    );
+    tokio::time::sleep(PROBE_INTERVAL + Duration::from_millis(50)).await;
+    assert_eq!(
+        check(&limiter, "t:hang").await,
+        Err(ClusterError::Timeout),
+        "the probe"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        backend_errors(&metrics),
+        24.0,
+        "every check without a decision counts"
+    );
+}
+
+#[tokio::test]
+async fn replies_that_are_not_redis_replies_are_errors() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\n\r\n"[..],
+        b"$999999999999\r\n",
+        b"*2\r\n:1\r\n+OK\r\n",
+        b"+OK\r\n",
+        b"-ERR wrong kind of server\r\n",
+    ] {
+        let (url, _) = fake_redis(Fake::Reply(reply)).await;
+        let (limiter, metrics) = limiter_for(&url, 4);
+        match check(&limiter, "t:garbage").await {
+            Err(ClusterError::Unavailable(_)) => {}
+            other => panic!(
+                "{:?}: expected Unavailable, got {other:?}",
+                String::from_utf8_lossy(reply)
+            ),
+        }
+        assert_eq!(backend_errors(&metrics), 1.0);
+    }
+}
