@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use redis_support::RedisServer;
 use tollgate::observe::Metrics;
-use tollgate::ratelimit::cluster::{ClusterLimiter, DEFAULT_MAX_CONNECTIONS};
+use tollgate::ratelimit::cluster::{ClusterLimiter, Settings};
 use tollgate::ratelimit::gcra::Quota;
 
 fn check_all(c: &mut Criterion) {
@@ -28,13 +28,11 @@ fn check_all(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let limiter = ClusterLimiter::new(
-        &server.url(),
-        Duration::from_millis(250),
-        DEFAULT_MAX_CONNECTIONS,
-        Arc::new(Metrics::new()),
-    )
-    .expect("limiter");
+    let settings = Settings {
+        timeout: Duration::from_millis(250),
+        ..Settings::new(&server.url())
+    };
+    let limiter = ClusterLimiter::new(&settings, Arc::new(Metrics::new())).expect("limiter");
     // Large enough that every check admits and writes: the full path, never a shortcut.
     let quota = Quota {
         requests: 1_000_000_000,

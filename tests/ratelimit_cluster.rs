@@ -13,7 +13,7 @@ use support::logs::LogCapture;
 use support::redis::RedisServer;
 use tollgate::observe::Metrics;
 use tollgate::ratelimit::cluster::{
-    bounded_key, ClusterError, ClusterLimiter, MAX_KEY_BYTES, SCRIPT_WITH_FIXED_CLOCK,
+    bounded_key, ClusterError, ClusterLimiter, Settings, MAX_KEY_BYTES, SCRIPT_WITH_FIXED_CLOCK,
 };
 use tollgate::ratelimit::gcra::{self, Outcome, Quota};
 
@@ -29,8 +29,12 @@ fn quota(requests: u64, per: Duration, burst: u64) -> Quota {
 
 fn limiter(server: &RedisServer) -> (ClusterLimiter, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let limiter =
-        ClusterLimiter::new(&server.url(), CALL_TIMEOUT, 8, metrics.clone()).expect("limiter");
+    let settings = Settings {
+        timeout: CALL_TIMEOUT,
+        max_connections: 8,
+        ..Settings::new(&server.url())
+    };
+    let limiter = ClusterLimiter::new(&settings, metrics.clone()).expect("limiter");
     (limiter, metrics)
 }
 

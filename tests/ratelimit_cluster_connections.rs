@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::redis::RedisServer;
+use support::tls::{tls_redis, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate::observe::Metrics;
-use tollgate::ratelimit::cluster::{ClusterError, ClusterLimiter, PROBE_INTERVAL};
+use tollgate::ratelimit::cluster::{ClusterError, ClusterLimiter, Settings, PROBE_INTERVAL};
 use tollgate::ratelimit::gcra::Quota;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -24,9 +25,16 @@ const QUOTA: Quota = Quota {
 };
 
 fn limiter_for(url: &str, max_connections: usize) -> (ClusterLimiter, Arc<Metrics>) {
+    limiter_with(Settings {
+        timeout: CALL_TIMEOUT,
+        max_connections,
+        ..Settings::new(url)
+    })
+}
+
+fn limiter_with(settings: Settings) -> (ClusterLimiter, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let limiter =
-        ClusterLimiter::new(url, CALL_TIMEOUT, max_connections, metrics.clone()).expect("limiter");
+    let limiter = ClusterLimiter::new(&settings, metrics.clone()).expect("limiter");
     (limiter, metrics)
 }
 
@@ -144,6 +152,69 @@ async fn a_restarted_redis_costs_no_failed_check() {
     server.restart();
     assert_eq!(check(&limiter, "t:restart").await, Ok(true));
     assert_eq!(backend_errors(&metrics), 0.0);
+}
+
+#[tokio::test]
+async fn rediss_verifies_the_certificate_and_the_host_name() {
+    let ca = TestCa::new("Tollgate test Redis CA");
+    let (_server, port) = tls_redis(&ca, &["localhost"]);
+    let trusting = |url: String, ca: &TestCa| {
+        limiter_with(Settings {
+            timeout: CALL_TIMEOUT,
+            ca_pem: Some(ca.pem().into_bytes()),
+            ..Settings::new(&url)
+        })
+    };
+    let (limiter, metrics) = trusting(format!("rediss://localhost:{port}/0"), &ca);
+    for _ in 0..3 {
+        assert_eq!(check(&limiter, "t:tls").await, Ok(true));
+    }
+    assert_eq!(backend_errors(&metrics), 0.0);
+
+    // A certificate from another CA, or for another name, is refused: no decision from it.
+    let stranger = TestCa::new("Some other CA");
+    let (limiter, _) = trusting(format!("rediss://localhost:{port}/0"), &stranger);
+    match check(&limiter, "t:tls").await {
+        Err(ClusterError::Unavailable(why)) => assert!(why.contains("certificate"), "{why}"),
+        other => panic!("expected an untrusted certificate, got {other:?}"),
+    }
+    let (limiter, _) = trusting(format!("rediss://127.0.0.1:{port}/0"), &ca);
+    match check(&limiter, "t:tls").await {
+        Err(ClusterError::Unavailable(why)) => assert!(why.contains("certificate"), "{why}"),
+        other => panic!("expected a name mismatch, got {other:?}"),
+    }
+    // Plain TCP to the TLS port gets no reply it can use.
+    let (limiter, _) = limiter_for(&format!("redis://localhost:{port}/0"), 2);
+    assert!(check(&limiter, "t:tls").await.is_err());
+}
+
+#[test]
+fn turning_verification_off_or_a_ca_without_tls_is_refused() {
+    let metrics = Arc::new(Metrics::new());
+    let insecure = Settings::new("rediss://localhost:6380/0#insecure");
+    let err = ClusterLimiter::new(&insecure, metrics.clone())
+        .err()
+        .expect("refused");
+    assert!(
+        err.starts_with("redis_url:") && err.contains("#insecure"),
+        "{err}"
+    );
+    let ca_without_tls = Settings {
+        ca_pem: Some(TestCa::new("CA").pem().into_bytes()),
+        ..Settings::new("redis://localhost:6379/0")
+    };
+    let err = ClusterLimiter::new(&ca_without_tls, metrics.clone())
+        .err()
+        .expect("refused");
+    assert!(err.starts_with("ca_file:"), "{err}");
+    let not_pem = Settings {
+        ca_pem: Some(b"not a certificate".to_vec()),
+        ..Settings::new("rediss://localhost:6380/0")
+    };
+    let err = ClusterLimiter::new(&not_pem, metrics)
+        .err()
+        .expect("refused");
+    assert!(err.starts_with("ca_file:"), "{err}");
 }
 
 /// What the fake Redis does with each command it reads.

@@ -213,3 +213,36 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
     .await;
     assert!(local_resumed, "local-mode instance did not resume");
 }
+
+#[tokio::test]
+async fn the_gateway_reaches_redis_over_tls_with_its_ca_file() {
+    let ca = support::tls::TestCa::new("Tollgate test Redis CA");
+    let (_redis, port) = support::tls::tls_redis(&ca, &["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let app = backend("app").start().await;
+    let body = config(
+        &format!("rediss://localhost:{port}/0"),
+        "deny",
+        &app.target(),
+        "requests = 3\nper = \"1h\"",
+    )
+    .replace(
+        "timeout = \"200ms\"\n",
+        &format!("timeout = \"200ms\"\nca_file = \"{}\"\n", ca_file.display()),
+    );
+    let gw = GatewayHandle::start(&body).await;
+    let statuses: Vec<u16> = statuses(&gw, 5).await;
+    // on_error = "deny": without a verified TLS connection every answer would be a 429.
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(app.count(), 3);
+}
+
+async fn statuses(gw: &GatewayHandle, n: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(call(gw).await.status);
+    }
+    statuses
+}

@@ -417,6 +417,9 @@ pub struct ClusterConfig {
     /// Extension: most connections one instance opens to Redis (default 32); calls beyond that
     /// wait for a free one, within `timeout`.
     pub max_connections: Option<usize>,
+    /// Extension: with `rediss://`, the PEM CA certificates that alone are trusted (a private
+    /// CA); without it, the system's roots.
+    pub ca_file: Option<String>,
 }
 
 /// A rate limit's `key`, parsed: what one bucket is per.

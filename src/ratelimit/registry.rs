@@ -2,15 +2,17 @@
 //! hands an unchanged limit its buckets again on reload. A limit is "unchanged" when its name and
 //! every setting (requests, per, burst, key, cluster) are; any change starts it on fresh buckets,
 //! locally and (through the settings hash in its Redis keys) in Redis. The cluster backend and its
-//! connections are kept while `redis_url`, `timeout` and `max_connections` are unchanged.
+//! connections are kept while `redis_url`, `timeout`, `max_connections` and the CA are unchanged.
 
+use super::cluster::Settings;
 use super::gcra::Quota;
 use super::local::LocalBuckets;
-use super::shared::{self, BackendSettings, SharedBuckets};
+use super::shared::{self, SharedBuckets};
 use super::{headers, Cluster, Limit, Limiter, RouteLimits};
-use crate::config::{ClusterConfig, Config, ConfigError, RateKey};
+use crate::config::{Config, ConfigError, RateKey};
 use crate::observe::Metrics;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
 type LimitId = (String, Quota, RateKey, bool);
@@ -19,7 +21,7 @@ type LimitId = (String, Quota, RateKey, bool);
 pub struct LimitRegistry {
     metrics: Arc<Metrics>,
     buckets: Mutex<HashMap<LimitId, Weak<LocalBuckets>>>,
-    backends: Mutex<HashMap<BackendSettings, Weak<dyn SharedBuckets>>>,
+    backends: Mutex<HashMap<Settings, Weak<dyn SharedBuckets>>>,
 }
 
 /// The rate limiting of one config.
@@ -71,14 +73,16 @@ impl LimitRegistry {
         b
     }
 
-    fn backend(&self, cfg: &ClusterConfig) -> Result<Arc<dyn SharedBuckets>, String> {
-        let id = BackendSettings::of(cfg);
+    fn backend(
+        &self,
+        settings: Settings,
+    ) -> Result<Arc<dyn SharedBuckets>, (&'static str, String)> {
         let mut entries = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = entries.get(&id).and_then(Weak::upgrade) {
+        if let Some(b) = entries.get(&settings).and_then(Weak::upgrade) {
             return Ok(b);
         }
-        let b = shared::connect(&id, self.metrics.clone())?;
-        entries.insert(id, Arc::downgrade(&b));
+        let b = shared::connect(&settings, self.metrics.clone())?;
+        entries.insert(settings, Arc::downgrade(&b));
         entries.retain(|_, w| w.strong_count() > 0);
         Ok(b)
     }
@@ -88,6 +92,7 @@ impl LimitRegistry {
 /// `skip` (already reported).
 pub fn compile(
     config: &Config,
+    base_dir: &Path,
     skip: &BTreeSet<String>,
     registry: &LimitRegistry,
 ) -> Result<Compiled, Vec<ConfigError>> {
@@ -133,13 +138,13 @@ pub fn compile(
     let cluster = match &config.cluster {
         // Only connect when some limit uses it.
         Some(cfg) if limits.values().any(|l| l.cluster) && !skip.contains("cluster") => {
-            match registry.backend(cfg) {
+            match shared::settings(cfg, base_dir).and_then(|s| registry.backend(s)) {
                 Ok(backend) => Some(Cluster {
                     backend,
                     on_error: cfg.on_error,
                 }),
-                Err(msg) => {
-                    errors.push(ConfigError::new("cluster.redis_url", msg));
+                Err((setting, msg)) => {
+                    errors.push(ConfigError::new(format!("cluster.{setting}"), msg));
                     None
                 }
             }

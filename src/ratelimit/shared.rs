@@ -1,16 +1,14 @@
 //! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
 //! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
 
-use super::cluster::{ClusterLimiter, DEFAULT_MAX_CONNECTIONS};
+use super::cluster::{ClusterLimiter, Settings, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT};
 use super::gcra::{Outcome, Quota};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
+use crate::tls::config_relative;
 use async_trait::async_trait;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Default deadline of one Redis call (`[cluster] timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Buckets shared by every instance.
 #[async_trait]
@@ -22,37 +20,40 @@ pub trait SharedBuckets: Send + Sync {
 }
 
 /// Builds the backend of `[cluster]` (no I/O: it connects lazily and reconnects by itself).
-/// `Err` is reported at `cluster.redis_url`.
+/// `Err` names the setting at fault: (`redis_url` or `ca_file`, message).
 pub fn connect(
-    settings: &BackendSettings,
+    settings: &Settings,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn SharedBuckets>, String> {
-    let limiter = ClusterLimiter::new(
-        &settings.redis_url,
-        settings.timeout,
-        settings.max_connections,
-        metrics,
-    )?;
+) -> Result<Arc<dyn SharedBuckets>, (&'static str, String)> {
+    let limiter = ClusterLimiter::new(settings, metrics).map_err(|msg| {
+        // The limiter's messages start with the setting they are about.
+        match msg.split_once(": ") {
+            Some(("ca_file", rest)) => ("ca_file", rest.to_string()),
+            Some(("redis_url", rest)) => ("redis_url", rest.to_string()),
+            _ => ("redis_url", msg),
+        }
+    })?;
     Ok(Arc::new(limiter))
 }
 
-/// What a cluster backend is built from: a change of any of it builds a new one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BackendSettings {
-    pub redis_url: String,
-    pub timeout: Duration,
-    pub max_connections: usize,
-}
-
-impl BackendSettings {
-    /// `[cluster]` with the defaults filled in.
-    pub fn of(cfg: &ClusterConfig) -> BackendSettings {
-        BackendSettings {
-            redis_url: cfg.redis_url.clone(),
-            timeout: cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
-            max_connections: cfg.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+/// `[cluster]` with the defaults filled in and `ca_file` read (relative to the config's
+/// directory). Err: (`ca_file`, why it cannot be read).
+pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, (&'static str, String)> {
+    let ca_pem = match &cfg.ca_file {
+        Some(file) => {
+            let path = config_relative(base_dir, file);
+            let pem = std::fs::read(&path)
+                .map_err(|e| ("ca_file", format!("cannot read {}: {e}", path.display())))?;
+            Some(pem)
         }
-    }
+        None => None,
+    };
+    Ok(Settings {
+        redis_url: cfg.redis_url.clone(),
+        timeout: cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
+        max_connections: cfg.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        ca_pem,
+    })
 }
 
 #[async_trait]

@@ -1,5 +1,5 @@
-//! Files a config names besides itself (the HTTPS certificate and key, upstream CA files, API-key
-//! files, JWT secrets and JWKS files): their
+//! Files a config names besides itself (the HTTPS certificate and key, upstream and Redis CA
+//! files, API-key files, JWT secrets and JWKS files): their
 //! contents are part of the config, so a reload with the same TOML text but a renewed
 //! certificate is a change, and the same broken certificate is not re-reported on every event.
 
@@ -31,6 +31,7 @@ impl ReferencedFiles {
                 .filter(|u| u.tls)
                 .filter_map(|u| u.ca_file.as_deref()),
         );
+        names.extend(config.cluster.iter().filter_map(|c| c.ca_file.as_deref()));
         for policy in config.auth.values() {
             names.extend(
                 [

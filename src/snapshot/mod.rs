@@ -250,13 +250,14 @@ pub fn compile(
     };
 
     let limits = Limits::compile(&config.server);
-    let rate_limits = match crate::ratelimit::compile(config, skip, &registries.limits) {
-        Ok(c) => Some(c),
-        Err(errs) => {
-            errors.extend(errs);
-            None
-        }
-    };
+    let rate_limits =
+        match crate::ratelimit::compile(config, &source.base_dir(), skip, &registries.limits) {
+            Ok(c) => Some(c),
+            Err(errs) => {
+                errors.extend(errs);
+                None
+            }
+        };
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");

@@ -151,3 +151,33 @@ pub async fn handshake(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> Result<
         .await
         .unwrap_or_else(|_| Err("handshake timed out".into()))
 }
+
+/// A redis-server that also listens with TLS (certificate for `names`, signed by `ca`); returns
+/// it and its TLS port.
+pub fn tls_redis(ca: &TestCa, names: &[&str]) -> (super::redis::RedisServer, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.leaf(names, 1).write(dir.path(), "redis");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let [tls_port] = super::gateway::free_ports::<1>();
+    let (cert, key, ca_file) = (
+        cert.display().to_string(),
+        key.display().to_string(),
+        ca_file.display().to_string(),
+    );
+    let server = super::redis::RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca_file,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    // redis-server read the files at start-up.
+    drop(dir);
+    (server, tls_port)
+}

@@ -41,6 +41,12 @@ impl Validator {
         if let Some(t) = c.timeout {
             self.positive("cluster.timeout", t);
         }
+        if c.ca_file.is_some() && !c.redis_url.starts_with("rediss://") {
+            self.err(
+                "cluster.ca_file",
+                "is only used with a rediss:// (TLS) redis_url",
+            );
+        }
         if let Some(n) = c.max_connections {
             if !(1..=MAX_CLUSTER_CONNECTIONS).contains(&n) {
                 self.err(

@@ -1,13 +1,18 @@
 //! Connections to Redis driven by the request's own task: the request writes its command and
 //! waits for the reply on the socket itself, so a check costs one round trip and no hand-off to
 //! a connection task (two cross-thread wake-ups per call with a multiplexed client). A pool
-//! (deadpool) lends each call its own connection and reconnects by making new ones.
+//! (deadpool) lends each call its own connection and reconnects by making new ones. TCP, TLS
+//! (`rediss://`, certificate and host name verified) or a Unix socket.
 
 use super::resp::{self, ProtocolError, Reply, MAX_REPLY_BYTES};
 use bytes::{Buf, BytesMut};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
 
 /// The pool lending connections to calls.
 pub type Pool = managed::Pool<Connector>;
@@ -94,21 +99,40 @@ impl Conn {
 /// `redis_url`, and refuses to lend a connection whose last call was cut short.
 pub struct Connector {
     info: ConnectionInfo,
+    /// For `rediss://`: the TLS client and the name the certificate must carry.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
 impl Connector {
-    /// Parses `redis_url` (`redis://`, `redis+unix://`, `unix://`); no I/O.
-    pub fn new(redis_url: &str) -> Result<Connector, String> {
-        let info = redis_url
-            .into_connection_info()
-            .map_err(|e| format!("redis_url: {e}"))?;
-        if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-            return Err(
-                "redis_url: rediss:// (TLS to Redis) is not supported; use redis:// on a private network or a Unix socket"
-                    .into(),
-            );
+    /// Parses `redis_url` (`redis://`, `rediss://`, `redis+unix://`, `unix://`); no I/O. For
+    /// `rediss://`, the server's certificate must chain to a CA in `ca_pem` when given, else to
+    /// the system's roots or the Mozilla roots. Err says what is wrong with which setting.
+    pub fn new(redis_url: &str, ca_pem: Option<&[u8]>) -> Result<Connector, String> {
+        // The redis crate is built without TLS, so it parses a rediss:// URL as redis://; the
+        // TLS is this module's.
+        let tls_url = redis_url.strip_prefix("rediss://");
+        if tls_url.is_some()
+            && redis::parse_redis_url(redis_url).is_some_and(|u| u.fragment().is_some())
+        {
+            return Err("redis_url: certificate verification cannot be turned off (#insecure); trust a private CA with [cluster] ca_file instead".into());
         }
-        Ok(Connector { info })
+        let info = match tls_url {
+            Some(rest) => format!("redis://{rest}").into_connection_info(),
+            None => redis_url.into_connection_info(),
+        }
+        .map_err(|e| format!("redis_url: {e}"))?;
+        let tls = match (tls_url, info.addr()) {
+            (Some(_), ConnectionAddr::Tcp(host, _)) => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|_| format!("redis_url: \"{host}\" is not a host name for TLS"))?;
+                Some((TlsConnector::from(Arc::new(tls_client(ca_pem)?)), name))
+            }
+            _ if ca_pem.is_some() => {
+                return Err("ca_file: only used with rediss:// (TLS) URLs".into());
+            }
+            _ => None,
+        };
+        Ok(Connector { info, tls })
     }
 
     /// `host:port` or the socket path, for logs (never the URL: it may hold a password).
@@ -122,7 +146,10 @@ impl Connector {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                 // Each command is one write answered by one reply: never wait to coalesce.
                 stream.set_nodelay(true)?;
-                Box::new(stream)
+                match &self.tls {
+                    Some((tls, name)) => Box::new(tls.connect(name.clone(), stream).await?),
+                    None => Box::new(stream),
+                }
             }
             #[cfg(unix)]
             ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
@@ -186,6 +213,37 @@ impl managed::Manager for Connector {
         }
         Ok(())
     }
+}
+
+/// The TLS client for `rediss://`: trusts `ca_pem` alone when given (a private CA), else the
+/// system's roots plus the Mozilla roots (so a container without a CA bundle still works).
+fn tls_client(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("ca_file: not PEM certificates: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("ca_file: cannot use this certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("ca_file: holds no certificate".into());
+            }
+        }
+        None => {
+            // Unreadable system certificates are skipped: the Mozilla roots remain.
+            let system = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(system.certs);
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS to Redis: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// A pool of at most `max_connections` connections, made on demand.

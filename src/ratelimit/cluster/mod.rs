@@ -42,6 +42,8 @@ const KEPT_PREFIX_BYTES: usize = 64;
 /// nanoseconds held in Lua doubles (exact to 2^53), relative to now, with headroom for sums.
 pub const MAX_SPAN: Duration = Duration::from_nanos(1 << 52);
 
+/// Default deadline of one Redis call (`[cluster] timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// Default most connections one limiter keeps to Redis (`[cluster] max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 /// Failed calls in a row after which checks stop waiting on Redis.
@@ -69,6 +71,30 @@ impl std::fmt::Display for ClusterError {
 
 impl std::error::Error for ClusterError {}
 
+/// What a limiter is built from (`[cluster]`); a change of any of it needs a new limiter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// `redis://`, `rediss://` (TLS), `redis+unix://` or `unix://`.
+    pub redis_url: String,
+    /// Deadline of one call, waiting for a connection included.
+    pub timeout: Duration,
+    pub max_connections: usize,
+    /// PEM CA certificates that alone are trusted for `rediss://` (else the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Settings {
+    /// `redis_url` with the default timeout and connection cap.
+    pub fn new(redis_url: &str) -> Settings {
+        Settings {
+            redis_url: redis_url.to_string(),
+            timeout: DEFAULT_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            ca_pem: None,
+        }
+    }
+}
+
 /// The Redis backend of cluster limits; cheap to share (`Arc`) between requests.
 pub struct ClusterLimiter {
     pool: Pool,
@@ -88,19 +114,15 @@ pub struct ClusterLimiter {
 }
 
 impl ClusterLimiter {
-    /// Parses `redis_url`; no I/O: connects on demand and reconnects by itself.
-    pub fn new(
-        redis_url: &str,
-        call_timeout: Duration,
-        max_connections: usize,
-        metrics: Arc<Metrics>,
-    ) -> Result<ClusterLimiter, String> {
-        let connector = Connector::new(redis_url)?;
+    /// Parses `redis_url` (and the CA); no I/O: connects on demand and reconnects by itself.
+    /// Err names the setting at fault (`redis_url: ...`, `ca_file: ...`).
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<ClusterLimiter, String> {
+        let connector = Connector::new(&settings.redis_url, settings.ca_pem.as_deref())?;
         let addr = connector.address();
         Ok(ClusterLimiter {
-            pool: conn::pool(connector, max_connections)?,
+            pool: conn::pool(connector, settings.max_connections)?,
             script_sha: redis::Script::new(SCRIPT).get_hash().to_string(),
-            call_timeout,
+            call_timeout: settings.timeout,
             metrics,
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
