@@ -31,7 +31,6 @@ fn limiter(server: &RedisServer) -> (ClusterLimiter, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let settings = Settings {
         timeout: CALL_TIMEOUT,
-        max_connections: 8,
         ..Settings::new(&server.url())
     };
     let limiter = ClusterLimiter::new(&settings, metrics.clone()).expect("limiter");

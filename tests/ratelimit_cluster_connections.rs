@@ -1,5 +1,6 @@
 //! The cluster limiter's connections to Redis: credentials and database from the URL, Unix
-//! sockets, the connection cap and reuse, a restart that costs no check, backing off during an
+//! sockets, one connection shared by concurrent checks (each answer to its own check, even with
+//! checks cut off midway), a restart that costs no check, backing off during an
 //! outage (one probe per interval), and replies that are not Redis replies. Against a real
 //! redis-server, or a fake one on a local port where a real one cannot misbehave on purpose.
 
@@ -24,10 +25,9 @@ const QUOTA: Quota = Quota {
     burst: 1000,
 };
 
-fn limiter_for(url: &str, max_connections: usize) -> (ClusterLimiter, Arc<Metrics>) {
+fn limiter_for(url: &str) -> (ClusterLimiter, Arc<Metrics>) {
     limiter_with(Settings {
         timeout: CALL_TIMEOUT,
-        max_connections,
         ..Settings::new(url)
     })
 }
@@ -78,7 +78,7 @@ fn keys_in_db(server: &RedisServer, password: &str, db: u32) -> Vec<String> {
 async fn the_password_and_database_of_the_url_are_used_and_never_echoed() {
     let server = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
     let url = format!("redis://:s3cret-pw@127.0.0.1:{}/3", server.port());
-    let (limiter, _) = limiter_for(&url, 4);
+    let (limiter, _) = limiter_for(&url);
     assert_eq!(check(&limiter, "t:auth").await, Ok(true));
     assert_eq!(
         keys_in_db(&server, "s3cret-pw", 3),
@@ -87,7 +87,7 @@ async fn the_password_and_database_of_the_url_are_used_and_never_echoed() {
     assert!(keys_in_db(&server, "s3cret-pw", 0).is_empty());
 
     let wrong = format!("redis://:not-the-pw@127.0.0.1:{}/0", server.port());
-    let (limiter, metrics) = limiter_for(&wrong, 4);
+    let (limiter, metrics) = limiter_for(&wrong);
     match check(&limiter, "t:auth").await {
         Err(ClusterError::Unavailable(why)) => {
             assert!(why.contains("AUTH refused"), "{why}");
@@ -110,42 +110,94 @@ async fn a_unix_socket_url_works() {
         "700",
     ]);
     let url = format!("redis+unix://{}", server.dir().join("redis.sock").display());
-    let (limiter, _) = limiter_for(&url, 4);
+    let (limiter, _) = limiter_for(&url);
     for _ in 0..3 {
         assert_eq!(check(&limiter, "t:unix").await, Ok(true));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_are_capped_and_reused() {
+async fn concurrent_checks_share_one_connection_and_each_gets_its_own_answer() {
     let server = RedisServer::start();
-    let (limiter, _) = limiter_for(&server.url(), 2);
+    let (limiter, _) = limiter_for(&server.url());
     let limiter = Arc::new(limiter);
+    // Each key has its own burst, so an answer handed to the wrong check shows; no refill
+    // within the test.
+    let quota_of = |i: u64| Quota {
+        requests: 1,
+        per: Duration::from_secs(3600),
+        burst: 10 + i,
+    };
     let before = info_field(&server, None, "total_connections_received");
-    let calls: Vec<_> = (0..50)
-        .map(|i| {
-            let limiter = limiter.clone();
-            tokio::spawn(async move { check(&limiter, &format!("t:cap:{i}")).await })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(call.await.unwrap(), Ok(true));
-    }
-    for i in 0..20 {
-        assert_eq!(check(&limiter, &format!("t:seq:{i}")).await, Ok(true));
+    for round in 0..3u64 {
+        let calls: Vec<_> = (0..60u64)
+            .map(|i| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    let key = format!("t:mux:{i}");
+                    let outcome = limiter.check_all(&[(key, quota_of(i))]).await;
+                    (i, outcome)
+                })
+            })
+            .collect();
+        for call in calls {
+            let (i, outcome) = call.await.unwrap();
+            let outcome = outcome.expect("check")[0];
+            assert!(outcome.allowed);
+            assert_eq!(
+                outcome.remaining,
+                10 + i - 1 - round,
+                "key {i}, round {round}"
+            );
+        }
     }
     // The fields are read over one more connection of the test's own.
     let opened = info_field(&server, None, "total_connections_received") - before - 1;
-    assert!(
-        (1..=2).contains(&opened),
-        "70 checks opened {opened} connections; at most 2 allowed"
-    );
+    assert_eq!(opened, 1, "180 checks, 60 at a time, over one connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_cut_off_at_any_moment_leave_the_connection_answering_correctly() {
+    let server = RedisServer::start();
+    let (limiter, _) = limiter_for(&server.url());
+    let limiter = Arc::new(limiter);
+    // Many checks, a third of them dropped after 0-300 µs (while queued, writing, reading or
+    // driving the connection for others).
+    let calls: Vec<_> = (0..300u64)
+        .map(|i| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let checks = [(format!("t:cut:{i}"), QUOTA)];
+                let check = limiter.check_all(&checks);
+                if i % 3 == 0 {
+                    let _ = tokio::time::timeout(Duration::from_micros(i % 300), check).await;
+                } else {
+                    check.await.expect("an uncut check gets its answer");
+                }
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Afterwards every answer still goes to its own check.
+    for i in 0..20u64 {
+        let q = Quota {
+            burst: 5 + i,
+            ..QUOTA
+        };
+        let first = limiter
+            .check_all(&[(format!("t:after:{i}"), q)])
+            .await
+            .expect("check")[0];
+        assert_eq!(first.remaining, 5 + i - 1, "key {i}");
+    }
 }
 
 #[tokio::test]
 async fn a_restarted_redis_costs_no_failed_check() {
     let mut server = RedisServer::start();
-    let (limiter, metrics) = limiter_for(&server.url(), 4);
+    let (limiter, metrics) = limiter_for(&server.url());
     assert_eq!(check(&limiter, "t:restart").await, Ok(true));
     // The pooled connection dies with the server; the next check notices before any reply
     // byte, drops the idle connections and sends again on a new one (and reloads the script).
@@ -184,7 +236,7 @@ async fn rediss_verifies_the_certificate_and_the_host_name() {
         other => panic!("expected a name mismatch, got {other:?}"),
     }
     // Plain TCP to the TLS port gets no reply it can use.
-    let (limiter, _) = limiter_for(&format!("redis://localhost:{port}/0"), 2);
+    let (limiter, _) = limiter_for(&format!("redis://localhost:{port}/0"));
     assert!(check(&limiter, "t:tls").await.is_err());
 }
 
@@ -257,7 +309,7 @@ async fn fake_redis(behaviour: Fake) -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn after_failures_in_a_row_checks_fail_at_once_and_one_probe_goes_per_interval() {
     let (url, accepted) = fake_redis(Fake::Hang).await;
-    let (limiter, metrics) = limiter_for(&url, 4);
+    let (limiter, metrics) = limiter_for(&url);
     for _ in 0..3 {
         assert_eq!(check(&limiter, "t:hang").await, Err(ClusterError::Timeout));
     }
@@ -299,7 +351,7 @@ async fn replies_that_are_not_redis_replies_are_errors() {
         b"-ERR wrong kind of server\r\n",
     ] {
         let (url, _) = fake_redis(Fake::Reply(reply)).await;
-        let (limiter, metrics) = limiter_for(&url, 4);
+        let (limiter, metrics) = limiter_for(&url);
         match check(&limiter, "t:garbage").await {
             Err(ClusterError::Unavailable(_)) => {}
             other => panic!(

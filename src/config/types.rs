@@ -414,9 +414,6 @@ pub struct ClusterConfig {
     pub on_error: OnError,
     /// Extension: deadline of one Redis call (default 50ms); past it `on_error` applies.
     pub timeout: Option<DurationStr>,
-    /// Extension: most connections one instance opens to Redis (default 32); calls beyond that
-    /// wait for a free one, within `timeout`.
-    pub max_connections: Option<usize>,
     /// Extension: with `rediss://`, the PEM CA certificates that alone are trusted (a private
     /// CA); without it, the system's roots.
     pub ca_file: Option<String>,

@@ -2,7 +2,7 @@
 //! hands an unchanged limit its buckets again on reload. A limit is "unchanged" when its name and
 //! every setting (requests, per, burst, key, cluster) are; any change starts it on fresh buckets,
 //! locally and (through the settings hash in its Redis keys) in Redis. The cluster backend and its
-//! connections are kept while `redis_url`, `timeout`, `max_connections` and the CA are unchanged.
+//! connection are kept while `redis_url`, `timeout` and the CA are unchanged.
 
 use super::cluster::Settings;
 use super::gcra::Quota;

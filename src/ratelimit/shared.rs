@@ -1,7 +1,7 @@
 //! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
 //! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
 
-use super::cluster::{ClusterLimiter, Settings, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT};
+use super::cluster::{ClusterLimiter, Settings, DEFAULT_TIMEOUT};
 use super::gcra::{Outcome, Quota};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
@@ -51,7 +51,6 @@ pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, (&'sta
     Ok(Settings {
         redis_url: cfg.redis_url.clone(),
         timeout: cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
-        max_connections: cfg.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         ca_pem,
     })
 }

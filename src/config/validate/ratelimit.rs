@@ -8,8 +8,6 @@ use crate::config::types::{
 
 /// Most rate limits one route may list: each is checked on every request.
 const MAX_LIMITS_PER_ROUTE: usize = 8;
-/// Most connections `[cluster] max_connections` may allow per instance.
-const MAX_CLUSTER_CONNECTIONS: usize = 1024;
 
 /// A `trusted_proxies` entry: a CIDR block, or one address (a /32 or /128).
 pub fn parse_proxy_net(s: &str) -> Result<ipnet::IpNet, String> {
@@ -46,14 +44,6 @@ impl Validator {
                 "cluster.ca_file",
                 "is only used with a rediss:// (TLS) redis_url",
             );
-        }
-        if let Some(n) = c.max_connections {
-            if !(1..=MAX_CLUSTER_CONNECTIONS).contains(&n) {
-                self.err(
-                    "cluster.max_connections",
-                    format!("must be between 1 and {MAX_CLUSTER_CONNECTIONS}"),
-                );
-            }
         }
     }
 

@@ -1,21 +1,15 @@
-//! Connections to Redis driven by the request's own task: the request writes its command and
-//! waits for the reply on the socket itself, so a check costs one round trip and no hand-off to
-//! a connection task (two cross-thread wake-ups per call with a multiplexed client). A pool
-//! (deadpool) lends each call its own connection and reconnects by making new ones. TCP, TLS
-//! (`rediss://`, certificate and host name verified) or a Unix socket.
+//! Connections to Redis: made from `redis_url` (TCP, TLS with `rediss://` with certificate and
+//! host name verified, or a Unix socket; AUTH and SELECT sent at once), then written and read
+//! by whoever drives them ([`super::mux`]).
 
 use super::resp::{self, ProtocolError, Reply, MAX_REPLY_BYTES};
 use bytes::{Buf, BytesMut};
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
-
-/// The pool lending connections to calls.
-pub type Pool = managed::Pool<Connector>;
 
 /// Why a call on a connection failed.
 #[derive(Debug)]
@@ -57,46 +51,49 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub struct Conn {
     io: Box<dyn Io>,
     buf: BytesMut,
-    /// A command was written and its reply not read in full: the call was cut short (timeout),
-    /// so the reply may still arrive and the connection must never be lent again.
-    in_flight: bool,
 }
 
 impl Conn {
-    /// Sends one command and reads its reply. An error reply from Redis is `Ok(Reply::Error)`.
-    pub async fn call(&mut self, command: &[u8]) -> Result<Reply, ConnError> {
-        self.in_flight = true;
-        self.io.write_all(command).await?;
-        let reply = self.read_reply().await?;
-        self.in_flight = false;
-        Ok(reply)
+    /// Writes all of `bytes` (one or more commands).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        Ok(self.io.write_all(bytes).await?)
     }
 
-    /// Whether any byte of a reply has arrived: a call that failed before that never reached
-    /// Redis or was never answered, which tells a dead idle connection from a failed command.
-    pub fn received_nothing(&self) -> bool {
-        self.buf.is_empty()
+    /// The next whole reply already received, if any; no I/O.
+    pub fn next_reply(&mut self) -> Result<Option<Reply>, ConnError> {
+        match resp::parse(&self.buf)? {
+            Some((reply, used)) => {
+                self.buf.advance(used);
+                Ok(Some(reply))
+            }
+            None if self.buf.len() > MAX_REPLY_BYTES => {
+                Err(ProtocolError("reply too large".into()).into())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Reads what has arrived (waiting for at least one byte). Cancel-safe: nothing read is
+    /// lost if the future is dropped. A closed connection is an error.
+    pub async fn read_more(&mut self) -> Result<(), ConnError> {
+        self.buf.reserve(4096);
+        if self.io.read_buf(&mut self.buf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        Ok(())
     }
 
     async fn read_reply(&mut self) -> Result<Reply, ConnError> {
         loop {
-            if let Some((reply, used)) = resp::parse(&self.buf)? {
-                self.buf.advance(used);
+            if let Some(reply) = self.next_reply()? {
                 return Ok(reply);
             }
-            if self.buf.len() > MAX_REPLY_BYTES {
-                return Err(ProtocolError("reply too large".into()).into());
-            }
-            self.buf.reserve(4096);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-            }
+            self.read_more().await?;
         }
     }
 }
 
-/// Makes connections for the pool: connects, authenticates and selects the database of
-/// `redis_url`, and refuses to lend a connection whose last call was cut short.
+/// Makes connections: connects, authenticates and selects the database of `redis_url`.
 pub struct Connector {
     info: ConnectionInfo,
     /// For `rediss://`: the TLS client and the name the certificate must carry.
@@ -161,6 +158,27 @@ impl Connector {
         })
     }
 
+    /// A new connection, ready for commands (AUTH and SELECT done).
+    pub async fn connect(&self) -> Result<Conn, ConnError> {
+        let mut conn = Conn {
+            io: self.open().await?,
+            buf: BytesMut::with_capacity(4096),
+        };
+        let commands = self.setup_commands();
+        if commands.is_empty() {
+            return Ok(conn);
+        }
+        let batch: Vec<u8> = commands.iter().flat_map(|(_, c)| c.clone()).collect();
+        conn.write(&batch).await?;
+        for (name, _) in &commands {
+            // The message never echoes the command: AUTH carries the password.
+            if let Reply::Error(why) = conn.read_reply().await? {
+                return Err(ConnError::Setup(format!("{name} refused: {why}")));
+            }
+        }
+        Ok(conn)
+    }
+
     /// AUTH and SELECT from the URL, sent together and answered in order.
     fn setup_commands(&self) -> Vec<(&'static str, Vec<u8>)> {
         let settings = self.info.redis_settings();
@@ -177,41 +195,6 @@ impl Connector {
             commands.push(("SELECT", resp::encode(&[b"SELECT", db.as_bytes()])));
         }
         commands
-    }
-}
-
-impl managed::Manager for Connector {
-    type Type = Conn;
-    type Error = ConnError;
-
-    async fn create(&self) -> Result<Conn, ConnError> {
-        let mut conn = Conn {
-            io: self.open().await?,
-            buf: BytesMut::with_capacity(4096),
-            in_flight: false,
-        };
-        let commands = self.setup_commands();
-        if commands.is_empty() {
-            return Ok(conn);
-        }
-        let batch: Vec<u8> = commands.iter().flat_map(|(_, c)| c.clone()).collect();
-        conn.in_flight = true;
-        conn.io.write_all(&batch).await?;
-        for (name, _) in &commands {
-            // The message never echoes the command: AUTH carries the password.
-            if let Reply::Error(why) = conn.read_reply().await? {
-                return Err(ConnError::Setup(format!("{name} refused: {why}")));
-            }
-        }
-        conn.in_flight = false;
-        Ok(conn)
-    }
-
-    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<ConnError> {
-        if conn.in_flight || !conn.buf.is_empty() {
-            return Err(RecycleError::message("last call was cut short"));
-        }
-        Ok(())
     }
 }
 
@@ -244,12 +227,4 @@ fn tls_client(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
         .map_err(|e| format!("TLS to Redis: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth())
-}
-
-/// A pool of at most `max_connections` connections, made on demand.
-pub fn pool(connector: Connector, max_connections: usize) -> Result<Pool, String> {
-    Pool::builder(connector)
-        .max_size(max_connections)
-        .build()
-        .map_err(|e| format!("Redis connection pool: {e}"))
 }

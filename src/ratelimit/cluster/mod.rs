@@ -1,20 +1,25 @@
 //! Cluster-wide rate limits kept in Redis: one GCRA script checks and consumes several buckets
 //! atomically in one round trip, on Redis server time, with every call bounded by a timeout.
 //!
-//! Calls go over pooled connections driven by the request's own task ([`conn`]), speaking the
-//! small part of RESP the script needs ([`resp`]). Outages are logged once (warn) and their end
+//! Calls share one connection ([`link`]) that the calls drive themselves ([`mux`]): alone, a
+//! check writes and reads on its own task; under load, one write and one read serve many
+//! checks. Connections are made from `redis_url` ([`conn`]) and speak the small part of RESP the
+//! script needs ([`resp`]). Outages are logged once (warn) and their end
 //! once (info); every check that got no decision counts in
 //! `tollgate_ratelimit_backend_errors_total`. After a few failed calls in a row the limiter stops
 //! waiting on Redis and lets one call probe it every [`PROBE_INTERVAL`], so an outage costs
 //! requests nothing but the `on_error` decision. What that decision is, is the caller's.
 
 mod conn;
+mod link;
+mod mux;
 mod resp;
 
 use crate::observe::Metrics;
 use crate::ratelimit::gcra::{Outcome, Quota};
-use conn::{ConnError, Connector, Pool};
-use deadpool::managed::{Object, PoolError};
+use conn::Connector;
+use link::Link;
+use mux::{Failure, Mux};
 use resp::Reply;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -44,8 +49,6 @@ pub const MAX_SPAN: Duration = Duration::from_nanos(1 << 52);
 
 /// Default deadline of one Redis call (`[cluster] timeout`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
-/// Default most connections one limiter keeps to Redis (`[cluster] max_connections`).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 /// Failed calls in a row after which checks stop waiting on Redis.
 const FAILURES_BEFORE_BACKOFF: u32 = 3;
 /// While backing off, one call per interval tries Redis; the others fail at once.
@@ -76,20 +79,18 @@ impl std::error::Error for ClusterError {}
 pub struct Settings {
     /// `redis://`, `rediss://` (TLS), `redis+unix://` or `unix://`.
     pub redis_url: String,
-    /// Deadline of one call, waiting for a connection included.
+    /// Deadline of one call, connecting included.
     pub timeout: Duration,
-    pub max_connections: usize,
     /// PEM CA certificates that alone are trusted for `rediss://` (else the system's roots).
     pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Settings {
-    /// `redis_url` with the default timeout and connection cap.
+    /// `redis_url` with the default timeout.
     pub fn new(redis_url: &str) -> Settings {
         Settings {
             redis_url: redis_url.to_string(),
             timeout: DEFAULT_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
             ca_pem: None,
         }
     }
@@ -97,7 +98,7 @@ impl Settings {
 
 /// The Redis backend of cluster limits; cheap to share (`Arc`) between requests.
 pub struct ClusterLimiter {
-    pool: Pool,
+    link: Link,
     /// Hex SHA-1 of [`SCRIPT`], for EVALSHA.
     script_sha: String,
     call_timeout: Duration,
@@ -117,10 +118,13 @@ impl ClusterLimiter {
     /// Parses `redis_url` (and the CA); no I/O: connects on demand and reconnects by itself.
     /// Err names the setting at fault (`redis_url: ...`, `ca_file: ...`).
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<ClusterLimiter, String> {
-        let connector = Connector::new(&settings.redis_url, settings.ca_pem.as_deref())?;
-        let addr = connector.address();
+        let link = Link::new(Connector::new(
+            &settings.redis_url,
+            settings.ca_pem.as_deref(),
+        )?);
+        let addr = link.address();
         Ok(ClusterLimiter {
-            pool: conn::pool(connector, settings.max_connections)?,
+            link,
             script_sha: redis::Script::new(SCRIPT).get_hash().to_string(),
             call_timeout: settings.timeout,
             metrics,
@@ -136,8 +140,9 @@ impl ClusterLimiter {
     /// consumed; if any rejects, none is. Outcomes are in `checks` order and are exactly what
     /// `gcra::check` says for each bucket (an admitting limit of a rejected call reports what it
     /// would have left). Keys are full Redis keys chosen by the caller (long ones are hashed);
-    /// each written key expires once its bucket is full again. The whole call, waiting for a
-    /// connection included, is bounded by the call timeout.
+    /// each written key expires once its bucket is full again. The whole call, connecting
+    /// included, is bounded by the call timeout; a connection that let a call time out is given
+    /// up (nothing says it will answer again) and the next call makes a new one.
     pub async fn check_all(
         &self,
         checks: &[(String, Quota)],
@@ -153,9 +158,15 @@ impl ClusterLimiter {
             self.record(&result, false);
             return result;
         }
-        let call = self.evaluate(&evalsha, checks);
+        let mut used = None;
+        let call = self.evaluate(&evalsha, checks, &mut used);
         let result = match tokio::time::timeout(self.call_timeout, call).await {
-            Err(_) => Err(ClusterError::Timeout),
+            Err(_) => {
+                if let Some(mux) = used {
+                    mux.give_up("a call got no reply within the call timeout");
+                }
+                Err(ClusterError::Timeout)
+            }
             Ok(result) => result,
         };
         self.record(&result, true);
@@ -168,36 +179,41 @@ impl ClusterLimiter {
         &self,
         evalsha: &[u8],
         checks: &[(String, Quota)],
+        used: &mut Option<Arc<Mux>>,
     ) -> Result<Vec<Outcome>, ClusterError> {
-        let reply = match self.call(evalsha).await? {
+        let reply = match self.call(evalsha, used).await? {
             Reply::Error(why) if why.starts_with("NOSCRIPT") => {
                 let eval = script_command(b"EVAL", SCRIPT.as_bytes(), checks)?;
-                self.call(&eval).await?
+                self.call(&eval, used).await?
             }
             reply => reply,
         };
         parse_reply(reply, checks.len())
     }
 
-    /// One command on a pooled connection. A connection that died while idle (Redis restarted,
-    /// a proxy cut it) fails before any reply byte: the idle ones are then all suspect, so they
-    /// are dropped and the command is sent once more on a new connection. (Should Redis have run
-    /// the command before the connection died, the retry charges that request twice: one token.)
-    async fn call(&self, command: &[u8]) -> Result<Reply, ClusterError> {
+    /// One command on the shared connection (`used` says which, for the caller's timeout). A
+    /// connection that fails before answering (Redis restarted, a proxy cut it while idle, or
+    /// another call gave it up) is replaced and the command sent once more on the new one.
+    /// (Should Redis have run the script before the connection died, the retry charges that
+    /// request twice: one token, on a rare event.)
+    async fn call(
+        &self,
+        command: &[u8],
+        used: &mut Option<Arc<Mux>>,
+    ) -> Result<Reply, ClusterError> {
         let mut retried = false;
         loop {
-            let mut conn = self.pool.get().await.map_err(pool_error)?;
-            let error = match conn.call(command).await {
+            let mux = self
+                .link
+                .connection()
+                .await
+                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            *used = Some(mux.clone());
+            match mux.call(command).await {
                 Ok(reply) => return Ok(reply),
-                Err(error) => error,
-            };
-            let died_idle = matches!(error, ConnError::Io(_)) && conn.received_nothing();
-            drop(Object::take(conn));
-            if !died_idle || retried {
-                return Err(ClusterError::Unavailable(error.to_string()));
+                Err(Failure::Lost(_)) if !retried => retried = true,
+                Err(failure) => return Err(ClusterError::Unavailable(failure.to_string())),
             }
-            self.pool.retain(|_, _| false);
-            retried = true;
         }
     }
 
@@ -252,14 +268,6 @@ impl ClusterLimiter {
 
 fn probe_interval_ms() -> u64 {
     PROBE_INTERVAL.as_millis() as u64
-}
-
-fn pool_error(error: PoolError<ConnError>) -> ClusterError {
-    match error {
-        PoolError::Timeout(_) => ClusterError::Timeout,
-        PoolError::Backend(e) => ClusterError::Unavailable(e.to_string()),
-        other => ClusterError::Unavailable(other.to_string()),
-    }
 }
 
 /// `EVALSHA sha` or `EVAL script`, then the keys, then two arguments per key.
