@@ -129,6 +129,20 @@ def redis_round_trip_p50(results, rounds):
     return med(values) if values else None
 
 
+def client_round_trip_p50(results, rounds):
+    """Median over rounds of examples/redis_round_trip's p50 (µs), or None."""
+    values = []
+    for rnd in range(1, rounds + 1):
+        path = os.path.join(results, f"{rnd}.client_rtt")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            m = re.search(r"p50_us=([\d.]+)", f.read())
+        if m:
+            values.append(float(m.group(1)))
+    return med(values) if values else None
+
+
 def added_p50(data, name, base):
     """Median over rounds of (p50 of `name` - p50 of `base`), in µs."""
     diffs = [
@@ -289,11 +303,20 @@ def main():
             "limiter's script by EVALSHA, one call at a time from the proxy's CPU "
             "(redis-benchmark -c 1, after each round; median over rounds)."
         )
+        client = client_round_trip_p50(a.results, a.rounds)
+        if client is not None:
+            w(
+                f"The same call through Tollgate's own client (examples/redis_round_trip, same CPU): "
+                f"p50 {client:.0f} µs."
+            )
         # Only unloaded latency compares with one round trip: under load p50 is mostly queueing.
         for name in configs if a.connections == "1" else []:
             added = added_p50(data, name, "tollgate_plain")
             if name != "tollgate_plain" and added is not None and "cluster" in name:
-                w(f"- {name}: p50 +{added:.0f} µs over tollgate_plain = {added / rtt:.2f} round trips.")
+                line = f"- {name}: p50 +{added:.0f} µs over tollgate_plain = {added / rtt:.2f} round trips"
+                if client is not None:
+                    line += f" ({added / client:.2f} of Tollgate's client's)"
+                w(line + ".")
     if skipped:
         w("")
         for name, reason in skipped.items():

@@ -45,6 +45,7 @@ LOAD_DIR=$ROOT/benches/load
 CONFIG_DIR=$LOAD_DIR/configs
 TOLLGATE_BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}  # override to compare two builds
 BARE_BIN=$ROOT/target/release/examples/bare_pingora
+RTT_BIN=$ROOT/target/release/examples/redis_round_trip
 REPORT=$ROOT/target/load-report.md
 EXPECTED_BODY=$'{"ok":true}\n'  # 12 bytes, as the backend sends it
 
@@ -446,6 +447,11 @@ measure_redis_round_trip() {
     on_cpu "$PROXY_CPU" redis-benchmark -p "$port" -c 1 -n "$REDIS_RTT_CALLS" --csv \
         EVALSHA "$sha" 1 tollgate:rl:bench:rtt 1 999999999 >"$RESULTS/$1.redis_rtt.csv" 2>/dev/null ||
         log "redis-benchmark failed; no round-trip yardstick this round"
+    # The same call through Tollgate's own client, outside the gateway.
+    if [[ -x $RTT_BIN ]]; then
+        on_cpu "$PROXY_CPU" "$RTT_BIN" "$REDIS_URL" "$REDIS_RTT_CALLS" >"$RESULTS/$1.client_rtt" 2>&1 ||
+            log "redis_round_trip failed: $(cat "$RESULTS/$1.client_rtt")"
+    fi
 }
 
 # start_redis_if_needed NAME...: when a configuration names @REDIS@ (cluster rate limits), start
@@ -500,7 +506,7 @@ build() {
     else
         log "building release binaries"
         # The tollgate binary may not build while it is being written; the bare baseline must.
-        if ! (cd "$ROOT" && cargo build --release --bin tollgate --example bare_pingora); then
+        if ! (cd "$ROOT" && cargo build --release --bin tollgate --example bare_pingora --example redis_round_trip); then
             die "cargo build failed (see above). Fix the build, or rerun with SKIP_BUILD=1 to measure the binaries already in target/release."
         fi
     fi

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,19 +13,7 @@ use tokio::sync::Notify;
 use tollgate::observe::AccessLog;
 use tollgate::server::Instance;
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    free_ports::<1>()[0]
-}
-
-/// `N` distinct ports that were free a moment ago: all are held open together while picked, so
-/// the kernel cannot hand out the same port twice (two separate picks sometimes did).
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("free port"))
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().expect("bound port").port())
-}
+pub use super::redis::ports::{free_port, free_ports};
 
 /// An in-memory sink for the access log.
 #[derive(Clone, Default)]
@@ -129,10 +117,21 @@ impl GatewayHandle {
         server_extra: &str,
         before_run: impl FnOnce(&std::path::Path, &str),
     ) -> GatewayHandle {
-        let (dir, config_path, addr, admin, header) = write_config(body, server_extra);
-        let access_log = SharedBuf::default();
-        let instance = Instance::build(&config_path, AccessLog::to_writer(access_log.clone()))
-            .unwrap_or_else(|e| panic!("gateway config rejected:\n{e}"));
+        // Another test may still take a picked port first: then pick again, a few times.
+        let mut attempts = 0;
+        let (dir, config_path, addr, admin, header, access_log, instance) = loop {
+            let (dir, config_path, addr, admin, header) = write_config(body, server_extra);
+            let access_log = SharedBuf::default();
+            match Instance::build(&config_path, AccessLog::to_writer(access_log.clone())) {
+                Ok(instance) => {
+                    break (dir, config_path, addr, admin, header, access_log, instance)
+                }
+                Err(e) if attempts < 3 && e.to_string().contains("Address already in use") => {
+                    attempts += 1;
+                }
+                Err(e) => panic!("gateway config rejected:\n{e}"),
+            }
+        };
         before_run(&config_path, &header);
         let stop = Arc::new(Notify::new());
         let signal = Box::new(TestSignal(stop.clone()));

@@ -3,7 +3,10 @@
 //! Self-contained (benches include this file alone).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
+
+#[path = "ports.rs"]
+pub mod ports;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,10 +42,7 @@ impl RedisServer {
     /// Like [`RedisServer::start`], with extra `redis-server` arguments (`"--requirepass"`,
     /// `"pw"`, ...). `{dir}` in an argument is replaced by the server's temp dir.
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let [port] = ports::free_ports::<1>();
         let mut server = RedisServer {
             port,
             dir: tempfile::tempdir().expect("temp dir"),
