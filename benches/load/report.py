@@ -216,6 +216,7 @@ def main():
     ap.add_argument("--git-rev", default="?")
     ap.add_argument("--nice", default="0")
     ap.add_argument("--build-note", default="")
+    ap.add_argument("--keep-awake", default="0")
     a = ap.parse_args()
 
     configs = a.configs.split()
@@ -233,6 +234,12 @@ def main():
         f"medians shown; nginx {a.nginx_version}"
         + (f"; nice {a.nice}" if a.nice not in ("", "0") else "")
         + (f"; binaries {a.build_note}" if a.build_note else "")
+        + (
+            "; both CPUs kept awake by nice-19 busy loops (KEEP_AWAKE=1: no idle exits, and the "
+            "'other load' shares below include the loops)"
+            if a.keep_awake == "1"
+            else ""
+        )
         + "."
     )
     w("")

@@ -19,7 +19,7 @@
 #   DURATION=10s  ROUNDS=3  CONNECTIONS=32  WARMUP=2s
 #   VARIANTS="tollgate_plain other"   (names of benches/load/configs/*.toml; default: all of them)
 #   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench  START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
-#   TOLLGATE_BIN=path/to/another/tollgate  NICE=-10  REDIS_RTT_CALLS=20000
+#   TOLLGATE_BIN=path/to/another/tollgate  NICE=-10  REDIS_RTT_CALLS=20000  KEEP_AWAKE=1
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -28,6 +28,8 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 # Calls per round of the Redis round-trip yardstick (only when a configuration uses Redis).
 REDIS_RTT_CALLS=${REDIS_RTT_CALLS:-20000}
+# 1: keep both CPUs from idling (a nice-19 busy loop on each), as on a loaded server.
+KEEP_AWAKE=${KEEP_AWAKE:-0}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # Not "/": Tollgate's catch-all route "/{*rest}" (matchit) does not match an empty rest.
@@ -560,6 +562,17 @@ main() {
     python3 "$LOAD_DIR/auth_material.py" "$AUTH_DIR" || die "could not make the JWT bench material"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
+    if [[ $KEEP_AWAKE == 1 ]]; then
+        # A sleeping vCPU takes tens of microseconds to wake on a VM; with one connection every
+        # request waits (for the backend, for Redis) and pays that. Busy loops at the lowest
+        # priority keep both CPUs awake and yield to everything else.
+        local cpu
+        for cpu in "$PROXY_CPU" "$LOAD_CPU"; do
+            LOAD_RUN_MARK=$TMP nice -n 19 taskset -c "$cpu" sh -c 'while :; do :; done' >/dev/null 2>&1 &
+            STARTED_PIDS+=("$!")
+        done
+        log "KEEP_AWAKE=1: nice-19 busy loops on CPUs $PROXY_CPU and $LOAD_CPU"
+    fi
 
     # The backend lives for the whole run, on the load generator's CPU.
     BACKEND_PORT=$(free_port)
@@ -601,7 +614,7 @@ main() {
         --duration "$DURATION" --connections "$CONNECTIONS" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" \
         --nginx-version "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
         --git-rev "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo none)" --nice "$NICE" \
-        --build-note "$(build_note)" \
+        --build-note "$(build_note)" --keep-awake "$KEEP_AWAKE" \
         >"$REPORT"
     echo
     cat "$REPORT"
