@@ -78,7 +78,7 @@ impl Instance {
         // (request head size and time limits).
         let mut proxy = Service::new(
             "tollgate".to_string(),
-            EdgeApp::new(app, store.clone(), metrics.clone()),
+            EdgeApp::new(app, store.clone(), metrics.clone(), access_log.clone()),
         );
         for addr in &server_cfg.listen {
             proxy.add_tcp(addr);

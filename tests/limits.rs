@@ -54,6 +54,7 @@ async fn head_over_the_default_limit_is_431_and_nothing_goes_upstream() {
     assert_problem(&r, 431);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(rec.raw().is_empty(), "the backend received bytes");
+    let refused_id = r.header("x-request-id").expect("x-request-id").to_string();
 
     // Below the limit passes, on a new connection and on the same gateway.
     let fine = big_header(20 * 1024);
@@ -65,6 +66,32 @@ async fn head_over_the_default_limit_is_431_and_nothing_goes_upstream() {
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].request_line(), "GET /b HTTP/1.1");
     assert_eq!(rejected(&gw, "header_too_large").await, 1.0);
+
+    // The refused request has its access-log line, under the id its answer carried.
+    let line = refused_line(&gw, 431).await;
+    assert_eq!(line["request_id"], refused_id.as_str());
+    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["route"], "-");
+    assert_eq!(line["method"], "-");
+    // Counted up to the byte that crossed the 32 KiB limit.
+    assert!(line["bytes_in"].as_u64().unwrap() > 32 * 1024, "{line}");
+}
+
+/// The access-log line with `status` (waits for the log's periodic flush).
+async fn refused_line(gw: &GatewayHandle, status: u16) -> serde_json::Value {
+    let found = support::eventually(Duration::from_secs(3), || async {
+        gw.access_log().iter().any(|l| l["status"] == status)
+    })
+    .await;
+    assert!(
+        found,
+        "no access-log line with status {status}: {:?}",
+        gw.access_log()
+    );
+    gw.access_log()
+        .into_iter()
+        .find(|l| l["status"] == status)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,6 +282,8 @@ async fn a_slow_head_is_cut_off_while_other_clients_are_served() {
     assert_eq!(paths.len(), 15);
     assert!(paths.iter().all(|p| p.starts_with("GET /fast")));
     assert_eq!(rejected(&gw, "header_timeout").await, 1.0);
+    let line = refused_line(&gw, 408).await;
+    assert_eq!(line["route"], "-");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,9 @@ mod head;
 mod stream;
 
 pub use head::HeadScanner;
-pub use stream::{GuardedStream, HeadLimits, H2_PREFACE};
+pub use stream::{GuardedStream, HeadLimits, RefusalLog, H2_PREFACE};
 
-use crate::observe::Metrics;
+use crate::observe::{AccessLog, Metrics};
 use crate::snapshot::{Limits, Store};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -28,14 +28,22 @@ pub struct EdgeApp<A> {
     inner: Arc<A>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    /// For the access-log lines of requests the guard refuses.
+    access_log: Arc<AccessLog>,
 }
 
 impl<A> EdgeApp<A> {
-    pub fn new(inner: A, store: Arc<Store>, metrics: Arc<Metrics>) -> EdgeApp<A> {
+    pub fn new(
+        inner: A,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        access_log: Arc<AccessLog>,
+    ) -> EdgeApp<A> {
         EdgeApp {
             inner: Arc::new(inner),
             store,
             metrics,
+            access_log,
         }
     }
 
@@ -71,6 +79,13 @@ where
     ) -> Option<Stream> {
         let (head_limits, limits) = self.limits();
         let mut guarded = GuardedStream::new(stream, head_limits, self.metrics.clone());
+        let log = self.store.snapshot().log;
+        if log.access {
+            guarded = guarded.with_refusal_log(RefusalLog {
+                access_log: self.access_log.clone(),
+                format: log.format,
+            });
+        }
         let options = self.inner.server_options();
         let h2 = if guarded.get_ssl_digest().is_some() {
             // TLS: ALPN decides; h2c never applies.

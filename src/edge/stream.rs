@@ -5,7 +5,8 @@
 //! upgraded connections, HTTP/2) it only passes bytes through.
 
 use super::head::HeadScanner;
-use crate::observe::{Metrics, Rejection};
+use crate::config::LogFormat;
+use crate::observe::{AccessLog, AccessRecord, Metrics, Rejection};
 use crate::proxy::Problem;
 use async_trait::async_trait;
 use pingora::protocols::{
@@ -50,6 +51,17 @@ pub struct GuardedStream {
     /// Fires at the head deadline or at the end of lingering; made on first need.
     timer: Option<Pin<Box<Sleep>>>,
     metrics: Arc<Metrics>,
+    /// When the current head phase began (accept, or the end of the previous request).
+    head_started: Instant,
+    /// Where a refusal gets its access-log line (`None`: access log off).
+    refusal_log: Option<RefusalLog>,
+}
+
+/// The access log a refused request is written to, in the format of the config live when the
+/// connection was accepted.
+pub struct RefusalLog {
+    pub access_log: Arc<AccessLog>,
+    pub format: LogFormat,
 }
 
 enum Phase {
@@ -97,7 +109,16 @@ impl GuardedStream {
             replay_pos: 0,
             timer: None,
             metrics,
+            head_started: Instant::now(),
+            refusal_log: None,
         }
+    }
+
+    /// Writes an access-log line for each request this guard refuses (431, 408), so a refused
+    /// request shows in the log like any other, with its status and client.
+    pub fn with_refusal_log(mut self, log: RefusalLog) -> GuardedStream {
+        self.refusal_log = Some(log);
+        self
     }
 
     /// A new request may start on this keep-alive connection: its head is counted and timed
@@ -105,6 +126,7 @@ impl GuardedStream {
     pub fn start_head(&mut self, limits: HeadLimits) {
         if matches!(self.phase, Phase::Open | Phase::Head { .. }) {
             self.limits = limits;
+            self.head_started = Instant::now();
             self.phase = Phase::Head {
                 scanner: HeadScanner::new(),
                 deadline: None,
@@ -240,9 +262,9 @@ impl GuardedStream {
     /// Counts the refusal and prepares the answer: 431 for a head too large, 408 for a head
     /// too slow, nothing (just closing) for a connection that never sent a byte.
     fn refuse(&mut self, reason: Rejection) {
-        let started = match &self.phase {
-            Phase::Head { scanner, .. } => !scanner.is_empty(),
-            _ => true,
+        let (started, head_bytes) = match &self.phase {
+            Phase::Head { scanner, .. } => (!scanner.is_empty(), scanner.len()),
+            _ => (true, 0),
         };
         self.metrics.rejected(reason);
         let problem = match reason {
@@ -259,12 +281,43 @@ impl GuardedStream {
         };
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         tracing::debug!(request_id, status = problem.status, "request head refused");
+        let response = problem.http1_response(&request_id);
+        self.log_refusal(&request_id, problem.status, head_bytes, response.len());
         self.phase = Phase::Refusing(Refusal {
-            response: problem.http1_response(&request_id),
+            response,
             written: 0,
             step: Step::Write,
             drained: 0,
         });
+    }
+
+    /// The access-log line of a refused request: no method, path or route (the head was never
+    /// parsed), the socket peer as client (X-Forwarded-For was never read).
+    fn log_refusal(&self, request_id: &str, status: u16, head_bytes: u64, response_bytes: usize) {
+        let Some(log) = &self.refusal_log else {
+            return;
+        };
+        let client = self
+            .inner
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let record = AccessRecord {
+            time: std::time::SystemTime::now(),
+            request_id,
+            client,
+            method: "-",
+            path: "-",
+            route: "-",
+            upstream: None,
+            target: None,
+            status,
+            duration: self.head_started.elapsed(),
+            bytes_in: head_bytes,
+            bytes_out: response_bytes as u64,
+        };
+        if !log.access_log.write(log.format, &record) {
+            self.metrics.access_log_dropped();
+        }
     }
 
     /// Drives a refusal: write the answer, flush, half-close, drain input for a moment.
