@@ -82,6 +82,54 @@ async fn instances_share_one_budget() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_through_two_instances_spend_the_budget_exactly() {
+    let redis = RedisServer::start();
+    let app = backend("app").start().await;
+    // No refill during the test; a generous timeout: this is about concurrency, not outages.
+    let body = config(
+        &redis.url(),
+        "deny",
+        &app.target(),
+        "requests = 100\nper = \"1h\"",
+    )
+    .replace("timeout = \"200ms\"", "timeout = \"2s\"");
+    let connections_before = connections_received(&redis);
+    // The harness runs each instance on 2 threads.
+    let gws = start_instances(2, &body).await;
+    // 240 requests, 60 at a time, over both instances: their checks share one Redis
+    // connection per instance, many in flight on it at once.
+    let client = client();
+    let mut statuses = Vec::new();
+    for wave in 0..4 {
+        let calls: Vec<_> = (0..60)
+            .map(|i| {
+                let url = gws[(wave + i) % 2].url("/r");
+                let req = client.get(url).send();
+                tokio::spawn(async move { req.await.map(|r| r.status().as_u16()) })
+            })
+            .collect();
+        for call in calls {
+            statuses.push(call.await.unwrap().expect("answer"));
+        }
+    }
+    let admitted = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!((admitted, refused), (100, 140), "{statuses:?}");
+    assert_eq!(app.count(), 100);
+    // One connection per instance (the later count's own connection is one more).
+    assert_eq!(connections_received(&redis) - connections_before, 2 + 1);
+}
+
+fn connections_received(redis: &RedisServer) -> u64 {
+    let stats = redis.command("INFO stats").unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {stats}"))
+}
+
 #[tokio::test]
 async fn instances_share_one_rate_over_a_window() {
     let redis = RedisServer::start();
