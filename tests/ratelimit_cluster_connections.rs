@@ -119,7 +119,7 @@ async fn a_unix_socket_url_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_checks_share_one_connection_and_each_gets_its_own_answer() {
     let server = RedisServer::start();
-    let (limiter, _) = limiter_for(&server.url());
+    let (limiter, metrics) = limiter_for(&server.url());
     let limiter = Arc::new(limiter);
     // Each key has its own burst, so an answer handed to the wrong check shows; no refill
     // within the test.
@@ -154,6 +154,7 @@ async fn concurrent_checks_share_one_connection_and_each_gets_its_own_answer() {
     // The fields are read over one more connection of the test's own.
     let opened = info_field(&server, None, "total_connections_received") - before - 1;
     assert_eq!(opened, 1, "180 checks, 60 at a time, over one connection");
+    assert_eq!(calls_timed(&metrics), 180.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +340,21 @@ async fn after_failures_in_a_row_checks_fail_at_once_and_one_probe_goes_per_inte
         24.0,
         "every check without a decision counts"
     );
+    assert_eq!(
+        calls_timed(&metrics),
+        4.0,
+        "only the calls that went to Redis are timed"
+    );
+}
+
+fn calls_timed(metrics: &Metrics) -> f64 {
+    let page = String::from_utf8(metrics.render()).unwrap();
+    support::prom::value(
+        &page,
+        "tollgate_ratelimit_backend_duration_seconds_count",
+        &[],
+    )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test]

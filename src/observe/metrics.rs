@@ -12,6 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Seconds buckets for Redis calls: a round trip on a local network is tens of microseconds.
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 /// How one attempt to reach an upstream target ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +68,7 @@ pub struct Metrics {
     jwks_last_success: prometheus::GaugeVec,
     rejected: IntCounterVec,
     ratelimit_backend_errors: prometheus::IntCounter,
+    ratelimit_backend_duration: prometheus::Histogram,
 }
 
 /// Why the gateway refused a request before it reached an upstream (the `reason` label of
@@ -258,7 +263,17 @@ impl Metrics {
             ratelimit_backend_errors: b.add(
                 prometheus::IntCounter::new(
                     "tollgate_ratelimit_backend_errors_total",
-                    "Calls to the cluster rate-limit backend (Redis) that failed or timed out.",
+                    "Cluster rate-limit checks that got no decision from Redis: failed, timed out, or skipped while backing off after failures.",
+                )
+                .expect("static metric definition"),
+            ),
+            ratelimit_backend_duration: b.add(
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tollgate_ratelimit_backend_duration_seconds",
+                        "Time of each cluster rate-limit call to Redis (one script round trip; connecting included when a connection was made), answered or not.",
+                    )
+                    .buckets(REDIS_BUCKETS.to_vec()),
                 )
                 .expect("static metric definition"),
             ),
@@ -268,6 +283,10 @@ impl Metrics {
 
     pub fn ratelimit_backend_error(&self) {
         self.ratelimit_backend_errors.inc();
+    }
+
+    pub fn ratelimit_backend_duration(&self, took: std::time::Duration) {
+        self.ratelimit_backend_duration.observe(took.as_secs_f64());
     }
 
     pub fn access_log_dropped(&self) {

@@ -159,6 +159,7 @@ impl ClusterLimiter {
             return result;
         }
         let mut used = None;
+        let started = Instant::now();
         let call = self.evaluate(&evalsha, checks, &mut used);
         let result = match tokio::time::timeout(self.call_timeout, call).await {
             Err(_) => {
@@ -169,6 +170,7 @@ impl ClusterLimiter {
             }
             Ok(result) => result,
         };
+        self.metrics.ratelimit_backend_duration(started.elapsed());
         self.record(&result, true);
         result
     }
