@@ -14,7 +14,9 @@ use support::redis::RedisServer;
 use support::tls::{tls_redis, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate::observe::Metrics;
-use tollgate::ratelimit::cluster::{ClusterError, ClusterLimiter, Settings, PROBE_INTERVAL};
+use tollgate::ratelimit::cluster::{
+    ClusterError, ClusterLimiter, Settings, TlsMaterial, PROBE_INTERVAL,
+};
 use tollgate::ratelimit::gcra::Quota;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -210,11 +212,11 @@ async fn a_restarted_redis_costs_no_failed_check() {
 #[tokio::test]
 async fn rediss_verifies_the_certificate_and_the_host_name() {
     let ca = TestCa::new("Tollgate test Redis CA");
-    let (_server, port) = tls_redis(&ca, &["localhost"]);
+    let (_server, port) = tls_redis(&ca, &["localhost"], false);
     let trusting = |url: String, ca: &TestCa| {
         limiter_with(Settings {
             timeout: CALL_TIMEOUT,
-            ca_pem: Some(ca.pem().into_bytes()),
+            tls: trust(ca),
             ..Settings::new(&url)
         })
     };
@@ -241,6 +243,51 @@ async fn rediss_verifies_the_certificate_and_the_host_name() {
     assert!(check(&limiter, "t:tls").await.is_err());
 }
 
+fn trust(ca: &TestCa) -> TlsMaterial {
+    TlsMaterial {
+        ca_pem: Some(ca.pem().into_bytes()),
+        ..TlsMaterial::default()
+    }
+}
+
+#[tokio::test]
+async fn a_redis_that_requires_client_certificates_gets_ours() {
+    let ca = TestCa::new("Tollgate test Redis CA");
+    let (_server, port) = tls_redis(&ca, &["localhost"], true);
+    let url = format!("rediss://localhost:{port}/0");
+    let client = ca.leaf(&["tollgate"], 7);
+    let (limiter, metrics) = limiter_with(Settings {
+        timeout: CALL_TIMEOUT,
+        tls: TlsMaterial {
+            client_cert_pem: Some(client.cert_pem.clone().into_bytes()),
+            client_key_pem: Some(client.key_pem.clone().into_bytes()),
+            ..trust(&ca)
+        },
+        ..Settings::new(&url)
+    });
+    for _ in 0..3 {
+        assert_eq!(check(&limiter, "t:mtls").await, Ok(true));
+    }
+    assert_eq!(backend_errors(&metrics), 0.0);
+    // Without one, or with one from another CA, Redis refuses the connection.
+    let stranger = TestCa::new("Some other CA").leaf(&["tollgate"], 8);
+    for tls in [
+        trust(&ca),
+        TlsMaterial {
+            client_cert_pem: Some(stranger.cert_pem.into_bytes()),
+            client_key_pem: Some(stranger.key_pem.into_bytes()),
+            ..trust(&ca)
+        },
+    ] {
+        let (limiter, _) = limiter_with(Settings {
+            timeout: CALL_TIMEOUT,
+            tls,
+            ..Settings::new(&url)
+        });
+        assert!(check(&limiter, "t:mtls").await.is_err());
+    }
+}
+
 #[test]
 fn turning_verification_off_or_a_ca_without_tls_is_refused() {
     let metrics = Arc::new(Metrics::new());
@@ -253,7 +300,7 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
         "{err}"
     );
     let ca_without_tls = Settings {
-        ca_pem: Some(TestCa::new("CA").pem().into_bytes()),
+        tls: trust(&TestCa::new("CA")),
         ..Settings::new("redis://localhost:6379/0")
     };
     let err = ClusterLimiter::new(&ca_without_tls, metrics.clone())
@@ -261,13 +308,40 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
         .expect("refused");
     assert!(err.starts_with("ca_file:"), "{err}");
     let not_pem = Settings {
-        ca_pem: Some(b"not a certificate".to_vec()),
+        tls: TlsMaterial {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..TlsMaterial::default()
+        },
         ..Settings::new("rediss://localhost:6380/0")
     };
-    let err = ClusterLimiter::new(&not_pem, metrics)
+    let err = ClusterLimiter::new(&not_pem, metrics.clone())
         .err()
         .expect("refused");
     assert!(err.starts_with("ca_file:"), "{err}");
+    let leaf = TestCa::new("CA").leaf(&["tollgate"], 1);
+    let key_only = Settings {
+        tls: TlsMaterial {
+            client_key_pem: Some(leaf.key_pem.clone().into_bytes()),
+            ..TlsMaterial::default()
+        },
+        ..Settings::new("rediss://localhost:6380/0")
+    };
+    let err = ClusterLimiter::new(&key_only, metrics.clone())
+        .err()
+        .expect("refused");
+    assert!(err.starts_with("cert_file:"), "{err}");
+    let cert_as_key = Settings {
+        tls: TlsMaterial {
+            client_cert_pem: Some(leaf.cert_pem.clone().into_bytes()),
+            client_key_pem: Some(leaf.cert_pem.into_bytes()),
+            ..TlsMaterial::default()
+        },
+        ..Settings::new("rediss://localhost:6380/0")
+    };
+    let err = ClusterLimiter::new(&cert_as_key, metrics)
+        .err()
+        .expect("refused");
+    assert!(err.starts_with("key_file:"), "{err}");
 }
 
 /// What the fake Redis does with each command it reads.

@@ -265,7 +265,7 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
 #[tokio::test]
 async fn the_gateway_reaches_redis_over_tls_with_its_ca_file() {
     let ca = support::tls::TestCa::new("Tollgate test Redis CA");
-    let (_redis, port) = support::tls::tls_redis(&ca, &["localhost"]);
+    let (_redis, port) = support::tls::tls_redis(&ca, &["localhost"], false);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("redis-ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();

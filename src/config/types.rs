@@ -417,6 +417,10 @@ pub struct ClusterConfig {
     /// Extension: with `rediss://`, the PEM CA certificates that alone are trusted (a private
     /// CA); without it, the system's roots.
     pub ca_file: Option<String>,
+    /// Extension: with `rediss://`, a PEM client certificate (chain) and its key, for a Redis
+    /// that requires client certificates.
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 /// A rate limit's `key`, parsed: what one bucket is per.

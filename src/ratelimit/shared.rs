@@ -1,7 +1,7 @@
 //! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
 //! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
 
-use super::cluster::{ClusterLimiter, Settings, DEFAULT_TIMEOUT};
+use super::cluster::{ClusterLimiter, Settings, TlsMaterial, DEFAULT_TIMEOUT};
 use super::gcra::{Outcome, Quota};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
@@ -27,31 +27,40 @@ pub fn connect(
 ) -> Result<Arc<dyn SharedBuckets>, (&'static str, String)> {
     let limiter = ClusterLimiter::new(settings, metrics).map_err(|msg| {
         // The limiter's messages start with the setting they are about.
-        match msg.split_once(": ") {
-            Some(("ca_file", rest)) => ("ca_file", rest.to_string()),
-            Some(("redis_url", rest)) => ("redis_url", rest.to_string()),
-            _ => ("redis_url", msg),
+        const SETTINGS: [&str; 4] = ["redis_url", "ca_file", "cert_file", "key_file"];
+        let about = SETTINGS
+            .into_iter()
+            .find(|s| msg.strip_prefix(s).is_some_and(|r| r.starts_with(": ")));
+        match about {
+            Some(setting) => (setting, msg[setting.len() + 2..].to_string()),
+            None => ("redis_url", msg),
         }
     })?;
     Ok(Arc::new(limiter))
 }
 
-/// `[cluster]` with the defaults filled in and `ca_file` read (relative to the config's
-/// directory). Err: (`ca_file`, why it cannot be read).
+/// `[cluster]` with the defaults filled in and its TLS files read (relative to the config's
+/// directory). Err: (the file's setting, why it cannot be read).
 pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, (&'static str, String)> {
-    let ca_pem = match &cfg.ca_file {
-        Some(file) => {
-            let path = config_relative(base_dir, file);
-            let pem = std::fs::read(&path)
-                .map_err(|e| ("ca_file", format!("cannot read {}: {e}", path.display())))?;
-            Some(pem)
-        }
-        None => None,
+    let read = |setting: &'static str,
+                file: &Option<String>|
+     -> Result<Option<Vec<u8>>, (&'static str, String)> {
+        let Some(file) = file else {
+            return Ok(None);
+        };
+        let path = config_relative(base_dir, file);
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|e| (setting, format!("cannot read {}: {e}", path.display())))
     };
     Ok(Settings {
         redis_url: cfg.redis_url.clone(),
         timeout: cfg.timeout.map_or(DEFAULT_TIMEOUT, |t| t.get()),
-        ca_pem,
+        tls: TlsMaterial {
+            ca_pem: read("ca_file", &cfg.ca_file)?,
+            client_cert_pem: read("cert_file", &cfg.cert_file)?,
+            client_key_pem: read("key_file", &cfg.key_file)?,
+        },
     })
 }
 

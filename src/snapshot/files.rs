@@ -31,7 +31,13 @@ impl ReferencedFiles {
                 .filter(|u| u.tls)
                 .filter_map(|u| u.ca_file.as_deref()),
         );
-        names.extend(config.cluster.iter().filter_map(|c| c.ca_file.as_deref()));
+        if let Some(c) = &config.cluster {
+            names.extend(
+                [&c.ca_file, &c.cert_file, &c.key_file]
+                    .into_iter()
+                    .filter_map(|f| f.as_deref()),
+            );
+        }
         for policy in config.auth.values() {
             names.extend(
                 [

@@ -153,8 +153,13 @@ pub async fn handshake(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> Result<
 }
 
 /// A redis-server that also listens with TLS (certificate for `names`, signed by `ca`); returns
-/// it and its TLS port.
-pub fn tls_redis(ca: &TestCa, names: &[&str]) -> (super::redis::RedisServer, u16) {
+/// it and its TLS port. `client_certs`: clients must present a certificate signed by `ca`
+/// (`tls-auth-clients yes`, Redis' own default).
+pub fn tls_redis(
+    ca: &TestCa,
+    names: &[&str],
+    client_certs: bool,
+) -> (super::redis::RedisServer, u16) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.leaf(names, 1).write(dir.path(), "redis");
     let ca_file = dir.path().join("ca.pem");
@@ -175,7 +180,7 @@ pub fn tls_redis(ca: &TestCa, names: &[&str]) -> (super::redis::RedisServer, u16
         "--tls-ca-cert-file",
         &ca_file,
         "--tls-auth-clients",
-        "no",
+        if client_certs { "yes" } else { "no" },
     ]);
     // redis-server read the files at start-up.
     drop(dir);

@@ -39,10 +39,28 @@ impl Validator {
         if let Some(t) = c.timeout {
             self.positive("cluster.timeout", t);
         }
-        if c.ca_file.is_some() && !c.redis_url.starts_with("rediss://") {
+        let tls = c.redis_url.starts_with("rediss://");
+        for (key, set) in [
+            ("ca_file", c.ca_file.is_some()),
+            ("cert_file", c.cert_file.is_some()),
+            ("key_file", c.key_file.is_some()),
+        ] {
+            if set && !tls {
+                self.err(
+                    format!("cluster.{key}"),
+                    "is only used with a rediss:// (TLS) redis_url",
+                );
+            }
+        }
+        if tls && c.cert_file.is_some() != c.key_file.is_some() {
+            let missing = if c.cert_file.is_some() {
+                "key_file"
+            } else {
+                "cert_file"
+            };
             self.err(
-                "cluster.ca_file",
-                "is only used with a rediss:// (TLS) redis_url",
+                format!("cluster.{missing}"),
+                "cert_file and key_file go together: give both or neither",
             );
         }
     }

@@ -3,10 +3,11 @@
 //! by whoever drives them ([`super::mux`]).
 
 use super::resp::{self, ProtocolError, Reply, MAX_REPLY_BYTES};
+use super::TlsMaterial;
 use bytes::{Buf, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
@@ -102,9 +103,10 @@ pub struct Connector {
 
 impl Connector {
     /// Parses `redis_url` (`redis://`, `rediss://`, `redis+unix://`, `unix://`); no I/O. For
-    /// `rediss://`, the server's certificate must chain to a CA in `ca_pem` when given, else to
-    /// the system's roots or the Mozilla roots. Err says what is wrong with which setting.
-    pub fn new(redis_url: &str, ca_pem: Option<&[u8]>) -> Result<Connector, String> {
+    /// `rediss://`, the server's certificate must chain to the CA in `tls` when given, else to
+    /// the system's roots or the Mozilla roots; `tls` may hold a client certificate to present.
+    /// Err says what is wrong with which setting.
+    pub fn new(redis_url: &str, tls: &TlsMaterial) -> Result<Connector, String> {
         // The redis crate is built without TLS, so it parses a rediss:// URL as redis://; the
         // TLS is this module's.
         let tls_url = redis_url.strip_prefix("rediss://");
@@ -122,10 +124,13 @@ impl Connector {
             (Some(_), ConnectionAddr::Tcp(host, _)) => {
                 let name = ServerName::try_from(host.clone())
                     .map_err(|_| format!("redis_url: \"{host}\" is not a host name for TLS"))?;
-                Some((TlsConnector::from(Arc::new(tls_client(ca_pem)?)), name))
+                Some((TlsConnector::from(Arc::new(tls_client(tls)?)), name))
             }
-            _ if ca_pem.is_some() => {
+            _ if tls.ca_pem.is_some() => {
                 return Err("ca_file: only used with rediss:// (TLS) URLs".into());
+            }
+            _ if tls.client_cert_pem.is_some() => {
+                return Err("cert_file: only used with rediss:// (TLS) URLs".into());
             }
             _ => None,
         };
@@ -198,11 +203,12 @@ impl Connector {
     }
 }
 
-/// The TLS client for `rediss://`: trusts `ca_pem` alone when given (a private CA), else the
-/// system's roots plus the Mozilla roots (so a container without a CA bundle still works).
-fn tls_client(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+/// The TLS client for `rediss://`: trusts the CA of `tls` alone when given (a private CA),
+/// else the system's roots plus the Mozilla roots (so a container without a CA bundle still
+/// works); presents the client certificate of `tls` when given.
+fn tls_client(tls: &TlsMaterial) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
+    match tls.ca_pem.as_deref() {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| format!("ca_file: not PEM certificates: {e}"))?;
@@ -222,9 +228,26 @@ fn tls_client(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS to Redis: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match (&tls.client_cert_pem, &tls.client_key_pem) {
+        (Some(cert_pem), Some(key_pem)) => {
+            let chain = CertificateDer::pem_slice_iter(cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("cert_file: not PEM certificates: {e}"))?;
+            if chain.is_empty() {
+                return Err("cert_file: holds no certificate".into());
+            }
+            // The message never quotes the key.
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|_| "key_file: holds no PEM private key".to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("key_file: does not fit cert_file: {e}"))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err("cert_file: needs key_file, and key_file needs cert_file".into()),
+    }
 }

@@ -81,8 +81,19 @@ pub struct Settings {
     pub redis_url: String,
     /// Deadline of one call, connecting included.
     pub timeout: Duration,
-    /// PEM CA certificates that alone are trusted for `rediss://` (else the system's roots).
+    /// For `rediss://`: which CA to trust and which certificate to present.
+    pub tls: TlsMaterial,
+}
+
+/// PEM files' contents for `rediss://`, all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsMaterial {
+    /// CA certificates that alone are trusted (else the system's roots and the Mozilla roots).
     pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its private key, for a Redis that requires one
+    /// (`tls-auth-clients yes`, Redis' default once TLS is on).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -91,7 +102,7 @@ impl Settings {
         Settings {
             redis_url: redis_url.to_string(),
             timeout: DEFAULT_TIMEOUT,
-            ca_pem: None,
+            tls: TlsMaterial::default(),
         }
     }
 }
@@ -116,12 +127,9 @@ pub struct ClusterLimiter {
 
 impl ClusterLimiter {
     /// Parses `redis_url` (and the CA); no I/O: connects on demand and reconnects by itself.
-    /// Err names the setting at fault (`redis_url: ...`, `ca_file: ...`).
+    /// Err names the setting at fault (`redis_url: ...`, `ca_file: ...`, `cert_file: ...`).
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<ClusterLimiter, String> {
-        let link = Link::new(Connector::new(
-            &settings.redis_url,
-            settings.ca_pem.as_deref(),
-        )?);
+        let link = Link::new(Connector::new(&settings.redis_url, &settings.tls)?);
         let addr = link.address();
         Ok(ClusterLimiter {
             link,
