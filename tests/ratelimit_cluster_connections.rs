@@ -294,7 +294,8 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
     let insecure = Settings::new("rediss://localhost:6380/0#insecure");
     let err = ClusterLimiter::new(&insecure, metrics.clone())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(
         err.starts_with("redis_url:") && err.contains("#insecure"),
         "{err}"
@@ -305,7 +306,8 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
     };
     let err = ClusterLimiter::new(&ca_without_tls, metrics.clone())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(err.starts_with("ca_file:"), "{err}");
     let not_pem = Settings {
         tls: TlsMaterial {
@@ -316,7 +318,8 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
     };
     let err = ClusterLimiter::new(&not_pem, metrics.clone())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(err.starts_with("ca_file:"), "{err}");
     let leaf = TestCa::new("CA").leaf(&["tollgate"], 1);
     let key_only = Settings {
@@ -328,7 +331,8 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
     };
     let err = ClusterLimiter::new(&key_only, metrics.clone())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(err.starts_with("cert_file:"), "{err}");
     let cert_as_key = Settings {
         tls: TlsMaterial {
@@ -340,7 +344,8 @@ fn turning_verification_off_or_a_ca_without_tls_is_refused() {
     };
     let err = ClusterLimiter::new(&cert_as_key, metrics)
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(err.starts_with("key_file:"), "{err}");
 }
 

@@ -53,13 +53,9 @@ impl<A> EdgeApp<A> {
         Arc::get_mut(&mut self.inner)
     }
 
-    fn limits(&self) -> (HeadLimits, Limits) {
-        let limits = self.store.snapshot().limits;
-        let head = HeadLimits {
-            max_bytes: limits.max_header_bytes,
-            timeout: limits.client_header_timeout,
-        };
-        (head, limits)
+    /// The head limits of the live config.
+    fn head_limits(&self) -> HeadLimits {
+        head_limits(&self.store.snapshot().limits)
     }
 }
 
@@ -77,9 +73,12 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let (head_limits, limits) = self.limits();
-        let mut guarded = GuardedStream::new(stream, head_limits, self.metrics.clone());
-        let log = self.store.snapshot().log;
+        let snapshot = self.store.snapshot();
+        let limits = snapshot.limits;
+        let log = snapshot.log;
+        // Not held for the connection's life: a reload must be able to free the old config.
+        drop(snapshot);
+        let mut guarded = GuardedStream::new(stream, head_limits(&limits), self.metrics.clone());
         if log.access {
             guarded = guarded.with_refusal_log(RefusalLog {
                 access_log: self.access_log.clone(),
@@ -124,7 +123,7 @@ where
             // socket: Pingora closes a connection that sent bytes past a request instead.
             let stream = match stream.into_any().downcast::<GuardedStream>() {
                 Ok(mut guarded) => {
-                    guarded.start_head(self.limits().0);
+                    guarded.start_head(self.head_limits());
                     guarded as Stream
                 }
                 Err(_) => {
@@ -158,5 +157,12 @@ where
     ) -> Option<Stream> {
         guarded.open();
         ServerApp::process_new(&self.inner, Box::new(guarded), shutdown).await
+    }
+}
+
+fn head_limits(limits: &Limits) -> HeadLimits {
+    HeadLimits {
+        max_bytes: limits.max_header_bytes,
+        timeout: limits.client_header_timeout,
     }
 }

@@ -4,7 +4,7 @@
 //! locally and (through the settings hash in its Redis keys) in Redis. The cluster backend and its
 //! connection are kept while `redis_url`, `timeout` and the CA are unchanged.
 
-use super::cluster::Settings;
+use super::cluster::{SettingError, Settings};
 use super::gcra::Quota;
 use super::local::LocalBuckets;
 use super::shared::{self, SharedBuckets};
@@ -73,10 +73,7 @@ impl LimitRegistry {
         b
     }
 
-    fn backend(
-        &self,
-        settings: Settings,
-    ) -> Result<Arc<dyn SharedBuckets>, (&'static str, String)> {
+    fn backend(&self, settings: Settings) -> Result<Arc<dyn SharedBuckets>, SettingError> {
         let mut entries = self.backends.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = entries.get(&settings).and_then(Weak::upgrade) {
             return Ok(b);
@@ -143,8 +140,11 @@ pub fn compile(
                     backend,
                     on_error: cfg.on_error,
                 }),
-                Err((setting, msg)) => {
-                    errors.push(ConfigError::new(format!("cluster.{setting}"), msg));
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        format!("cluster.{}", e.setting),
+                        e.message,
+                    ));
                     None
                 }
             }

@@ -1,7 +1,7 @@
 //! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
 //! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
 
-use super::cluster::{ClusterLimiter, Settings, TlsMaterial, DEFAULT_TIMEOUT};
+use super::cluster::{ClusterLimiter, SettingError, Settings, TlsMaterial, DEFAULT_TIMEOUT};
 use super::gcra::{Outcome, Quota};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
@@ -20,38 +20,24 @@ pub trait SharedBuckets: Send + Sync {
 }
 
 /// Builds the backend of `[cluster]` (no I/O: it connects lazily and reconnects by itself).
-/// `Err` names the setting at fault: (`redis_url` or `ca_file`, message).
 pub fn connect(
     settings: &Settings,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn SharedBuckets>, (&'static str, String)> {
-    let limiter = ClusterLimiter::new(settings, metrics).map_err(|msg| {
-        // The limiter's messages start with the setting they are about.
-        const SETTINGS: [&str; 4] = ["redis_url", "ca_file", "cert_file", "key_file"];
-        let about = SETTINGS
-            .into_iter()
-            .find(|s| msg.strip_prefix(s).is_some_and(|r| r.starts_with(": ")));
-        match about {
-            Some(setting) => (setting, msg[setting.len() + 2..].to_string()),
-            None => ("redis_url", msg),
-        }
-    })?;
-    Ok(Arc::new(limiter))
+) -> Result<Arc<dyn SharedBuckets>, SettingError> {
+    Ok(Arc::new(ClusterLimiter::new(settings, metrics)?))
 }
 
 /// `[cluster]` with the defaults filled in and its TLS files read (relative to the config's
-/// directory). Err: (the file's setting, why it cannot be read).
-pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, (&'static str, String)> {
-    let read = |setting: &'static str,
-                file: &Option<String>|
-     -> Result<Option<Vec<u8>>, (&'static str, String)> {
+/// directory).
+pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, SettingError> {
+    let read = |setting: &'static str, file: &Option<String>| {
         let Some(file) = file else {
             return Ok(None);
         };
         let path = config_relative(base_dir, file);
         std::fs::read(&path)
             .map(Some)
-            .map_err(|e| (setting, format!("cannot read {}: {e}", path.display())))
+            .map_err(|e| SettingError::new(setting, format!("cannot read {}: {e}", path.display())))
     };
     Ok(Settings {
         redis_url: cfg.redis_url.clone(),

@@ -3,7 +3,7 @@
 //! by whoever drives them ([`super::mux`]).
 
 use super::resp::{self, ProtocolError, Reply, MAX_REPLY_BYTES};
-use super::TlsMaterial;
+use super::{SettingError, TlsMaterial};
 use bytes::{Buf, BytesMut};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 use rustls::pki_types::pem::PemObject;
@@ -106,31 +106,41 @@ impl Connector {
     /// `rediss://`, the server's certificate must chain to the CA in `tls` when given, else to
     /// the system's roots or the Mozilla roots; `tls` may hold a client certificate to present.
     /// Err says what is wrong with which setting.
-    pub fn new(redis_url: &str, tls: &TlsMaterial) -> Result<Connector, String> {
+    pub fn new(redis_url: &str, tls: &TlsMaterial) -> Result<Connector, SettingError> {
         // The redis crate is built without TLS, so it parses a rediss:// URL as redis://; the
         // TLS is this module's.
         let tls_url = redis_url.strip_prefix("rediss://");
         if tls_url.is_some()
             && redis::parse_redis_url(redis_url).is_some_and(|u| u.fragment().is_some())
         {
-            return Err("redis_url: certificate verification cannot be turned off (#insecure); trust a private CA with [cluster] ca_file instead".into());
+            return Err(SettingError::new("redis_url", "certificate verification cannot be turned off (#insecure); trust a private CA with [cluster] ca_file instead"));
         }
         let info = match tls_url {
             Some(rest) => format!("redis://{rest}").into_connection_info(),
             None => redis_url.into_connection_info(),
         }
-        .map_err(|e| format!("redis_url: {e}"))?;
+        .map_err(|e| SettingError::new("redis_url", e.to_string()))?;
         let tls = match (tls_url, info.addr()) {
             (Some(_), ConnectionAddr::Tcp(host, _)) => {
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|_| format!("redis_url: \"{host}\" is not a host name for TLS"))?;
+                let name = ServerName::try_from(host.clone()).map_err(|_| {
+                    SettingError::new(
+                        "redis_url",
+                        format!("\"{host}\" is not a host name for TLS"),
+                    )
+                })?;
                 Some((TlsConnector::from(Arc::new(tls_client(tls)?)), name))
             }
             _ if tls.ca_pem.is_some() => {
-                return Err("ca_file: only used with rediss:// (TLS) URLs".into());
+                return Err(SettingError::new(
+                    "ca_file",
+                    "only used with rediss:// (TLS) URLs",
+                ));
             }
             _ if tls.client_cert_pem.is_some() => {
-                return Err("cert_file: only used with rediss:// (TLS) URLs".into());
+                return Err(SettingError::new(
+                    "cert_file",
+                    "only used with rediss:// (TLS) URLs",
+                ));
             }
             _ => None,
         };
@@ -206,18 +216,20 @@ impl Connector {
 /// The TLS client for `rediss://`: trusts the CA of `tls` alone when given (a private CA),
 /// else the system's roots plus the Mozilla roots (so a container without a CA bundle still
 /// works); presents the client certificate of `tls` when given.
-fn tls_client(tls: &TlsMaterial) -> Result<rustls::ClientConfig, String> {
+fn tls_client(tls: &TlsMaterial) -> Result<rustls::ClientConfig, SettingError> {
     let mut roots = rustls::RootCertStore::empty();
     match tls.ca_pem.as_deref() {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| format!("ca_file: not PEM certificates: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca_file: cannot use this certificate: {e}"))?;
+                let cert = cert.map_err(|e| {
+                    SettingError::new("ca_file", format!("not PEM certificates: {e}"))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    SettingError::new("ca_file", format!("cannot use this certificate: {e}"))
+                })?;
             }
             if roots.is_empty() {
-                return Err("ca_file: holds no certificate".into());
+                return Err(SettingError::new("ca_file", "holds no certificate"));
             }
         }
         None => {
@@ -230,24 +242,29 @@ fn tls_client(tls: &TlsMaterial) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS to Redis: {e}"))?
+        .map_err(|e| SettingError::new("redis_url", format!("TLS to Redis: {e}")))?
         .with_root_certificates(roots);
     match (&tls.client_cert_pem, &tls.client_key_pem) {
         (Some(cert_pem), Some(key_pem)) => {
             let chain = CertificateDer::pem_slice_iter(cert_pem)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("cert_file: not PEM certificates: {e}"))?;
+                .map_err(|e| {
+                    SettingError::new("cert_file", format!("not PEM certificates: {e}"))
+                })?;
             if chain.is_empty() {
-                return Err("cert_file: holds no certificate".into());
+                return Err(SettingError::new("cert_file", "holds no certificate"));
             }
             // The message never quotes the key.
             let key = PrivateKeyDer::from_pem_slice(key_pem)
-                .map_err(|_| "key_file: holds no PEM private key".to_string())?;
+                .map_err(|_| SettingError::new("key_file", "holds no PEM private key"))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("key_file: does not fit cert_file: {e}"))
+                .map_err(|e| SettingError::new("key_file", format!("does not fit cert_file: {e}")))
         }
         (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err("cert_file: needs key_file, and key_file needs cert_file".into()),
+        _ => Err(SettingError::new(
+            "cert_file",
+            "needs key_file, and key_file needs cert_file",
+        )),
     }
 }

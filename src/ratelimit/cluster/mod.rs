@@ -85,6 +85,29 @@ pub struct Settings {
     pub tls: TlsMaterial,
 }
 
+/// A `[cluster]` setting the limiter cannot be built from, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The key under `[cluster]`: `redis_url`, `ca_file`, `cert_file` or `key_file`.
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl SettingError {
+    pub fn new(setting: &'static str, message: impl Into<String>) -> SettingError {
+        SettingError {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.setting, self.message)
+    }
+}
+
 /// PEM files' contents for `rediss://`, all optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsMaterial {
@@ -126,9 +149,9 @@ pub struct ClusterLimiter {
 }
 
 impl ClusterLimiter {
-    /// Parses `redis_url` (and the CA); no I/O: connects on demand and reconnects by itself.
-    /// Err names the setting at fault (`redis_url: ...`, `ca_file: ...`, `cert_file: ...`).
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<ClusterLimiter, String> {
+    /// Parses `redis_url` (and the TLS files); no I/O: connects on demand and reconnects by
+    /// itself. Err names the setting at fault.
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<ClusterLimiter, SettingError> {
         let link = Link::new(Connector::new(&settings.redis_url, &settings.tls)?);
         let addr = link.address();
         Ok(ClusterLimiter {
