@@ -28,13 +28,15 @@ const QUOTA: Quota = Quota {
 };
 
 fn limiter_for(url: &str) -> (ClusterLimiter, Arc<Metrics>) {
-    limiter_with(Settings {
-        timeout: CALL_TIMEOUT,
-        ..Settings::new(url)
-    })
+    limiter_with(url, TlsMaterial::default())
 }
 
-fn limiter_with(settings: Settings) -> (ClusterLimiter, Arc<Metrics>) {
+fn limiter_with(url: &str, tls: TlsMaterial) -> (ClusterLimiter, Arc<Metrics>) {
+    let settings = Settings {
+        timeout: CALL_TIMEOUT,
+        tls,
+        ..Settings::new(url)
+    };
     let metrics = Arc::new(Metrics::new());
     let limiter = ClusterLimiter::new(&settings, metrics.clone()).expect("limiter");
     (limiter, metrics)
@@ -50,21 +52,12 @@ fn backend_errors(metrics: &Metrics) -> f64 {
     support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[]).unwrap_or(0.0)
 }
 
-/// One field of `INFO` (as an integer), asked over a fresh connection with `auth` first.
-fn info_field(server: &RedisServer, auth: Option<&str>, field: &str) -> u64 {
-    let mut url = format!("redis://127.0.0.1:{}/0", server.port());
-    if let Some(password) = auth {
-        url = format!("redis://:{password}@127.0.0.1:{}/0", server.port());
+/// Why a check got no decision; panics if it got one, or timed out.
+fn unavailable(result: Result<bool, ClusterError>) -> String {
+    match result {
+        Err(ClusterError::Unavailable(why)) => why,
+        other => panic!("expected Unavailable, got {other:?}"),
     }
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("inspect connection");
-    let info: String = redis::cmd("INFO").query(&mut conn).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in INFO"))
 }
 
 fn keys_in_db(server: &RedisServer, password: &str, db: u32) -> Vec<String> {
@@ -90,16 +83,12 @@ async fn the_password_and_database_of_the_url_are_used_and_never_echoed() {
 
     let wrong = format!("redis://:not-the-pw@127.0.0.1:{}/0", server.port());
     let (limiter, metrics) = limiter_for(&wrong);
-    match check(&limiter, "t:auth").await {
-        Err(ClusterError::Unavailable(why)) => {
-            assert!(why.contains("AUTH refused"), "{why}");
-            assert!(
-                !why.contains("not-the-pw"),
-                "the password is not echoed: {why}"
-            );
-        }
-        other => panic!("expected an AUTH failure, got {other:?}"),
-    }
+    let why = unavailable(check(&limiter, "t:auth").await);
+    assert!(why.contains("AUTH refused"), "{why}");
+    assert!(
+        !why.contains("not-the-pw"),
+        "the password is not echoed: {why}"
+    );
     assert_eq!(backend_errors(&metrics), 1.0);
 }
 
@@ -130,7 +119,7 @@ async fn concurrent_checks_share_one_connection_and_each_gets_its_own_answer() {
         per: Duration::from_secs(3600),
         burst: 10 + i,
     };
-    let before = info_field(&server, None, "total_connections_received");
+    let before = server.connections_received();
     for round in 0..3u64 {
         let calls: Vec<_> = (0..60u64)
             .map(|i| {
@@ -154,7 +143,7 @@ async fn concurrent_checks_share_one_connection_and_each_gets_its_own_answer() {
         }
     }
     // The fields are read over one more connection of the test's own.
-    let opened = info_field(&server, None, "total_connections_received") - before - 1;
+    let opened = server.connections_received() - before - 1;
     assert_eq!(opened, 1, "180 checks, 60 at a time, over one connection");
     assert_eq!(calls_timed(&metrics), 180.0);
 }
@@ -213,13 +202,7 @@ async fn a_restarted_redis_costs_no_failed_check() {
 async fn rediss_verifies_the_certificate_and_the_host_name() {
     let ca = TestCa::new("Tollgate test Redis CA");
     let (_server, port) = tls_redis(&ca, &["localhost"], false);
-    let trusting = |url: String, ca: &TestCa| {
-        limiter_with(Settings {
-            timeout: CALL_TIMEOUT,
-            tls: trust(ca),
-            ..Settings::new(&url)
-        })
-    };
+    let trusting = |url: String, ca: &TestCa| limiter_with(&url, trust(ca));
     let (limiter, metrics) = trusting(format!("rediss://localhost:{port}/0"), &ca);
     for _ in 0..3 {
         assert_eq!(check(&limiter, "t:tls").await, Ok(true));
@@ -229,15 +212,11 @@ async fn rediss_verifies_the_certificate_and_the_host_name() {
     // A certificate from another CA, or for another name, is refused: no decision from it.
     let stranger = TestCa::new("Some other CA");
     let (limiter, _) = trusting(format!("rediss://localhost:{port}/0"), &stranger);
-    match check(&limiter, "t:tls").await {
-        Err(ClusterError::Unavailable(why)) => assert!(why.contains("certificate"), "{why}"),
-        other => panic!("expected an untrusted certificate, got {other:?}"),
-    }
+    let why = unavailable(check(&limiter, "t:tls").await);
+    assert!(why.contains("certificate"), "{why}");
     let (limiter, _) = trusting(format!("rediss://127.0.0.1:{port}/0"), &ca);
-    match check(&limiter, "t:tls").await {
-        Err(ClusterError::Unavailable(why)) => assert!(why.contains("certificate"), "{why}"),
-        other => panic!("expected a name mismatch, got {other:?}"),
-    }
+    let why = unavailable(check(&limiter, "t:tls").await);
+    assert!(why.contains("certificate"), "{why}");
     // Plain TCP to the TLS port gets no reply it can use.
     let (limiter, _) = limiter_for(&format!("redis://localhost:{port}/0"));
     assert!(check(&limiter, "t:tls").await.is_err());
@@ -256,15 +235,14 @@ async fn a_redis_that_requires_client_certificates_gets_ours() {
     let (_server, port) = tls_redis(&ca, &["localhost"], true);
     let url = format!("rediss://localhost:{port}/0");
     let client = ca.leaf(&["tollgate"], 7);
-    let (limiter, metrics) = limiter_with(Settings {
-        timeout: CALL_TIMEOUT,
-        tls: TlsMaterial {
+    let (limiter, metrics) = limiter_with(
+        &url,
+        TlsMaterial {
             client_cert_pem: Some(client.cert_pem.clone().into_bytes()),
             client_key_pem: Some(client.key_pem.clone().into_bytes()),
             ..trust(&ca)
         },
-        ..Settings::new(&url)
-    });
+    );
     for _ in 0..3 {
         assert_eq!(check(&limiter, "t:mtls").await, Ok(true));
     }
@@ -279,73 +257,51 @@ async fn a_redis_that_requires_client_certificates_gets_ours() {
             ..trust(&ca)
         },
     ] {
-        let (limiter, _) = limiter_with(Settings {
-            timeout: CALL_TIMEOUT,
-            tls,
-            ..Settings::new(&url)
-        });
+        let (limiter, _) = limiter_with(&url, tls);
         assert!(check(&limiter, "t:mtls").await.is_err());
     }
 }
 
-#[test]
-fn turning_verification_off_or_a_ca_without_tls_is_refused() {
-    let metrics = Arc::new(Metrics::new());
-    let insecure = Settings::new("rediss://localhost:6380/0#insecure");
-    let err = ClusterLimiter::new(&insecure, metrics.clone())
+/// Why a limiter cannot be built from `settings` ("setting: message").
+fn refusal(url: &str, tls: TlsMaterial) -> String {
+    let settings = Settings {
+        tls,
+        ..Settings::new(url)
+    };
+    ClusterLimiter::new(&settings, Arc::new(Metrics::new()))
         .err()
         .expect("refused")
-        .to_string();
+        .to_string()
+}
+
+#[test]
+fn turning_verification_off_or_a_ca_without_tls_is_refused() {
+    let err = refusal("rediss://localhost:6380/0#insecure", TlsMaterial::default());
     assert!(
         err.starts_with("redis_url:") && err.contains("#insecure"),
         "{err}"
     );
-    let ca_without_tls = Settings {
-        tls: trust(&TestCa::new("CA")),
-        ..Settings::new("redis://localhost:6379/0")
-    };
-    let err = ClusterLimiter::new(&ca_without_tls, metrics.clone())
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = refusal("redis://localhost:6379/0", trust(&TestCa::new("CA")));
     assert!(err.starts_with("ca_file:"), "{err}");
-    let not_pem = Settings {
-        tls: TlsMaterial {
-            ca_pem: Some(b"not a certificate".to_vec()),
-            ..TlsMaterial::default()
-        },
-        ..Settings::new("rediss://localhost:6380/0")
+    let not_pem = TlsMaterial {
+        ca_pem: Some(b"not a certificate".to_vec()),
+        ..TlsMaterial::default()
     };
-    let err = ClusterLimiter::new(&not_pem, metrics.clone())
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = refusal("rediss://localhost:6380/0", not_pem);
     assert!(err.starts_with("ca_file:"), "{err}");
     let leaf = TestCa::new("CA").leaf(&["tollgate"], 1);
-    let key_only = Settings {
-        tls: TlsMaterial {
-            client_key_pem: Some(leaf.key_pem.clone().into_bytes()),
-            ..TlsMaterial::default()
-        },
-        ..Settings::new("rediss://localhost:6380/0")
+    let key_only = TlsMaterial {
+        client_key_pem: Some(leaf.key_pem.clone().into_bytes()),
+        ..TlsMaterial::default()
     };
-    let err = ClusterLimiter::new(&key_only, metrics.clone())
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = refusal("rediss://localhost:6380/0", key_only);
     assert!(err.starts_with("cert_file:"), "{err}");
-    let cert_as_key = Settings {
-        tls: TlsMaterial {
-            client_cert_pem: Some(leaf.cert_pem.clone().into_bytes()),
-            client_key_pem: Some(leaf.cert_pem.into_bytes()),
-            ..TlsMaterial::default()
-        },
-        ..Settings::new("rediss://localhost:6380/0")
+    let cert_as_key = TlsMaterial {
+        client_cert_pem: Some(leaf.cert_pem.clone().into_bytes()),
+        client_key_pem: Some(leaf.cert_pem.into_bytes()),
+        ..TlsMaterial::default()
     };
-    let err = ClusterLimiter::new(&cert_as_key, metrics)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = refusal("rediss://localhost:6380/0", cert_as_key);
     assert!(err.starts_with("key_file:"), "{err}");
 }
 
@@ -397,10 +353,8 @@ async fn after_failures_in_a_row_checks_fail_at_once_and_one_probe_goes_per_inte
     // opened one.
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
     for _ in 0..20 {
-        match check(&limiter, "t:hang").await {
-            Err(ClusterError::Unavailable(why)) => assert!(why.contains("backing off"), "{why}"),
-            other => panic!("expected a check failing at once, got {other:?}"),
-        }
+        let why = unavailable(check(&limiter, "t:hang").await);
+        assert!(why.contains("backing off"), "{why}");
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),

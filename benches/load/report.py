@@ -16,6 +16,7 @@ of those is taken: on a noisy shared machine that is steadier than a ratio of tw
 import argparse
 import csv
 import datetime
+import io
 import os
 import platform
 import re
@@ -113,34 +114,30 @@ def load(results, configs, rounds, clk_tck):
     return data
 
 
-def redis_round_trip_p50(results, rounds):
-    """Median over rounds of redis-benchmark's p50 (µs), or None when Redis was not measured."""
+def round_trip_p50(results, rounds, suffix, parse):
+    """Median over rounds of a round-trip yardstick's p50 (µs), or None when it was not measured.
+    `parse` turns one round's file (ROUND.SUFFIX) into µs, or None."""
     values = []
     for rnd in range(1, rounds + 1):
-        path = os.path.join(results, f"{rnd}.redis_rtt.csv")
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        try:
-            values.append(float(rows[-1]["p50_latency_ms"]) * 1000)
-        except (IndexError, KeyError, ValueError):
-            continue
-    return med(values) if values else None
+        path = os.path.join(results, f"{rnd}.{suffix}")
+        if os.path.exists(path):
+            with open(path) as f:
+                values.append(parse(f.read()))
+    return med(values)
 
 
-def client_round_trip_p50(results, rounds):
-    """Median over rounds of examples/redis_round_trip's p50 (µs), or None."""
-    values = []
-    for rnd in range(1, rounds + 1):
-        path = os.path.join(results, f"{rnd}.client_rtt")
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            m = re.search(r"p50_us=([\d.]+)", f.read())
-        if m:
-            values.append(float(m.group(1)))
-    return med(values) if values else None
+def parse_redis_benchmark(text):
+    """p50 in µs from `redis-benchmark --csv` (the last row), or None."""
+    try:
+        return float(list(csv.DictReader(io.StringIO(text)))[-1]["p50_latency_ms"]) * 1000
+    except (IndexError, KeyError, ValueError):
+        return None
+
+
+def parse_client_round_trip(text):
+    """p50 in µs from examples/redis_round_trip, or None."""
+    m = re.search(r"p50_us=([\d.]+)", text)
+    return float(m.group(1)) if m else None
 
 
 def added_p50(data, name, base):
@@ -302,7 +299,7 @@ def main():
             "raises p99 and inflates CPU µs/req (fewer requests per wake-up, colder caches): "
             "treat differences of 10-15% as noise, or rerun on a quieter machine (or with NICE=-10)."
         )
-    rtt = redis_round_trip_p50(a.results, a.rounds)
+    rtt = round_trip_p50(a.results, a.rounds, "redis_rtt.csv", parse_redis_benchmark)
     if rtt is not None:
         w("")
         w(
@@ -310,7 +307,7 @@ def main():
             "limiter's script by EVALSHA, one call at a time from the proxy's CPU "
             "(redis-benchmark -c 1, after each round; median over rounds)."
         )
-        client = client_round_trip_p50(a.results, a.rounds)
+        client = round_trip_p50(a.results, a.rounds, "client_rtt", parse_client_round_trip)
         if client is not None:
             w(
                 f"The same call through Tollgate's own client (examples/redis_round_trip, same CPU): "

@@ -146,6 +146,17 @@ impl RedisServer {
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
+    /// `total_connections_received` of `INFO stats`: connections accepted since the start, the
+    /// one asking included.
+    pub fn connections_received(&self) -> u64 {
+        let stats = self.command("INFO stats").expect("INFO stats");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no total_connections_received in {stats}"))
+    }
+
     fn answers_ping(&self) -> bool {
         // A server with a password answers NOAUTH: it is up all the same.
         self.command("PING")
