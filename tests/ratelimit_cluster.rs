@@ -63,6 +63,17 @@ fn redis_time(server: &RedisServer) -> Duration {
     Duration::from_secs(s) + Duration::from_micros(us)
 }
 
+/// Checks `key` until a check gets a decision: at most 50 tries, 100 ms apart.
+async fn answers_again(limiter: &ClusterLimiter, key: &str, q: Quota) -> bool {
+    for _ in 0..50 {
+        if limiter.check_all(&[(key.to_string(), q)]).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn one(limiter: &ClusterLimiter, key: &str, q: Quota) -> Outcome {
     limiter
         .check_all(&[(key.to_string(), q)])
@@ -239,18 +250,7 @@ async fn an_outage_is_bounded_logged_once_counted_and_recovered_from() {
 
     // Same port, empty Redis (empty script cache too): the same limiter recovers by itself.
     server.restart();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if limiter
-            .check_all(&[("t:outage".to_string(), q)])
-            .await
-            .is_ok()
-        {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let recovered = answers_again(&limiter, "t:outage", q).await;
     assert!(
         recovered,
         "no successful check within 50 tries after the restart"
@@ -287,19 +287,7 @@ async fn a_hung_redis_times_out_within_the_call_timeout() {
     );
     assert_eq!(backend_errors(&metrics), 1.0);
     server.thaw();
-    // Bounded retries until the server answers again.
-    let mut ok = false;
-    for _ in 0..50 {
-        if limiter
-            .check_all(&[("t:slow".to_string(), q)])
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ok = answers_again(&limiter, "t:slow", q).await;
     assert!(ok, "checks did not succeed again after the server woke up");
 }
 
