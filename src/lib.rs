@@ -2,6 +2,7 @@
 //!
 //! Module map (dependencies point one way: config → snapshot → policies → proxy):
 //! - [`config`]: the TOML file format, parsing and validation with key paths and lines;
+//! - [`request_target`]: the request target resolved once: form, host, path in normal form;
 //! - [`route`]: the route table (host, path, method) by specificity;
 //! - [`upstream`]: targets and balancing;
 //! - [`auth`]: who is calling: JWT and API-key policies;
@@ -24,6 +25,7 @@ pub mod edge;
 pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
+pub mod request_target;
 pub mod route;
 pub mod server;
 pub mod snapshot;
