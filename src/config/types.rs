@@ -58,8 +58,26 @@ pub struct ServerConfig {
     pub client_header_timeout: Option<DurationStr>,
     pub cache_capacity: Option<SizeStr>,
     pub trusted_proxies: Option<Vec<String>>,
+    /// `//` in a request path is read as `/` before matching and forwarding (as nginx).
+    pub merge_slashes: bool,
+    /// `%2F` in a request path: refused, or kept as data; a route may override.
+    pub escaped_slashes: EscapedSlashes,
+    /// Client headers removed before forwarding, on top of the fixed list of headers only a
+    /// trusted proxy may send (`Forwarded`, `X-Real-IP`, ...).
+    pub strip_request_headers: Vec<String>,
     /// Optional HTTPS listener (HTTP/2 by ALPN).
     pub tls: Option<ServerTlsConfig>,
+}
+
+/// What `%2F` (an encoded `/`) in a request path does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EscapedSlashes {
+    /// 400: many backends decode it into a separator the gateway never matched.
+    #[default]
+    Reject,
+    /// Forwarded as `%2F`, for APIs that put encoded ids in paths and backends that keep them.
+    Keep,
 }
 
 /// `[server.tls]`: HTTPS listeners. `listen` needs a restart to change; the certificate and key
@@ -88,6 +106,9 @@ impl Default for ServerConfig {
             client_header_timeout: None,
             cache_capacity: None,
             trusted_proxies: None,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+            strip_request_headers: Vec::new(),
             tls: None,
         }
     }
@@ -339,6 +360,8 @@ pub struct RouteConfig {
     pub fallback: Option<FallbackConfig>,
     pub aggregate: Option<toml::Value>,
     pub max_body_bytes: Option<SizeStr>,
+    /// Overrides `server.escaped_slashes` for this route.
+    pub escaped_slashes: Option<EscapedSlashes>,
 }
 
 /// Route `retry = { attempts, backoff, max_backoff, methods }`.

@@ -105,6 +105,7 @@ impl Validator {
         if let Some(proxies) = &s.trusted_proxies {
             self.trusted_proxies(proxies);
         }
+        self.strip_request_headers(&s.strip_request_headers);
         let unsupported = [("server.cache_capacity", s.cache_capacity.is_some())];
         for (path, set) in unsupported {
             if set {
@@ -392,6 +393,31 @@ impl Validator {
                 }
             ),
         );
+    }
+
+    /// Header names to strip from client requests: valid names, and none the request cannot go
+    /// without (its host and its framing).
+    fn strip_request_headers(&mut self, names: &[String]) {
+        for (i, name) in names.iter().enumerate() {
+            let path = format!("server.strip_request_headers[{i}]");
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => self.err(path, format!("\"{name}\" is not a valid header name")),
+                Ok(h)
+                    if [
+                        http::header::HOST,
+                        http::header::CONTENT_LENGTH,
+                        http::header::TRANSFER_ENCODING,
+                    ]
+                    .contains(&h) =>
+                {
+                    self.err(
+                        path,
+                        format!("\"{name}\" cannot be stripped: requests need it to be forwarded"),
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Request size and time limits: zero would refuse every request (or every body), which

@@ -64,6 +64,17 @@ pub struct RefusalLog {
     pub format: LogFormat,
 }
 
+/// What the access log says of a refused head.
+struct RefusedHead<'a> {
+    request_id: &'a str,
+    status: u16,
+    reason: Rejection,
+    /// The target as far as it arrived, escaped; empty when none did.
+    target: &'a str,
+    head_bytes: u64,
+    response_bytes: usize,
+}
+
 enum Phase {
     /// Reading a request head: counted, and timed from `deadline` once it is set.
     Head {
@@ -231,6 +242,11 @@ impl GuardedStream {
                 let now = Instant::now();
                 let deadline = *deadline.get_or_insert(now + self.limits.timeout);
                 let ended = scanner.feed(fresh).is_some();
+                if scanner.bad_request_line() {
+                    buf.set_filled(before);
+                    self.refuse(Rejection::BadTarget);
+                    return Poll::Ready(None);
+                }
                 if scanner.len() > self.limits.max_bytes {
                     buf.set_filled(before);
                     self.refuse(Rejection::HeaderTooLarge);
@@ -259,18 +275,28 @@ impl GuardedStream {
         }
     }
 
-    /// Counts the refusal and prepares the answer: 431 for a head too large, 408 for a head
-    /// too slow, nothing (just closing) for a connection that never sent a byte.
+    /// Counts the refusal and prepares the answer: 431 for a head too large, 400 for a
+    /// malformed request line, 408 for a head too slow, nothing (just closing) for a
+    /// connection that never sent a byte.
     fn refuse(&mut self, reason: Rejection) {
-        let (started, head_bytes) = match &self.phase {
-            Phase::Head { scanner, .. } => (!scanner.is_empty(), scanner.len()),
-            _ => (true, 0),
+        let (started, head_bytes, target) = match &self.phase {
+            Phase::Head { scanner, .. } => (
+                !scanner.is_empty(),
+                scanner.len(),
+                scanner.target().escape_ascii().to_string(),
+            ),
+            _ => (true, 0, String::new()),
         };
         self.metrics.rejected(reason);
         let problem = match reason {
             Rejection::HeaderTooLarge => Problem::new(
                 431,
                 "the request head (request line and headers) is larger than this gateway accepts",
+            ),
+            Rejection::BadTarget => Problem::new(
+                400,
+                "the request line must be METHOD, one space, the target, one space, the version; \
+                 no other whitespace or control bytes",
             ),
             _ if !started => {
                 tracing::debug!("closing a connection that sent no request in time");
@@ -282,7 +308,15 @@ impl GuardedStream {
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         tracing::debug!(request_id, status = problem.status, "request head refused");
         let response = problem.http1_response(&request_id);
-        self.log_refusal(&request_id, problem.status, head_bytes, response.len());
+        let refused = RefusedHead {
+            request_id: &request_id,
+            status: problem.status,
+            reason,
+            target: &target,
+            head_bytes,
+            response_bytes: response.len(),
+        };
+        self.log_refusal(&refused);
         self.phase = Phase::Refusing(Refusal {
             response,
             written: 0,
@@ -291,9 +325,10 @@ impl GuardedStream {
         });
     }
 
-    /// The access-log line of a refused request: no method, path or route (the head was never
-    /// parsed), the socket peer as client (X-Forwarded-For was never read).
-    fn log_refusal(&self, request_id: &str, status: u16, head_bytes: u64, response_bytes: usize) {
+    /// The access-log line of a refused request: no method or route (the head was never
+    /// parsed), the target as far as it arrived (escaped) or `-`, the socket peer as client
+    /// (X-Forwarded-For was never read).
+    fn log_refusal(&self, refused: &RefusedHead<'_>) {
         let Some(log) = &self.refusal_log else {
             return;
         };
@@ -303,17 +338,22 @@ impl GuardedStream {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let record = AccessRecord {
             time: std::time::SystemTime::now(),
-            request_id,
+            request_id: refused.request_id,
             client,
             method: "-",
-            path: "-",
+            path: if refused.target.is_empty() {
+                "-"
+            } else {
+                refused.target
+            },
+            reason: Some(refused.reason.label()),
             route: "-",
             upstream: None,
             target: None,
-            status,
+            status: refused.status,
             duration: self.head_started.elapsed(),
-            bytes_in: head_bytes,
-            bytes_out: response_bytes as u64,
+            bytes_in: refused.head_bytes,
+            bytes_out: refused.response_bytes as u64,
         };
         if !log.access_log.write(log.format, &record) {
             self.metrics.access_log_dropped();

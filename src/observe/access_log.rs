@@ -30,7 +30,11 @@ pub struct AccessRecord<'a> {
     pub request_id: &'a str,
     pub client: Option<IpAddr>,
     pub method: &'a str,
+    /// The path in normal form, as routed and forwarded (for a refused request: as received).
     pub path: &'a str,
+    /// Why the gateway refused the request itself, for refusals counted in
+    /// `tollgate_rejected_requests_total` (the same label).
+    pub reason: Option<&'static str>,
     pub route: &'a str,
     pub upstream: Option<&'a str>,
     pub target: Option<&'a str>,
@@ -84,6 +88,10 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     out.extend_from_slice(n.format(r.bytes_in).as_bytes());
     out.extend_from_slice(b",\"bytes_out\":");
     out.extend_from_slice(n.format(r.bytes_out).as_bytes());
+    if let Some(reason) = r.reason {
+        out.extend_from_slice(b",\"reason\":");
+        json_safe_str(out, reason);
+    }
     out.push(b'}');
 }
 
@@ -325,6 +333,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
         r.bytes_out,
         r.request_id,
     );
+    if let Some(reason) = r.reason {
+        let _ = write!(out, " reason={reason}");
+    }
 }
 
 #[cfg(test)]
@@ -338,6 +349,7 @@ mod tests {
             client,
             method: "GET",
             path,
+            reason: None,
             route: "users",
             upstream: Some("users"),
             target: None,
@@ -364,6 +376,21 @@ mod tests {
         assert_eq!(v["duration_ms"], 12.345);
         assert_eq!(v["bytes_out"], 42);
         assert_eq!(v.as_object().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn a_refusal_carries_its_reason() {
+        let mut r = record("/a\\x00b", None);
+        r.status = 400;
+        r.reason = Some("bad_path");
+        let mut out = Vec::new();
+        write_json(&mut out, &r);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["reason"], "bad_path");
+        assert_eq!(v["path"], "/a\\x00b");
+        out.clear();
+        write_text(&mut out, &r);
+        assert!(String::from_utf8_lossy(&out).ends_with(" reason=bad_path"));
     }
 
     #[test]

@@ -83,14 +83,27 @@ pub enum Rejection {
     HeaderTimeout,
     /// Ambiguous or malformed framing refused by Tollgate's own checks (400).
     BadRequest,
+    /// A request line with stray whitespace or control bytes, or a target that is neither a
+    /// path nor an http(s) URL (400).
+    BadTarget,
+    /// A path refused by normalisation or ambiguous to a lenient backend (400).
+    BadPath,
+    /// An HTTP/1.1 or HTTP/2 request that names no host (400).
+    MissingHost,
+    /// A host that is not `host[:port]` (400).
+    BadHost,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 4] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::HeaderTooLarge,
         Rejection::BodyTooLarge,
         Rejection::HeaderTimeout,
         Rejection::BadRequest,
+        Rejection::BadTarget,
+        Rejection::BadPath,
+        Rejection::MissingHost,
+        Rejection::BadHost,
     ];
 
     pub fn label(self) -> &'static str {
@@ -99,6 +112,10 @@ impl Rejection {
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::HeaderTimeout => "header_timeout",
             Rejection::BadRequest => "bad_request",
+            Rejection::BadTarget => "bad_target",
+            Rejection::BadPath => "bad_path",
+            Rejection::MissingHost => "missing_host",
+            Rejection::BadHost => "bad_host",
         }
     }
 }

@@ -24,6 +24,13 @@ impl Drop for InFlight {
     }
 }
 
+/// A request refused before it was routed: its access-log line shows the reason and the path
+/// as received (escaped), since there is no normal form of it.
+pub struct Refused {
+    pub reason: &'static str,
+    pub path: String,
+}
+
 /// State of one request.
 pub struct RequestCtx {
     pub started: Instant,
@@ -38,7 +45,9 @@ pub struct RequestCtx {
     /// Who the route's auth policy found the caller to be.
     pub identity: Option<crate::auth::Identity>,
     /// Path and query to send upstream when the route rewrites.
-    pub upstream_uri: Option<String>,
+    pub upstream_target: Option<Vec<u8>>,
+    /// Why the gateway refused the request as malformed, for its access-log line.
+    pub refusal: Option<Refused>,
     /// When the route's total deadline passes.
     pub deadline: Option<Instant>,
     /// Target indexes already tried by this request, so another attempt picks a different one.
@@ -77,7 +86,8 @@ impl RequestCtx {
             rate_limit: None,
             client: None,
             identity: None,
-            upstream_uri: None,
+            upstream_target: None,
+            refusal: None,
             deadline: None,
             tried: Vec::new(),
             attempts: 0,

@@ -56,11 +56,15 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
     }
 }
 
-/// Names the hop-by-hop headers present: the fixed list, `Connection`/`Upgrade` (unless this is
-/// an upgrade), and any header the `Connection` header lists. One pass over the names, and no
-/// allocation in the common case where there is nothing to remove: this runs on every request
-/// and response.
-fn hop_by_hop(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
+/// Names the headers to remove before forwarding, in one pass over the names: the hop-by-hop
+/// ones (the fixed list, `Connection`/`Upgrade` unless this is an upgrade, any header the
+/// `Connection` header lists) and those in `strip`. Allocates nothing in the common case where
+/// there is nothing to remove: this runs on every request and response.
+fn headers_to_remove(
+    headers: &HeaderMap,
+    keep_upgrade: bool,
+    strip: &[HeaderName],
+) -> Vec<HeaderName> {
     let mut remove = Vec::new();
     for name in headers.keys() {
         let hop = match name.as_str() {
@@ -71,7 +75,7 @@ fn hop_by_hop(headers: &HeaderMap, keep_upgrade: bool) -> Vec<HeaderName> {
             | "proxy-authenticate"
             | "proxy-authorization" => true,
             "connection" | "upgrade" => !keep_upgrade,
-            _ => false,
+            _ => strip.contains(name),
         };
         if hop {
             remove.push(name.clone());
@@ -106,8 +110,20 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
-/// Prepares a request for the upstream: hop-by-hop headers out; `X-Forwarded-For` appended,
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` set; the request id attached.
+/// What the gateway says about a request to its upstream.
+pub struct Forwarding<'a> {
+    /// The socket peer (appended to `X-Forwarded-For`).
+    pub peer: Option<IpAddr>,
+    /// The scheme the client used: `X-Forwarded-Proto`.
+    pub proto: &'static str,
+    pub id: &'a RequestId,
+    /// Client headers only a trusted proxy may send; empty when the peer is one.
+    pub strip: &'a [HeaderName],
+}
+
+/// Prepares a request for the upstream: hop-by-hop headers and `strip` out; `X-Forwarded-For`
+/// (every client line, then the peer), `X-Forwarded-Proto` and `X-Forwarded-Host` (the host
+/// the request was routed by, or none) are the gateway's; the request id attached.
 ///
 /// The headers are edited on the plain `http` parts rather than through Pingora's
 /// `insert_header`, which keeps a second, case-preserving map and grew both maps on each insert:
@@ -115,9 +131,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 /// sees lower-case header names (equivalent by RFC 9110); the request target is kept byte for byte.
 pub fn prepare_upstream_request(
     req: &mut RequestHeader,
-    client_ip: Option<IpAddr>,
-    proto: &'static str,
-    id: &RequestId,
+    forwarding: &Forwarding<'_>,
 ) -> pingora::Result<()> {
     let uri_target = req.uri.path_and_query().map(|p| p.as_str().as_bytes());
     let raw_target = (uri_target != Some(req.raw_path())).then(|| req.raw_path().to_vec());
@@ -125,13 +139,7 @@ pub fn prepare_upstream_request(
     let placeholder = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
     let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    forward_headers(
-        &mut parts.headers,
-        authority.as_deref(),
-        client_ip,
-        proto,
-        id,
-    );
+    forward_headers(&mut parts.headers, authority.as_deref(), forwarding);
     let mut rebuilt = RequestHeader::from(parts);
     if let Some(raw) = raw_target {
         rebuilt.set_raw_path(&raw)?;
@@ -143,45 +151,53 @@ pub fn prepare_upstream_request(
     Ok(())
 }
 
-fn forward_headers(
-    h: &mut HeaderMap,
-    authority: Option<&str>,
-    client_ip: Option<IpAddr>,
-    proto: &'static str,
-    id: &RequestId,
-) {
+fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forwarding<'_>) {
     let upgrade = h.contains_key(http::header::UPGRADE);
-    for name in hop_by_hop(h, upgrade) {
+    for name in headers_to_remove(h, upgrade, forwarding.strip) {
         h.remove(&name);
     }
     h.reserve(4);
-    if let Some(ip) = client_ip {
-        let prev = h
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| !p.trim().is_empty());
-        let mut xff = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 15);
-        if let Some(prev) = prev {
-            xff.extend_from_slice(prev.as_bytes());
-            xff.extend_from_slice(b", ");
-        }
-        crate::observe::write_ip(&mut xff, ip);
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-            h.insert(X_FORWARDED_FOR, v);
+    if let Some(ip) = forwarding.peer {
+        if let Some(xff) = forwarded_for(h, ip) {
+            h.insert(X_FORWARDED_FOR, xff);
         }
     }
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    h.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(forwarding.proto),
+    );
     let host = match authority {
         Some(a) => HeaderValue::from_str(a).ok(),
         None => h.get(http::header::HOST).cloned(),
     };
-    if let Some(host) = host {
-        h.insert(X_FORWARDED_HOST, host);
+    match host {
+        Some(host) => {
+            h.insert(X_FORWARDED_HOST, host);
+        }
+        None => {
+            h.remove(X_FORWARDED_HOST);
+        }
     }
     // A client-sent id is already on the request; only a generated (or duplicated) one is set.
+    let id = forwarding.id;
     if !id.from_client || h.get_all(&X_REQUEST_ID).iter().nth(1).is_some() {
         h.insert(X_REQUEST_ID, id.value.clone());
     }
+}
+
+/// `X-Forwarded-For` for the upstream: every line the client sent, in order, joined into one,
+/// then the socket peer.
+fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
+    let mut xff = Vec::with_capacity(15);
+    for line in h.get_all(&X_FORWARDED_FOR) {
+        let line = line.as_bytes().trim_ascii();
+        if !line.is_empty() {
+            xff.extend_from_slice(line);
+            xff.extend_from_slice(b", ");
+        }
+    }
+    crate::observe::write_ip(&mut xff, peer);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
 }
 
 /// Cleans an upstream response for the client: hop-by-hop headers out, request id in. Edited on
@@ -195,7 +211,7 @@ pub fn prepare_client_response(
     let placeholder = ResponseHeader::build_no_case(200, Some(0))?;
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
     let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    for name in hop_by_hop(&parts.headers, upgrade) {
+    for name in headers_to_remove(&parts.headers, upgrade, &[]) {
         parts.headers.remove(&name);
     }
     parts.headers.insert(X_REQUEST_ID, id.value.clone());
@@ -246,7 +262,13 @@ mod tests {
         req.insert_header("te", "trailers").unwrap();
         req.insert_header("x-forwarded-for", "203.0.113.9").unwrap();
         let id = request_id(None);
-        prepare_upstream_request(&mut req, Some([10, 0, 0, 1].into()), "http", &id).unwrap();
+        let forwarding = Forwarding {
+            peer: Some([10, 0, 0, 1].into()),
+            proto: "http",
+            id: &id,
+            strip: &[],
+        };
+        prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
         assert!(h.get("connection").is_none());
         assert!(h.get("x-secret-hop").is_none());
@@ -263,7 +285,14 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/ws", None).unwrap();
         req.insert_header("connection", "Upgrade").unwrap();
         req.insert_header("upgrade", "websocket").unwrap();
-        prepare_upstream_request(&mut req, None, "http", &request_id(None)).unwrap();
+        let id = request_id(None);
+        let forwarding = Forwarding {
+            peer: None,
+            proto: "http",
+            id: &id,
+            strip: &[],
+        };
+        prepare_upstream_request(&mut req, &forwarding).unwrap();
         assert_eq!(req.headers["upgrade"], "websocket");
         assert_eq!(req.headers["connection"], "Upgrade");
     }

@@ -2,9 +2,10 @@
 //!
 //! Request path, hook by hook:
 //! - `early_request_filter`: take the request id, pin the config snapshot, apply keep-alive;
-//! - `request_filter`: refuse ambiguous framing (400) and unsafe paths, match the route
-//!   (404 / 405 answered here), refuse a declared body over the route's limit (413), rewrite,
-//!   start the route's deadline;
+//! - `request_filter`: refuse ambiguous framing (400); resolve the request target once (form,
+//!   host, path in normal form; 400 for anything unsafe, see [`resolve`]) and match the route
+//!   (404 / 405 answered here); refuse a declared body over the route's limit (413), rewrite,
+//!   start the route's deadline; auth, rate limits;
 //! - `request_body_filter`: count body bytes, stop a body that crosses the limit (413);
 //! - `upstream_peer`: pick a target (balancing) with timeouts cut to the deadline;
 //! - `upstream_request_filter` / `upstream_response_filter`: forwarded and hop-by-hop headers;
@@ -16,9 +17,10 @@ mod ctx;
 mod framing;
 mod headers;
 mod problem;
+mod resolve;
 mod retry;
 
-pub use ctx::{InFlight, RequestCtx};
+pub use ctx::{InFlight, Refused, RequestCtx};
 pub use problem::{problem_for, Problem};
 
 use crate::observe::{AccessLog, AccessRecord, Metrics, Rejection, UpstreamOutcome};
@@ -32,10 +34,10 @@ use pingora::{Error, ErrorType};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::route::Lookup;
 use crate::upstream::backoff::jittered_backoff;
 use crate::upstream::circuit::Admission;
 use crate::upstream::HashKey;
+use resolve::Resolution;
 use retry::{should_retry, RequestFacts, RetryReason};
 
 /// Pooled upstream connections idle longer than this are closed rather than reused: upstream
@@ -117,6 +119,27 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Answers a malformed request 400 and closes the connection (what follows it on the
+    /// connection cannot be trusted); counted, and logged with the path as received.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reason: Rejection,
+        detail: &'static str,
+    ) -> pingora::Result<bool> {
+        self.metrics.rejected(reason);
+        ctx.refusal = Some(Refused {
+            reason: reason.label(),
+            path: resolve::received_path(session.req_header()),
+        });
+        session.set_keepalive(None);
+        Problem::new(400, detail)
+            .write(session, &ctx.request_id.text)
+            .await?;
+        Ok(true)
+    }
+
     /// Checks the route's rate limits (after auth: keys may name the caller). `Ok(true)`:
     /// refused, and the 429 already written.
     async fn rate_limit(
@@ -195,16 +218,6 @@ fn outcome_of(e: &Error) -> UpstreamOutcome {
     } else {
         UpstreamOutcome::Error
     }
-}
-
-/// True when a path has `.` or `..` segments (also percent-encoded): upstreams would resolve them
-/// after the gateway matched the route, letting `/public/../admin` escape its route.
-fn has_dot_segments(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
 }
 
 /// Framing checks for HTTP/1 requests (HTTP/2 frames bodies itself).
@@ -306,69 +319,62 @@ impl ProxyHttp for Gateway {
             session.req_header_mut().remove_header(name);
         }
         if let Err(detail) = check_framing(session) {
-            self.metrics.rejected(Rejection::BadRequest);
             // The body's extent is unknown: never read on after it.
-            session.set_keepalive(None);
-            Problem::new(400, detail)
-                .write(session, &ctx.request_id.text)
-                .await?;
-            return Ok(true);
+            return self
+                .refuse(session, ctx, Rejection::BadRequest, detail)
+                .await;
         }
-        let req = session.req_header();
-        let path = req.uri.path();
-        if has_dot_segments(path) {
-            Problem::new(400, "the path contains '.' or '..' segments")
-                .write(session, &ctx.request_id.text)
-                .await?;
-            return Ok(true);
-        }
-        let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        match snapshot.routes.lookup(host, path, &req.method) {
-            Lookup::Found { route, params, .. } => {
-                if let Some(rw) = &route.rewrite {
-                    ctx.upstream_uri = Some(rw.apply(|name| params.get(name), req.uri.query()));
-                }
-                ctx.deadline = route.timeout.map(|t| ctx.started + t);
-                ctx.body_limit = route.max_body_bytes;
-                ctx.route = Some(route.clone());
-                if framing::content_length(req).is_some_and(|len| len > ctx.body_limit) {
-                    // Refused before anything goes upstream; the body is never read.
-                    self.metrics.rejected(Rejection::BodyTooLarge);
-                    session.set_keepalive(None);
-                    Problem::body_too_large()
-                        .write(session, &ctx.request_id.text)
-                        .await?;
-                    return Ok(true);
-                }
-                if let Some(auth) = &route.auth {
-                    if self.authenticate(session, ctx, auth).await? {
-                        return Ok(true);
-                    }
-                }
-                match &route.rate_limits {
-                    Some(limits) => {
-                        self.rate_limit(session, ctx, &snapshot.limiter, limits)
-                            .await
-                    }
-                    None => Ok(false),
-                }
+        let routed = match resolve::resolve(&snapshot, session.req_header()) {
+            Resolution::Routed(routed) => routed,
+            Resolution::Refused(refusal) => {
+                let reason = resolve::rejection(refusal);
+                return self.refuse(session, ctx, reason, refusal.detail()).await;
             }
-            Lookup::MethodNotAllowed { allow } => {
+            Resolution::MethodNotAllowed { allow } => {
                 Problem::method_not_allowed(allow)
                     .write(session, &ctx.request_id.text)
                     .await?;
-                Ok(true)
+                return Ok(true);
             }
-            Lookup::NotFound => {
+            Resolution::NotFound => {
                 Problem::not_found()
                     .write(session, &ctx.request_id.text)
                     .await?;
-                Ok(true)
+                return Ok(true);
             }
+            Resolution::ServerOptions => {
+                problem::write_server_options(session, &ctx.request_id.text).await?;
+                return Ok(true);
+            }
+        };
+        if let Some(rewritten) = &routed.rewritten {
+            resolve::apply(session.req_header_mut(), rewritten)?;
+        }
+        let route = routed.route;
+        ctx.upstream_target = routed.upstream_target;
+        ctx.deadline = route.timeout.map(|t| ctx.started + t);
+        ctx.body_limit = route.max_body_bytes;
+        ctx.route = Some(route.clone());
+        if framing::content_length(session.req_header()).is_some_and(|len| len > ctx.body_limit) {
+            // Refused before anything goes upstream; the body is never read.
+            self.metrics.rejected(Rejection::BodyTooLarge);
+            session.set_keepalive(None);
+            Problem::body_too_large()
+                .write(session, &ctx.request_id.text)
+                .await?;
+            return Ok(true);
+        }
+        if let Some(auth) = &route.auth {
+            if self.authenticate(session, ctx, auth).await? {
+                return Ok(true);
+            }
+        }
+        match &route.rate_limits {
+            Some(limits) => {
+                self.rate_limit(session, ctx, &snapshot.limiter, limits)
+                    .await
+            }
+            None => Ok(false),
         }
     }
 
@@ -471,14 +477,13 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        if let Some(uri) = &ctx.upstream_uri {
-            let uri: http::Uri = uri.parse().map_err(|_| {
+        if let Some(target) = &ctx.upstream_target {
+            upstream_request.set_raw_path(target).map_err(|_| {
                 Error::explain(
                     ErrorType::HTTPStatus(400),
                     "rewritten path is not a valid URI",
                 )
             })?;
-            upstream_request.set_uri(uri);
         }
         if let (Some(auth), Some(identity)) = (
             ctx.route.as_ref().and_then(|r| r.auth.as_ref()),
@@ -494,12 +499,23 @@ impl ProxyHttp for Gateway {
         }
         // X-Forwarded-Proto: the scheme the client used to reach Tollgate.
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        headers::prepare_upstream_request(
-            upstream_request,
-            client_ip(session),
-            if tls { "https" } else { "http" },
-            &ctx.request_id,
-        )
+        let peer = client_ip(session);
+        let strip = match &ctx.snapshot {
+            // A trusted proxy in front of Tollgate may have set them; anyone else may not.
+            Some(s)
+                if !peer.is_some_and(|ip| s.trusted_proxies.iter().any(|n| n.contains(&ip))) =>
+            {
+                &s.proxy_headers[..]
+            }
+            _ => &[],
+        };
+        let forwarding = headers::Forwarding {
+            peer,
+            proto: if tls { "https" } else { "http" },
+            id: &ctx.request_id,
+            strip,
+        };
+        headers::prepare_upstream_request(upstream_request, &forwarding)
     }
 
     async fn request_body_filter(
@@ -705,7 +721,8 @@ impl ProxyHttp for Gateway {
             request_id: &ctx.request_id.text,
             client: ctx.client,
             method: req.method.as_str(),
-            path: req.uri.path(),
+            path: ctx.refusal.as_ref().map_or(req.uri.path(), |r| &r.path),
+            reason: ctx.refusal.as_ref().map(|r| r.reason),
             route: ctx.route_name(),
             upstream: route.map(|r| &*r.upstream.name),
             target: target.map(|t| &*t.label),
@@ -717,19 +734,5 @@ impl ProxyHttp for Gateway {
         if !self.access_log.write(snapshot.log.format, &record) {
             self.metrics.access_log_dropped();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_segments_are_detected() {
-        assert!(has_dot_segments("/a/../b"));
-        assert!(has_dot_segments("/a/%2e%2E/b"));
-        assert!(has_dot_segments("/a/."));
-        assert!(!has_dot_segments("/a/..b/c.d"));
-        assert!(!has_dot_segments("/"));
     }
 }

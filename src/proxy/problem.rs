@@ -182,6 +182,23 @@ pub async fn write_fallback(
     .await
 }
 
+/// The methods `OPTIONS *` announces: the gateway's routes may take any of them.
+const SERVER_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Answers `OPTIONS *` (a question about the server, RFC 9110 §9.3.7): never forwarded, since
+/// no single upstream speaks for the gateway.
+pub async fn write_server_options(session: &mut Session, request_id: &str) -> pingora::Result<()> {
+    write_own_response(
+        session,
+        200,
+        "text/plain",
+        Bytes::new(),
+        request_id,
+        &[(http::header::ALLOW.as_str(), SERVER_METHODS)],
+    )
+    .await
+}
+
 /// Writes a whole response the gateway makes itself: explicit Content-Length (Pingora would
 /// otherwise close-delimit it), the request id, `no-store`, and no body for HEAD.
 async fn write_own_response(

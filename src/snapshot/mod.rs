@@ -15,7 +15,9 @@ pub use rewrite::{path_params, Rewrite};
 pub use store::{ReloadOutcome, Store};
 
 use crate::auth::{self, AuthPolicy};
-use crate::config::{self, Config, ConfigError, ConfigErrors, LogFormat, ServerConfig, Source};
+use crate::config::{
+    self, Config, ConfigError, ConfigErrors, EscapedSlashes, LogFormat, ServerConfig, Source,
+};
 use crate::route::{RouteDef, RouteTable};
 use crate::upstream::{StateRegistry, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,6 +41,8 @@ pub struct Route {
     pub auth: Option<RouteAuth>,
     /// The route's `rate_limits`; `None`: unlimited.
     pub rate_limits: Option<Arc<crate::ratelimit::RouteLimits>>,
+    /// `%2F` in a path is data for this route's backend (`escaped_slashes = "keep"`).
+    pub keep_escaped_slashes: bool,
 }
 
 /// A route's `auth` and `scopes`.
@@ -138,6 +142,13 @@ pub struct SnapshotInfo {
 /// One compiled config.
 pub struct Snapshot {
     pub routes: RouteTable<Arc<Route>>,
+    /// The routes as a lenient backend reads their patterns (percent-encodings decoded), when
+    /// a pattern has any; else the lenient reading of a path is matched against `routes`.
+    pub lenient_routes: Option<RouteTable<Arc<Route>>>,
+    /// `server.merge_slashes`.
+    pub merge_slashes: bool,
+    /// Client headers only a trusted proxy may send, removed from everyone else's requests.
+    pub proxy_headers: Vec<http::HeaderName>,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub log: LogSettings,
     /// `log.level`, applied at start-up.
@@ -161,6 +172,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The table a lenient reading of a path is matched against.
+    pub fn lenient_routes(&self) -> &RouteTable<Arc<Route>> {
+        self.lenient_routes.as_ref().unwrap_or(&self.routes)
+    }
+
     /// Reads, parses, validates and compiles a config file: what `check`, start-up and every
     /// reload run. All errors come back at once, located in the file.
     /// Runtime state comes from a private registry: right for `check`, not for a running gateway
@@ -288,6 +304,14 @@ pub fn compile(
             },
             None => None,
         };
+        let keep_escaped_slashes =
+            r.escaped_slashes.unwrap_or(config.server.escaped_slashes) == EscapedSlashes::Keep;
+        if let Some(problem) =
+            pattern_problem(&r.path, config.server.merge_slashes, keep_escaped_slashes)
+        {
+            errors.push(ConfigError::new(format!("{base}.path"), problem));
+            continue;
+        }
         let methods = r.methods.as_ref().map(|ms| {
             ms.iter()
                 .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
@@ -317,19 +341,24 @@ pub fn compile(
                 max_body_bytes: r
                     .max_body_bytes
                     .map_or(limits.max_body_bytes, |s| s.bytes()),
+                keep_escaped_slashes,
             }),
         });
     }
-    let routes =
-        match RouteTable::build(defs) {
-            Ok(t) => Some(t),
-            Err(route_errors) => {
-                errors.extend(route_errors.into_iter().map(|e| {
-                    ConfigError::new(format!("routes.{}.{}", e.route, e.field), e.message)
-                }));
-                None
-            }
-        };
+    let lenient_routes = match build_lenient_table(&defs) {
+        Ok(table) => table,
+        Err(more) => {
+            errors.extend(more);
+            None
+        }
+    };
+    let routes = match RouteTable::build(defs) {
+        Ok(t) => Some(t),
+        Err(route_errors) => {
+            errors.extend(route_errors.into_iter().map(route_error));
+            None
+        }
+    };
     match routes {
         Some(routes) if errors.is_empty() => Ok(Snapshot {
             limiter: match rate_limits {
@@ -344,6 +373,9 @@ pub fn compile(
                 upstreams: upstreams.len(),
             },
             routes,
+            lenient_routes,
+            merge_slashes: config.server.merge_slashes,
+            proxy_headers: proxy_headers(&config.server.strip_request_headers),
             upstreams,
             log: LogSettings {
                 format: config.log.format,
@@ -365,4 +397,101 @@ pub fn compile(
         }),
         _ => Err(errors),
     }
+}
+
+fn route_error(e: crate::route::RouteError) -> ConfigError {
+    ConfigError::new(format!("routes.{}.{}", e.route, e.field), e.message)
+}
+
+/// Why a route's path pattern could never match a request in normal form (or could only be
+/// read differently by a backend), if it could not. Patterns are written the way requests are
+/// matched: no `%XX` of a plain character, upper-case hex, no dot segments, no `//` while
+/// slashes are merged, no `;` (path parameters, which backends read differently), no `%2F`
+/// unless the route keeps escaped slashes.
+fn pattern_problem(
+    pattern: &str,
+    merge_slashes: bool,
+    keep_escaped_slashes: bool,
+) -> Option<String> {
+    // Syntax (a leading '/', no query, no whitespace) is the route table's to report.
+    let syntax_error = !pattern.starts_with('/')
+        || pattern
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#');
+    if syntax_error {
+        return None;
+    }
+    if pattern.contains(';') {
+        return Some(format!(
+            "{pattern:?} contains ';': backends read path parameters differently, so such a route \
+             cannot be matched safely"
+        ));
+    }
+    match crate::request_target::normalize(pattern.as_bytes(), merge_slashes) {
+        Err(e) => Some(format!(
+            "{pattern:?} can never match a request: {}",
+            e.detail().trim_start_matches("the path ")
+        )),
+        Ok(normal) if normal.path != pattern => Some(format!(
+            "{pattern:?} is not how requests are matched; write {:?}",
+            normal.path
+        )),
+        Ok(normal) if normal.escaped_slash && !keep_escaped_slashes => Some(format!(
+            "{pattern:?} contains %2F, which requests to this route are refused for; set \
+             escaped_slashes = \"keep\" on the route"
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// The route table as a lenient backend reads the patterns, if any pattern has a `%`. Two
+/// routes whose patterns read the same once decoded are ambiguous.
+fn build_lenient_table(
+    defs: &[RouteDef<Arc<Route>>],
+) -> Result<Option<RouteTable<Arc<Route>>>, Vec<ConfigError>> {
+    if !defs.iter().any(|d| d.path.contains('%')) {
+        return Ok(None);
+    }
+    let lenient = defs
+        .iter()
+        .map(|d| RouteDef {
+            path: crate::request_target::lenient_pattern(&d.path).into_owned(),
+            ..d.clone()
+        })
+        .collect();
+    RouteTable::build(lenient).map(Some).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|mut e| {
+                e.message = format!("once percent-decoded, {}", e.message);
+                route_error(e)
+            })
+            .collect()
+    })
+}
+
+/// Client headers that only a proxy in front of the gateway may set: they would otherwise let a
+/// client pose as that proxy to the backend (its address, scheme, port, prefix, original URL).
+const PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The fixed proxy headers and `server.strip_request_headers` (validated), without repeats.
+fn proxy_headers(extra: &[String]) -> Vec<http::HeaderName> {
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    let all = PROXY_HEADERS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str));
+    for name in all.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }

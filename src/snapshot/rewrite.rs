@@ -52,23 +52,23 @@ impl Rewrite {
         Ok(Rewrite { parts })
     }
 
-    /// Builds the upstream path and query. `param` looks up a captured value; the original query
-    /// string, if any, is carried over unchanged.
+    /// Builds the upstream path and query. `param` looks up a captured value (from the path in
+    /// normal form); the query string, if any, is carried over byte for byte.
     pub fn apply<'a>(
         &self,
         param: impl Fn(&str) -> Option<&'a str>,
-        query: Option<&str>,
-    ) -> String {
-        let mut out = String::with_capacity(64);
+        query: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
         for part in &self.parts {
             match part {
-                Part::Literal(s) => out.push_str(s),
-                Part::Param(name) => out.push_str(param(name).unwrap_or("")),
+                Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                Part::Param(name) => out.extend_from_slice(param(name).unwrap_or("").as_bytes()),
             }
         }
         if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
+            out.push(b'?');
+            out.extend_from_slice(q);
         }
         out
     }
@@ -108,14 +108,14 @@ mod tests {
         assert_eq!(names, vec!["id", "rest"]);
         let rw = Rewrite::parse("/users/{id}/x/{rest}", &names).unwrap();
         assert_eq!(
-            rw.apply(params(&[("id", "42"), ("rest", "a/b")]), Some("q=1")),
-            "/users/42/x/a/b?q=1"
+            rw.apply(params(&[("id", "42"), ("rest", "a/b")]), Some(b"q=1")),
+            b"/users/42/x/a/b?q=1"
         );
         assert_eq!(
             Rewrite::parse("/static", &[])
                 .unwrap()
                 .apply(params(&[]), None),
-            "/static"
+            b"/static"
         );
     }
 
