@@ -22,6 +22,9 @@ pub struct JwtPolicy {
     verifier: JwtVerifier,
     /// (claim, upstream header) pairs from `forward_claims`.
     pub forward_claims: Vec<(String, HeaderName)>,
+    /// Whether `Authorization` goes upstream (`forward_credentials`, default true: backends
+    /// may verify the token themselves).
+    pub forward_credentials: bool,
 }
 
 impl JwtPolicy {
@@ -81,6 +84,7 @@ impl JwtPolicy {
         Ok(JwtPolicy {
             verifier,
             forward_claims,
+            forward_credentials: cfg.forward_credentials.unwrap_or(true),
         })
     }
 

@@ -293,6 +293,9 @@ pub enum AuthKind {
 pub struct AuthConfig {
     #[serde(rename = "type")]
     pub kind: AuthKind,
+    /// Both types: whether the credential header (the API-key header, or `Authorization`) goes
+    /// upstream. Default: false for api_key, true for jwt.
+    pub forward_credentials: Option<bool>,
     // type = "jwt"
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
