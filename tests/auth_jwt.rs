@@ -357,6 +357,28 @@ async fn the_token_goes_upstream_unless_forward_credentials_is_false() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_secret_policy_ignores_the_token_kid() {
+    let (gw, app, _dir) = hs256_gateway("").await;
+    let a = call(&gw, "/me", &bearer(&hs256_token(Some("anything")))).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(app.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_policy_with_a_kid_refuses_other_kids() {
+    let (gw, app, _dir) = hs256_gateway("kid = \"k1\"").await;
+    let a = call(&gw, "/me", &bearer(&hs256_token(Some("k2")))).await;
+    assert_denied(&a, 401, INVALID);
+    assert_eq!(app.count(), 0, "a refused token must not reach the backend");
+    assert_eq!(decisions(&gw, "internal", "unknown_key").await, 1.0);
+    for kid in [Some("k1"), None] {
+        let a = call(&gw, "/me", &bearer(&hs256_token(kid))).await;
+        assert_eq!(a.status, 200, "kid {kid:?}: {a:?}");
+    }
+    assert_eq!(app.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rotated_keys_are_picked_up_and_survive_a_provider_outage() {
     use support::jwks_server::JwksServer;
     let k1 = TestKey::rsa("k1");
