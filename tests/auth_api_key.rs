@@ -25,12 +25,18 @@ fn keys_file(dir: &tempfile::TempDir, consumers: &[(&str, &str)]) -> String {
 }
 
 fn config(keys: &str, target: &str) -> String {
+    config_with(keys, target, "")
+}
+
+/// The test config with more `[auth.partners]` settings (`policy_extra`).
+fn config_with(keys: &str, target: &str, policy_extra: &str) -> String {
     format!(
         r#"
 [auth.partners]
 type = "api_key"
 header = "x-api-key"
 keys_file = "{keys}"
+{policy_extra}
 
 [upstreams.u]
 targets = ["{target}"]
@@ -56,10 +62,17 @@ async fn call(gw: &GatewayHandle, path: &str, headers: &[(&str, &str)]) -> Answe
 }
 
 async fn start(keys: &[(&str, &str)]) -> (GatewayHandle, Backend, tempfile::TempDir, String) {
+    start_with(keys, "").await
+}
+
+async fn start_with(
+    keys: &[(&str, &str)],
+    policy_extra: &str,
+) -> (GatewayHandle, Backend, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = keys_file(&dir, keys);
     let b = backend("b").start().await;
-    let gw = GatewayHandle::start(&config(&path, &b.target())).await;
+    let gw = GatewayHandle::start(&config_with(&path, &b.target(), policy_extra)).await;
     (gw, b, dir, path)
 }
 
@@ -81,6 +94,27 @@ async fn a_known_key_passes_and_names_its_consumer_upstream() {
     assert_eq!(seen[0].headers.get_all("x-consumer").iter().count(), 1);
     assert_eq!(seen[0].header("x-consumer"), Some("globex"));
     assert_eq!(decisions(&gw, "partners", "allowed").await, 1.0);
+}
+
+/// What the backend received for one request with acme's key on the partner route.
+async fn received_with_acme_key(policy_extra: &str) -> support::Received {
+    let (gw, b, _dir, _) = start_with(&[("acme", "acme-secret-1")], policy_extra).await;
+    let a = call(&gw, "/partner/orders", &[("x-api-key", "acme-secret-1")]).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let mut seen = b.received();
+    assert_eq!(seen.len(), 1);
+    seen.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_key_stays_at_the_edge_unless_forward_credentials_is_set() {
+    let seen = received_with_acme_key("").await;
+    assert_eq!(seen.header("x-api-key"), None, "{:?}", seen.headers);
+    assert_eq!(seen.header("x-consumer"), Some("acme"));
+
+    let seen = received_with_acme_key("forward_credentials = true").await;
+    assert_eq!(seen.header("x-api-key"), Some("acme-secret-1"));
+    assert_eq!(seen.header("x-consumer"), Some("acme"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

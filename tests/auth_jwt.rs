@@ -48,6 +48,37 @@ jwks_url = "{jwks_url}""#
     )
 }
 
+/// A temporary directory holding `HS_SECRET` in `hs.secret` (ending with the newline editors
+/// add, which is not part of the secret).
+fn hs_secret_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hs.secret");
+    std::fs::write(&secret, format!("{HS_SECRET}\n")).unwrap();
+    (dir, secret)
+}
+
+/// A gateway whose every path is guarded by an HS256 policy with `HS_SECRET` and the settings
+/// in `policy_extra`.
+async fn hs256_gateway(policy_extra: &str) -> (GatewayHandle, Backend, tempfile::TempDir) {
+    let app = backend("app").start().await;
+    let (dir, secret) = hs_secret_file();
+    let body = format!(
+        "[auth.internal]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n{policy_extra}\n{}",
+        secret.display(),
+        support::gateway::catch_all(&app.target(), "auth = \"internal\"")
+    );
+    (GatewayHandle::start(&body).await, app, dir)
+}
+
+/// An HS256 token with `HS_SECRET`, naming `kid` in its header when given.
+fn hs256_token(kid: Option<&str>) -> String {
+    let header = Header {
+        kid: kid.map(str::to_string),
+        ..Header::new(Algorithm::HS256)
+    };
+    TestKey::hmac(HS_SECRET.as_bytes()).sign_header(&header, &good_claims("svc", ""))
+}
+
 /// An identity provider answering every request with a JWKS holding `key`.
 fn jwks_backend(name: &str, key: &TestKey) -> support::backend::BackendBuilder {
     backend(name)
@@ -67,9 +98,7 @@ async fn setup() -> Setup {
     let key = TestKey::rsa("k1");
     let jwks_server = jwks_backend("jwks", &key).start().await;
     let app = backend("app").start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("hs.secret");
-    std::fs::write(&secret, format!("{HS_SECRET}\n")).unwrap();
+    let (dir, secret) = hs_secret_file();
     let body = format!(
         r#"
 {mobile}
@@ -306,6 +335,50 @@ async fn hmac_policies_take_only_their_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_token_goes_upstream_unless_forward_credentials_is_false() {
+    let token = hs256_token(None);
+    let (gw, app, _dir) = hs256_gateway("").await;
+    assert_eq!(call(&gw, "/me", &bearer(&token)).await.status, 200);
+    let seen = app.received();
+    assert_eq!(seen.len(), 1);
+    let expected = format!("Bearer {token}");
+    assert_eq!(seen[0].header("authorization"), Some(expected.as_str()));
+
+    let (gw, app, _dir) = hs256_gateway("forward_credentials = false").await;
+    assert_eq!(call(&gw, "/me", &bearer(&token)).await.status, 200);
+    let seen = app.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        None,
+        "{:?}",
+        seen[0].headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_policy_ignores_the_token_kid() {
+    let (gw, app, _dir) = hs256_gateway("").await;
+    let a = call(&gw, "/me", &bearer(&hs256_token(Some("anything")))).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(app.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_policy_with_a_kid_refuses_other_kids() {
+    let (gw, app, _dir) = hs256_gateway("kid = \"k1\"").await;
+    let a = call(&gw, "/me", &bearer(&hs256_token(Some("k2")))).await;
+    assert_denied(&a, 401, INVALID);
+    assert_eq!(app.count(), 0, "a refused token must not reach the backend");
+    assert_eq!(decisions(&gw, "internal", "unknown_key").await, 1.0);
+    for kid in [Some("k1"), None] {
+        let a = call(&gw, "/me", &bearer(&hs256_token(kid))).await;
+        assert_eq!(a.status, 200, "kid {kid:?}: {a:?}");
+    }
+    assert_eq!(app.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rotated_keys_are_picked_up_and_survive_a_provider_outage() {
     use support::jwks_server::JwksServer;
     let k1 = TestKey::rsa("k1");
@@ -355,9 +428,7 @@ async fn an_upstream_can_hash_on_a_verified_claim() {
         backend("b").start().await,
         backend("c").start().await,
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("hs.secret");
-    std::fs::write(&secret, HS_SECRET).unwrap();
+    let (_dir, secret) = hs_secret_file();
     let list: Vec<String> = targets
         .iter()
         .map(|t| format!("\"{}\"", t.target()))

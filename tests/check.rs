@@ -71,6 +71,7 @@ const REQUIRED_CASES: &[&str] = &[
     "tls_bad_ca_file",
     "ratelimit_mistakes",
     "ratelimit_cluster",
+    "auth_kid",
 ];
 
 /// One expected error: `LINE:COL HEAD: tail`, where HEAD is the key path (or `TOML syntax error`).

@@ -384,6 +384,44 @@ async fn attack_corpus_is_refused_with_the_right_reason() {
 }
 
 #[tokio::test]
+async fn a_secret_ignores_the_token_kid_unless_the_policy_names_one() {
+    let (_, reg) = registry();
+    let secret = b"0123456789abcdef0123456789abcdef-tollgate".to_vec();
+    let signed = |key: &[u8], kid: Option<&str>| {
+        let header = Header {
+            kid: kid.map(str::to_string),
+            ..Header::new(Algorithm::HS256)
+        };
+        TestKey::hmac(key).sign_header(&header, &claims(ISS, AUD))
+    };
+    let source = || KeySource::Secret(secret.clone());
+    let any_kid = JwtVerifier::new(settings(source(), &[Algorithm::HS256]), &reg).unwrap();
+    for kid in [Some("anything"), Some("k2"), None] {
+        assert!(
+            any_kid.verify(&signed(&secret, kid)).await.is_ok(),
+            "{kid:?}"
+        );
+    }
+    let pinned = JwtSettings {
+        kid: Some("k1".into()),
+        ..settings(source(), &[Algorithm::HS256])
+    };
+    let pinned = JwtVerifier::new(pinned, &reg).unwrap();
+    assert!(pinned.verify(&signed(&secret, Some("k1"))).await.is_ok());
+    assert!(pinned.verify(&signed(&secret, None)).await.is_ok());
+    assert_eq!(
+        pinned.verify(&signed(&secret, Some("k2"))).await.err(),
+        Some(Rejection::UnknownKey)
+    );
+    // The right kid proves nothing by itself: the signature is still checked.
+    let forged = signed(b"another secret of at least 32 bytes!!", Some("k1"));
+    assert_eq!(
+        pinned.verify(&forged).await.err(),
+        Some(Rejection::BadSignature)
+    );
+}
+
+#[tokio::test]
 async fn the_algorithms_of_a_jwk_are_limited_by_its_alg() {
     let (_, reg) = registry();
     let rsa = TestKey::rsa("rsa");

@@ -19,6 +19,9 @@ pub struct ApiKeyPolicy {
     pub header: HeaderName,
     /// Upstream header that carries the consumer name.
     pub forward: HeaderName,
+    /// Whether the key itself goes upstream too (`forward_credentials`, default false: a
+    /// backend that never sees partner keys cannot leak them).
+    pub forward_credentials: bool,
     consumers: Vec<Consumer>,
 }
 
@@ -47,6 +50,7 @@ impl ApiKeyPolicy {
         Ok(ApiKeyPolicy {
             header,
             forward,
+            forward_credentials: cfg.forward_credentials.unwrap_or(false),
             consumers,
         })
     }
@@ -168,6 +172,7 @@ mod tests {
         ApiKeyPolicy {
             header: HeaderName::from_static("x-api-key"),
             forward: HeaderName::from_static("x-consumer"),
+            forward_credentials: false,
             consumers: parse_keys(text).unwrap(),
         }
     }

@@ -22,6 +22,9 @@ pub struct JwtPolicy {
     verifier: JwtVerifier,
     /// (claim, upstream header) pairs from `forward_claims`.
     pub forward_claims: Vec<(String, HeaderName)>,
+    /// Whether `Authorization` goes upstream (`forward_credentials`, default true: backends
+    /// may verify the token themselves).
+    pub forward_credentials: bool,
 }
 
 impl JwtPolicy {
@@ -63,6 +66,7 @@ impl JwtPolicy {
             audiences: cfg.audiences.clone().unwrap_or_default(),
             algorithms,
             keys: source,
+            kid: cfg.kid.clone(),
             jwks_refresh: cfg.jwks_refresh.map_or(DEFAULT_JWKS_REFRESH, |d| d.get()),
             leeway: cfg.leeway.map_or(DEFAULT_LEEWAY, |d| d.get()),
             cache_entries: cfg.token_cache_entries.unwrap_or(DEFAULT_CACHE_ENTRIES),
@@ -81,6 +85,7 @@ impl JwtPolicy {
         Ok(JwtPolicy {
             verifier,
             forward_claims,
+            forward_credentials: cfg.forward_credentials.unwrap_or(true),
         })
     }
 
@@ -112,6 +117,7 @@ fn at_key(message: &str) -> (String, String) {
         "jwks_ca_file",
         "secret_env",
         "secret_file",
+        "kid",
         "issuer",
         "audiences",
         "jwks_refresh",

@@ -119,6 +119,18 @@ impl AuthPolicy {
         }
     }
 
+    /// The header carrying this policy's credentials when they must not go upstream
+    /// (`forward_credentials = false`); `None` when they are forwarded. A borrowed name, so the
+    /// proxy removes it without allocating on every request.
+    pub fn credential_header_to_strip(&self) -> Option<&HeaderName> {
+        // A static, not the `http` constant: a reference to it must outlive this call.
+        static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
+        match self {
+            AuthPolicy::Jwt(p) => (!p.forward_credentials).then_some(&AUTHORIZATION),
+            AuthPolicy::ApiKey(p) => (!p.forward_credentials).then_some(&p.header),
+        }
+    }
+
     /// Headers this policy sets upstream: stripped from every client request on every route,
     /// so no client can claim an identity by sending them itself.
     pub fn identity_headers(&self) -> Vec<HeaderName> {
@@ -241,4 +253,62 @@ fn read_secret(cfg: &AuthConfig, base_dir: &Path) -> Result<Vec<u8>, (String, St
         ));
     }
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles the `[auth.*]` policies of `text`, with a 32-byte secret in `secret` and an
+    /// empty keys file in `keys.toml` next to it.
+    fn policies(text: &str) -> AuthPolicies {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), [b's'; jwt::MIN_SECRET_BYTES]).unwrap();
+        std::fs::write(dir.path().join("keys.toml"), "").unwrap();
+        let config = crate::config::parse(text).unwrap();
+        let keys = jwt::KeyRegistry::new(Arc::new(crate::observe::Metrics::new()));
+        let (policies, errors) = compile(&config, dir.path(), &BTreeSet::new(), &keys);
+        assert!(errors.is_empty(), "{errors:?}");
+        policies
+    }
+
+    fn stripped<'a>(policies: &'a AuthPolicies, name: &str) -> Option<&'a str> {
+        policies.by_name[name]
+            .credential_header_to_strip()
+            .map(HeaderName::as_str)
+    }
+
+    #[test]
+    fn credentials_stay_at_the_edge_by_default_for_api_keys_only() {
+        let p = policies(
+            r#"
+[auth.keys]
+type = "api_key"
+keys_file = "keys.toml"
+[auth.keys_forwarded]
+type = "api_key"
+header = "x-partner-key"
+keys_file = "keys.toml"
+forward_credentials = true
+[auth.custom_header]
+type = "api_key"
+header = "X-Partner-Key"
+keys_file = "keys.toml"
+[auth.tokens]
+type = "jwt"
+algorithms = ["HS256"]
+secret_file = "secret"
+[auth.tokens_kept]
+type = "jwt"
+algorithms = ["HS256"]
+secret_file = "secret"
+forward_credentials = false
+"#,
+        );
+        assert_eq!(stripped(&p, "keys"), Some("x-api-key"));
+        assert_eq!(stripped(&p, "keys_forwarded"), None);
+        assert_eq!(stripped(&p, "custom_header"), Some("x-partner-key"));
+        assert_eq!(stripped(&p, "tokens"), None);
+        assert_eq!(stripped(&p, "tokens_kept"), Some("authorization"));
+    }
 }

@@ -314,6 +314,9 @@ pub enum AuthKind {
 pub struct AuthConfig {
     #[serde(rename = "type")]
     pub kind: AuthKind,
+    /// Both types: whether the credential header (the API-key header, or `Authorization`) goes
+    /// upstream. Default: false for api_key, true for jwt.
+    pub forward_credentials: Option<bool>,
     // type = "jwt"
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
@@ -324,6 +327,9 @@ pub struct AuthConfig {
     pub jwks_ca_file: Option<String>,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
+    /// Extension, with a secret only: the `kid` a token may name (a token naming none is
+    /// accepted too). Absent: a token's `kid` is ignored, as one secret has nothing to match.
+    pub kid: Option<String>,
     pub jwks_refresh: Option<DurationStr>,
     pub leeway: Option<DurationStr>,
     /// Claim name -> upstream request header.

@@ -489,6 +489,9 @@ impl ProxyHttp for Gateway {
             ctx.route.as_ref().and_then(|r| r.auth.as_ref()),
             &ctx.identity,
         ) {
+            if let Some(name) = auth.policy.credential_header_to_strip() {
+                upstream_request.remove_header(name);
+            }
             let mut result = Ok(());
             auth.policy.forward(identity, |name, value| {
                 if result.is_ok() {

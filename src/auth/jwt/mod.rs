@@ -39,7 +39,8 @@ pub enum Rejection {
     NotYetValid,
     BadIssuer,
     BadAudience,
-    /// No key in the set for the token's `kid` and algorithm (also: no keys loaded yet).
+    /// No key in the set for the token's `kid` and algorithm (also: no keys loaded yet, or a
+    /// kid other than the one a secret-based policy names).
     UnknownKey,
     /// The header's `alg` is not among the policy's algorithms (`none` never is).
     AlgorithmNotAllowed,

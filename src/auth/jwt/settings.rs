@@ -26,6 +26,9 @@ pub struct JwtSettings {
     /// The algorithms a token may be signed with; anything else is refused.
     pub algorithms: Vec<Algorithm>,
     pub keys: KeySource,
+    /// With a secret only: when set, a token naming a `kid` must name this one. Without it a
+    /// secret-based policy ignores the token's `kid`.
+    pub kid: Option<String>,
     /// How often JWKS keys are loaded again in the background (URL and file sources).
     pub jwks_refresh: Duration,
     /// Clock skew allowed on `exp` and `nbf`.
@@ -46,6 +49,7 @@ impl JwtSettings {
             audiences: Vec::new(),
             algorithms,
             keys,
+            kid: None,
             jwks_refresh: DEFAULT_JWKS_REFRESH,
             leeway: Duration::ZERO,
             cache_entries: DEFAULT_CACHE_ENTRIES,
@@ -88,6 +92,11 @@ impl JwtSettings {
                 }
                 if self.jwks_refresh.is_zero() {
                     return Err("jwks_refresh: must be greater than zero".into());
+                }
+                if self.kid.is_some() {
+                    return Err(
+                        "kid: only used with a secret; a JWKS names the kid of each key".into(),
+                    );
                 }
             }
         }
@@ -188,6 +197,13 @@ mod tests {
                 },
                 "jwks_refresh",
             ),
+            (
+                JwtSettings {
+                    kid: Some("k1".into()),
+                    ..url(vec![Algorithm::RS256])
+                },
+                "kid: only used with a secret",
+            ),
         ];
         for (settings, expected) in cases {
             let err = settings.check().expect_err(expected);
@@ -202,6 +218,11 @@ mod tests {
         assert!(secret(32, vec![Algorithm::HS256, Algorithm::HS512])
             .check()
             .is_ok());
+        let pinned = JwtSettings {
+            kid: Some("k1".into()),
+            ..secret(32, vec![Algorithm::HS256])
+        };
+        assert!(pinned.check().is_ok());
     }
 
     #[test]

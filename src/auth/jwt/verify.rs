@@ -42,8 +42,12 @@ struct Inner {
 }
 
 enum Keys {
-    /// An HMAC secret: fixed for the life of the verifier, generation 0.
-    Fixed(KeySet),
+    /// An HMAC secret: fixed for the life of the verifier, generation 0; `kid` is the one kid
+    /// a token may name, when the policy sets one.
+    Fixed {
+        set: KeySet,
+        kid: Option<String>,
+    },
     Store(Arc<KeyStore>),
 }
 
@@ -73,7 +77,10 @@ impl JwtVerifier {
     pub fn new(settings: JwtSettings, registry: &KeyRegistry) -> Result<JwtVerifier, String> {
         settings.check()?;
         let keys = match &settings.keys {
-            KeySource::Secret(secret) => Keys::Fixed(KeySet::from_secret(secret)),
+            KeySource::Secret(secret) => Keys::Fixed {
+                set: KeySet::from_secret(secret),
+                kid: settings.kid.clone(),
+            },
             KeySource::JwksUrl(_) => {
                 let (store, _) = registry.store_for(&settings)?;
                 Keys::Store(store)
@@ -110,7 +117,7 @@ impl JwtVerifier {
     pub fn key_store(&self) -> Option<Arc<KeyStore>> {
         match &self.inner.keys {
             Keys::Store(s) => Some(s.clone()),
-            Keys::Fixed(_) => None,
+            Keys::Fixed { .. } => None,
         }
     }
 
@@ -178,7 +185,7 @@ impl JwtVerifier {
             return Some(Err(r));
         }
         let present = match &self.inner.keys {
-            Keys::Fixed(_) => true,
+            Keys::Fixed { .. } => true,
             Keys::Store(store) => {
                 let current = store.current();
                 entry.key_still_present(current.generation, |id| current.keys.contains(id))
@@ -204,10 +211,14 @@ impl JwtVerifier {
         alg: Algorithm,
     ) -> Result<([u8; 32], u64), Rejection> {
         let current = match &self.inner.keys {
-            Keys::Fixed(set) => {
+            Keys::Fixed { set, kid: wanted } => {
+                if !secret_accepts_kid(wanted.as_deref(), kid) {
+                    return Err(Rejection::UnknownKey);
+                }
+                // The secret has no kid of its own: it is looked up as for a token naming none.
                 return self
-                    .try_keys(set, message, signature, kid, alg)
-                    .map(|id| (id, 0))
+                    .try_keys(set, message, signature, None, alg)
+                    .map(|id| (id, 0));
             }
             Keys::Store(store) => {
                 let current = store.current();
@@ -292,6 +303,16 @@ impl JwtVerifier {
     }
 }
 
+/// Whether a secret-based policy takes a token naming `token_kid`. Issuers put a kid on HS*
+/// tokens too and one secret has nothing to match it against, so it is ignored unless the policy
+/// names the one kid it accepts; a token naming none is accepted either way.
+fn secret_accepts_kid(wanted: Option<&str>, token_kid: Option<&str>) -> bool {
+    match (wanted, token_kid) {
+        (Some(wanted), Some(kid)) => wanted == kid,
+        _ => true,
+    }
+}
+
 struct Times {
     exp: u64,
     nbf: Option<u64>,
@@ -315,4 +336,20 @@ fn decode_json<T: serde::de::DeserializeOwned>(segment: &str) -> Result<T, Rejec
         .decode(segment)
         .map_err(|_| Rejection::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| Rejection::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_checks_the_token_kid_only_when_the_policy_names_one() {
+        assert!(secret_accepts_kid(None, None));
+        assert!(secret_accepts_kid(None, Some("anything")));
+        assert!(secret_accepts_kid(Some("k1"), None));
+        assert!(secret_accepts_kid(Some("k1"), Some("k1")));
+        assert!(!secret_accepts_kid(Some("k1"), Some("k2")));
+        assert!(!secret_accepts_kid(Some("k1"), Some("K1")));
+        assert!(!secret_accepts_kid(Some("k1"), Some("")));
+    }
 }

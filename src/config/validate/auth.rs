@@ -43,6 +43,7 @@ impl Validator {
             ("jwks_ca_file", a.jwks_ca_file.is_some()),
             ("secret_env", a.secret_env.is_some()),
             ("secret_file", a.secret_file.is_some()),
+            ("kid", a.kid.is_some()),
             ("jwks_refresh", a.jwks_refresh.is_some()),
             ("leeway", a.leeway.is_some()),
             ("forward_claims", a.forward_claims.is_some()),
@@ -134,6 +135,7 @@ impl Validator {
                 "the key source does not fit the algorithms: HS* use secret_env/secret_file, the others jwks_url/jwks_file",
             );
         }
+        self.secret_kid(base, a.kid.as_deref(), !jwks_set.is_empty());
         if let Some(url) = &a.jwks_url {
             let ok = url.parse::<http::Uri>().ok().is_some_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
@@ -204,6 +206,20 @@ impl Validator {
                 self.err(path.clone(), "claim name is empty");
             }
             self.identity_header(&path, header);
+        }
+    }
+
+    /// `kid` pins the one kid a secret-based policy accepts. A JWKS publishes a kid with each
+    /// key and tokens are matched against those, so a policy-wide kid there would mean nothing.
+    fn secret_kid(&mut self, base: &str, kid: Option<&str>, jwks: bool) {
+        let path = format!("{base}.kid");
+        match kid {
+            Some(_) if jwks => self.err(
+                path,
+                "only used with a secret (secret_env or secret_file); with jwks_url or jwks_file each token's kid is matched against the keys the JWKS publishes",
+            ),
+            Some("") => self.err(path, "must not be empty; omit it to ignore the token's kid"),
+            _ => {}
         }
     }
 
