@@ -55,6 +55,7 @@ pub struct Metrics {
     last_reload_success: Gauge,
     in_flight: IntGauge,
     access_log_dropped: prometheus::IntCounter,
+    log_suppressed: IntCounterVec,
     target_healthy: IntGaugeVec,
     circuit_state: IntGaugeVec,
     circuit_transitions: IntCounterVec,
@@ -169,7 +170,7 @@ impl Metrics {
         .set(1);
         let rejected = b.counters(
             "tollgate_rejected_requests_total",
-            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request).",
+            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request (framing), bad_target, bad_path, missing_host, bad_host).",
             &["reason"],
         );
         // Every reason exists from the start so an alert can rate() it before the first refusal.
@@ -209,6 +210,11 @@ impl Metrics {
             in_flight: b.add(
                 IntGauge::new("tollgate_requests_in_flight", "Requests being handled right now.")
                     .expect("static metric definition"),
+            ),
+            log_suppressed: b.counters(
+                "tollgate_log_lines_suppressed_total",
+                "Error log lines not written because one of the same kind was written in the last second, by kind (the error type).",
+                &["kind"],
             ),
             access_log_dropped: b.add(
                 prometheus::IntCounter::new(
@@ -304,6 +310,10 @@ impl Metrics {
 
     pub fn ratelimit_backend_duration(&self, took: std::time::Duration) {
         self.ratelimit_backend_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn log_suppressed(&self, kind: &str) {
+        self.log_suppressed.with_label_values(&[kind]).inc();
     }
 
     pub fn access_log_dropped(&self) {

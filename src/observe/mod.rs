@@ -4,7 +4,9 @@
 mod access_log;
 mod logging;
 mod metrics;
+mod throttle;
 
 pub use access_log::{write_ip, AccessLog, AccessRecord};
 pub use logging::init_logging;
 pub use metrics::{Metrics, Rejection, UpstreamOutcome};
+pub use throttle::LogThrottle;

@@ -281,6 +281,43 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_headers_are_the_gateways() {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.set_version(http::Version::HTTP_10);
+        req.append_header("x-forwarded-for", "203.0.113.9").unwrap();
+        req.append_header("x-forwarded-for", "198.51.100.2, 10.1.1.1")
+            .unwrap();
+        req.insert_header("x-forwarded-host", "admin.example.com")
+            .unwrap();
+        req.insert_header("x-real-ip", "1.2.3.4").unwrap();
+        req.insert_header("forwarded", "for=1.2.3.4").unwrap();
+        req.insert_header("x-kept", "1").unwrap();
+        let id = request_id(None);
+        let strip = [
+            HeaderName::from_static("x-real-ip"),
+            HeaderName::from_static("forwarded"),
+        ];
+        let forwarding = Forwarding {
+            peer: Some([10, 0, 0, 1].into()),
+            proto: "https",
+            id: &id,
+            strip: &strip,
+        };
+        prepare_upstream_request(&mut req, &forwarding).unwrap();
+        let h = &req.headers;
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.9, 198.51.100.2, 10.1.1.1, 10.0.0.1"]
+        );
+        // No Host to route by: the client's claim does not survive.
+        assert!(h.get("x-forwarded-host").is_none());
+        assert!(h.get("x-real-ip").is_none());
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h["x-kept"], "1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
     fn websocket_upgrade_survives() {
         let mut req = RequestHeader::build("GET", b"/ws", None).unwrap();
         req.insert_header("connection", "Upgrade").unwrap();

@@ -23,7 +23,7 @@ mod retry;
 pub use ctx::{InFlight, Refused, RequestCtx};
 pub use problem::{problem_for, Problem};
 
-use crate::observe::{AccessLog, AccessRecord, Metrics, Rejection, UpstreamOutcome};
+use crate::observe::{AccessLog, AccessRecord, LogThrottle, Metrics, Rejection, UpstreamOutcome};
 use crate::snapshot::{RouteAuth, Store};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -49,6 +49,8 @@ pub struct Gateway {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
+    /// Pingora's own "Fail to proxy" error lines: one per error type per second.
+    error_log: LogThrottle,
 }
 
 impl Gateway {
@@ -57,6 +59,7 @@ impl Gateway {
             store,
             metrics,
             access_log,
+            error_log: LogThrottle::new(),
         }
     }
 
@@ -685,6 +688,18 @@ impl ProxyHttp for Gateway {
             error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Pingora writes an ERROR line for every request that fails; under a flood of them the
+    /// log would drown. One line per error type per second gets through; the rest are counted
+    /// in `tollgate_log_lines_suppressed_total` (every request is still in the access log).
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        let kind = error.etype().as_str();
+        if self.error_log.allow(kind) {
+            return false;
+        }
+        self.metrics.log_suppressed(kind);
+        true
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
