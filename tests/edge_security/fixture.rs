@@ -270,7 +270,14 @@ impl Delivered {
         let mut out: Vec<String> = self
             .requests
             .iter()
-            .map(|(route, r)| format!("{} got {:?}", route.name(), r.head))
+            .map(|(route, r)| {
+                format!(
+                    "{} got {:?} (Host {:?})",
+                    route.name(),
+                    r.request_line(),
+                    r.header_values("host")
+                )
+            })
             .collect();
         if self.requests.is_empty() {
             out.push(format!("bytes reached {:?}", self.touched));

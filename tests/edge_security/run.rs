@@ -224,7 +224,9 @@ pub async fn check(edge: &Edge, case: &Case, transport: Transport) -> Verdict {
             }
             if let Some(reason) = reason {
                 if let Answer::Response(r) = &x.answer {
-                    if r.header("content-type") != Some("application/problem+json") {
+                    if r.status == status
+                        && r.header("content-type") != Some("application/problem+json")
+                    {
                         problems.push(format!(
                             "content-type {:?}, not problem+json",
                             r.header("content-type")
@@ -272,7 +274,7 @@ fn expect_status(answer: &Answer, status: u16, problems: &mut Vec<String>) {
             r.status,
             String::from_utf8_lossy(&r.body)
                 .chars()
-                .take(200)
+                .take(80)
                 .collect::<String>()
         )),
         Answer::Nothing(why) => problems.push(format!("no answer (want {status}): {why}")),
@@ -403,9 +405,9 @@ pub fn bypasses(delivered: &Delivered) -> Vec<String> {
             );
         if let Some(reading) = readings.into_iter().find(|r| r.protected()) {
             out.push(format!(
-                "{} got {:?}, which a lenient framework serves as {}",
+                "{} got {:?} (Host {hosts:?}, X-Forwarded-Host {forwarded:?}), which a lenient framework serves as {}",
                 route.name(),
-                seen.head,
+                seen.request_line(),
                 reading.name()
             ));
         }

@@ -38,8 +38,12 @@ impl H2Request {
     pub fn build(&self) -> Result<Request<()>, String> {
         let method = Method::from_bytes(self.method.as_bytes()).map_err(|e| e.to_string())?;
         let mut parts = http::uri::Parts::default();
-        parts.path_and_query =
-            Some(PathAndQuery::try_from(self.path.as_str()).map_err(|e| format!(":path: {e}"))?);
+        let path = PathAndQuery::try_from(self.path.as_str()).map_err(|e| format!(":path: {e}"))?;
+        if path.as_str() != self.path {
+            // The `http` type drops a fragment: that would be another request.
+            return Err(format!(":path: sent as {:?}", path.as_str()));
+        }
+        parts.path_and_query = Some(path);
         // Without an authority the request is "relative": the h2 crate then sends
         // `:scheme http` and no `:authority`, which it allows for any version but HTTP/2.
         let version = match &self.authority {
