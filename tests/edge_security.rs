@@ -222,6 +222,53 @@ async fn the_new_rejection_reasons_exist_from_the_start() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_shows_the_normalised_path_without_the_query() {
+    let edge = Edge::start(Policy::ApiKey, Settings::Default).await;
+    let x = exchange(
+        &edge,
+        &corpus::get("/%61dmin//secret?token=%2F"),
+        Transport::Http1,
+        true,
+    )
+    .await
+    .unwrap();
+    let Answer::Response(r) = &x.answer else {
+        panic!("{:?}", x.answer)
+    };
+    assert_eq!(r.status, 200);
+    let id = r.header("x-request-id").unwrap().to_string();
+    let find = || {
+        edge.gw
+            .access_log()
+            .into_iter()
+            .find(|l| l["request_id"] == id.as_str())
+    };
+    support::eventually(Duration::from_secs(2), || async { find().is_some() }).await;
+    let line = find().expect("access-log line");
+    assert_eq!(line["path"], "/admin/secret", "{line}");
+    assert_eq!(line["route"], "admin", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_uses_the_parameters_of_the_normalised_path() {
+    let edge = Edge::start(Policy::ApiKey, Settings::Rewrite).await;
+    for (target, want) in [
+        ("/v1/a/b?q=%2F", "/internal/a/b?q=%2F"),
+        ("/v1//%61b//c?q=..%2F", "/internal/ab/c?q=..%2F"),
+        ("//v1/x%7ey", "/internal/x~y"),
+    ] {
+        let x = exchange(&edge, &corpus::get(target), Transport::Http1, true)
+            .await
+            .unwrap();
+        let [(route, seen)] = &x.delivered.requests[..] else {
+            panic!("{target}: {}", x.delivered.describe())
+        };
+        assert_eq!(*route, Route::Public, "{target}");
+        assert_eq!(seen.target(), want, "{target}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headers the gateway owns.
 

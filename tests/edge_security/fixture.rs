@@ -85,6 +85,8 @@ pub enum Settings {
     Strip,
     /// Both of the above.
     TrustedStrip,
+    /// One more route, `/v1/{*rest}` to the `public` backend with `rewrite = "/internal/{rest}"`.
+    Rewrite,
 }
 
 impl Settings {
@@ -106,6 +108,17 @@ impl Settings {
                 "",
                 "",
             ),
+            Settings::Rewrite => ("", "", ""),
+        }
+    }
+
+    /// Routes beyond the four.
+    fn extra_routes(self) -> &'static str {
+        match self {
+            Settings::Rewrite => {
+                "[routes.v1]\npath = \"/v1/{*rest}\"\nupstream = \"public\"\nrewrite = \"/internal/{rest}\"\n"
+            }
+            _ => "",
         }
     }
 }
@@ -195,7 +208,10 @@ host = "{ADMIN_HOST}"
 path = "/{{*rest}}"
 upstream = "admin_host"
 auth = "guard"
-"#
+
+{extra_routes}
+"#,
+            extra_routes = settings.extra_routes()
         );
         let ca = TestCa::new("Tollgate edge test CA");
         let leaf = ca.leaf(&["localhost", "127.0.0.1"], 1);
