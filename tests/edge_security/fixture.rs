@@ -19,6 +19,7 @@ use crate::support::tls::{start_https_with, TestCa};
 use crate::support::{GatewayHandle, Recorder};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// The admin host of the fixture.
 pub const ADMIN_HOST: &str = "admin.example.com";
@@ -253,6 +254,18 @@ auth = "guard"
             }
         }
         Delivered { requests, touched }
+    }
+
+    /// The access-log line of the request with this id (waits for the log's flush, 2 s).
+    pub async fn access_line(&self, request_id: &str) -> Option<serde_json::Value> {
+        let find = || {
+            self.gw
+                .access_log()
+                .into_iter()
+                .find(|l| l["request_id"] == request_id)
+        };
+        crate::support::eventually(Duration::from_secs(2), || async { find().is_some() }).await;
+        find()
     }
 
     /// `tollgate_rejected_requests_total` by reason.

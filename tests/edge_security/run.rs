@@ -359,14 +359,10 @@ async fn logged(edge: &Edge, r: &RawResponse, reason: &str, path: &str) -> Resul
     let id = r
         .header("x-request-id")
         .ok_or("no x-request-id on the answer")?;
-    let find = || {
-        edge.gw
-            .access_log()
-            .into_iter()
-            .find(|l| l["request_id"] == id)
-    };
-    crate::support::eventually(Duration::from_secs(2), || async { find().is_some() }).await;
-    let line = find().ok_or(format!("no access-log line for request id {id}"))?;
+    let line = edge
+        .access_line(id)
+        .await
+        .ok_or(format!("no access-log line for request id {id}"))?;
     if line["status"] != 400 || line["reason"] != reason || line["path"] != path {
         return Err(format!(
             "access-log line {line} (want status 400, reason {reason:?}, path {path:?})"
