@@ -8,30 +8,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use support::gateway::catch_all;
-use support::tls::{handshake, https_client, Leaf, TestCa};
+use support::tls::{handshake, https_client, start_https, Leaf, TestCa};
 use support::{backend, client, eventually, free_port, GatewayHandle};
 
 const FAILURE: &str = r#"tollgate_config_reloads_total{result="failure"}"#;
-
-/// `[server.tls]` lines for the gateway's `[server]` section.
-fn tls_section(addr: SocketAddr, cert: &str, key: &str) -> String {
-    format!("[server.tls]\nlisten = [\"{addr}\"]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n")
-}
-
-/// Starts a gateway whose HTTPS listener serves `leaf` (files in `certs`, absolute paths), and
-/// waits until the HTTPS listener accepts connections.
-async fn start_https(body: &str, certs: &Path, leaf: &Leaf) -> (GatewayHandle, SocketAddr) {
-    let (cert, key) = leaf.write(certs, "server");
-    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let extra = tls_section(tls_addr, cert.to_str().unwrap(), key.to_str().unwrap());
-    let gw = GatewayHandle::start_with(body, &extra).await;
-    let up = eventually(Duration::from_secs(5), || async move {
-        tokio::net::TcpStream::connect(tls_addr).await.is_ok()
-    })
-    .await;
-    assert!(up, "HTTPS listener not up");
-    (gw, tls_addr)
-}
 
 #[tokio::test]
 async fn https_listener_serves_http2_and_http1_next_to_the_plain_listener() {

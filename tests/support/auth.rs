@@ -1,7 +1,25 @@
-//! Helpers for auth tests: denial assertions and the auth-decision metric.
+//! Helpers for auth tests: denial assertions, the auth-decision metric and API-key files.
 
 use super::resilience::{metric, Answer};
 use super::GatewayHandle;
+use sha2::{Digest, Sha256};
+
+/// Writes an API-key `keys_file` (`consumer = "<sha256 hex of the key>"` lines) as
+/// `partners.toml` in `dir`; returns its absolute path for the config.
+pub fn keys_file(dir: &tempfile::TempDir, consumers: &[(&str, &str)]) -> String {
+    let path = dir.path().join("partners.toml");
+    let text: String = consumers
+        .iter()
+        .map(|(name, key)| {
+            format!(
+                "{name} = \"{}\"\n",
+                hex::encode(Sha256::digest(key.as_bytes()))
+            )
+        })
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
 
 /// Asserts a gateway-made 401/403: problem+json, a request id, the challenge, and a body that
 /// says nothing about the credentials beyond the status.

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod faulty;
 pub mod gateway;
+pub mod http2;
 pub mod jwks_server;
 pub mod jwt;
 pub mod logs;
@@ -23,7 +24,9 @@ pub use faulty::{Fault, FaultyProxy};
 #[allow(unused_imports)]
 pub use gateway::{free_port, GatewayHandle};
 #[allow(unused_imports)]
-pub use raw::{parse_response, raw_exchange, raw_request, RawConn, RawResponse};
+pub use raw::{
+    parse_response, raw_exchange, raw_request, try_parse_response, RawConn, RawResponse, ReadError,
+};
 #[allow(unused_imports)]
 pub use recorder::{RecordedRequest, Recorder};
 

@@ -69,6 +69,14 @@ pub async fn raw_request(addr: SocketAddr, head: &[&str], body: &[u8]) -> RawRes
     parse(&buf)
 }
 
+/// Why [`RawConn::try_read_response`] got no whole response.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The connection was closed (or reset) first; the bytes that did arrive.
+    Closed(Vec<u8>),
+    TimedOut,
+}
+
 /// A raw connection kept open across requests: exact bytes out, responses in.
 pub struct RawConn {
     stream: TcpStream,
@@ -90,6 +98,19 @@ impl RawConn {
 
     /// Reads one response framed by Content-Length (at most 10 s).
     pub async fn read_response(&mut self) -> RawResponse {
+        match self.try_read_response(Duration::from_secs(10)).await {
+            Ok(r) => r,
+            Err(ReadError::TimedOut) => panic!("no response within 10 s"),
+            Err(ReadError::Closed(got)) => panic!(
+                "connection closed before a whole response: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+
+    /// Reads one response framed by Content-Length, at most `limit`; a close or a time-out
+    /// before a whole response is an error rather than a panic.
+    pub async fn try_read_response(&mut self, limit: Duration) -> Result<RawResponse, ReadError> {
         let fut = async {
             loop {
                 if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -101,22 +122,19 @@ impl RawConn {
                     if self.buf.len() >= end + 4 + len {
                         let body = self.buf[end + 4..end + 4 + len].to_vec();
                         self.buf.drain(..end + 4 + len);
-                        return RawResponse { body, ..head };
+                        return Ok(RawResponse { body, ..head });
                     }
                 }
                 let mut piece = [0u8; 8192];
-                let n = self.stream.read(&mut piece).await.expect("read response");
-                assert!(
-                    n > 0,
-                    "connection closed before a whole response: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
-                self.buf.extend_from_slice(&piece[..n]);
+                match self.stream.read(&mut piece).await {
+                    Ok(n) if n > 0 => self.buf.extend_from_slice(&piece[..n]),
+                    _ => return Err(ReadError::Closed(std::mem::take(&mut self.buf))),
+                }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), fut)
+        tokio::time::timeout(limit, fut)
             .await
-            .expect("no response within 10 s")
+            .unwrap_or(Err(ReadError::TimedOut))
     }
 
     /// Reads until the gateway closes the connection (at most `limit`): what arrived, and
@@ -150,15 +168,20 @@ pub fn parse_response(buf: &[u8]) -> RawResponse {
 }
 
 fn parse(buf: &[u8]) -> RawResponse {
+    try_parse_response(buf).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Parses the first response of raw bytes, or says why they hold none.
+pub fn try_parse_response(buf: &[u8]) -> Result<RawResponse, String> {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!(
+        .ok_or_else(|| {
+            format!(
                 "no complete response head in {:?}",
                 String::from_utf8_lossy(buf)
             )
-        });
+        })?;
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
@@ -166,14 +189,14 @@ fn parse(buf: &[u8]) -> RawResponse {
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    RawResponse {
+    Ok(RawResponse {
         status,
         headers,
         body: buf[end + 4..].to_vec(),
-    }
+    })
 }

@@ -21,6 +21,30 @@ impl RecordedRequest {
     pub fn request_line(&self) -> &str {
         self.head.split("\r\n").next().unwrap_or_default()
     }
+
+    /// The request target of the request line, exactly as sent.
+    pub fn target(&self) -> &str {
+        self.request_line().split(' ').nth(1).unwrap_or_default()
+    }
+
+    /// Every value of header `name` (any case), in order, one per header line.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .collect()
+    }
+
+    /// The value of header `name` when it came in exactly one line.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        match self.header_values(name)[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -60,6 +84,27 @@ impl Recorder {
     /// Complete, well-formed requests received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// How many complete requests were received so far.
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().requests.len()
+    }
+
+    /// The complete requests after the first `n`.
+    pub fn requests_since(&self, n: usize) -> Vec<RecordedRequest> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .get(n..)
+            .unwrap_or_default()
+            .to_vec()
+    }
+
+    /// How many bytes were received so far (complete requests or not).
+    pub fn raw_len(&self) -> usize {
+        self.state.lock().unwrap().raw.len()
     }
 
     /// Every byte received, all connections in arrival order.

@@ -119,24 +119,8 @@ pub struct Handshake {
 /// A new connection and TLS handshake to `addr`, verifying the chain against `ca` for the name
 /// `localhost` and offering `alpn`. `Err` carries the handshake error.
 pub async fn handshake(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> Result<Handshake, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.issuer.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tls = connect(ca, addr, alpn).await?;
         let (_, conn) = tls.get_ref();
         let leaf = conn
             .peer_certificates()
@@ -150,6 +134,68 @@ pub async fn handshake(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> Result<
     tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
         .unwrap_or_else(|_| Err("handshake timed out".into()))
+}
+
+/// A new TLS connection to `addr` as `localhost`, verified against `ca`, offering `alpn`.
+pub async fn connect(
+    ca: &TestCa,
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").unwrap();
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `[server.tls]` lines for the gateway's `[server]` section (a sub-table: goes last).
+pub fn tls_section(addr: SocketAddr, cert: &str, key: &str) -> String {
+    format!("[server.tls]\nlisten = [\"{addr}\"]\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n")
+}
+
+/// Starts a gateway whose HTTPS listener serves `leaf` (files in `certs`, absolute paths), and
+/// waits until the HTTPS listener accepts connections.
+pub async fn start_https(
+    body: &str,
+    certs: &Path,
+    leaf: &Leaf,
+) -> (super::GatewayHandle, SocketAddr) {
+    start_https_with(body, "", certs, leaf).await
+}
+
+/// [`start_https`] with more `[server]` lines (`server_extra`, put before `[server.tls]`).
+pub async fn start_https_with(
+    body: &str,
+    server_extra: &str,
+    certs: &Path,
+    leaf: &Leaf,
+) -> (super::GatewayHandle, SocketAddr) {
+    let (cert, key) = leaf.write(certs, "server");
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+    let extra = format!(
+        "{server_extra}\n{}",
+        tls_section(tls_addr, cert.to_str().unwrap(), key.to_str().unwrap())
+    );
+    let gw = super::GatewayHandle::start_with(body, &extra).await;
+    let up = super::eventually(Duration::from_secs(5), || async move {
+        tokio::net::TcpStream::connect(tls_addr).await.is_ok()
+    })
+    .await;
+    assert!(up, "HTTPS listener not up");
+    (gw, tls_addr)
 }
 
 /// A redis-server that also listens with TLS (certificate for `names`, signed by `ca`); returns
