@@ -3,26 +3,10 @@
 //! client-sent `x-consumer` on every route so nobody can claim to be a partner.
 
 mod support;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
-use support::auth::{assert_denied, decisions};
+use support::auth::{assert_denied, decisions, keys_file};
 use support::resilience::{send, Answer};
 use support::{backend, client, eventually, Backend, GatewayHandle};
-
-fn digest(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// A keys file in its own directory (absolute path in the config).
-fn keys_file(dir: &tempfile::TempDir, consumers: &[(&str, &str)]) -> String {
-    let path = dir.path().join("partners.toml");
-    let text: String = consumers
-        .iter()
-        .map(|(name, key)| format!("{name} = \"{}\"\n", digest(key)))
-        .collect();
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 fn config(keys: &str, target: &str) -> String {
     format!(

@@ -1,7 +1,25 @@
-//! Helpers for auth tests: denial assertions and the auth-decision metric.
+//! Helpers for auth tests: API-key files, denial assertions and the auth-decision metric.
 
 use super::resilience::{metric, Answer};
 use super::GatewayHandle;
+use sha2::{Digest, Sha256};
+
+/// An API key as a keys file stores it: its SHA-256, hex.
+pub fn key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Writes (or rewrites) `partners.toml` in `dir` with one `consumer = "<digest>"` line per
+/// (consumer, key); returns its absolute path, for `keys_file` in a config.
+pub fn keys_file(dir: &tempfile::TempDir, consumers: &[(&str, &str)]) -> String {
+    let path = dir.path().join("partners.toml");
+    let text: String = consumers
+        .iter()
+        .map(|(name, key)| format!("{name} = \"{}\"\n", key_digest(key)))
+        .collect();
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
 
 /// Asserts a gateway-made 401/403: problem+json, a request id, the challenge, and a body that
 /// says nothing about the credentials beyond the status.
