@@ -99,6 +99,16 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// `tollgate check` run on the gateway's config file.
+fn check_config(gw: &GatewayHandle) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("check")
+        .arg("-c")
+        .arg(&gw.config_path)
+        .output()
+        .unwrap()
+}
+
 /// The gateway's own log (JSON lines on stderr) as parsed objects.
 fn log_lines(gw: &GatewayHandle) -> Vec<serde_json::Value> {
     gw.stderr()
@@ -235,12 +245,7 @@ async fn rejected_reload_is_logged_with_the_same_messages_as_check() {
     );
 
     // What `tollgate check` says about the same file...
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("check")
-        .arg("-c")
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
+    let check = check_config(&gw);
     assert_eq!(check.status.code(), Some(1));
     let check_err = String::from_utf8(check.stderr).unwrap();
     let expected: Vec<&str> = check_err
@@ -754,12 +759,7 @@ async fn config_warnings_are_logged_once_per_load() {
     assert!(logged, "no warning at start-up; stderr:\n{}", gw.stderr());
 
     // The same line `tollgate check` prints for the file.
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("check")
-        .arg("-c")
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
+    let check = check_config(&gw);
     assert_eq!(check.status.code(), Some(0));
     let check_line = String::from_utf8(check.stderr)
         .unwrap()
