@@ -27,7 +27,8 @@ enum Command {
         #[arg(short, long, default_value = "/etc/tollgate/tollgate.toml")]
         config: PathBuf,
     },
-    /// Validate a config file, like `nginx -t`: exit 0 with a summary, or 1 with every error.
+    /// Validate a config file, like `nginx -t`: exit 0 with a summary (and any warnings on
+    /// stderr), or 1 with every error.
     Check {
         #[arg(short, long, default_value = "/etc/tollgate/tollgate.toml")]
         config: PathBuf,
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Snapshot::load(path) {
         Ok(s) => {
+            // Warnings do not fail the check: the config would load and serve as it is.
+            for line in s.warning_lines() {
+                eprintln!("{line}");
+            }
             println!(
                 "{}: ok ({}, {})",
                 path.display(),

@@ -45,6 +45,8 @@ impl Instance {
 
         load_jwt_keys(&registry.keys);
         let keys = registry.keys.clone();
+        // Logged here, once: the reload service logs the warnings of each config it applies.
+        snapshot.log_warnings("startup");
         let store = Arc::new(Store::new(config_path, snapshot, metrics.clone(), registry));
         let ready = Arc::new(Readiness::default());
         let access_log = Arc::new(access_log);

@@ -319,6 +319,178 @@ upstream = "catalog"
     assert_eq!(text(&out.stderr), "");
 }
 
+/// Writes `text` as `gw.toml`, next to an API-key file `keys.toml` (one consumer), and runs
+/// `check` on it.
+fn check_text(text: &str) -> (tempfile::TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keys.toml"),
+        format!("acme = \"{}\"\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = check(&path);
+    (dir, path, out)
+}
+
+/// A config with `admin_listen` and `routes` (TOML) below one upstream and two API-key policies.
+fn with_routes(admin_listen: &str, routes: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["127.0.0.1:18080"]
+admin_listen = "{admin_listen}"
+
+[auth.partners]
+type = "api_key"
+keys_file = "keys.toml"
+
+[auth.staff]
+type = "api_key"
+keys_file = "keys.toml"
+
+[upstreams.u]
+targets = ["127.0.0.1:9001"]
+{routes}"#
+    )
+}
+
+/// `check` accepted the file (exit 0, the one-line summary on stdout); returns stderr.
+fn accepted_with_stderr(path: &Path, out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} fails check:\n{stderr}",
+        path.display()
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("{}: ok (", path.display())) && stdout.lines().count() == 1,
+        "{stdout}"
+    );
+    stderr
+}
+
+const PUBLIC_SITE: &str = "
+[routes.public]
+path = \"/{*rest}\"
+upstream = \"u\"
+";
+
+#[test]
+fn a_protected_prefix_whose_bare_path_is_public_is_a_warning() {
+    let config = with_routes(
+        "127.0.0.1:19901",
+        &format!(
+            "{PUBLIC_SITE}
+[routes.admin]
+path = \"/admin/{{*rest}}\"
+upstream = \"u\"
+auth = \"partners\"
+"
+        ),
+    );
+    let line = 1 + config
+        .lines()
+        .position(|l| l == "path = \"/admin/{*rest}\"")
+        .unwrap();
+    let (_dir, path, out) = check_text(&config);
+    let stderr = accepted_with_stderr(&path, &out);
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:{line}:1: warning: routes.admin.path: \"/admin\" (without the trailing slash) is \
+             served by route \"public\" (auth: none), not by this route (auth: \"partners\"); add a \
+             route for \"/admin\" or give them the same auth\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_bare_prefix_served_by_another_policy_is_a_warning_too() {
+    let config = with_routes(
+        "127.0.0.1:19901",
+        r#"
+[routes.admin]
+path = "/admin/{*rest}"
+methods = ["GET", "POST"]
+upstream = "u"
+auth = "partners"
+
+[routes.admin_home]
+path = "/admin"
+methods = ["POST"]
+upstream = "u"
+auth = "staff"
+"#,
+    );
+    let (_dir, path, out) = check_text(&config);
+    let stderr = accepted_with_stderr(&path, &out);
+    assert!(
+        stderr.contains(": warning: routes.admin.path: \"/admin\" (without the trailing slash) is served by route \"admin_home\" (auth: \"staff\"), not by this route (auth: \"partners\")"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn no_warning_when_the_bare_prefix_has_the_same_auth_or_no_route() {
+    let same_auth = format!(
+        "{PUBLIC_SITE}
+[routes.admin]
+path = \"/admin/{{*rest}}\"
+upstream = \"u\"
+auth = \"partners\"
+
+[routes.admin_home]
+path = \"/admin\"
+upstream = \"u\"
+auth = \"partners\"
+"
+    );
+    // Without the public catch-all, "/admin" is a 404: nothing to warn about.
+    let not_found = r#"
+[routes.admin]
+path = "/admin/{*rest}"
+upstream = "u"
+auth = "partners"
+"#;
+    // Both public: the prefix route is no more protected than the rest.
+    let both_public = format!(
+        "{PUBLIC_SITE}
+[routes.docs]
+path = \"/docs/{{*rest}}\"
+upstream = \"u\"
+"
+    );
+    for routes in [same_auth.as_str(), not_found, &both_public] {
+        let (_dir, path, out) = check_text(&with_routes("127.0.0.1:19901", routes));
+        assert_eq!(accepted_with_stderr(&path, &out), "", "{routes}");
+    }
+}
+
+#[test]
+fn an_admin_listener_off_loopback_is_a_warning() {
+    for admin in ["0.0.0.0:19901", "[::]:19901", "192.0.2.7:19901"] {
+        let config = with_routes(admin, PUBLIC_SITE);
+        let (_dir, path, out) = check_text(&config);
+        let stderr = accepted_with_stderr(&path, &out);
+        let expected = format!(
+            "{}:3:1: warning: server.admin_listen: \"{admin}\" is not a loopback address",
+            path.display()
+        );
+        assert!(stderr.starts_with(&expected), "{admin}: {stderr}");
+        assert!(stderr.contains("reachable from the network"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    for admin in ["127.0.0.1:19901", "[::1]:19901"] {
+        let (_dir, path, out) = check_text(&with_routes(admin, PUBLIC_SITE));
+        assert_eq!(accepted_with_stderr(&path, &out), "", "{admin}");
+    }
+}
+
 #[test]
 fn check_does_not_bind_the_listen_addresses() {
     // Like `nginx -t`, checking a config must work next to the instance that is serving it.
@@ -351,17 +523,9 @@ fn every_shipped_config_passes_check() {
     files.sort();
     assert!(!files.is_empty(), "no .toml file in {}", dir.display());
     for file in files {
-        let out = check(&file);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{} fails check:\n{}",
-            file.display(),
-            text(&out.stderr)
-        );
-        let stdout = text(&out.stdout);
-        assert_eq!(stdout.lines().count(), 1, "{stdout}");
-        assert!(stdout.contains(": ok ("), "{stdout}");
+        let stderr = accepted_with_stderr(&file, &check(&file));
+        // The configs users copy from must not teach a setting `check` warns about.
+        assert_eq!(stderr, "", "{}", file.display());
     }
 }
 

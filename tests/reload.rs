@@ -99,6 +99,16 @@ fn sample(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// `tollgate check` run on the gateway's config file.
+fn check_config(gw: &GatewayHandle) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("check")
+        .arg("-c")
+        .arg(&gw.config_path)
+        .output()
+        .unwrap()
+}
+
 /// The gateway's own log (JSON lines on stderr) as parsed objects.
 fn log_lines(gw: &GatewayHandle) -> Vec<serde_json::Value> {
     gw.stderr()
@@ -235,12 +245,7 @@ async fn rejected_reload_is_logged_with_the_same_messages_as_check() {
     );
 
     // What `tollgate check` says about the same file...
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("check")
-        .arg("-c")
-        .arg(&gw.config_path)
-        .output()
-        .unwrap();
+    let check = check_config(&gw);
     assert_eq!(check.status.code(), Some(1));
     let check_err = String::from_utf8(check.stderr).unwrap();
     let expected: Vec<&str> = check_err
@@ -717,4 +722,80 @@ async fn a_change_made_while_starting_is_not_lost() {
     );
     assert_eq!(gw.config_hash().await, file_hash(&gw));
     assert_eq!(metric(&gw, SUCCESS).await, 2.0);
+}
+
+/// The gateway's WARN log lines carrying a config warning about `key`: (trigger, message).
+fn config_warnings_logged(gw: &GatewayHandle, key: &str) -> Vec<(String, String)> {
+    let needle = format!(": warning: {key}: ");
+    log_lines(gw)
+        .iter()
+        .filter(|l| l["level"] == "WARN")
+        .filter_map(|l| {
+            let message = l["message"].as_str()?;
+            message.contains(&needle).then(|| {
+                let trigger = l["trigger"].as_str().unwrap_or_default();
+                (trigger.to_string(), message.to_string())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_warnings_are_logged_once_per_load() {
+    let a = backend("a").start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let keys_path = support::auth::keys_file(&keys, &[("acme", "acme-key-0001")]);
+    // A protected /admin/{*rest} whose bare "/admin" the public catch-all serves: one warning.
+    let warned = format!(
+        "[auth.partners]\ntype = \"api_key\"\nkeys_file = \"{keys_path}\"\n\n{}\n[routes.admin]\npath = \"/admin/{{*rest}}\"\nupstream = \"a\"\nauth = \"partners\"\n",
+        one_route("public", "/{*rest}", "a", &a.target())
+    );
+    let gw = GatewayHandle::start_binary(&warned, "").await;
+    const KEY: &str = "routes.admin.path";
+    let logged = eventually(Duration::from_secs(5), || async {
+        !config_warnings_logged(&gw, KEY).is_empty()
+    })
+    .await;
+    assert!(logged, "no warning at start-up; stderr:\n{}", gw.stderr());
+
+    // The same line `tollgate check` prints for the file.
+    let check = check_config(&gw);
+    assert_eq!(check.status.code(), Some(0));
+    let check_line = String::from_utf8(check.stderr)
+        .unwrap()
+        .trim_end()
+        .to_string();
+    assert_eq!(
+        config_warnings_logged(&gw, KEY),
+        vec![("startup".to_string(), check_line.clone())]
+    );
+
+    // A reload that changes something else: the new config has the warning too, logged once.
+    gw.write_body(&format!("{warned}\n# edited\n"));
+    let relogged = eventually(LIVE_WITHIN, || async {
+        config_warnings_logged(&gw, KEY).len() >= 2
+    })
+    .await;
+    assert!(relogged, "no warning on reload; stderr:\n{}", gw.stderr());
+    assert_eq!(
+        config_warnings_logged(&gw, KEY),
+        vec![
+            ("startup".to_string(), check_line.clone()),
+            ("file".to_string(), check_line)
+        ]
+    );
+
+    // A route for "/admin" with the same auth: the next config has no warning to log.
+    gw.write_body(&format!(
+        "{warned}\n[routes.admin_home]\npath = \"/admin\"\nupstream = \"a\"\nauth = \"partners\"\n"
+    ));
+    let protected = eventually(LIVE_WITHIN, || async {
+        get(&gw, "/admin").await.map(|r| r.0) == Some(401)
+    })
+    .await;
+    assert!(protected, "reload not applied; stderr:\n{}", gw.stderr());
+    // Give a (wrong) log line the time to be written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(config_warnings_logged(&gw, KEY).len(), 2, "{}", gw.stderr());
+    assert_eq!(metric(&gw, SUCCESS).await, 3.0);
 }

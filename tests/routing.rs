@@ -1,7 +1,9 @@
-//! Routing through a real gateway: specificity, wildcard hosts, params, catch-all, methods,
-//! rewrite, and the 404/405 problem responses.
+//! Routing through a real gateway: specificity, wildcard hosts, params, catch-all (and its
+//! prefix with the trailing slash), methods, rewrite, and the 404/405 problem responses.
 
 mod support;
+use support::auth::{assert_denied, keys_file};
+use support::resilience::send;
 use support::{backend, client, raw_request, GatewayHandle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,4 +446,62 @@ upstream = "b"
         String::from_utf8_lossy(&head.body)
     );
     assert_eq!(b.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_prefix_route_also_guards_its_prefix_with_the_slash() {
+    // A public catch-all for the site and a protected one for /admin/: "/admin/" must not
+    // fall through to the public route.
+    let site = backend("site").start().await;
+    let admin = backend("admin").start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let keys_path = keys_file(&keys, &[("ops", "ops-key-0001")]);
+    let gw = GatewayHandle::start(&format!(
+        r#"
+[auth.ops]
+type = "api_key"
+header = "x-api-key"
+keys_file = "{keys_path}"
+
+[upstreams.site]
+targets = ["{}"]
+[upstreams.admin]
+targets = ["{}"]
+
+[routes.site]
+path = "/{{*rest}}"
+upstream = "site"
+
+[routes.admin]
+path = "/admin/{{*rest}}"
+upstream = "admin"
+auth = "ops"
+rewrite = "/internal/{{rest}}"
+"#,
+        site.target(),
+        admin.target()
+    ))
+    .await;
+    let get = |path: &str| client().get(gw.url(path));
+
+    let a = send(get("/admin/")).await.unwrap();
+    assert_denied(&a, 401, "ApiKey header=\"x-api-key\"");
+    assert_eq!(site.count() + admin.count(), 0, "a backend saw /admin/");
+
+    let a = send(get("/admin/").header("x-api-key", "ops-key-0001"))
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.backend().as_deref(), Some("admin"));
+    // The catch-all parameter is empty for the prefix.
+    assert_eq!(admin.received()[0].uri, "/internal/");
+    assert_eq!(site.count(), 0);
+
+    // The root is the site's prefix in the same way; the bare "/admin" is another path, served
+    // by the site (what `tollgate check` warns about).
+    for path in ["/", "/admin"] {
+        let a = send(get(path)).await.unwrap();
+        assert_eq!(a.backend().as_deref(), Some("site"), "{path}: {a:?}");
+    }
+    assert_eq!(admin.count(), 1);
 }

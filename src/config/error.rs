@@ -1,5 +1,6 @@
 //! Config errors that name the key path (`routes.home.upstream`) and, where the file says, the
 //! line and column, so `tollgate check` reads like a compiler and a reload failure is actionable.
+//! Warnings are located and printed the same way, with `warning: ` before the key path.
 
 use std::fmt;
 
@@ -38,6 +39,51 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Something a valid config says that is probably not what was meant (a protected route whose
+/// bare prefix another route serves, an admin listener open to the network). The config loads
+/// and serves; `tollgate check` prints the warning and the gateway logs it on every load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Dotted key path, e.g. `routes.admin.path`.
+    pub path: String,
+    /// 1-based line and column of the key, once located (see [`Locator::locate`]).
+    pub location: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl ConfigWarning {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigWarning {
+            path: path.into(),
+            location: None,
+            message: message.into(),
+        }
+    }
+
+    /// The line `check` prints and the gateway logs: `FILE:LINE:COL: warning: KEY: message`.
+    pub fn in_file(&self, source: &str) -> String {
+        in_file(source, self.location, self)
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, col)) = self.location {
+            write!(f, "{line}:{col}: ")?;
+        }
+        write!(f, "warning: {}: {}", self.path, self.message)
+    }
+}
+
+/// `item` (which starts with its location, if any) prefixed with the file name, as a compiler
+/// writes it: `FILE:LINE:COL: ...`, or `FILE: ...` without a location.
+fn in_file(source: &str, location: Option<(usize, usize)>, item: &dyn fmt::Display) -> String {
+    match location {
+        Some(_) => format!("{source}:{item}"),
+        None => format!("{source}: {item}"),
+    }
+}
+
 /// All the problems found in one config file; the file name prefixes every line when displayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
@@ -51,10 +97,7 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            match e.location {
-                Some(_) => write!(f, "{}:{e}", self.source)?,
-                None => write!(f, "{}: {e}", self.source)?,
-            }
+            f.write_str(&in_file(&self.source, e.location, e))?;
         }
         Ok(())
     }
@@ -80,6 +123,13 @@ impl<'a> Locator<'a> {
     pub fn locate_all(&self, errors: &mut [ConfigError]) {
         for e in errors.iter_mut().filter(|e| e.location.is_none()) {
             e.location = self.locate(&e.path);
+        }
+    }
+
+    /// Fills in `location` for every warning that lacks one.
+    pub fn locate_warnings(&self, warnings: &mut [ConfigWarning]) {
+        for w in warnings.iter_mut().filter(|w| w.location.is_none()) {
+            w.location = self.locate(&w.path);
         }
     }
 
@@ -137,6 +187,22 @@ mod tests {
         // A missing key points at the closest parent that exists.
         assert_eq!(loc.locate("routes.home.nope"), Some((4, 9)));
         assert_eq!(loc.locate("nothing.here"), None);
+    }
+
+    #[test]
+    fn warnings_read_like_errors_with_the_word_warning() {
+        let mut w = ConfigWarning::new("server.admin_listen", "is public");
+        assert_eq!(
+            w.in_file("gw.toml"),
+            "gw.toml: warning: server.admin_listen: is public"
+        );
+        Locator::new("[server]\nadmin_listen = \"0.0.0.0:9901\"\n")
+            .locate_warnings(std::slice::from_mut(&mut w));
+        assert_eq!(w.location, Some((2, 1)));
+        assert_eq!(
+            w.in_file("gw.toml"),
+            "gw.toml:2:1: warning: server.admin_listen: is public"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod validate;
 
 pub use validate::parse_proxy_net;
 
-pub use error::{line_col, ConfigError, ConfigErrors, Locator};
+pub use error::{line_col, ConfigError, ConfigErrors, ConfigWarning, Locator};
 pub use types::*;
 pub use units::{parse_duration, parse_size, DurationStr, SizeStr};
 
@@ -62,6 +62,17 @@ impl Source {
             source: self.path.display().to_string(),
             errors,
         }
+    }
+
+    /// Locates each warning's key path in the text, then orders them as they appear in the file.
+    pub fn warnings(&self, mut warnings: Vec<ConfigWarning>) -> Vec<ConfigWarning> {
+        if warnings.is_empty() {
+            return warnings;
+        }
+        Locator::new(&self.text).locate_warnings(&mut warnings);
+        // Stable, and unlocated ones (none expected) last.
+        warnings.sort_by_key(|w| w.location.unwrap_or((usize::MAX, 0)));
+        warnings
     }
 }
 

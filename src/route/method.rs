@@ -154,6 +154,24 @@ impl MethodSet {
         }
     }
 
+    /// The methods to try a path with on behalf of a route with this set: its
+    /// own, or GET for `Any` (the method of a plain link or a browser).
+    pub(super) fn probes(&self) -> Vec<Method> {
+        match self {
+            MethodSet::Any => vec![Method::GET],
+            MethodSet::Listed {
+                standard,
+                extension,
+            } => STANDARD
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| standard & (1 << i) != 0)
+                .map(|(_, m)| m.clone())
+                .chain(extension.iter().cloned())
+                .collect(),
+        }
+    }
+
     /// Method names in the set, sorted alphabetically (empty for `Any`).
     fn names(&self) -> Vec<String> {
         match self {

@@ -29,6 +29,30 @@
 //!    of the method. If no group matches the path, the answer is
 //!    [`Lookup::NotFound`].
 //!
+//! # Prefix routes
+//!
+//! A pattern ending in `/{*name}` also serves its prefix with the trailing
+//! slash: `/admin/{*rest}` matches `/admin/` (matchit alone wants at least one
+//! byte for a catch-all, so `/admin/` would fall through to a broader route such
+//! as a public `/{*rest}`), and `/{*rest}` matches `/`. For that path the
+//! `{*name}` parameter is absent (a `rewrite` fills it with ""), and the
+//! methods, and the Allow value of a 405, are those of the catch-all pattern.
+//!
+//! The prefix is inserted into the group's router as an alias of the
+//! catch-all pattern, after every pattern of the config, and only where it
+//! fits: a route whose own pattern is the prefix (`/admin/`, `/`) keeps the
+//! path, as a static pattern beats a catch-all, and so does a configured
+//! pattern that matchit cannot rank against the alias (`/{id}/` against
+//! `/{name}/`, the alias of `/{name}/{*rest}`). So the aliases never add a
+//! build error. Otherwise the usual ranking applies: a static segment beats a
+//! `{param}`, so with `/{id}/` and `/admin/{*rest}`, `/admin/` goes to the
+//! latter, as `/admin/x` does.
+//!
+//! The bare prefix without the slash (`/admin`) is *not* an alias: it is
+//! another path, served by whatever route matches it.
+//! [`RouteTable::bare_prefixes`] tells which route that is, so that the config
+//! can warn when it is protected differently.
+//!
 //! # Hosts
 //!
 //! `host = "api.example.com"` matches that host only; `host = "*.example.com"`
@@ -56,9 +80,10 @@
 //! A lookup allocates nothing (except inside matchit for a pattern with more
 //! than 3 parameters): hosts are lowercased, only if needed, into a stack
 //! buffer and found in one hash map holding both exact hosts and wildcard
-//! suffixes; paths go through a prebuilt radix tree per host group; the method
-//! is resolved by an array index; the Allow value of a 405 is built once, at
-//! build time.
+//! suffixes; paths go through a prebuilt radix tree per host group (prefix
+//! aliases are ordinary entries of it, so they cost a lookup nothing); the
+//! method is resolved by an array index; the Allow value of a 405 is built
+//! once, at build time.
 
 mod host;
 mod method;
@@ -171,6 +196,25 @@ pub struct RouteTable<T> {
     wildcard_lens: (usize, usize),
     /// Routes without a `host`.
     any_host: Option<matchit::Router<Dispatch>>,
+    /// Routes with a bare prefix, for [`RouteTable::bare_prefixes`] (never
+    /// read by a lookup).
+    prefixes: Vec<PrefixRoute>,
+}
+
+/// A route `/p/{*rest}` whose bare prefix `/p` (no trailing slash), requested
+/// on the route's hosts with one of its methods, is served by another route.
+/// See [`RouteTable::bare_prefixes`].
+#[derive(Debug)]
+pub struct BarePrefix<'t, T> {
+    /// The catch-all route's name and value.
+    pub route: &'t str,
+    pub value: &'t T,
+    /// The bare prefix as a request path, e.g. `/admin` (a `{param}` of the
+    /// pattern is kept as written).
+    pub path: String,
+    /// The name and value of the route that serves `path` instead.
+    pub served_by: &'t str,
+    pub served_value: &'t T,
 }
 
 impl<T> fmt::Debug for RouteTable<T> {
@@ -281,6 +325,34 @@ fn param_names(path: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The prefix `/p/` of a pattern that ends in a catch-all right after a '/'
+/// (`/p/{*rest}`): the path the table also serves as an alias of the pattern.
+/// `None` for other patterns.
+fn catch_all_prefix(pattern: &str) -> Option<&str> {
+    let (range, _) = placeholders(pattern).pop()?;
+    let catch_all = pattern.get(range.clone())?.starts_with("{*");
+    let prefix = pattern.get(..range.start)?;
+    (catch_all && range.end == pattern.len() && prefix.ends_with('/')).then_some(prefix)
+}
+
+/// The request path a prefix names without its trailing slash: `/admin` for
+/// `/admin/`, empty for `/`. Escaped braces become literal ones; a `{param}`
+/// stays as written, which a request can carry as the parameter's value, so the
+/// path still reaches the routes that take any value there.
+fn bare_path(prefix: &str) -> String {
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    let unescape = |literal: &str| literal.replace("{{", "{").replace("}}", "}");
+    let mut out = String::with_capacity(prefix.len());
+    let mut last = 0;
+    for (range, _) in placeholders(prefix) {
+        out.push_str(&unescape(prefix.get(last..range.start).unwrap_or_default()));
+        out.push_str(prefix.get(range.clone()).unwrap_or_default());
+        last = range.end;
+    }
+    out.push_str(&unescape(prefix.get(last..).unwrap_or_default()));
+    out
+}
+
 /// `/u/{id}` and `/u/{name}` differ only in parameter names: two routes meant
 /// to share one path with different methods, spelled inconsistently.
 fn same_shape(a: &str, b: &str) -> bool {
@@ -312,11 +384,24 @@ fn patterns_conflict(a: &str, b: &str) -> bool {
 /// Routes of one host group: pattern -> indexes of the routes using it.
 type Patterns<'d> = BTreeMap<&'d str, Vec<usize>>;
 
+/// A route whose pattern ends in `/{*name}` and has a bare prefix (`/admin`
+/// for `/admin/{*rest}`), kept for [`RouteTable::bare_prefixes`].
+#[derive(Debug, Clone)]
+struct PrefixRoute {
+    route: usize,
+    host: Option<HostPattern>,
+    /// The request path of the prefix without its trailing slash; see [`bare_path`].
+    bare: String,
+    /// The methods to look the bare path up with: the route's own.
+    methods: Vec<Method>,
+}
+
 /// State of [`RouteTable::build`]: the definitions, the method set of each,
-/// and the problems found so far.
+/// the prefix routes, and the problems found so far.
 struct Builder<'d, T> {
     defs: &'d [RouteDef<T>],
     sets: Vec<MethodSet>,
+    prefixes: Vec<PrefixRoute>,
     errors: Vec<RouteError>,
 }
 
@@ -361,6 +446,9 @@ impl<'d, T> Builder<'d, T> {
             for message in problems {
                 self.error(index, "methods", message);
             }
+            if let (Some(host), true) = (&host, path_ok) {
+                self.note_prefix(index, host, &def.path, &set);
+            }
             self.sets.push(set);
             if let (Some(host), true) = (host, path_ok) {
                 grouped
@@ -372,6 +460,28 @@ impl<'d, T> Builder<'d, T> {
             }
         }
         grouped
+    }
+
+    /// Remembers a valid route whose pattern has a bare prefix (`/admin` for
+    /// `/admin/{*rest}`; `/{*rest}` has none).
+    fn note_prefix(
+        &mut self,
+        route: usize,
+        host: &Option<HostPattern>,
+        path: &str,
+        set: &MethodSet,
+    ) {
+        let Some(bare) = catch_all_prefix(path).map(bare_path) else {
+            return;
+        };
+        if !bare.is_empty() {
+            self.prefixes.push(PrefixRoute {
+                route,
+                host: host.clone(),
+                bare,
+                methods: set.probes(),
+            });
+        }
     }
 
     /// Step 2: one host group's router. `where_` is how messages name the host.
@@ -397,9 +507,14 @@ impl<'d, T> Builder<'d, T> {
         let mut router = matchit::Router::new();
         // (pattern, its routes) of the patterns inserted so far
         let mut inserted: Vec<(&str, Vec<usize>)> = Vec::new();
+        // What the router holds, in insertion order, to rebuild it from.
+        let mut entries: Vec<(String, Dispatch)> = Vec::new();
         for (pattern, routes, dispatch) in slots {
-            match router.insert(pattern, dispatch) {
-                Ok(()) => inserted.push((pattern, routes)),
+            match router.insert(pattern, dispatch.clone()) {
+                Ok(()) => {
+                    inserted.push((pattern, routes));
+                    entries.push((pattern.to_string(), dispatch));
+                }
                 Err(matchit::InsertError::Conflict { with }) => {
                     self.report_conflict(pattern, &routes, &with, &inserted, where_);
                 }
@@ -413,6 +528,7 @@ impl<'d, T> Builder<'d, T> {
                 }
             }
         }
+        add_prefix_aliases(&mut router, entries);
         router
     }
 
@@ -494,6 +610,49 @@ impl<'d, T> Builder<'d, T> {
     }
 }
 
+/// Step 3 of a group: `/p/` for each `/p/{*rest}` (same dispatch), inserted
+/// after every configured pattern so that any of them that holds the path
+/// keeps it. `entries` are the group's patterns in insertion order.
+fn add_prefix_aliases(
+    router: &mut matchit::Router<Dispatch>,
+    mut entries: Vec<(String, Dispatch)>,
+) {
+    let aliases: Vec<(String, Dispatch)> = entries
+        .iter()
+        .filter_map(|(pattern, dispatch)| {
+            Some((catch_all_prefix(pattern)?.to_string(), dispatch.clone()))
+        })
+        .collect();
+    for (alias, dispatch) in aliases {
+        // A route for the prefix itself wins (a static pattern beats a
+        // catch-all); no need to ask matchit.
+        if entries.iter().any(|(pattern, _)| *pattern == alias) {
+            continue;
+        }
+        match router.insert(alias.as_str(), dispatch.clone()) {
+            Ok(()) => entries.push((alias, dispatch)),
+            // Held by a configured pattern matchit cannot rank against it
+            // (`/{id}/` for the alias `/{name}/`): that pattern keeps it.
+            // matchit does not say what state a refused insert leaves behind
+            // (it may split nodes on its way), so rather than trust it, the
+            // router is rebuilt from what it accepted. Rare: a route for the
+            // prefix itself is skipped above.
+            Err(_) => *router = router_of(&entries),
+        }
+    }
+}
+
+/// A router holding `entries`, inserted in order (each was accepted in that
+/// order before, so none fails).
+fn router_of(entries: &[(String, Dispatch)]) -> matchit::Router<Dispatch> {
+    let mut router = matchit::Router::new();
+    for (pattern, dispatch) in entries {
+        // Cannot fail: this exact sequence was accepted before.
+        let _ = router.insert(pattern.as_str(), dispatch.clone());
+    }
+    router
+}
+
 impl<T> RouteTable<T> {
     /// Validates the routes and builds the table.
     ///
@@ -505,6 +664,7 @@ impl<T> RouteTable<T> {
         let mut builder = Builder {
             defs: &defs,
             sets: Vec::with_capacity(defs.len()),
+            prefixes: Vec::new(),
             errors: Vec::new(),
         };
         let grouped = builder.check_routes();
@@ -523,6 +683,7 @@ impl<T> RouteTable<T> {
         }
 
         let mut errors = builder.errors;
+        let prefixes = builder.prefixes;
         if !errors.is_empty() {
             // Stable: problems of one field keep the order they were found in.
             errors.sort_by(|a, b| a.route.cmp(&b.route).then(a.field.cmp(b.field)));
@@ -548,6 +709,7 @@ impl<T> RouteTable<T> {
             hosts,
             wildcard_lens,
             any_host,
+            prefixes,
         })
     }
 
@@ -670,6 +832,56 @@ impl<T> RouteTable<T> {
                 None => Lookup::NotFound,
             },
             Choice::NotAllowed(allow) => Lookup::MethodNotAllowed { allow },
+        }
+    }
+
+    /// For each route `/p/{*rest}`: which other routes serve the bare `/p` on
+    /// the route's hosts, looked up like a request (with the route's methods,
+    /// GET if it takes any; falling through to less specific host groups), so
+    /// that the config can warn when `/p` and `/p/...` are not protected alike.
+    /// One entry per (route, serving route); a `/p` answered 404 or 405 gives
+    /// none. In the order the routes were given. Runs lookups: for config
+    /// checks, not for requests.
+    pub fn bare_prefixes(&self) -> Vec<BarePrefix<'_, T>> {
+        let mut found = Vec::new();
+        for prefix in &self.prefixes {
+            let Some(route) = self.routes.get(prefix.route) else {
+                continue;
+            };
+            let host = prefix.host.as_ref().map(|h| self.sample_host(h));
+            let mut seen: Vec<&str> = Vec::new();
+            for method in &prefix.methods {
+                let Lookup::Found {
+                    route: value, name, ..
+                } = self.lookup(host.as_deref(), &prefix.bare, method)
+                else {
+                    continue;
+                };
+                if name != &*route.name && !seen.contains(&name) {
+                    seen.push(name);
+                    found.push(BarePrefix {
+                        route: &route.name,
+                        value: &route.value,
+                        path: prefix.bare.clone(),
+                        served_by: name,
+                        served_value: value,
+                    });
+                }
+            }
+        }
+        found
+    }
+
+    /// A request host that the group of `pattern` is the most specific group
+    /// for: the host itself, or for `*.example.com` a subdomain that no exact
+    /// host of the table claims (a single label, so no deeper wildcard either).
+    fn sample_host(&self, pattern: &HostPattern) -> String {
+        match pattern {
+            HostPattern::Exact(host) => host.clone(),
+            HostPattern::Wildcard(suffix) => (0u32..)
+                .map(|i| format!("probe{i}{suffix}"))
+                .find(|host| !self.hosts.contains_key(host.as_bytes()))
+                .unwrap_or_default(),
         }
     }
 

@@ -1,12 +1,13 @@
 //! Compiled configuration: a [`Snapshot`] is the immutable runtime form of one config file
-//! (route table, upstreams, log settings). The proxy loads one snapshot per request, so a reload
-//! never mixes old and new config inside a request. [`store`] swaps snapshots; [`watch`] triggers
-//! reloads on file changes and SIGHUP.
+//! (route table, upstreams, log settings, and the warnings about it). The proxy loads one
+//! snapshot per request, so a reload never mixes old and new config inside a request. [`store`]
+//! swaps snapshots; [`watch`] triggers reloads on file changes and SIGHUP.
 
 mod files;
 mod limits;
 mod rewrite;
 pub mod store;
+mod warnings;
 pub mod watch;
 
 pub use files::ReferencedFiles;
@@ -16,7 +17,8 @@ pub use store::{ReloadOutcome, Store};
 
 use crate::auth::{self, AuthPolicy};
 use crate::config::{
-    self, Config, ConfigError, ConfigErrors, EscapedSlashes, LogFormat, ServerConfig, Source,
+    self, Config, ConfigError, ConfigErrors, ConfigWarning, EscapedSlashes, LogFormat,
+    ServerConfig, Source,
 };
 use crate::route::{RouteDef, RouteTable};
 use crate::upstream::{StateRegistry, Upstream};
@@ -169,6 +171,9 @@ pub struct Snapshot {
     /// Rate limit checks (trusted proxies, cluster backend); the limits hang off the routes.
     pub limiter: Arc<crate::ratelimit::Limiter>,
     pub info: SnapshotInfo,
+    /// What the config says that is valid but probably not meant, located in the file, in file
+    /// order. Printed by `check`, logged when the snapshot goes live.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Snapshot {
@@ -184,6 +189,18 @@ impl Snapshot {
     pub fn load(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
         let registries = Registries::new(Arc::new(crate::observe::Metrics::new()));
         Snapshot::from_source(&Source::read(path)?, &registries)
+    }
+
+    /// The warnings as `check` prints them and the gateway logs them, one line each:
+    /// `FILE:LINE:COL: warning: KEY: message`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let source = self.info.source.display().to_string();
+        self.warnings.iter().map(|w| w.in_file(&source)).collect()
+    }
+
+    /// Logs each warning at WARN: call it once, when the snapshot goes live.
+    pub fn log_warnings(&self, trigger: &str) {
+        log_warning_lines(&self.warning_lines(), trigger);
     }
 
     /// Sets the upstream health and circuit gauges from this snapshot's state: call it when the
@@ -203,13 +220,23 @@ impl Snapshot {
         // once; the others are compiled to find route conflicts and rewrite errors too.
         let failed: BTreeSet<String> = errors.iter().filter_map(|e| entry_of(&e.path)).collect();
         match compile(source, &config, &failed, registry) {
-            Ok(snapshot) if errors.is_empty() => Ok(snapshot),
+            Ok(mut snapshot) if errors.is_empty() => {
+                snapshot.warnings = source.warnings(std::mem::take(&mut snapshot.warnings));
+                Ok(snapshot)
+            }
             Ok(_) => Err(source.errors(errors)),
             Err(more) => {
                 errors.extend(more);
                 Err(source.errors(errors))
             }
         }
+    }
+}
+
+/// Logs config warnings (see [`Snapshot::warning_lines`]) at WARN, with what loaded the config.
+pub(crate) fn log_warning_lines(lines: &[String], trigger: &str) {
+    for line in lines {
+        tracing::warn!(trigger, "{line}");
     }
 }
 
@@ -365,6 +392,7 @@ pub fn compile(
                 Some(c) => c.limiter,
                 None => return Err(errors),
             },
+            warnings: warnings::of(&config.server, &routes),
             info: SnapshotInfo {
                 hash: source.hash(),
                 source: source.path.clone(),

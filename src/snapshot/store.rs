@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub enum ReloadOutcome {
     /// A new snapshot is live. `needs_restart` lists keys that changed but only take effect after
-    /// a restart (they keep their running values).
+    /// a restart (they keep their running values); `warnings` are the new config's warnings, as
+    /// `check` prints them.
     Applied {
         hash: String,
         needs_restart: Vec<&'static str>,
+        warnings: Vec<String>,
     },
     /// The file is byte-for-byte the config already running.
     Unchanged,
@@ -105,10 +107,12 @@ impl Store {
                 let needs_restart = restart_only_changes(&current, &next);
                 keep_restart_only_values(&current, &mut next);
                 next.publish_upstream_metrics();
+                let warnings = next.warning_lines();
                 self.current.store(Arc::new(next));
                 ReloadOutcome::Applied {
                     hash,
                     needs_restart,
+                    warnings,
                 }
             }
         };

@@ -2,7 +2,7 @@
 //! replace files by rename, so the directory is what changes), on the directories of the files
 //! the config names (API-key files, JWKS files, secrets, certificates), and SIGHUP. Runs as a Pingora
 //! background service, off the request path; each reload is logged with the same messages
-//! `tollgate check` prints.
+//! `tollgate check` prints, its errors or, for a config that goes live, its warnings.
 
 use super::{ReloadOutcome, Store};
 use async_trait::async_trait;
@@ -43,8 +43,10 @@ pub async fn reload_and_log(store: Arc<Store>, trigger: &'static str) {
         ReloadOutcome::Applied {
             hash,
             needs_restart,
+            warnings,
         } => {
             tracing::info!(trigger, config_hash = %hash, "config reloaded");
+            super::log_warning_lines(&warnings, trigger);
             for key in needs_restart {
                 tracing::warn!(
                     trigger,

@@ -1,21 +1,21 @@
-//! Helpers for auth tests: denial assertions, the auth-decision metric and API-key files.
+//! Helpers for auth tests: API-key files, denial assertions and the auth-decision metric.
 
 use super::resilience::{metric, Answer};
 use super::GatewayHandle;
 use sha2::{Digest, Sha256};
 
-/// Writes an API-key `keys_file` (`consumer = "<sha256 hex of the key>"` lines) as
-/// `partners.toml` in `dir`; returns its absolute path for the config.
+/// An API key as a keys file stores it: its SHA-256, hex.
+pub fn key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Writes (or rewrites) `partners.toml` in `dir` with one `consumer = "<digest>"` line per
+/// (consumer, key); returns its absolute path, for `keys_file` in a config.
 pub fn keys_file(dir: &tempfile::TempDir, consumers: &[(&str, &str)]) -> String {
     let path = dir.path().join("partners.toml");
     let text: String = consumers
         .iter()
-        .map(|(name, key)| {
-            format!(
-                "{name} = \"{}\"\n",
-                hex::encode(Sha256::digest(key.as_bytes()))
-            )
-        })
+        .map(|(name, key)| format!("{name} = \"{}\"\n", key_digest(key)))
         .collect();
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
