@@ -2,7 +2,10 @@
 //! length, without buffering anything: the connection guard uses it to know when the head
 //! phase of a request is over. It also checks the request line's shape (RFC 9112 §3: method,
 //! one space, target, one space, version), which Pingora does not: it percent-encodes spaces
-//! and control bytes it finds in a target and forwards the result.
+//! and control bytes it finds in a target and forwards the result, and answers a malformed
+//! target with a bare 400 of its own.
+
+use crate::request_target::{self, Classified, PathError, Refusal};
 
 /// Scans the bytes of one request head.
 ///
@@ -21,10 +24,19 @@ pub struct HeadScanner {
     request_line: RequestLine,
 }
 
-/// How many bytes of a request target are kept to show in the log line of a refusal.
-pub const SHOWN_TARGET: usize = 256;
+/// How many bytes of a request target are kept: enough to classify any acceptable
+/// absolute-form target (scheme, `://`, a host of at most 254 bytes and a port), and to show
+/// the target in the log line of a refusal.
+pub const KEPT_TARGET: usize = 512;
 
 const VERSION_PREFIX: &[u8] = b"HTTP/";
+const CONNECT: &[u8] = b"CONNECT";
+
+/// The refusal for a request line that is not `METHOD SP target SP HTTP/x.y`.
+const BAD_LINE: Refusal = Refusal::BadTarget(
+    "the request line must be the method, one space, the target, one space and the version, \
+     with no other whitespace or control bytes",
+);
 
 /// The request line while it arrives.
 #[derive(Debug, Clone)]
@@ -37,12 +49,18 @@ struct RequestLine {
     cr: bool,
     /// The line ended (its LF was seen).
     done: bool,
-    /// The line is malformed.
-    bad: bool,
+    /// The target reached its `?`: what follows is the query, not the path.
+    in_query: bool,
+    /// Bytes of the method seen, and whether they are `CONNECT` so far.
+    method_len: usize,
+    connect: bool,
     /// Bytes of the version seen (after the second space).
     version_len: usize,
-    /// The start of the target, for the log.
-    target: [u8; SHOWN_TARGET],
+    /// Why the line is refused, as soon as that is known (the first reason found).
+    refusal: Option<Refusal>,
+    /// The start of the target.
+    target: [u8; KEPT_TARGET],
+    /// Bytes of the target seen (more than `KEPT_TARGET` when it was cut).
     target_len: usize,
 }
 
@@ -53,48 +71,100 @@ impl Default for RequestLine {
             after_space: true,
             cr: false,
             done: false,
-            bad: false,
+            in_query: false,
+            method_len: 0,
+            connect: true,
             version_len: 0,
-            target: [0; SHOWN_TARGET],
+            refusal: None,
+            target: [0; KEPT_TARGET],
             target_len: 0,
         }
     }
 }
 
 impl RequestLine {
+    fn refuse(&mut self, refusal: Refusal) {
+        self.refusal.get_or_insert(refusal);
+    }
+
     /// One byte of the request line.
     fn feed(&mut self, b: u8) {
         if self.cr && b != b'\n' {
-            self.bad = true;
+            self.refuse(BAD_LINE);
         }
         match b {
             b'\n' => {
                 self.done = true;
-                self.bad |= self.spaces != 2 || self.after_space;
+                if self.spaces != 2 || self.after_space {
+                    self.refuse(BAD_LINE);
+                }
+                self.check_target();
             }
             b'\r' => self.cr = true,
             b' ' => {
-                self.bad |= self.after_space || self.spaces == 2;
+                if self.after_space || self.spaces == 2 {
+                    self.refuse(BAD_LINE);
+                }
                 self.spaces += 1;
                 self.after_space = true;
             }
-            0..=0x1f | 0x7f => self.bad = true,
             _ => {
-                self.after_space = false;
-                if self.spaces == 1 && self.target_len < SHOWN_TARGET {
-                    self.target[self.target_len] = b;
-                    self.target_len += 1;
+                if b < 0x20 || b == 0x7f {
+                    self.refuse(BAD_LINE);
                 }
-                if self.spaces == 2 {
-                    // `HTTP/` and digits: a space inside the target shows here at once.
-                    let fits = match VERSION_PREFIX.get(self.version_len) {
-                        Some(&expected) => b == expected,
-                        None => b.is_ascii_digit() || b == b'.',
-                    };
-                    self.bad |= !fits;
-                    self.version_len += 1;
+                self.after_space = false;
+                match self.spaces {
+                    0 => {
+                        self.connect &= CONNECT.get(self.method_len) == Some(&b);
+                        self.method_len += 1;
+                    }
+                    1 => self.target_byte(b),
+                    2 => {
+                        // `HTTP/` and digits: a space inside the target shows here at once.
+                        let fits = match VERSION_PREFIX.get(self.version_len) {
+                            Some(&expected) => b == expected,
+                            None => b.is_ascii_digit() || b == b'.',
+                        };
+                        if !fits {
+                            self.refuse(BAD_LINE);
+                        }
+                        self.version_len += 1;
+                    }
+                    _ => {}
                 }
             }
+        }
+    }
+
+    fn target_byte(&mut self, b: u8) {
+        if let Some(slot) = self.target.get_mut(self.target_len) {
+            *slot = b;
+        }
+        self.target_len += 1;
+        self.in_query |= b == b'?';
+        if b >= 0x80 && !self.in_query {
+            self.refuse(Refusal::BadPath(PathError::NonAscii));
+        }
+    }
+
+    /// At the end of the line: a target other than a path must be an http(s) URL with a plain
+    /// host (Pingora would refuse the rest with a bare 400, or keep a non-path target for the
+    /// wire while its URI says `/`).
+    fn check_target(&mut self) {
+        if self.connect && self.method_len == CONNECT.len() {
+            // An authority-form target; Pingora refuses the method itself (405).
+            return;
+        }
+        let kept = &self.target[..self.target_len.min(KEPT_TARGET)];
+        match request_target::classify(kept) {
+            Ok(Classified::Absolute { path_and_query, .. })
+                if path_and_query.is_empty() && self.target_len > KEPT_TARGET =>
+            {
+                // The authority runs past what an acceptable host can be.
+                self.refuse(Refusal::BadHost);
+            }
+            Ok(_) => {}
+            Err(refusal) => self.refuse(refusal),
         }
     }
 }
@@ -142,15 +212,18 @@ impl HeadScanner {
         self.len == 0
     }
 
-    /// The request line has stray whitespace (a space too many, a tab, a bare CR) or a
-    /// control byte, or lacks its two separators. Known as soon as the byte arrives.
-    pub fn bad_request_line(&self) -> bool {
-        self.request_line.bad
+    /// Why the request line is refused, if it is: stray whitespace (a space too many, a tab,
+    /// a bare CR), a control byte, no two separators, raw bytes outside ASCII in the path
+    /// (known as soon as the byte arrives); a target that is neither a path nor an http(s) URL
+    /// with a plain host (known at the end of the line).
+    pub fn request_line_refusal(&self) -> Option<Refusal> {
+        self.request_line.refusal
     }
 
     /// The first bytes of the request target, as received.
     pub fn target(&self) -> &[u8] {
-        &self.request_line.target[..self.request_line.target_len]
+        let line = &self.request_line;
+        &line.target[..line.target_len.min(KEPT_TARGET)]
     }
 }
 
@@ -172,17 +245,20 @@ mod tests {
         assert_eq!(end_of(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
     }
 
-    fn bad_line(input: &[u8]) -> bool {
+    fn refusal(input: &[u8]) -> Option<Refusal> {
         let mut s = HeadScanner::new();
         s.feed(input);
-        s.bad_request_line()
+        s.request_line_refusal()
+    }
+
+    fn bad_line(input: &[u8]) -> bool {
+        refusal(input).is_some()
     }
 
     #[test]
     fn a_well_formed_request_line_passes() {
         assert!(!bad_line(b"GET /a?b=c HTTP/1.1\r\nHost: a\r\n\r\n"));
         assert!(!bad_line(b"\r\nGET / HTTP/1.0\n\n"));
-        assert!(!bad_line(b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n"));
         // Only the request line is checked: header values may hold spaces and tabs.
         assert!(!bad_line(b"GET / HTTP/1.1\r\nX-A: b c\td\r\n\r\n"));
     }
@@ -208,6 +284,41 @@ mod tests {
         }
         // Known at the bad byte, before the line ends.
         assert!(bad_line(b"GET /a b"));
+        assert_eq!(refusal(b"GET /a\x01"), Some(BAD_LINE));
+    }
+
+    #[test]
+    fn targets_that_are_not_paths_or_urls_are_caught_at_the_end_of_the_line() {
+        assert_eq!(refusal(b"GET x:/admin HTTP/1.1"), None);
+        assert!(matches!(
+            refusal(b"GET x:/admin HTTP/1.1\r\n"),
+            Some(Refusal::BadTarget(_))
+        ));
+        assert!(matches!(
+            refusal(b"GET #/admin HTTP/1.1\r\n"),
+            Some(Refusal::BadTarget(_))
+        ));
+        assert_eq!(
+            refusal(b"GET http://u@a.example/ HTTP/1.1\r\n"),
+            Some(Refusal::BadHost)
+        );
+        assert_eq!(refusal(b"GET http://a.example/x HTTP/1.1\r\n"), None);
+        assert_eq!(refusal(b"OPTIONS * HTTP/1.1\r\n"), None);
+        assert_eq!(refusal(b"CONNECT a.example:443 HTTP/1.1\r\n"), None);
+        assert!(refusal(b"CONNECTX a.example:443 HTTP/1.1\r\n").is_some());
+        let mut long = b"GET http://".to_vec();
+        long.extend_from_slice(&[b'a'; 600]);
+        long.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(refusal(&long), Some(Refusal::BadHost));
+    }
+
+    #[test]
+    fn raw_bytes_outside_ascii_are_refused_in_the_path_only() {
+        assert_eq!(
+            refusal(b"GET /caf\xc3\xa9 HTTP/1.1\r\n"),
+            Some(Refusal::BadPath(PathError::NonAscii))
+        );
+        assert_eq!(refusal(b"GET /s?q=caf\xc3\xa9 HTTP/1.1\r\n"), None);
     }
 
     #[test]
@@ -218,7 +329,7 @@ mod tests {
         let mut long = HeadScanner::new();
         long.feed(b"GET /");
         long.feed(&[b'x'; 1000]);
-        assert_eq!(long.target().len(), SHOWN_TARGET);
+        assert_eq!(long.target().len(), KEPT_TARGET);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::head::HeadScanner;
 use crate::config::LogFormat;
 use crate::observe::{AccessLog, AccessRecord, Metrics, Rejection};
 use crate::proxy::Problem;
+use crate::request_target::{self, escape_for_log};
 use async_trait::async_trait;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -242,9 +243,9 @@ impl GuardedStream {
                 let now = Instant::now();
                 let deadline = *deadline.get_or_insert(now + self.limits.timeout);
                 let ended = scanner.feed(fresh).is_some();
-                if scanner.bad_request_line() {
+                if let Some(refusal) = scanner.request_line_refusal() {
                     buf.set_filled(before);
-                    self.refuse(Rejection::BadTarget);
+                    self.refuse_target(refusal);
                     return Poll::Ready(None);
                 }
                 if scanner.len() > self.limits.max_bytes {
@@ -275,36 +276,44 @@ impl GuardedStream {
         }
     }
 
-    /// Counts the refusal and prepares the answer: 431 for a head too large, 400 for a
-    /// malformed request line, 408 for a head too slow, nothing (just closing) for a
-    /// connection that never sent a byte.
+    /// A head limit hit: 431 for a head too large, 408 for a head too slow, nothing (just
+    /// closing) for a connection that never sent a byte.
     fn refuse(&mut self, reason: Rejection) {
-        let (started, head_bytes, target) = match &self.phase {
-            Phase::Head { scanner, .. } => (
-                !scanner.is_empty(),
-                scanner.len(),
-                scanner.target().escape_ascii().to_string(),
-            ),
-            _ => (true, 0, String::new()),
+        let started = match &self.phase {
+            Phase::Head { scanner, .. } => !scanner.is_empty(),
+            _ => true,
         };
-        self.metrics.rejected(reason);
         let problem = match reason {
             Rejection::HeaderTooLarge => Problem::new(
                 431,
                 "the request head (request line and headers) is larger than this gateway accepts",
             ),
-            Rejection::BadTarget => Problem::new(
-                400,
-                "the request line must be METHOD, one space, the target, one space, the version; \
-                 no other whitespace or control bytes",
-            ),
             _ if !started => {
+                self.metrics.rejected(reason);
                 tracing::debug!("closing a connection that sent no request in time");
                 self.phase = Phase::Closed { silent: true };
                 return;
             }
             _ => Problem::new(408, "the request head was not received in time"),
         };
+        self.answer(reason, problem);
+    }
+
+    /// A malformed request line: 400 with the reason, before Pingora parses it.
+    fn refuse_target(&mut self, refusal: request_target::Refusal) {
+        self.answer(
+            crate::proxy::rejection(refusal),
+            Problem::new(400, refusal.detail()),
+        );
+    }
+
+    /// Counts the refusal, logs it and prepares the answer.
+    fn answer(&mut self, reason: Rejection, problem: Problem) {
+        let (head_bytes, target) = match &self.phase {
+            Phase::Head { scanner, .. } => (scanner.len(), escape_for_log(scanner.target())),
+            _ => (0, String::new()),
+        };
+        self.metrics.rejected(reason);
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         tracing::debug!(request_id, status = problem.status, "request head refused");
         let response = problem.http1_response(&request_id);

@@ -22,6 +22,7 @@ mod retry;
 
 pub use ctx::{InFlight, Refused, RequestCtx};
 pub use problem::{problem_for, Problem};
+pub use resolve::rejection;
 
 use crate::observe::{AccessLog, AccessRecord, LogThrottle, Metrics, Rejection, UpstreamOutcome};
 use crate::snapshot::{RouteAuth, Store};
@@ -507,13 +508,12 @@ impl ProxyHttp for Gateway {
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let peer = client_ip(session);
         let strip = match &ctx.snapshot {
-            // A trusted proxy in front of Tollgate may have set them; anyone else may not.
-            Some(s)
-                if !peer.is_some_and(|ip| s.trusted_proxies.iter().any(|n| n.contains(&ip))) =>
-            {
-                &s.proxy_headers[..]
+            // A trusted proxy in front of Tollgate may have set the proxy headers; nobody else.
+            Some(s) if peer.is_some_and(|ip| s.trusted_proxies.iter().any(|n| n.contains(&ip))) => {
+                &s.strip.trusted[..]
             }
-            _ => &[],
+            Some(s) => &s.strip.untrusted[..],
+            None => &[],
         };
         let forwarding = headers::Forwarding {
             peer,

@@ -141,6 +141,5 @@ fn bad_target(cause: String) -> Box<pingora::Error> {
 pub fn received_path(req: &RequestHeader) -> String {
     let raw = req.raw_path();
     let path = raw.split(|&b| b == b'?').next().unwrap_or(raw);
-    let shown = &path[..path.len().min(512)];
-    shown.escape_ascii().to_string()
+    request_target::escape_for_log(&path[..path.len().min(512)])
 }

@@ -21,11 +21,18 @@ pub fn is_valid(value: &[u8]) -> bool {
             .and_then(|inner| std::str::from_utf8(inner).ok())
             .is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok()),
         None => {
+            // One trailing dot names the same host (a fully qualified name); any other empty
+            // label (`a..b`, `.a`, `a..`) is not a host name.
+            let name = name.strip_suffix(b".").unwrap_or(name);
             !name.is_empty()
-                && name.len() <= MAX_NAME
-                && name
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && name.len() < MAX_NAME
+                && name.split(|&b| b == b'.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .iter()
+                            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+                })
         }
     }
 }
@@ -81,6 +88,10 @@ mod tests {
             "admin.example.com\\x",
             "caf\u{e9}.example",
             "a%2eb",
+            "admin.example.com..",
+            ".admin.example.com",
+            "admin..example.com",
+            ".",
         ] {
             assert!(!is_valid(bad.as_bytes()), "{bad:?}");
         }

@@ -98,27 +98,60 @@ impl Refusal {
 
 const NOT_A_PATH: &str = "the request target must be a path ('/...') or an http(s) URL";
 
+/// The shape of a raw request target, before its host and path are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified<'a> {
+    /// `/path?query`.
+    Origin,
+    /// `*`.
+    Asterisk,
+    /// An http(s) URL with a valid host: its authority and what follows it.
+    Absolute {
+        authority: &'a [u8],
+        path_and_query: &'a [u8],
+    },
+}
+
+/// Classifies a raw target (RFC 9112 §3.2): only origin-form, `*` and http(s) URLs with a
+/// plain host are accepted. The authority boundary comes from Pingora's own classifier, the
+/// one its `Host` reconciliation uses, so the two can never disagree on where it ends.
+pub fn classify(raw: &[u8]) -> Result<Classified<'_>, Refusal> {
+    match raw.first() {
+        Some(b'/') => return Ok(Classified::Origin),
+        Some(b'*') if raw.len() == 1 => return Ok(Classified::Asterisk),
+        _ => {}
+    }
+    match raw_target_authority(raw) {
+        RawTargetAuthority::Absolute {
+            scheme,
+            authority,
+            path_and_query,
+        } if is_http_scheme(scheme) && !authority.is_empty() => match host::is_valid(authority) {
+            true => Ok(Classified::Absolute {
+                authority,
+                path_and_query,
+            }),
+            false => Err(Refusal::BadHost),
+        },
+        _ => Err(Refusal::BadTarget(NOT_A_PATH)),
+    }
+}
+
 /// Resolves the target of `req`. `merge_slashes`: `server.merge_slashes`.
 pub fn resolve(req: &RequestHeader, merge_slashes: bool) -> Result<Resolved<'_>, Refusal> {
     let raw = req.raw_path();
-    let (form, authority, path_and_query) = match raw.first() {
-        Some(b'/') => (Form::Origin, None, raw),
-        Some(b'*') if raw.len() == 1 => {
+    let (form, authority, path_and_query) = match classify(raw)? {
+        Classified::Origin => (Form::Origin, None, raw),
+        Classified::Asterisk => {
             return match req.method == http::Method::OPTIONS {
                 true => Ok(Resolved::ServerOptions),
                 false => Err(Refusal::BadTarget("'*' is only a target for OPTIONS")),
             }
         }
-        _ => match raw_target_authority(raw) {
-            RawTargetAuthority::Absolute {
-                scheme,
-                authority,
-                path_and_query,
-            } if is_http_scheme(scheme) && !authority.is_empty() => {
-                (Form::Absolute, Some(authority), path_and_query)
-            }
-            _ => return Err(Refusal::BadTarget(NOT_A_PATH)),
-        },
+        Classified::Absolute {
+            authority,
+            path_and_query,
+        } => (Form::Absolute, Some(authority), path_and_query),
     };
     let (path, query) = match path_and_query.iter().position(|&b| b == b'?') {
         Some(q) => (&path_and_query[..q], Some(&path_and_query[q + 1..])),
@@ -143,6 +176,23 @@ pub fn resolve(req: &RequestHeader, merge_slashes: bool) -> Result<Resolved<'_>,
     }))
 }
 
+/// Bytes as a log shows them: printable ASCII as is, anything else as `\xNN`, so a control
+/// byte or a byte outside UTF-8 in a refused request is visible and cannot break the line.
+pub fn escape_for_log(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                out.push_str("\\x");
+                out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+                out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+            }
+        }
+    }
+    out
+}
+
 fn is_http_scheme(scheme: &[u8]) -> bool {
     scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")
 }
@@ -158,6 +208,14 @@ fn checked_host(value: &[u8]) -> Result<&str, Refusal> {
 /// The host of an origin-form request: `:authority` (HTTP/2) or `Host`. An empty `Host` names
 /// no host. HTTP/1.0 may go without one.
 fn request_host(req: &RequestHeader) -> Result<Option<&str>, Refusal> {
+    // HTTP/2 carries the scheme apart (`:scheme`); only http(s) is proxied.
+    if req
+        .uri
+        .scheme()
+        .is_some_and(|s| !is_http_scheme(s.as_str().as_bytes()))
+    {
+        return Err(Refusal::BadTarget(NOT_A_PATH));
+    }
     let value = match req.uri.authority() {
         Some(authority) => Some(authority.as_str().as_bytes()),
         None => req
@@ -262,6 +320,39 @@ mod tests {
         assert_eq!(resolve(&bad, true).unwrap_err(), Refusal::BadHost);
         let bad_authority = request(Version::HTTP_11, b"http://a b/x", &[]);
         assert!(resolve(&bad_authority, true).is_err());
+    }
+
+    #[test]
+    fn log_escaping_shows_every_byte() {
+        assert_eq!(escape_for_log(b"/a\x01b\xff \"q\""), "/a\\x01b\\xff \"q\"");
+    }
+
+    #[test]
+    fn classification_finds_the_authority_or_refuses() {
+        assert_eq!(classify(b"/x"), Ok(Classified::Origin));
+        assert_eq!(classify(b"*"), Ok(Classified::Asterisk));
+        assert_eq!(
+            classify(b"http://a.example:80/x?q"),
+            Ok(Classified::Absolute {
+                authority: b"a.example:80",
+                path_and_query: b"/x?q"
+            })
+        );
+        assert_eq!(classify(b"http://user@a.example/x"), Err(Refusal::BadHost));
+        assert_eq!(classify(b"http://a..example/x"), Err(Refusal::BadHost));
+        for bad in [
+            &b"#/admin"[..],
+            b"?x",
+            b"http:/x",
+            b"http://",
+            b"foo://a/x",
+            b"",
+        ] {
+            assert!(
+                matches!(classify(bad), Err(Refusal::BadTarget(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

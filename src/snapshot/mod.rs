@@ -149,8 +149,8 @@ pub struct Snapshot {
     pub lenient_routes: Option<RouteTable<Arc<Route>>>,
     /// `server.merge_slashes`.
     pub merge_slashes: bool,
-    /// Client headers only a trusted proxy may send, removed from everyone else's requests.
-    pub proxy_headers: Vec<http::HeaderName>,
+    /// Client headers removed before forwarding.
+    pub strip: StripLists,
     pub upstreams: BTreeMap<String, Arc<Upstream>>,
     pub log: LogSettings,
     /// `log.level`, applied at start-up.
@@ -403,7 +403,7 @@ pub fn compile(
             routes,
             lenient_routes,
             merge_slashes: config.server.merge_slashes,
-            proxy_headers: proxy_headers(&config.server.strip_request_headers),
+            strip: StripLists::compile(&config.server.strip_request_headers),
             upstreams,
             log: LogSettings {
                 format: config.log.format,
@@ -509,17 +509,36 @@ const PROXY_HEADERS: &[&str] = &[
     "x-rewrite-url",
 ];
 
-/// The fixed proxy headers and `server.strip_request_headers` (validated), without repeats.
-fn proxy_headers(extra: &[String]) -> Vec<http::HeaderName> {
-    let mut names: Vec<http::HeaderName> = Vec::new();
-    let all = PROXY_HEADERS
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str));
-    for name in all.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()) {
-        if !names.contains(&name) {
-            names.push(name);
+/// Client headers removed before forwarding, by who sent the request.
+#[derive(Debug, Clone, Default)]
+pub struct StripLists {
+    /// From a peer that is not a trusted proxy: the fixed proxy headers and
+    /// `server.strip_request_headers`.
+    pub untrusted: Vec<http::HeaderName>,
+    /// From a trusted proxy: `server.strip_request_headers` only.
+    pub trusted: Vec<http::HeaderName>,
+}
+
+impl StripLists {
+    /// From `server.strip_request_headers` (validated), without repeats.
+    fn compile(extra: &[String]) -> StripLists {
+        let names = |list: &mut dyn Iterator<Item = &str>| {
+            let mut names: Vec<http::HeaderName> = Vec::new();
+            for name in list.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            names
+        };
+        StripLists {
+            untrusted: names(
+                &mut PROXY_HEADERS
+                    .iter()
+                    .copied()
+                    .chain(extra.iter().map(String::as_str)),
+            ),
+            trusted: names(&mut extra.iter().map(String::as_str)),
         }
     }
-    names
 }

@@ -60,6 +60,9 @@ pub struct Case {
     pub issue: u8,
     /// Also check the refusal's access-log line: status, reason and this `path` (as received).
     pub log_path: Option<&'static str>,
+    /// What HTTP/2 gets instead, where Pingora's HTTP/2 server refuses the request itself
+    /// (plainly) before the gateway sees it.
+    pub over_h2: Option<Expect>,
 }
 
 /// `GET target HTTP/1.1` with `Host: gw.test`.
@@ -174,10 +177,26 @@ const fn case(name: &'static str, req: Req, expect: Expect) -> Case {
         expect,
         issue: 0,
         log_path: None,
+        over_h2: None,
     }
 }
 
 impl Case {
+    /// The expectation over `transport`.
+    pub fn expect_over(&self, h2: bool) -> Expect {
+        match (h2, self.over_h2) {
+            (true, Some(expect)) => expect,
+            _ => self.expect,
+        }
+    }
+
+    const fn h2(self, expect: Expect) -> Case {
+        Case {
+            over_h2: Some(expect),
+            ..self
+        }
+    }
+
     const fn issue(self, issue: u8) -> Case {
         Case { issue, ..self }
     }
@@ -217,7 +236,8 @@ pub const DEFAULT: &[Case] = &[
     case("absolute-form without path", get("http://admin.example.com").no_host(), served(AdminHost, "/", AH)),
     case("absolute-form, Host differs", get("http://admin.example.com/x").host("other.example.com"), plain(400)),
     case("absolute-form, Host is the admin host", get("http://public.example.com/admin/secret").host(AH), plain(400)),
-    case("absolute-form userinfo", get("http://user@admin.example.com/x").no_host(), BAD_HOST),
+    // Userinfo in `:authority` is refused by Pingora's HTTP/2 server itself.
+    case("absolute-form userinfo", get("http://user@admin.example.com/x").no_host(), BAD_HOST).h2(plain(400)),
     case("foo:// without Host", get("foo://admin.example.com/x").no_host(), BAD_TARGET).issue(2),
     case("foo:// with Host", get("foo://admin.example.com/x").host(AH), BAD_TARGET),
     case("scheme:path", get("x:/admin/secret"), BAD_TARGET).issue(1).logged("x:/admin/secret"),
@@ -236,9 +256,10 @@ pub const DEFAULT: &[Case] = &[
     case("fragment-only target", get("#/admin/secret"), BAD_TARGET),
     case("CONNECT", get("admin.example.com:443").method("CONNECT").host("admin.example.com:443"), plain(405)),
     // Host.
-    case("HTTP/1.1 without Host", get("/admin/secret").no_host(), MISSING_HOST).issue(3).logged("/admin/secret"),
-    case("HTTP/1.1 without Host, root", get("/").no_host(), MISSING_HOST).issue(3),
-    case("HTTP/1.1 without Host, public", get("/api/x").no_host(), MISSING_HOST),
+    // HTTP/2 without `:authority` or Host is refused by Pingora's HTTP/2 server itself.
+    case("HTTP/1.1 without Host", get("/admin/secret").no_host(), MISSING_HOST).issue(3).logged("/admin/secret").h2(plain(400)),
+    case("HTTP/1.1 without Host, root", get("/").no_host(), MISSING_HOST).issue(3).h2(plain(400)),
+    case("HTTP/1.1 without Host, public", get("/api/x").no_host(), MISSING_HOST).h2(plain(400)),
     case("HTTP/1.0 without Host", get("/api/x").http10().no_host(), served_without_host(Public, "/api/x")),
     case("HTTP/1.0 without Host, admin", get("/admin/secret").http10().no_host(), served_without_host(Admin, "/admin/secret")),
     case("HTTP/1.0 with admin Host", get("/x").http10().host(AH), served(AdminHost, "/x", AH)),
@@ -254,10 +275,12 @@ pub const DEFAULT: &[Case] = &[
     case("Host port with letters", get("/x").host("admin.example.com:80x"), BAD_HOST),
     case("Host port of 6 digits", get("/x").host("admin.example.com:123456"), BAD_HOST),
     case("Host with path", get("/x").host("admin.example.com/x"), BAD_HOST).logged("/x"),
-    case("Host with userinfo", get("/x").host("admin.example.com@evil.test"), BAD_HOST),
-    case("Host behind userinfo", get("/x").host("evil.test@admin.example.com"), BAD_HOST),
+    // Pingora refuses userinfo in Host while it reads the head (its own plain 400).
+    case("Host with userinfo", get("/x").host("admin.example.com@evil.test"), plain(400)),
+    case("Host behind userinfo", get("/x").host("evil.test@admin.example.com"), plain(400)),
     case("Host with space", get("/x").host("admin.example.com evil"), BAD_HOST),
-    case("Host empty", get("/x").host(""), BAD_HOST),
+    // RFC 9112 §3.2: an empty Host names no authority, so it is as good as none.
+    case("Host empty", get("/x").host(""), MISSING_HOST),
     case("Host unclosed IPv6", get("/x").host("[::1"), BAD_HOST),
     case("Host non-ASCII", get("/x").host("admín.example.com"), BAD_HOST),
     case("Host wildcard", get("/x").host("*.example.com"), BAD_HOST),
@@ -278,7 +301,7 @@ pub const DEFAULT: &[Case] = &[
     case("bare CR in target", line(b"GET /api/\rx HTTP/1.1"), BAD_TARGET),
     case("bare CR at the end", line(b"GET /api/x HTTP/1.1\r"), BAD_TARGET),
     case("NUL in target", line(b"GET /api/\x00x HTTP/1.1"), BAD_TARGET),
-    case("SOH in target", line(b"GET /api/\x01x HTTP/1.1"), BAD_TARGET).logged("/api/\u{1}x"),
+    case("SOH in target", line(b"GET /api/\x01x HTTP/1.1"), BAD_TARGET).logged("/api/\\x01x"),
     case("DEL in target", line(b"GET /api/\x7fx HTTP/1.1"), BAD_TARGET),
     // Percent-encoding.
     case("encoded unreserved letter", get("/%61dmin/secret"), served(Admin, "/admin/secret", GW)).issue(4),

@@ -210,7 +210,7 @@ pub async fn check(edge: &Edge, case: &Case, transport: Transport) -> Verdict {
         Err(why) => return Verdict::Skip(why),
     };
     let mut problems = Vec::new();
-    match case.expect {
+    match case.expect_over(transport != Transport::Http1) {
         Expect::Served {
             route,
             path_and_query,
