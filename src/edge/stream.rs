@@ -46,6 +46,9 @@ pub struct GuardedStream {
     inner: Stream,
     limits: HeadLimits,
     phase: Phase,
+    /// The current request head, while `phase` is `Head` (kept here rather than in the phase:
+    /// it holds the start of the target, and phases are swapped often).
+    scanner: HeadScanner,
     /// Bytes read ahead (sniffing the HTTP/2 preface) and handed out again before the socket's.
     replay: Vec<u8>,
     replay_pos: usize,
@@ -78,10 +81,7 @@ struct RefusedHead<'a> {
 
 enum Phase {
     /// Reading a request head: counted, and timed from `deadline` once it is set.
-    Head {
-        scanner: HeadScanner,
-        deadline: Option<Instant>,
-    },
+    Head { deadline: Option<Instant> },
     /// Anything else: passed through.
     Open,
     /// A limit hit: our answer is written, then input is drained for a moment.
@@ -114,9 +114,9 @@ impl GuardedStream {
             inner,
             limits,
             phase: Phase::Head {
-                scanner: HeadScanner::new(),
                 deadline: Some(Instant::now() + limits.timeout),
             },
+            scanner: HeadScanner::new(),
             replay: Vec::new(),
             replay_pos: 0,
             timer: None,
@@ -139,10 +139,8 @@ impl GuardedStream {
         if matches!(self.phase, Phase::Open | Phase::Head { .. }) {
             self.limits = limits;
             self.head_started = Instant::now();
-            self.phase = Phase::Head {
-                scanner: HeadScanner::new(),
-                deadline: None,
-            };
+            self.phase = Phase::Head { deadline: None };
+            self.scanner = HeadScanner::new();
         }
     }
 
@@ -215,10 +213,10 @@ impl GuardedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<Option<io::Result<()>>> {
-        let Phase::Head { scanner, .. } = &self.phase else {
+        if !matches!(self.phase, Phase::Head { .. }) {
             return Poll::Ready(None);
-        };
-        let room = self.limits.max_bytes.saturating_sub(scanner.len()) + 1;
+        }
+        let room = self.limits.max_bytes.saturating_sub(self.scanner.len()) + 1;
         let before = buf.filled().len();
         let polled = if buf.remaining() as u64 > room {
             // Near the limit: read only what may still belong to an acceptable head, so the
@@ -231,9 +229,10 @@ impl GuardedStream {
         } else {
             self.read_source(cx, buf)
         };
-        let Phase::Head { scanner, deadline } = &mut self.phase else {
+        let Phase::Head { deadline } = &mut self.phase else {
             return Poll::Ready(None);
         };
+        let scanner = &mut self.scanner;
         match polled {
             Poll::Ready(Ok(())) => {
                 let fresh = &buf.filled()[before..];
@@ -280,7 +279,7 @@ impl GuardedStream {
     /// closing) for a connection that never sent a byte.
     fn refuse(&mut self, reason: Rejection) {
         let started = match &self.phase {
-            Phase::Head { scanner, .. } => !scanner.is_empty(),
+            Phase::Head { .. } => !self.scanner.is_empty(),
             _ => true,
         };
         let problem = match reason {
@@ -310,7 +309,7 @@ impl GuardedStream {
     /// Counts the refusal, logs it and prepares the answer.
     fn answer(&mut self, reason: Rejection, problem: Problem) {
         let (head_bytes, target) = match &self.phase {
-            Phase::Head { scanner, .. } => (scanner.len(), escape_for_log(scanner.target())),
+            Phase::Head { .. } => (self.scanner.len(), escape_for_log(self.scanner.target())),
             _ => (0, String::new()),
         };
         self.metrics.rejected(reason);
