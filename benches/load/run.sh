@@ -46,6 +46,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 LOAD_DIR=$ROOT/benches/load
 CONFIG_DIR=$LOAD_DIR/configs
 TOLLGATE_BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}  # override to compare two builds
+# Another build to measure in the same run: every variant NAME is also run as NAME@baseline
+# with this binary (e.g. a copy of the previous commit's build), interleaved with the rest.
+BASELINE_BIN=${BASELINE_BIN:-}
 BARE_BIN=$ROOT/target/release/examples/bare_pingora
 RTT_BIN=$ROOT/target/release/examples/redis_round_trip
 REPORT=$ROOT/target/load-report.md
@@ -358,13 +361,17 @@ start_config() {
             # A Tollgate variant. stdout is the JSON access log and goes to a file, as it would
             # in production: formatting and write() are part of the measurement (the file is on
             # tmpfs, so disk writeback, which no process is charged for, is not).
-            [[ -x $TOLLGATE_BIN ]] || { FAIL_REASON="$TOLLGATE_BIN not built"; return 1; }
+            local bin=$TOLLGATE_BIN conf=$name
+            if [[ $name == *@baseline ]]; then
+                bin=$BASELINE_BIN conf=${name%@baseline}
+            fi
+            [[ -x $bin ]] || { FAIL_REASON="$bin not built"; return 1; }
             port=$(free_port)
-            render_tollgate_conf "$name" "$dir/tollgate.toml" "127.0.0.1:$port" "127.0.0.1:$(free_port)" ||
+            render_tollgate_conf "$conf" "$dir/tollgate.toml" "127.0.0.1:$port" "127.0.0.1:$(free_port)" ||
                 { FAIL_REASON="unknown placeholder in $name.toml"; return 1; }
             # A config may name one request header for every request (`# load-header: ...`).
             set_header "$(sed -n 's/^# load-header: //p' "$dir/tollgate.toml" | head -n 1)"
-            start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "$TOLLGATE_BIN" run -c "$dir/tollgate.toml"
+            start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "$bin" run -c "$dir/tollgate.toml"
             CUR_PID=$START_PID CUR_PORT=$port
             ;;
     esac
@@ -543,6 +550,10 @@ main() {
         case $v in backend | nginx | bare_pingora) die "variant name '$v' is reserved" ;; esac
     done
     local configs=(backend nginx bare_pingora "${variants[@]}")
+    if [[ -n $BASELINE_BIN ]]; then
+        [[ -x $BASELINE_BIN ]] || die "BASELINE_BIN: $BASELINE_BIN is not an executable"
+        for v in "${variants[@]}"; do configs+=("$v@baseline"); done
+    fi
 
     # Temp files (above all Tollgate's access log, ~100 MB per measured run) live on tmpfs when
     # possible. On a disk file system the kernel writes them back about 30 s later in unpinned
