@@ -7,7 +7,8 @@
 //! - [`upstream`]: targets and balancing;
 //! - [`auth`]: who is calling: JWT and API-key policies;
 //! - [`snapshot`]: a config compiled into runtime form, the live store and reload triggers;
-//! - [`proxy`]: the Pingora `ProxyHttp` gateway and its error responses;
+//! - [`problem`]: the gateway's own answers (problem+json) and the typed errors behind them;
+//! - [`proxy`]: the Pingora `ProxyHttp` gateway: the request pipeline and Pingora's hooks;
 //! - [`edge`]: the connection guard in front of the proxy (request head size and time limits);
 //! - [`ratelimit`]: token-bucket rate limits (GCRA), local and cluster-wide through Redis;
 //! - [`observe`]: metrics, access log, the gateway's own log;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod observe;
+pub mod problem;
 pub mod proxy;
 pub mod ratelimit;
 pub mod request_target;

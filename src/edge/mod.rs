@@ -9,10 +9,12 @@
 //! before a head is complete. Only the stream it reads from sees a head while it arrives.
 
 mod head;
+mod refusal;
 mod stream;
 
 pub use head::HeadScanner;
-pub use stream::{GuardedStream, HeadLimits, RefusalLog, H2_PREFACE};
+pub use refusal::RefusalLog;
+pub use stream::{GuardedStream, HeadLimits, H2_PREFACE};
 
 use crate::observe::{AccessLog, Metrics};
 use crate::snapshot::{Limits, Store};

@@ -1,14 +1,15 @@
 //! The connection guard: a wrapper around every accepted client stream that bounds each
 //! HTTP/1 request head in size (`server.max_header_bytes`) and in time
 //! (`server.client_header_timeout`, for the whole head, not per read) while Pingora reads it,
-//! and answers 431 / 408 itself when a limit hits. Outside the head phase (bodies, responses,
+//! and refuses (431 / 408 / 400, see [`super::refusal`]) when a limit hits or the request line
+//! is malformed. Outside the head phase (bodies, responses,
 //! upgraded connections, HTTP/2) it only passes bytes through.
 
 use super::head::HeadScanner;
-use crate::config::LogFormat;
-use crate::observe::{AccessLog, AccessRecord, Metrics, Rejection};
-use crate::proxy::Problem;
-use crate::request_target::{self, escape_for_log};
+use super::refusal::{Refusal, RefusalLog, RefusedHead};
+use crate::observe::Metrics;
+use crate::problem::{GatewayError, Problem};
+use crate::request_target::escape_for_log;
 use async_trait::async_trait;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
@@ -26,13 +27,6 @@ use tokio::time::{Instant, Sleep};
 /// The HTTP/2 connection preface (RFC 9113 §3.4): a plain connection that starts with it is
 /// h2c, and its head phase ends there.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// After refusing a request, how long input is still read and thrown away before the socket
-/// closes. Closing with unread input makes the kernel send a reset, which can destroy our
-/// answer before the client reads it (the reason for nginx's `lingering_close`).
-const LINGER: Duration = Duration::from_secs(1);
-/// ... and how much input at most.
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// Head limits of one connection (from the snapshot live when it was accepted).
 #[derive(Debug, Clone, Copy)]
@@ -61,24 +55,6 @@ pub struct GuardedStream {
     refusal_log: Option<RefusalLog>,
 }
 
-/// The access log a refused request is written to, in the format of the config live when the
-/// connection was accepted.
-pub struct RefusalLog {
-    pub access_log: Arc<AccessLog>,
-    pub format: LogFormat,
-}
-
-/// What the access log says of a refused head.
-struct RefusedHead<'a> {
-    request_id: &'a str,
-    status: u16,
-    reason: Rejection,
-    /// The target as far as it arrived, escaped; empty when none did.
-    target: &'a str,
-    head_bytes: u64,
-    response_bytes: usize,
-}
-
 enum Phase {
     /// Reading a request head: counted, and timed from `deadline` once it is set.
     Head { deadline: Option<Instant> },
@@ -88,21 +64,6 @@ enum Phase {
     Refusing(Refusal),
     /// Refused and done.
     Closed { silent: bool },
-}
-
-struct Refusal {
-    response: Vec<u8>,
-    written: usize,
-    step: Step,
-    drained: usize,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Write,
-    Flush,
-    Shutdown,
-    Drain,
 }
 
 impl GuardedStream {
@@ -244,19 +205,19 @@ impl GuardedStream {
                 let ended = scanner.feed(fresh).is_some();
                 if let Some(refusal) = scanner.request_line_refusal() {
                     buf.set_filled(before);
-                    self.refuse_target(refusal);
+                    self.refuse(GatewayError::from(refusal));
                     return Poll::Ready(None);
                 }
                 if scanner.len() > self.limits.max_bytes {
                     buf.set_filled(before);
-                    self.refuse(Rejection::HeaderTooLarge);
+                    self.refuse(GatewayError::HeadTooLarge);
                     return Poll::Ready(None);
                 }
                 if ended {
                     self.phase = Phase::Open;
                 } else if now >= deadline {
                     buf.set_filled(before);
-                    self.refuse(Rejection::HeaderTimeout);
+                    self.refuse(GatewayError::HeadTimeout);
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Ok(())))
@@ -267,7 +228,7 @@ impl GuardedStream {
                     return Poll::Pending;
                 };
                 if self.timer_fired(cx, at) {
-                    self.refuse(Rejection::HeaderTimeout);
+                    self.refuse(GatewayError::HeadTimeout);
                     return Poll::Ready(None);
                 }
                 Poll::Pending
@@ -275,165 +236,44 @@ impl GuardedStream {
         }
     }
 
-    /// A head limit hit: 431 for a head too large, 408 for a head too slow, nothing (just
-    /// closing) for a connection that never sent a byte.
-    fn refuse(&mut self, reason: Rejection) {
-        let started = match &self.phase {
-            Phase::Head { .. } => !self.scanner.is_empty(),
-            _ => true,
-        };
-        let problem = match reason {
-            Rejection::HeaderTooLarge => Problem::new(
-                431,
-                "the request head (request line and headers) is larger than this gateway accepts",
-            ),
-            _ if !started => {
-                self.metrics.rejected(reason);
-                tracing::debug!("closing a connection that sent no request in time");
-                self.phase = Phase::Closed { silent: true };
-                return;
-            }
-            _ => Problem::new(408, "the request head was not received in time"),
-        };
-        self.answer(reason, problem);
-    }
-
-    /// A malformed request line: 400 with the reason, before Pingora parses it.
-    fn refuse_target(&mut self, refusal: request_target::Refusal) {
-        self.answer(
-            crate::proxy::rejection(refusal),
-            Problem::new(400, refusal.detail()),
-        );
-    }
-
-    /// Counts the refusal, logs it and prepares the answer.
-    fn answer(&mut self, reason: Rejection, problem: Problem) {
-        let (head_bytes, target) = match &self.phase {
-            Phase::Head { .. } => (self.scanner.len(), escape_for_log(self.scanner.target())),
-            _ => (0, String::new()),
-        };
-        self.metrics.rejected(reason);
+    /// Refuses the request being read: the gateway's answer (431, 408, or 400 for a malformed
+    /// request line) is written by the guard itself, then the connection closes. A connection
+    /// that never sent a byte in time is closed without a word.
+    fn refuse(&mut self, error: GatewayError) {
+        let started = !matches!(self.phase, Phase::Head { .. }) || !self.scanner.is_empty();
+        if let Some(reason) = error.rejection() {
+            self.metrics.rejected(reason);
+        }
+        if error == GatewayError::HeadTimeout && !started {
+            tracing::debug!("closing a connection that sent no request in time");
+            self.phase = Phase::Closed { silent: true };
+            return;
+        }
+        let problem = Problem::from(&error);
         let request_id = uuid::Uuid::new_v4().simple().to_string();
         tracing::debug!(request_id, status = problem.status, "request head refused");
         let response = problem.http1_response(&request_id);
-        let refused = RefusedHead {
-            request_id: &request_id,
-            status: problem.status,
-            reason,
-            target: &target,
-            head_bytes,
-            response_bytes: response.len(),
-        };
-        self.log_refusal(&refused);
-        self.phase = Phase::Refusing(Refusal {
-            response,
-            written: 0,
-            step: Step::Write,
-            drained: 0,
-        });
-    }
-
-    /// The access-log line of a refused request: no method or route (the head was never
-    /// parsed), the target as far as it arrived (escaped) or `-`, the socket peer as client
-    /// (X-Forwarded-For was never read).
-    fn log_refusal(&self, refused: &RefusedHead<'_>) {
-        let Some(log) = &self.refusal_log else {
-            return;
-        };
-        let client = self
-            .inner
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let record = AccessRecord {
-            time: std::time::SystemTime::now(),
-            request_id: refused.request_id,
-            client,
-            method: "-",
-            path: if refused.target.is_empty() {
-                "-"
-            } else {
-                refused.target
-            },
-            reason: Some(refused.reason.label()),
-            route: "-",
-            upstream: None,
-            target: None,
-            status: refused.status,
-            duration: self.head_started.elapsed(),
-            bytes_in: refused.head_bytes,
-            bytes_out: refused.response_bytes as u64,
-        };
-        if !log.access_log.write(log.format, &record) {
-            self.metrics.access_log_dropped();
-        }
-    }
-
-    /// Drives a refusal: write the answer, flush, half-close, drain input for a moment.
-    /// Ready once the connection is done with (the phase is then `Closed`).
-    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            let Phase::Refusing(r) = &mut self.phase else {
-                return Poll::Ready(());
+        if let Some(log) = &self.refusal_log {
+            let target = escape_for_log(self.scanner.target());
+            let client = self
+                .inner
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            let refused = RefusedHead {
+                request_id: &request_id,
+                client,
+                status: problem.status,
+                reason: error.rejection(),
+                target: &target,
+                head_bytes: self.scanner.len(),
+                response_bytes: response.len(),
+                duration: self.head_started.elapsed(),
             };
-            let inner = Pin::new(&mut self.inner);
-            let step_done = match r.step {
-                Step::Write => match ready!(inner.poll_write(cx, &r.response[r.written..])) {
-                    Ok(n) if n > 0 => {
-                        r.written += n;
-                        r.written == r.response.len()
-                    }
-                    _ => break,
-                },
-                Step::Flush => ready!(inner.poll_flush(cx)).is_ok(),
-                Step::Shutdown => {
-                    // Whatever the result, go on draining: the answer is out.
-                    let _ = ready!(inner.poll_shutdown(cx));
-                    true
-                }
-                Step::Drain => {
-                    let mut scratch = [0u8; 4096];
-                    let mut sink = ReadBuf::new(&mut scratch);
-                    match inner.poll_read(cx, &mut sink) {
-                        Poll::Ready(Ok(())) if !sink.filled().is_empty() => {
-                            r.drained += sink.filled().len();
-                            if r.drained > LINGER_BYTES {
-                                break;
-                            }
-                            continue;
-                        }
-                        Poll::Ready(_) => break,
-                        Poll::Pending => {
-                            // The linger timer was set when draining began.
-                            let fired = self
-                                .timer
-                                .as_mut()
-                                .is_none_or(|t| t.as_mut().poll(cx).is_ready());
-                            if fired {
-                                break;
-                            }
-                            return Poll::Pending;
-                        }
-                    }
-                }
-            };
-            if !step_done {
-                if r.step == Step::Write {
-                    continue;
-                }
-                break;
+            if !refused.log(log) {
+                self.metrics.access_log_dropped();
             }
-            r.step = match r.step {
-                Step::Write => Step::Flush,
-                Step::Flush => Step::Shutdown,
-                Step::Shutdown | Step::Drain => {
-                    // Lingering starts now.
-                    self.timer = Some(Box::pin(tokio::time::sleep(LINGER)));
-                    Step::Drain
-                }
-            };
         }
-        self.phase = Phase::Closed { silent: false };
-        Poll::Ready(())
+        self.phase = Phase::Refusing(Refusal::new(response));
     }
 }
 
@@ -459,7 +299,10 @@ impl AsyncRead for GuardedStream {
                         return Poll::Ready(result);
                     }
                 }
-                Phase::Refusing(_) => ready!(this.poll_refusal(cx)),
+                Phase::Refusing(ref mut refusal) => {
+                    ready!(refusal.poll(&mut this.inner, &mut this.timer, cx));
+                    this.phase = Phase::Closed { silent: false };
+                }
                 // Silent: end of stream, so Pingora closes without a word.
                 Phase::Closed { silent: true } => return Poll::Ready(Ok(())),
                 Phase::Closed { silent: false } => return Poll::Ready(Err(refused())),

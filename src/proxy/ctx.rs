@@ -2,7 +2,7 @@
 
 use super::headers::RequestId;
 use crate::snapshot::{Route, Snapshot};
-use crate::upstream::AttemptGuard;
+use crate::upstream::Attempt;
 use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +39,7 @@ pub struct RequestCtx {
     pub snapshot: Option<Arc<Snapshot>>,
     pub route: Option<Arc<Route>>,
     /// `RateLimit-Policy` and `RateLimit` for the response, on a rate-limited route.
-    pub rate_limit: Option<super::problem::RateLimitFields>,
+    pub rate_limit: Option<crate::problem::RateLimitFields>,
     /// The client's address: the socket peer, or what a trusted proxy forwarded.
     pub client: Option<std::net::IpAddr>,
     /// Who the route's auth policy found the caller to be.
@@ -50,21 +50,13 @@ pub struct RequestCtx {
     pub refusal: Option<Refused>,
     /// When the route's total deadline passes.
     pub deadline: Option<Instant>,
-    /// Target indexes already tried by this request, so another attempt picks a different one.
+    /// Target indexes tried by this request, in order (the last is the current or final one),
+    /// so another attempt picks a different one.
     pub tried: Vec<usize>,
     /// Attempts started so far (the first one included).
     pub attempts: u32,
-    /// A retry was already decided for the failure being reported (a 502/503/504 answer).
-    pub retry_decided: bool,
-    /// Target of the current attempt and when it began.
-    pub target: Option<usize>,
-    pub attempt_started: Option<Instant>,
-    /// Counts the current attempt in its target's requests in flight (least-requests).
-    pub attempt: Option<AttemptGuard>,
-    /// The circuit breaker's admission of the current attempt, handed back with its outcome.
-    pub circuit_ticket: Option<crate::upstream::circuit::Ticket>,
-    /// When no target could take the request because circuits are open: when to come back.
-    pub retry_after: Option<std::time::Duration>,
+    /// The upstream attempt in flight, if any.
+    pub attempt: Option<Attempt>,
     /// Status the upstream answered with, if it answered.
     pub upstream_status: Option<u16>,
     /// Request body bytes received from the client.
@@ -91,12 +83,7 @@ impl RequestCtx {
             deadline: None,
             tried: Vec::new(),
             attempts: 0,
-            retry_decided: false,
-            target: None,
-            attempt_started: None,
             attempt: None,
-            circuit_ticket: None,
-            retry_after: None,
             upstream_status: None,
             bytes_in: 0,
             body_limit: u64::MAX,

@@ -9,8 +9,28 @@
 //! any `Transfer-Encoding` other than exactly one `chunked`, and a `Content-Length` sent twice
 //! even with equal values. HTTP/2 requests are framed by the protocol and not checked here.
 
+use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+/// The framing check of a session's request (HTTP/2 frames bodies itself: nothing to check).
+pub fn check_session(session: &Session) -> Result<(), &'static str> {
+    let req = session.req_header();
+    if req.version >= http::Version::HTTP_2 {
+        return Ok(());
+    }
+    // The raw head matters only next to Transfer-Encoding (see `check`).
+    let raw = match req.headers.contains_key(TRANSFER_ENCODING) {
+        true => session
+            .as_downstream()
+            .as_http1()
+            .map(|s| s.get_headers_raw_bytes())
+            .unwrap_or_default(),
+        false => Bytes::new(),
+    };
+    check(req, &raw)
+}
 
 /// `Err(detail)` when an HTTP/1 request's framing is ambiguous. `raw_head` is the head as
 /// received: the parsed headers no longer show a `Content-Length` sent next to

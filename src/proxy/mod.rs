@@ -2,43 +2,41 @@
 //!
 //! Request path, hook by hook:
 //! - `early_request_filter`: take the request id, pin the config snapshot, apply keep-alive;
-//! - `request_filter`: refuse ambiguous framing (400); resolve the request target once (form,
-//!   host, path in normal form; 400 for anything unsafe, see [`resolve`]) and match the route
-//!   (404 / 405 answered here); refuse a declared body over the route's limit (413), rewrite,
-//!   start the route's deadline; auth, rate limits;
+//! - `request_filter`: the request pipeline ([`pipeline`]: framing, target and route, declared
+//!   body, auth, rate limits), each step going on or answering;
 //! - `request_body_filter`: count body bytes, stop a body that crosses the limit (413);
 //! - `upstream_peer`: pick a target (balancing) with timeouts cut to the deadline;
 //! - `upstream_request_filter` / `upstream_response_filter`: forwarded and hop-by-hop headers;
 //! - `fail_to_connect` / `error_while_proxy`: account the failed attempt;
-//! - `fail_to_proxy`: the single place an error becomes a problem+json response;
+//! - `fail_to_proxy`: a failure becomes its answer (problem+json, or the route's fallback);
 //! - `logging`: metrics and the access log, for every request however it ended.
 
+mod answer;
 mod ctx;
 mod framing;
 mod headers;
-mod problem;
+mod pipeline;
 mod resolve;
 mod retry;
 
+pub use answer::{problem_for, Answer, Flow};
 pub use ctx::{InFlight, Refused, RequestCtx};
-pub use problem::{problem_for, Problem};
-pub use resolve::rejection;
 
 use crate::observe::{AccessLog, AccessRecord, LogThrottle, Metrics, Rejection, UpstreamOutcome};
-use crate::snapshot::{RouteAuth, Store};
+use crate::problem::GatewayError;
+use crate::snapshot::Store;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorType};
+use pingora::Error;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::upstream::backoff::jittered_backoff;
-use crate::upstream::circuit::Admission;
 use crate::upstream::HashKey;
-use resolve::Resolution;
 use retry::{should_retry, RequestFacts, RetryReason};
 
 /// Pooled upstream connections idle longer than this are closed rather than reused: upstream
@@ -66,109 +64,9 @@ impl Gateway {
 
     /// Ends the current upstream attempt, if one is open, and counts it.
     fn finish_attempt(&self, ctx: &mut RequestCtx, outcome: UpstreamOutcome) {
-        let (Some(started), Some(route), Some(idx)) =
-            (ctx.attempt_started.take(), ctx.route.as_ref(), ctx.target)
-        else {
-            return;
-        };
-        ctx.attempt = None;
-        if let Some(target) = route.upstream.targets.get(idx) {
-            self.metrics.upstream_attempt(
-                &route.upstream.name,
-                &target.label,
-                outcome,
-                started.elapsed(),
-            );
+        if let (Some(attempt), Some(route)) = (ctx.attempt.take(), ctx.route.as_ref()) {
+            attempt.finish(&route.upstream, outcome);
         }
-        // Connect errors, timeouts and 5xx count against the target's circuit breaker.
-        let success = matches!(outcome, UpstreamOutcome::Response(s) if s < 500);
-        if let (Some(state), Some(ticket)) = (
-            route.upstream.state.targets.get(idx),
-            ctx.circuit_ticket.take(),
-        ) {
-            state.record(ticket, success, Instant::now());
-        }
-    }
-}
-
-impl Gateway {
-    /// Runs the route's auth policy. `Ok(false)`: let the request through (its identity kept in
-    /// `ctx`); `Ok(true)`: denied, and the 401/403 already written.
-    async fn authenticate(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        auth: &RouteAuth,
-    ) -> pingora::Result<bool> {
-        let decision = auth
-            .policy
-            .authenticate(&session.req_header().headers, &auth.scopes)
-            .await;
-        match decision {
-            Ok(identity) => {
-                self.metrics.auth_decision(&auth.name, "allowed");
-                ctx.identity = Some(identity);
-                Ok(false)
-            }
-            Err(denial) => {
-                self.metrics.auth_decision(&auth.name, denial.label());
-                let challenge = auth.policy.challenge(denial, &auth.scopes);
-                Problem::auth_denied(denial, challenge)
-                    .write(session, &ctx.request_id.text)
-                    .await?;
-                Ok(true)
-            }
-        }
-    }
-}
-
-impl Gateway {
-    /// Answers a malformed request 400 and closes the connection (what follows it on the
-    /// connection cannot be trusted); counted, and logged with the path as received.
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        reason: Rejection,
-        detail: &'static str,
-    ) -> pingora::Result<bool> {
-        self.metrics.rejected(reason);
-        ctx.refusal = Some(Refused {
-            reason: reason.label(),
-            path: resolve::received_path(session.req_header()),
-        });
-        session.set_keepalive(None);
-        Problem::new(400, detail)
-            .write(session, &ctx.request_id.text)
-            .await?;
-        Ok(true)
-    }
-
-    /// Checks the route's rate limits (after auth: keys may name the caller). `Ok(true)`:
-    /// refused, and the 429 already written.
-    async fn rate_limit(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        limiter: &crate::ratelimit::Limiter,
-        limits: &crate::ratelimit::RouteLimits,
-    ) -> pingora::Result<bool> {
-        let facts = crate::ratelimit::KeyFacts {
-            client: ctx.client,
-            headers: &session.req_header().headers,
-            identity: ctx.identity.as_ref(),
-            route: ctx.route_name(),
-        };
-        let verdict = limiter.check(limits, &facts).await;
-        let fields = (limits.policy.clone(), verdict.state);
-        if verdict.allowed {
-            ctx.rate_limit = Some(fields);
-            return Ok(false);
-        }
-        Problem::too_many_requests(verdict.retry_after, fields)
-            .write(session, &ctx.request_id.text)
-            .await?;
-        Ok(true)
     }
 }
 
@@ -200,46 +98,14 @@ fn hash_key(
     }
 }
 
-/// How long until the first open circuit of a healthy target lets probes through: the
-/// `Retry-After` of a 503 for "no usable target". Every target counts, not only those refused
-/// during this selection: selection never offers a target whose circuit is open, so those are
-/// the usual reason nothing is usable. `None` when no circuit is open.
-fn circuit_wait(upstream: &crate::upstream::Upstream, now: Instant) -> Option<Duration> {
-    upstream
-        .state
-        .targets
-        .iter()
-        .filter(|t| t.is_healthy())
-        .filter_map(|t| t.retry_after(now))
-        .min()
-}
-
 fn outcome_of(e: &Error) -> UpstreamOutcome {
-    if problem::is_timeout(e) {
+    if answer::is_timeout(e) {
         UpstreamOutcome::Timeout
-    } else if problem::is_connect_error(e) {
+    } else if answer::is_connect_error(e) {
         UpstreamOutcome::ConnectError
     } else {
         UpstreamOutcome::Error
     }
-}
-
-/// Framing checks for HTTP/1 requests (HTTP/2 frames bodies itself).
-fn check_framing(session: &Session) -> Result<(), &'static str> {
-    let req = session.req_header();
-    if req.version >= http::Version::HTTP_2 {
-        return Ok(());
-    }
-    // The raw head matters only next to Transfer-Encoding (see framing::check).
-    let raw = match req.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        true => session
-            .as_downstream()
-            .as_http1()
-            .map(|s| s.get_headers_raw_bytes())
-            .unwrap_or_default(),
-        false => Bytes::new(),
-    };
-    framing::check(req, &raw)
 }
 
 /// Whether a request announces a body (HTTP/1 framing headers; HTTP/2 requests with a body carry
@@ -305,117 +171,53 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// `Ok(true)`: the gateway answered itself (400, 401, 403, 404, 405); `Ok(false)`: proxy to
-    /// the route's upstream.
+    /// Runs the request pipeline. `Ok(true)`: the gateway answered (400, 401, 403, 404, 405,
+    /// 413, 429, `OPTIONS *`); `Ok(false)`: go upstream.
     async fn request_filter(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         let Some(snapshot) = ctx.snapshot.clone() else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no config snapshot",
-            ));
+            return Err(GatewayError::Internal("no config snapshot").into_pingora());
         };
-        // Identity headers are the gateway's to set: a client sending its own would impersonate.
-        for name in &snapshot.identity_headers {
-            session.req_header_mut().remove_header(name);
-        }
-        if let Err(detail) = check_framing(session) {
-            // The body's extent is unknown: never read on after it.
-            return self
-                .refuse(session, ctx, Rejection::BadRequest, detail)
-                .await;
-        }
-        let routed = match resolve::resolve(&snapshot, session.req_header()) {
-            Resolution::Routed(routed) => routed,
-            Resolution::Refused(refusal) => {
-                let reason = resolve::rejection(refusal);
-                return self.refuse(session, ctx, reason, refusal.detail()).await;
+        match self.pipeline(session, ctx, &snapshot).await {
+            ControlFlow::Continue(()) => Ok(false),
+            ControlFlow::Break(answer) => {
+                answer.write(session, &ctx.request_id.text).await?;
+                Ok(true)
             }
-            Resolution::MethodNotAllowed { allow } => {
-                Problem::method_not_allowed(allow)
-                    .write(session, &ctx.request_id.text)
-                    .await?;
-                return Ok(true);
-            }
-            Resolution::NotFound => {
-                Problem::not_found()
-                    .write(session, &ctx.request_id.text)
-                    .await?;
-                return Ok(true);
-            }
-            Resolution::ServerOptions => {
-                problem::write_server_options(session, &ctx.request_id.text).await?;
-                return Ok(true);
-            }
-        };
-        if let Some(rewritten) = &routed.rewritten {
-            resolve::apply(session.req_header_mut(), rewritten)?;
-        }
-        let route = routed.route;
-        ctx.upstream_target = routed.upstream_target;
-        ctx.deadline = route.timeout.map(|t| ctx.started + t);
-        ctx.body_limit = route.max_body_bytes;
-        ctx.route = Some(route.clone());
-        if framing::content_length(session.req_header()).is_some_and(|len| len > ctx.body_limit) {
-            // Refused before anything goes upstream; the body is never read.
-            self.metrics.rejected(Rejection::BodyTooLarge);
-            session.set_keepalive(None);
-            Problem::body_too_large()
-                .write(session, &ctx.request_id.text)
-                .await?;
-            return Ok(true);
-        }
-        if let Some(auth) = &route.auth {
-            if self.authenticate(session, ctx, auth).await? {
-                return Ok(true);
-            }
-        }
-        match &route.rate_limits {
-            Some(limits) => {
-                self.rate_limit(session, ctx, &snapshot.limiter, limits)
-                    .await
-            }
-            None => Ok(false),
         }
     }
 
-    /// Picks the target among the usable ones (healthy, circuit admitting). Errors: 504 when the
-    /// route deadline already passed; 503 (with `Retry-After` when circuits are open) when no
-    /// target can take the request.
+    /// Picks the target among the usable ones (`Upstream::pick`: healthy, circuit admitting,
+    /// untried first). Errors: 504 when the route deadline already passed; 503 (with
+    /// `Retry-After` when circuits are open) when no target can take the request.
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                "no route selected",
-            ));
+            return Err(GatewayError::Internal("no route selected").into_pingora());
         };
         let upstream = &route.upstream;
-        if ctx.attempts == 0 {
-            upstream.state.budget.record_request(Instant::now());
-        } else if let Some(policy) = &route.retry {
-            // Back off before a retry (full jitter), but never past the route deadline.
-            let mut delay = jittered_backoff(ctx.attempts, policy.backoff, policy.max_backoff);
-            if let Some(deadline) = ctx.deadline {
-                delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+        if ctx.attempts > 0 {
+            if let Some(policy) = &route.retry {
+                // Back off before a retry (full jitter), but never past the route deadline.
+                let mut delay = jittered_backoff(ctx.attempts, policy.backoff, policy.max_backoff);
+                if let Some(deadline) = ctx.deadline {
+                    delay = delay.min(deadline.saturating_duration_since(Instant::now()));
+                }
+                tokio::time::sleep(delay).await;
             }
-            tokio::time::sleep(delay).await;
         }
         ctx.attempts += 1;
         let remaining = match ctx.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(504),
-                        "route deadline passed",
-                    ));
+                    return Err(GatewayError::DeadlinePassed.into_pingora());
                 }
                 Some(left)
             }
@@ -431,35 +233,17 @@ impl ProxyHttp for Gateway {
         } else {
             Vec::new()
         };
-        let now = Instant::now();
-        // Targets whose circuit refused this request: skipped in this selection only.
-        let mut refused: Vec<usize> = Vec::new();
-        let picked = loop {
-            let skip: Vec<usize> = ctx.tried.iter().chain(&refused).copied().collect();
-            match upstream.select(&key, &skip, now) {
-                // Nothing usable, or selection fell back to a target already refused.
-                None => break None,
-                Some(idx) if refused.contains(&idx) => break None,
-                Some(idx) => match upstream.state.targets[idx].admit(now) {
-                    Admission::Rejected { .. } => refused.push(idx),
-                    admission @ (Admission::Allowed(_) | Admission::Probe(_)) => {
-                        ctx.circuit_ticket = admission.ticket();
-                        break Some(idx);
-                    }
-                },
-            }
-        };
-        let Some(idx) = picked else {
-            ctx.retry_after = circuit_wait(upstream, now);
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(503),
-                "no usable upstream target",
-            ));
-        };
+        let attempt = upstream
+            .pick(&key, &ctx.tried, Instant::now())
+            .map_err(|none| {
+                GatewayError::NoUsableTarget {
+                    retry_after: none.retry_after,
+                }
+                .into_pingora()
+            })?;
+        let idx = attempt.index;
         ctx.tried.push(idx);
-        ctx.target = Some(idx);
-        ctx.attempt_started = Some(now);
-        ctx.attempt = Some(upstream.state.targets[idx].start_attempt());
+        ctx.attempt = Some(attempt);
         let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
         let mut peer = upstream.peer(idx);
         peer.options.connection_timeout = Some(cap(upstream.connect_timeout));
@@ -482,12 +266,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(target) = &ctx.upstream_target {
-            upstream_request.set_raw_path(target).map_err(|_| {
-                Error::explain(
-                    ErrorType::HTTPStatus(400),
-                    "rewritten path is not a valid URI",
-                )
-            })?;
+            upstream_request
+                .set_raw_path(target)
+                .map_err(|_| GatewayError::BadRewrite.into_pingora())?;
         }
         if let (Some(auth), Some(identity)) = (
             ctx.route.as_ref().and_then(|r| r.auth.as_ref()),
@@ -541,10 +322,7 @@ impl ProxyHttp for Gateway {
                 if !std::mem::replace(&mut ctx.body_refused, true) {
                     self.metrics.rejected(Rejection::BodyTooLarge);
                 }
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(413),
-                    "request body over the route's max_body_bytes",
-                ));
+                return Err(GatewayError::BodyTooLarge.into_pingora());
             }
         }
         Ok(())
@@ -567,11 +345,7 @@ impl ProxyHttp for Gateway {
         {
             // Nothing went to the client yet: drop this answer and try another target.
             self.finish_attempt(ctx, UpstreamOutcome::Response(status));
-            ctx.retry_decided = true;
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(status),
-                "upstream answered with a retryable status",
-            ));
+            return Err(GatewayError::UpstreamStatus(status).into_pingora());
         }
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(status);
@@ -612,19 +386,18 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("peer: {peer}"));
         if ctx.body_refused {
             // Our own 413, not the target's failure: no retry, no circuit breaker verdict.
-            ctx.circuit_ticket = None;
             self.finish_attempt(ctx, UpstreamOutcome::ClientClosed);
             e.set_retry(false);
             return e;
         }
-        if std::mem::take(&mut ctx.retry_decided) {
+        if matches!(GatewayError::of(&e), Some(GatewayError::UpstreamStatus(_))) {
             // A 502/503/504 answer for which upstream_response_filter already decided to retry.
             e.set_retry(true);
             return e;
         }
         if e.esource() == &pingora::ErrorSource::Upstream {
             self.finish_attempt(ctx, outcome_of(&e));
-            let reason = if problem::is_timeout(&e) {
+            let reason = if answer::is_timeout(&e) {
                 RetryReason::Timeout
             } else {
                 RetryReason::Error
@@ -645,7 +418,8 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    /// The single place errors become client responses (problem+json).
+    /// A failure becomes its answer: the route's fallback for 502/503/504, else problem+json
+    /// ([`problem_for`]).
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -654,12 +428,6 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let mut problem = problem_for(e);
         problem.rate_limit = ctx.rate_limit.clone();
-        if problem.status == 503 {
-            // Whole seconds, rounded up: a client retrying earlier would find the circuit open.
-            problem.retry_after = ctx
-                .retry_after
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-        }
         let mut status = problem.status;
         if status > 0 && session.response_written().is_none() {
             // The connection is not reused after an error (below, and Pingora closes it after a
@@ -672,15 +440,15 @@ impl ProxyHttp for Gateway {
                 .as_ref()
                 .filter(|_| matches!(status, 502..=504))
                 .and_then(|r| r.fallback.as_ref().map(|f| (r.name.clone(), f.clone())));
-            let written = match fallback {
+            let answer = match fallback {
                 Some((route, fallback)) => {
                     self.metrics.fallback_response(&route);
-                    status = fallback.status;
-                    problem::write_fallback(session, &ctx.request_id.text, &fallback).await
+                    Answer::Fallback(fallback)
                 }
-                None => problem.write(session, &ctx.request_id.text).await,
+                None => Answer::Problem(problem),
             };
-            if let Err(write_err) = written {
+            status = answer.status();
+            if let Err(write_err) = answer.write(session, &ctx.request_id.text).await {
                 tracing::debug!(request_id = %ctx.request_id.text, "could not send error response: {write_err}");
             }
         }
@@ -713,10 +481,7 @@ impl ProxyHttp for Gateway {
             // The client hung up before the target answered: not a failure of the target, so
             // it is counted apart and its circuit breaker does not hear of it (a dropped probe
             // ticket is freed by the circuit's lost-probe backstop).
-            (None, Some(_)) if client_gone => {
-                ctx.circuit_ticket = None;
-                UpstreamOutcome::ClientClosed
-            }
+            (None, Some(_)) if client_gone => UpstreamOutcome::ClientClosed,
             (None, Some(e)) => outcome_of(e),
             (None, None) => UpstreamOutcome::Error,
         };
@@ -733,7 +498,7 @@ impl ProxyHttp for Gateway {
             return;
         }
         let route = ctx.route.as_ref();
-        let target = route.and_then(|r| ctx.target.and_then(|i| r.upstream.targets.get(i)));
+        let target = route.and_then(|r| ctx.tried.last().and_then(|&i| r.upstream.targets.get(i)));
         let record = AccessRecord {
             time: SystemTime::now(),
             request_id: &ctx.request_id.text,

@@ -3,7 +3,6 @@
 //! another route's. Everything later (auth, limits, logs, the forwarded request) sees the
 //! request this step settled.
 
-use crate::observe::Rejection;
 use crate::request_target::{self, lenient_reading, PathError, Refusal, Resolved, Target};
 use crate::route::Lookup;
 use crate::snapshot::{Route, Snapshot};
@@ -93,16 +92,6 @@ fn lenient_agrees(
         snapshot.lenient_routes().lookup(target.host, &reading, &req.method),
         Lookup::Found { route: other, .. } if Arc::ptr_eq(other, route)
     )
-}
-
-/// The counter a refusal goes to.
-pub fn rejection(refusal: Refusal) -> Rejection {
-    match refusal {
-        Refusal::BadTarget(_) => Rejection::BadTarget,
-        Refusal::BadPath(_) => Rejection::BadPath,
-        Refusal::MissingHost => Rejection::MissingHost,
-        Refusal::BadHost => Rejection::BadHost,
-    }
 }
 
 /// Puts the normal form in place of the received target, so every later step (and the

@@ -2,6 +2,7 @@
 //! picks one for a request among the usable ones, and the state that outlives reloads
 //! (health, circuit breakers, requests in flight).
 
+mod attempt;
 pub mod backoff;
 mod balance;
 pub mod budget;
@@ -9,6 +10,7 @@ pub mod circuit;
 pub mod health;
 pub mod state;
 
+pub use attempt::{Attempt, NoUsableTarget};
 pub use balance::Balancer;
 pub use state::{AttemptGuard, StateRegistry, TargetState, UpstreamState};
 
@@ -135,7 +137,7 @@ impl Upstream {
     /// Usable means healthy by active checks and not cut off by an open circuit. So backups get
     /// first attempts only while no primary is usable, and a retry goes to a fresh target,
     /// even in the backup zone, before hitting one that just failed. `None`: nothing is usable.
-    pub fn select(&self, key: &[u8], tried: &[usize], now: Instant) -> Option<usize> {
+    fn select(&self, key: &[u8], tried: &[usize], now: Instant) -> Option<usize> {
         let usable = |i: usize| self.state.targets[i].is_usable(now);
         let load = |i: usize| self.state.targets[i].in_flight();
         // Only first attempts move the round-robin position: retries must not skew the

@@ -76,6 +76,11 @@ impl TargetState {
         changed
     }
 
+    /// Where this target's attempts are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -1,0 +1,127 @@
+//! What went wrong for a request, as a type: raised where it happens (the edge guard, a request
+//! step, target selection, the body filter), carried through Pingora as the cause of its error,
+//! and turned into the answer in one place ([`Problem::from`]). The data the answer needs
+//! (`Retry-After`, the refusal's reason) travels inside the error, not beside it.
+
+use crate::observe::Rejection;
+use crate::request_target::Refusal;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// 400: a request the gateway refuses to route (framing, target, host, path). `reason`
+    /// is its `tollgate_rejected_requests_total` label.
+    #[error("{detail}")]
+    BadRequest {
+        reason: Rejection,
+        detail: &'static str,
+    },
+    /// 408: the request head did not arrive in time.
+    #[error("the request head was not received in time")]
+    HeadTimeout,
+    /// 413: the body is over the route's `max_body_bytes` (declared or counted).
+    #[error("the request body is larger than this route accepts")]
+    BodyTooLarge,
+    /// 431: the request head is over `server.max_header_bytes`.
+    #[error("the request head (request line and headers) is larger than this gateway accepts")]
+    HeadTooLarge,
+    /// 400: the route's `rewrite` made a target that cannot be sent.
+    #[error("the route's rewrite produced a target that cannot be sent")]
+    BadRewrite,
+    /// 503: no target is healthy and admitted by its circuit breaker. `retry_after`: when
+    /// the first open circuit of a healthy target lets probes through.
+    #[error("no usable upstream target")]
+    NoUsableTarget { retry_after: Option<Duration> },
+    /// 504: the route's deadline passed before the upstream answered.
+    #[error("the route's deadline passed")]
+    DeadlinePassed,
+    /// The upstream answered 502, 503 or 504 and the request is tried again elsewhere; the
+    /// client sees it only if no attempt is left to make (then as 502).
+    #[error("the upstream answered {0}")]
+    UpstreamStatus(u16),
+    /// 500: a state the gateway should never be in.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl From<Refusal> for GatewayError {
+    /// A request target the gateway refuses (see `request_target`), with its counter label.
+    fn from(refusal: Refusal) -> GatewayError {
+        let reason = match refusal {
+            Refusal::BadTarget(_) => Rejection::BadTarget,
+            Refusal::BadPath(_) => Rejection::BadPath,
+            Refusal::MissingHost => Rejection::MissingHost,
+            Refusal::BadHost => Rejection::BadHost,
+        };
+        GatewayError::BadRequest {
+            reason,
+            detail: refusal.detail(),
+        }
+    }
+}
+
+impl GatewayError {
+    /// The status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest { .. } | GatewayError::BadRewrite => 400,
+            GatewayError::HeadTimeout => 408,
+            GatewayError::BodyTooLarge => 413,
+            GatewayError::HeadTooLarge => 431,
+            GatewayError::NoUsableTarget { .. } => 503,
+            GatewayError::DeadlinePassed => 504,
+            GatewayError::UpstreamStatus(_) => 502,
+            GatewayError::Internal(_) => 500,
+        }
+    }
+
+    /// The `tollgate_rejected_requests_total` reason of a refusal (`None`: not a refusal).
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            GatewayError::BadRequest { reason, .. } => Some(*reason),
+            GatewayError::HeadTimeout => Some(Rejection::HeaderTimeout),
+            GatewayError::BodyTooLarge => Some(Rejection::BodyTooLarge),
+            GatewayError::HeadTooLarge => Some(Rejection::HeaderTooLarge),
+            _ => None,
+        }
+    }
+
+    /// As a Pingora error (an `HTTPStatus` with this as its cause), for a hook to return.
+    pub fn into_pingora(self) -> Box<pingora::Error> {
+        let etype = pingora::ErrorType::HTTPStatus(self.status());
+        pingora::Error::because(etype, "tollgate", self)
+    }
+
+    /// The gateway's own error inside a Pingora error, if it is one.
+    pub fn of(e: &pingora::Error) -> Option<&GatewayError> {
+        e.root_cause().downcast_ref::<GatewayError>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_the_trip_through_pingora() {
+        let e = GatewayError::NoUsableTarget {
+            retry_after: Some(Duration::from_secs(3)),
+        }
+        .into_pingora()
+        .more_context("peer: 127.0.0.1:1");
+        assert_eq!(
+            GatewayError::of(&e),
+            Some(&GatewayError::NoUsableTarget {
+                retry_after: Some(Duration::from_secs(3))
+            })
+        );
+        assert_eq!(e.etype(), &pingora::ErrorType::HTTPStatus(503));
+        let wrapped = pingora::Error::because(pingora::ErrorType::InternalError, "outer", e);
+        assert!(matches!(
+            GatewayError::of(&wrapped),
+            Some(GatewayError::NoUsableTarget { .. })
+        ));
+        let foreign = pingora::Error::new(pingora::ErrorType::ConnectRefused);
+        assert_eq!(GatewayError::of(&foreign), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! Every response the gateway makes itself, and the one way it is written: a request step
+//! that answers returns an [`Answer`]; a failure is mapped to one by [`problem_for`].
+
+use crate::problem::{GatewayError, Problem};
+use crate::snapshot::Fallback;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
+use std::ops::ControlFlow;
+
+/// A response the gateway makes on its own.
+#[derive(Debug)]
+pub enum Answer {
+    /// `application/problem+json` (errors and refusals).
+    Problem(Problem),
+    /// A route's configured `fallback`, standing in for 502/503/504.
+    Fallback(Fallback),
+    /// `OPTIONS *`: the server's methods.
+    ServerOptions,
+}
+
+/// What a request step decides: go on to the next step, or answer now.
+pub type Flow = ControlFlow<Answer>;
+
+/// Answer now with this problem.
+pub fn respond(problem: Problem) -> Flow {
+    ControlFlow::Break(Answer::Problem(problem))
+}
+
+/// The methods `OPTIONS *` announces: the gateway's routes may take any of them.
+const SERVER_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+impl Answer {
+    /// The status written.
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Problem(p) => p.status,
+            Answer::Fallback(f) => f.status,
+            Answer::ServerOptions => 200,
+        }
+    }
+
+    /// Writes the whole answer. HEAD requests get the headers only.
+    pub async fn write(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
+        match self {
+            Answer::Problem(problem) => write_problem(session, problem, request_id).await,
+            // Marked so clients and logs can tell it from a real answer.
+            Answer::Fallback(f) => {
+                let marker = [("x-tollgate-fallback", "1")];
+                let head = Head::new(f.status, &f.content_type, &marker);
+                write_own_response(session, head, f.body.clone(), request_id).await
+            }
+            // A question about the server (RFC 9110 §9.3.7): never forwarded, since no single
+            // upstream speaks for the gateway.
+            Answer::ServerOptions => {
+                let allow = [(http::header::ALLOW.as_str(), SERVER_METHODS)];
+                let head = Head::new(200, "text/plain", &allow);
+                write_own_response(session, head, Bytes::new(), request_id).await
+            }
+        }
+    }
+}
+
+async fn write_problem(
+    session: &mut Session,
+    problem: &Problem,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let retry_after = problem.retry_after.map(|secs| secs.to_string());
+    let mut extra = Vec::with_capacity(5);
+    if let Some((policy, state)) = &problem.rate_limit {
+        if let Ok(policy) = policy.to_str() {
+            extra.push(("ratelimit-policy", policy));
+        }
+        if !state.is_empty() {
+            extra.push(("ratelimit", state.as_str()));
+        }
+    }
+    if let Some(challenge) = &problem.challenge {
+        extra.push((http::header::WWW_AUTHENTICATE.as_str(), challenge.as_str()));
+    }
+    if let Some(secs) = &retry_after {
+        extra.push((http::header::RETRY_AFTER.as_str(), secs.as_str()));
+    }
+    if let Some(allow) = &problem.allow {
+        extra.push((http::header::ALLOW.as_str(), allow.as_str()));
+    }
+    let head = Head::new(problem.status, "application/problem+json", &extra);
+    write_own_response(session, head, problem.body(request_id), request_id).await
+}
+
+/// The status line and headers of an answer, beside the fixed ones.
+struct Head<'a> {
+    status: u16,
+    content_type: &'a str,
+    extra: &'a [(&'static str, &'a str)],
+}
+
+impl<'a> Head<'a> {
+    fn new(status: u16, content_type: &'a str, extra: &'a [(&'static str, &'a str)]) -> Head<'a> {
+        Head {
+            status,
+            content_type,
+            extra,
+        }
+    }
+}
+
+/// Writes a whole response the gateway makes itself: explicit Content-Length (Pingora would
+/// otherwise close-delimit it), the request id, `no-store`, and no body for HEAD.
+async fn write_own_response(
+    session: &mut Session,
+    head: Head<'_>,
+    body: Bytes,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let Head {
+        status,
+        content_type,
+        extra,
+    } = head;
+    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    header.insert_header("x-request-id", request_id)?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in extra {
+        header.insert_header(*name, *value)?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Maps a failure to the answer the client sees (status 0: the client is gone, write nothing).
+///
+/// - the gateway's own errors ([`GatewayError`]) answer as they say;
+/// - upstream connect timeout and read/write timeouts: 504 Gateway Timeout;
+/// - any other upstream failure (refused, reset, malformed response): 502 Bad Gateway;
+/// - a broken client connection: 0; a malformed client request: 400; anything else: 500.
+pub fn problem_for(e: &Error) -> Problem {
+    use ErrorType::*;
+    if let Some(gateway) = GatewayError::of(e) {
+        return Problem::from(gateway);
+    }
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(code), _) => Problem::new(*code, "the request could not be served"),
+        (ConnectTimedout, _) => {
+            Problem::new(504, "the upstream did not accept a connection in time")
+        }
+        (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => {
+            Problem::new(504, "the upstream did not answer in time")
+        }
+        (
+            ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
+            | ConnectProxyFailure | TLSHandshakeTimedout,
+            _,
+        ) => Problem::new(502, "the upstream refused or dropped the connection"),
+        (TLSHandshakeFailure | InvalidCert, _) => Problem::new(
+            502,
+            "the upstream's TLS handshake failed or its certificate could not be verified",
+        ),
+        (_, ErrorSource::Upstream) => Problem::new(502, "the upstream connection failed"),
+        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
+            Problem::new(0, "client connection closed")
+        }
+        (ReadTimedout, ErrorSource::Downstream) => {
+            Problem::new(408, "the request was not received in time")
+        }
+        (_, ErrorSource::Downstream) => Problem::new(400, "the request is malformed"),
+        _ => Problem::new(500, "internal error"),
+    }
+}
+
+/// True when the failure happened while connecting (nothing reached the upstream).
+pub fn is_connect_error(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | BindError
+            | SocketError
+            | ConnectProxyFailure
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            // The upstream's certificate failed verification during the handshake.
+            | InvalidCert
+    )
+}
+
+/// True when the failure is a timeout waiting on the upstream.
+pub fn is_timeout(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+    ) || GatewayError::of(e) == Some(&GatewayError::DeadlinePassed)
+}
