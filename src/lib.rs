@@ -14,6 +14,7 @@
 //! - [`observe`]: metrics, access log, the gateway's own log;
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
 //! - [`tls`]: the HTTPS listener's live certificate and HTTPS to upstreams;
+//! - [`registry`]: state kept across reloads while its settings are unchanged;
 //! - [`server`]: assembling and running the Pingora server, signals and draining;
 //! - [`demo`]: demo backends for the quick start.
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod observe;
 pub mod problem;
 pub mod proxy;
 pub mod ratelimit;
+pub mod registry;
 pub mod request_target;
 pub mod route;
 pub mod server;

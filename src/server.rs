@@ -4,11 +4,11 @@
 
 use crate::admin::{AdminApp, Readiness};
 use crate::auth::jwt::{JwksService, KeyRegistry};
-use crate::config::{ConfigErrors, ServerConfig, Source};
+use crate::config::{ConfigErrors, Source};
 use crate::edge::EdgeApp;
 use crate::observe::{AccessLog, Metrics};
 use crate::proxy::Gateway;
-use crate::snapshot::{watch::ReloadService, Registries, Snapshot, Store};
+use crate::snapshot::{watch::ReloadService, Registries, ServerSettings, Snapshot, Store};
 use crate::upstream::health::HealthService;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
@@ -51,7 +51,7 @@ impl Instance {
         let ready = Arc::new(Readiness::default());
         let access_log = Arc::new(access_log);
 
-        let grace = server_cfg.shutdown_grace.get();
+        let grace = server_cfg.shutdown_grace;
         let conf = ServerConf {
             threads: server_cfg.threads.unwrap_or_else(default_threads),
             // Pingora sleeps this long after SIGTERM; our drain watcher usually exits sooner.
@@ -67,7 +67,7 @@ impl Instance {
         // Plain listeners speak HTTP/1.1 and, by prior knowledge, HTTP/2 (h2c).
         let mut options = HttpServerOptions::default();
         options.h2c = true;
-        options.h2_idle_timeout = Some(server_cfg.idle_timeout.get());
+        options.h2_idle_timeout = Some(server_cfg.idle_timeout);
         app.server_options = Some(options);
         // HTTP/2 heads are framed by the protocol: h2 caps the decoded header list (and answers
         // 431) with the same limit, read at start-up.
@@ -86,12 +86,15 @@ impl Instance {
             proxy.add_tcp(addr);
         }
         // HTTPS listeners on the same service: same gateway, same routes.
-        if let Some(tls) = &server_cfg.tls {
-            crate::tls::add_https_listeners(&mut proxy, &store, &tls.listen).map_err(|e| {
-                ConfigErrors {
-                    source: config_path.display().to_string(),
-                    errors: vec![crate::config::ConfigError::new("server.tls", e.to_string())],
-                }
+        if !server_cfg.tls_listen.is_empty() {
+            crate::tls::add_https_listeners(
+                &mut proxy,
+                &(store.clone() as Arc<dyn crate::tls::LiveIdentity>),
+                &server_cfg.tls_listen,
+            )
+            .map_err(|e| ConfigErrors {
+                source: config_path.display().to_string(),
+                errors: vec![crate::config::ConfigError::new("server.tls", e.to_string())],
             })?;
         }
         server.add_service(proxy);
@@ -202,21 +205,9 @@ fn default_threads() -> usize {
 }
 
 /// Binds each address once to fail early with a readable message (Pingora would only log it).
-fn check_bindable(path: &Path, server: &ServerConfig) -> Result<(), ConfigErrors> {
+fn check_bindable(path: &Path, server: &ServerSettings) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
-    let tls_listen = server.tls.iter().flat_map(|t| t.listen.iter().enumerate());
-    let all = server
-        .listen
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("server.listen[{i}]"), a.as_str()))
-        .chain(
-            server
-                .admin_listen
-                .as_deref()
-                .map(|a| ("server.admin_listen".to_string(), a)),
-        )
-        .chain(tls_listen.map(|(i, a)| (format!("server.tls.listen[{i}]"), a.as_str())));
+    let all = server.addresses();
     for (key, addr) in all {
         if let Err(e) = TcpListener::bind(addr) {
             errors.push(crate::config::ConfigError::new(
@@ -280,7 +271,7 @@ impl ShutdownSignalWatch for ProcessSignals {
         };
         tokio::select! {
             _ = term.recv() => {
-                let grace = self.store.snapshot().server.shutdown_grace.get();
+                let grace = self.store.snapshot().server.shutdown_grace;
                 tracing::info!(grace_seconds = grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
                 self.ready.set(false);
                 exit_when_drained(self.metrics.clone(), self.access_log.clone(), grace);

@@ -158,7 +158,7 @@ impl ProxyHttp for Gateway {
         let snapshot = self.store.snapshot();
         // Only shorten keep-alive where it is on: HTTP/1.0 without keep-alive stays off.
         if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(snapshot.server.idle_timeout.get().as_secs().max(1)));
+            session.set_keepalive(Some(snapshot.server.idle_timeout.as_secs().max(1)));
         }
         // The client as the logs and hash balancing see it: the socket peer, or the address a
         // trusted proxy in front of Tollgate forwarded (`server.trusted_proxies`).

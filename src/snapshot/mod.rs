@@ -6,6 +6,7 @@
 mod files;
 mod limits;
 mod rewrite;
+mod server;
 pub mod store;
 mod warnings;
 pub mod watch;
@@ -13,12 +14,12 @@ pub mod watch;
 pub use files::ReferencedFiles;
 pub use limits::Limits;
 pub use rewrite::{path_params, Rewrite};
+pub use server::ServerSettings;
 pub use store::{ReloadOutcome, Store};
 
 use crate::auth::{self, AuthPolicy};
 use crate::config::{
-    self, Config, ConfigError, ConfigErrors, ConfigWarning, EscapedSlashes, LogFormat,
-    ServerConfig, Source,
+    self, Config, ConfigError, ConfigErrors, ConfigWarning, EscapedSlashes, LogFormat, Source,
 };
 use crate::route::{RouteDef, RouteTable};
 use crate::upstream::{StateRegistry, Upstream};
@@ -155,8 +156,8 @@ pub struct Snapshot {
     pub log: LogSettings,
     /// `log.level`, applied at start-up.
     pub log_level: String,
-    /// The `[server]` section as written; restart-only keys are compared on reload.
-    pub server: ServerConfig,
+    /// `[server]` listeners, threads and timing; restart-only keys are compared on reload.
+    pub server: ServerSettings,
     /// Headers set from verified identities, removed from every client request.
     pub identity_headers: Vec<http::HeaderName>,
     /// `server.trusted_proxies`: peers whose X-Forwarded-For names the client.
@@ -410,7 +411,7 @@ pub fn compile(
                 access: config.log.access,
             },
             log_level: config.log.level.clone(),
-            server: config.server.clone(),
+            server: ServerSettings::compile(&config.server),
             identity_headers: policies.identity_headers,
             trusted_proxies: config
                 .server

@@ -2,7 +2,7 @@
 //! builds a new one from the file and swaps it in, or keeps the old one and reports why not.
 
 use super::{ReferencedFiles, Snapshot};
-use crate::config::{ConfigErrors, ServerConfig, Source};
+use crate::config::{ConfigErrors, Source};
 use crate::observe::Metrics;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -133,8 +133,7 @@ pub fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str>
     if o.listen != n.listen {
         changed.push("server.listen");
     }
-    let tls_listen = |s: &ServerConfig| s.tls.as_ref().map(|t| t.listen.clone());
-    if tls_listen(o) != tls_listen(n) {
+    if o.tls_listen != n.tls_listen {
         changed.push("server.tls.listen");
     }
     if o.admin_listen != n.admin_listen {
@@ -151,15 +150,23 @@ pub fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str>
 
 /// The new snapshot describes what actually runs: restart-only keys keep their running values.
 fn keep_restart_only_values(running: &Snapshot, next: &mut Snapshot) {
-    let keep: &ServerConfig = &running.server;
+    let keep = &running.server;
     next.server.listen = keep.listen.clone();
     next.server.admin_listen = keep.admin_listen.clone();
     next.server.threads = keep.threads;
     // The certificate (`next.tls`) is live; the HTTPS listeners are the ones started with.
-    match (&mut next.server.tls, &keep.tls) {
-        (Some(next_tls), Some(running)) => next_tls.listen = running.listen.clone(),
-        (Some(next_tls), None) => next_tls.listen.clear(),
-        _ => {}
-    }
+    next.server.tls_listen = keep.tls_listen.clone();
     next.log_level = running.log_level.clone();
+}
+
+impl crate::upstream::health::LiveUpstreams for Store {
+    fn upstreams(&self) -> Vec<Arc<crate::upstream::Upstream>> {
+        self.snapshot().upstreams.values().cloned().collect()
+    }
+}
+
+impl crate::tls::LiveIdentity for Store {
+    fn identity(&self) -> Option<Arc<crate::tls::TlsIdentity>> {
+        self.snapshot().tls.clone()
+    }
 }

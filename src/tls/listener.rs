@@ -2,7 +2,7 @@
 //! certificate callback that takes the certificate from the live snapshot on every handshake,
 //! so a reload that changes the certificate applies to the next connection without a restart.
 
-use crate::snapshot::Store;
+use super::TlsIdentity;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
@@ -10,18 +10,23 @@ use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
 use std::sync::Arc;
 
+/// Where the HTTPS listeners find the certificate of the config that is live now (the snapshot
+/// store implements it).
+pub trait LiveIdentity: Send + Sync {
+    fn identity(&self) -> Option<Arc<TlsIdentity>>;
+}
+
 /// Hands the live config's certificate to each handshake.
 struct LiveCertificate {
-    store: Arc<Store>,
+    live: Arc<dyn LiveIdentity>,
 }
 
 #[async_trait]
 impl TlsAccept for LiveCertificate {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let snapshot = self.store.snapshot();
         // Absent only if a reload removed `[server.tls]` (the listener itself stays until a
         // restart): without a certificate the handshake fails, which is what the config says.
-        let Some(identity) = snapshot.tls.as_ref() else {
+        let Some(identity) = self.live.identity() else {
             tracing::warn!(
                 "TLS handshake refused: [server.tls] was removed; restart to close the listener"
             );
@@ -42,8 +47,8 @@ impl TlsAccept for LiveCertificate {
 }
 
 /// Settings for every `server.tls.listen` address.
-pub fn listener_settings(store: Arc<Store>) -> pingora::Result<TlsSettings> {
-    let mut settings = TlsSettings::with_callbacks(Box::new(LiveCertificate { store }))?;
+pub fn listener_settings(live: Arc<dyn LiveIdentity>) -> pingora::Result<TlsSettings> {
+    let mut settings = TlsSettings::with_callbacks(Box::new(LiveCertificate { live }))?;
     // Prefer HTTP/2, fall back to HTTP/1.1 for clients that do not offer h2.
     settings.enable_h2();
     Ok(settings)
@@ -53,11 +58,11 @@ pub fn listener_settings(store: Arc<Store>) -> pingora::Result<TlsSettings> {
 /// listeners), each with [`listener_settings`].
 pub fn add_https_listeners<A>(
     service: &mut pingora::services::listening::Service<A>,
-    store: &Arc<Store>,
+    live: &Arc<dyn LiveIdentity>,
     addrs: &[String],
 ) -> pingora::Result<()> {
     for addr in addrs {
-        service.add_tls_with_settings(addr, None, listener_settings(store.clone())?);
+        service.add_tls_with_settings(addr, None, listener_settings(live.clone())?);
     }
     Ok(())
 }

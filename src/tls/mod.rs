@@ -9,7 +9,7 @@ mod listener;
 mod trust;
 
 pub use identity::TlsIdentity;
-pub use listener::{add_https_listeners, listener_settings};
+pub use listener::{add_https_listeners, listener_settings, LiveIdentity};
 pub use trust::{load_ca_file, UpstreamTls};
 
 use std::path::{Path, PathBuf};

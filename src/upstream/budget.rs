@@ -25,7 +25,7 @@
 //! A `std` mutex held for a bucket update (and a 10-bucket sum when acquiring); no allocation
 //! after [`RetryBudget::new`].
 
-use super::circuit::Window;
+use super::window::Window;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,13 +34,34 @@ use std::time::{Duration, Instant};
 const EPSILON: f64 = 1e-9;
 
 /// Settings of one upstream's budget. [`Default`] is what applies when `retry_budget` is absent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Equal (and hashed) by value, the ratio by its bits, so it can key state kept across reloads.
+#[derive(Debug, Clone, Copy)]
 pub struct BudgetSettings {
     /// Retries allowed per first attempt in the window, in [0, 1].
     pub ratio: f64,
     pub window: Duration,
     /// The floor: a reserve of `min_per_second × window` retries, whatever the traffic.
     pub min_per_second: u32,
+}
+
+impl BudgetSettings {
+    fn key(&self) -> (u64, Duration, u32) {
+        (self.ratio.to_bits(), self.window, self.min_per_second)
+    }
+}
+
+impl PartialEq for BudgetSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for BudgetSettings {}
+
+impl std::hash::Hash for BudgetSettings {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
 }
 
 impl Default for BudgetSettings {

@@ -52,12 +52,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Buckets in a sliding window. Ten keeps the window's edge within 10% of its nominal length
-/// while a full scan stays a handful of nanoseconds.
-pub const BUCKETS: usize = 10;
+use super::window::Window;
+pub use super::window::BUCKETS;
 
-/// `[upstreams.NAME.circuit_breaker]`, in run-time form.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// `[upstreams.NAME.circuit_breaker]`, in run-time form. Equal (and hashed) by value, the ratio
+/// by its bits, so it can key state kept across reloads.
+#[derive(Debug, Clone, Copy)]
 pub struct CircuitSettings {
     /// Share of failures over `window` that opens the circuit, in (0, 1].
     pub failure_ratio: f64,
@@ -68,6 +68,34 @@ pub struct CircuitSettings {
     pub open_for: Duration,
     /// Probes in flight at a time while half-open; that many successes close the circuit.
     pub half_open_probes: u32,
+}
+
+impl CircuitSettings {
+    fn key(&self) -> (u64, u32, Duration, Duration, u32) {
+        let s = self;
+        let ratio = s.failure_ratio.to_bits();
+        (
+            ratio,
+            s.min_requests,
+            s.window,
+            s.open_for,
+            s.half_open_probes,
+        )
+    }
+}
+
+impl PartialEq for CircuitSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for CircuitSettings {}
+
+impl std::hash::Hash for CircuitSettings {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
 }
 
 impl CircuitSettings {
@@ -458,84 +486,6 @@ fn half_open(in_flight: u32, now: Instant) -> Phase {
         in_flight,
         successes: 0,
         last_activity: now,
-    }
-}
-
-/// A sliding window of two counters, as a ring of [`BUCKETS`] time buckets: no event list, fixed
-/// size, and old counts drop out one bucket (a tenth of the window) at a time.
-///
-/// Bucket `n` covers `[origin + n·width, origin + (n+1)·width)`; slot `n % BUCKETS` holds it and
-/// remembers `n`, so a slot last written a full turn ago reads as empty without anyone having to
-/// sweep it. A `now` slightly behind the newest bucket seen (two threads reading the clock in one
-/// order and taking the lock in the other) is treated as the newest bucket.
-#[derive(Debug, Clone)]
-pub(crate) struct Window {
-    origin: Instant,
-    width_nanos: u128,
-    newest: u64,
-    slots: [Slot; BUCKETS],
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    bucket: u64,
-    counts: [u32; 2],
-}
-
-impl Window {
-    pub(crate) fn new(window: Duration, now: Instant) -> Window {
-        Window {
-            origin: now,
-            width_nanos: (window.as_nanos() / BUCKETS as u128).max(1),
-            newest: 0,
-            slots: [Slot::default(); BUCKETS],
-        }
-    }
-
-    fn bucket(&mut self, now: Instant) -> u64 {
-        let n = now.saturating_duration_since(self.origin).as_nanos() / self.width_nanos;
-        let n = u64::try_from(n).unwrap_or(u64::MAX);
-        self.newest = self.newest.max(n);
-        self.newest
-    }
-
-    /// Adds `delta` to the counters of the bucket holding `now` (saturating: a bucket full at
-    /// `u32::MAX` is far past any threshold anyway).
-    pub(crate) fn add(&mut self, now: Instant, delta: [u32; 2]) {
-        let n = self.bucket(now);
-        let slot = &mut self.slots[(n % BUCKETS as u64) as usize];
-        if slot.bucket != n {
-            *slot = Slot {
-                bucket: n,
-                counts: [0, 0],
-            };
-        }
-        slot.counts[0] = slot.counts[0].saturating_add(delta[0]);
-        slot.counts[1] = slot.counts[1].saturating_add(delta[1]);
-    }
-
-    /// Both counters summed over the buckets of the last `window` ending at `now`.
-    pub(crate) fn totals(&mut self, now: Instant) -> [u64; 2] {
-        let n = self.bucket(now);
-        let mut sum = [0u64; 2];
-        for slot in &self.slots {
-            // `n - slot.bucket < BUCKETS`, written so it cannot underflow (slots never hold a
-            // bucket newer than `newest`, but be safe).
-            if slot.bucket <= n && n - slot.bucket < BUCKETS as u64 {
-                sum[0] += u64::from(slot.counts[0]);
-                sum[1] += u64::from(slot.counts[1]);
-            }
-        }
-        sum
-    }
-
-    /// Forgets every count (a freshly closed circuit starts with an empty window).
-    pub(crate) fn clear(&mut self, now: Instant) {
-        let n = self.bucket(now);
-        self.slots = [Slot {
-            bucket: n,
-            counts: [0, 0],
-        }; BUCKETS];
     }
 }
 

@@ -9,11 +9,10 @@
 use super::state::UpstreamState;
 use super::Upstream;
 use crate::config::HealthCheckConfig;
-use crate::snapshot::Store;
 use crate::tls::UpstreamTls;
 use async_trait::async_trait;
 use pingora::http::RequestHeader;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+use pingora::lb::health_check::{HealthCheck as _, HttpHealthCheck};
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -26,14 +25,45 @@ use tokio::task::JoinHandle;
 /// How often the service looks for upstreams added or changed by a reload.
 const RECONCILE_EVERY: Duration = Duration::from_millis(500);
 
+/// `[upstreams.NAME.health_check]`, in run-time form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// Path requested with GET; a 2xx or 3xx answer is a success.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy target healthy again.
+    pub healthy_after: u32,
+    /// Consecutive failures that make a healthy target unhealthy.
+    pub unhealthy_after: u32,
+}
+
+impl HealthCheck {
+    pub fn compile(cfg: &HealthCheckConfig) -> HealthCheck {
+        HealthCheck {
+            path: cfg.path.clone(),
+            interval: cfg.interval.get(),
+            timeout: cfg.timeout.get(),
+            healthy_after: cfg.healthy_after,
+            unhealthy_after: cfg.unhealthy_after,
+        }
+    }
+}
+
+/// Where the health service finds the upstreams of the config that is live now (the snapshot
+/// store implements it): the service depends on no config machinery.
+pub trait LiveUpstreams: Send + Sync {
+    fn upstreams(&self) -> Vec<Arc<Upstream>>;
+}
+
 /// Runs health-check tasks for the upstreams of the live config.
 pub struct HealthService {
-    store: Arc<Store>,
+    live: Arc<dyn LiveUpstreams>,
 }
 
 impl HealthService {
-    pub fn new(store: Arc<Store>) -> HealthService {
-        HealthService { store }
+    pub fn new(live: Arc<dyn LiveUpstreams>) -> HealthService {
+        HealthService { live }
     }
 }
 
@@ -43,8 +73,8 @@ impl BackgroundService for HealthService {
         // Keyed by the address of the shared state: same state, same task.
         let mut tasks: HashMap<usize, (Weak<UpstreamState>, JoinHandle<()>)> = HashMap::new();
         loop {
-            let snapshot = self.store.snapshot();
-            for upstream in snapshot.upstreams.values() {
+            let upstreams = self.live.upstreams();
+            for upstream in &upstreams {
                 let Some(settings) = &upstream.health_check else {
                     continue;
                 };
@@ -54,7 +84,7 @@ impl BackgroundService for HealthService {
                     (Arc::downgrade(&upstream.state), task)
                 });
             }
-            drop(snapshot);
+            drop(upstreams);
             // Tasks whose state is gone end by themselves; forget their handles.
             tasks.retain(|_, (state, task)| state.strong_count() > 0 && !task.is_finished());
             tokio::select! {
@@ -75,16 +105,12 @@ struct Checker {
     state: Weak<UpstreamState>,
     /// Per target: address, label, and its check (the Host header names the target).
     targets: Vec<(SocketAddr, Arc<str>, HttpHealthCheck)>,
-    settings: HealthCheckConfig,
+    settings: HealthCheck,
 }
 
 /// A GET of `settings.path` with `Host: label`, bounded by the timeout, passing on 2xx/3xx;
 /// over HTTPS, verified like requests, for `tls = true` upstreams.
-fn http_check(
-    label: &str,
-    settings: &HealthCheckConfig,
-    tls: Option<&UpstreamTls>,
-) -> HttpHealthCheck {
+fn http_check(label: &str, settings: &HealthCheck, tls: Option<&UpstreamTls>) -> HttpHealthCheck {
     let mut check = HttpHealthCheck::new(label, false);
     if let Some(tls) = tls {
         tls.apply(&mut check.peer_template, label);
@@ -98,7 +124,7 @@ fn http_check(
             check.req = req;
         }
     }
-    let timeout = settings.timeout.get();
+    let timeout = settings.timeout;
     check.peer_template.options.connection_timeout = Some(timeout);
     check.peer_template.options.read_timeout = Some(timeout);
     check.peer_template.options.total_connection_timeout = Some(timeout);
@@ -117,7 +143,7 @@ fn http_check(
 }
 
 impl Checker {
-    fn new(upstream: &Upstream, settings: &HealthCheckConfig) -> Checker {
+    fn new(upstream: &Upstream, settings: &HealthCheck) -> Checker {
         Checker {
             upstream: upstream.name.clone(),
             state: Arc::downgrade(&upstream.state),
@@ -135,7 +161,7 @@ impl Checker {
 
     /// One round: checks every target concurrently, each bounded by the timeout.
     async fn round(&self) -> Vec<bool> {
-        let timeout = self.settings.timeout.get();
+        let timeout = self.settings.timeout;
         let checks = self.targets.iter().map(|(addr, _, check)| async move {
             let backend = Backend {
                 addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
@@ -155,7 +181,7 @@ async fn check_loop(checker: Checker) {
     let n = checker.targets.len();
     // Consecutive successes (positive) or failures (negative) per target.
     let mut streak = vec![0i64; n];
-    let mut interval = tokio::time::interval(checker.settings.interval.get());
+    let mut interval = tokio::time::interval(checker.settings.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;

@@ -9,12 +9,13 @@ pub mod budget;
 pub mod circuit;
 pub mod health;
 pub mod state;
+mod window;
 
 pub use attempt::{Attempt, NoUsableTarget};
 pub use balance::Balancer;
 pub use state::{AttemptGuard, StateRegistry, TargetState, UpstreamState};
 
-use crate::config::{Balance, HealthCheckConfig, TargetConfig, UpstreamConfig};
+use crate::config::{Balance, TargetConfig, UpstreamConfig};
 use crate::tls::UpstreamTls;
 use http::HeaderName;
 use pingora::prelude::HttpPeer;
@@ -66,7 +67,7 @@ pub struct Upstream {
     backup_balancer: Balancer,
     pub hash_key: HashKey,
     pub state: Arc<UpstreamState>,
-    pub health_check: Option<HealthCheckConfig>,
+    pub health_check: Option<health::HealthCheck>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     /// `tls = true`: HTTPS to the targets, certificates verified.
@@ -113,9 +114,15 @@ impl Upstream {
             return Err(errors);
         }
         let name: Arc<str> = Arc::from(name);
-        let labels: Vec<Arc<str>> = targets.iter().map(|t| t.label.clone()).collect();
-        let files_key = tls.as_ref().map_or(0, UpstreamTls::fingerprint);
-        let state = registry.state_for(&name, cfg, files_key, &labels);
+        let health_check = cfg.health_check.as_ref().map(health::HealthCheck::compile);
+        let state = registry.state_for(state::StateKey {
+            name: name.clone(),
+            labels: targets.iter().map(|t| t.label.clone()).collect(),
+            circuit: cfg.circuit_breaker.as_ref().map(state::circuit_settings),
+            budget: state::budget_settings(cfg.retry_budget.as_ref()),
+            health: health_check.clone(),
+            tls: tls.as_ref().map(UpstreamTls::fingerprint),
+        });
         let (primary, backup) = targets.split_at(primaries);
         Ok(Upstream {
             balancer: balancer_for(cfg.balance, primary),
@@ -125,7 +132,7 @@ impl Upstream {
             targets,
             primaries,
             state,
-            health_check: cfg.health_check.clone(),
+            health_check,
             connect_timeout: cfg.connect_timeout.get(),
             read_timeout: cfg.read_timeout.get(),
             tls,

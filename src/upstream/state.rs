@@ -2,16 +2,15 @@
 //! circuit breakers and requests in flight. A [`StateRegistry`] hands the same state to every
 //! snapshot whose upstream settings are unchanged (keyed by name and a hash of the settings), so
 //! a reload neither forgets that a target is down nor closes an open circuit; a changed upstream
-//! starts fresh.
+//! starts fresh (see [`StateKey`] for what "changed" means).
 
 use super::budget::{BudgetSettings, RetryBudget};
 use super::circuit::{Admission, Circuit, CircuitSettings, CircuitState, Ticket};
-use crate::config::UpstreamConfig;
+use super::health::HealthCheck;
 use crate::observe::Metrics;
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use crate::registry::Registry;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// State of one target.
@@ -171,66 +170,56 @@ impl UpstreamState {
     }
 }
 
-/// Hands out upstream state, reusing it while an upstream's settings are unchanged.
-///
-/// Keyed by name *and* settings hash: a config that is compiled but then rejected (or replaced)
-/// adds its own entry next to the running one instead of replacing it, so going back to the
-/// running settings finds the running state.
+/// What upstream state is made of: a reload that leaves all of it unchanged keeps the state
+/// (health verdicts, open circuits, the retry budget's history, the health-check task); any
+/// change starts fresh. Balancing, timeouts and the like are not here: they live in the
+/// snapshot's `Upstream`, and changing them keeps the state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateKey {
+    pub name: Arc<str>,
+    /// The targets' labels, primaries then backups (state is per target, by index).
+    pub labels: Vec<Arc<str>>,
+    pub circuit: Option<CircuitSettings>,
+    pub budget: BudgetSettings,
+    /// The health checks the state's task runs, and how it reaches the targets (the TLS
+    /// settings' fingerprint, the CA's contents included: checks built with an old CA must
+    /// not outlive it).
+    pub health: Option<HealthCheck>,
+    pub tls: Option<u64>,
+}
+
+/// Hands out upstream state, reusing it while its [`StateKey`] is unchanged.
 pub struct StateRegistry {
     metrics: Arc<Metrics>,
-    entries: Mutex<HashMap<(String, u64), Weak<UpstreamState>>>,
+    entries: Registry<StateKey, UpstreamState>,
 }
 
 impl StateRegistry {
     pub fn new(metrics: Arc<Metrics>) -> StateRegistry {
         StateRegistry {
             metrics,
-            entries: Mutex::new(HashMap::new()),
+            entries: Registry::new(),
         }
     }
 
-    /// The state for upstream `name` with these settings and target labels (primaries, then
-    /// backups): the existing one if the settings are unchanged and it is still in use.
-    /// `files_key` identifies what the settings name but do not contain (the contents of
-    /// `ca_file`): health checks built with an old CA must not outlive it.
-    pub fn state_for(
-        &self,
-        name: &Arc<str>,
-        cfg: &UpstreamConfig,
-        files_key: u64,
-        labels: &[Arc<str>],
-    ) -> Arc<UpstreamState> {
-        let key = (name.to_string(), settings_hash(cfg, files_key));
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = entries.get(&key).and_then(Weak::upgrade) {
-            return state;
-        }
-        let circuit = cfg.circuit_breaker.as_ref().map(circuit_settings);
-        let budget = cfg
-            .retry_budget
-            .as_ref()
-            .map(|b| BudgetSettings {
-                ratio: b.ratio,
-                window: b.window.get(),
-                min_per_second: b.min_per_second,
+    /// The state for these settings: the existing one while it is still in use.
+    pub fn state_for(&self, key: StateKey) -> Arc<UpstreamState> {
+        let (name, labels, circuit) = (key.name.clone(), key.labels.clone(), key.circuit);
+        let budget = key.budget;
+        self.entries.get_or_insert_with(key, || {
+            Arc::new(UpstreamState {
+                budget: RetryBudget::new(budget, Instant::now()),
+                targets: labels
+                    .iter()
+                    .map(|l| Arc::new(TargetState::new(&name, l, circuit, &self.metrics)))
+                    .collect(),
             })
-            .unwrap_or_default();
-        let state = Arc::new(UpstreamState {
-            budget: RetryBudget::new(budget, Instant::now()),
-            targets: labels
-                .iter()
-                .map(|l| Arc::new(TargetState::new(name, l, circuit, &self.metrics)))
-                .collect(),
-        });
-        entries.insert(key, Arc::downgrade(&state));
-        // Forget entries nobody uses any more, so the map does not grow with renamed upstreams
-        // or rejected configs.
-        entries.retain(|_, w| w.strong_count() > 0);
-        state
+        })
     }
 }
 
-fn circuit_settings(c: &crate::config::CircuitBreakerConfig) -> CircuitSettings {
+/// `[upstreams.NAME.circuit_breaker]` in run-time form.
+pub fn circuit_settings(c: &crate::config::CircuitBreakerConfig) -> CircuitSettings {
     CircuitSettings {
         failure_ratio: c.failure_ratio,
         min_requests: c.min_requests,
@@ -240,11 +229,12 @@ fn circuit_settings(c: &crate::config::CircuitBreakerConfig) -> CircuitSettings 
     }
 }
 
-/// A hash of everything that defines an upstream; `Debug` covers every field, and the hasher's
-/// fixed keys make it stable within the process.
-fn settings_hash(cfg: &UpstreamConfig, files_key: u64) -> u64 {
-    let mut h = DefaultHasher::new();
-    format!("{cfg:?}").hash(&mut h);
-    files_key.hash(&mut h);
-    h.finish()
+/// `retry_budget` in run-time form (the defaults when absent).
+pub fn budget_settings(b: Option<&crate::config::RetryBudgetConfig>) -> BudgetSettings {
+    b.map(|b| BudgetSettings {
+        ratio: b.ratio,
+        window: b.window.get(),
+        min_per_second: b.min_per_second,
+    })
+    .unwrap_or_default()
 }

@@ -12,10 +12,10 @@ use super::jwks;
 use super::keys::KeySet;
 use super::settings::KeySource;
 use crate::observe::Metrics;
+use crate::registry::Registry;
 use arc_swap::ArcSwap;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Deadline of one JWKS load (connect, answer and body).
@@ -261,7 +261,7 @@ impl KeyStore {
 pub struct KeyRegistry {
     metrics: Arc<Metrics>,
     client: Result<reqwest::Client, String>,
-    entries: Mutex<HashMap<StoreKey, Weak<KeyStore>>>,
+    entries: Registry<StoreKey, KeyStore>,
 }
 
 /// What makes two policies share a key store: same name, source, refresh interval and trusted
@@ -273,7 +273,7 @@ impl KeyRegistry {
         KeyRegistry {
             metrics,
             client: jwks::http_client(),
-            entries: Mutex::new(HashMap::new()),
+            entries: Registry::new(),
         }
     }
 
@@ -289,29 +289,23 @@ impl KeyRegistry {
             settings.jwks_refresh,
             settings.jwks_ca_pem.clone(),
         );
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(store) = entries.get(&key).and_then(Weak::upgrade) {
-            return Ok((store, false));
-        }
-        let client = match &settings.jwks_ca_pem {
-            Some(pem) => Ok(jwks::http_client_trusting(pem)?),
-            None => self.client.clone(),
-        };
-        let store = Arc::new(KeyStore::new(
-            &settings.policy,
-            settings.keys.clone(),
-            settings.jwks_refresh,
-            client,
-            self.metrics.clone(),
-        ));
-        entries.insert(key, Arc::downgrade(&store));
-        entries.retain(|_, w| w.strong_count() > 0);
-        Ok((store, true))
+        self.entries.try_get_or_insert(key, || {
+            let client = match &settings.jwks_ca_pem {
+                Some(pem) => Ok(jwks::http_client_trusting(pem)?),
+                None => self.client.clone(),
+            };
+            Ok(Arc::new(KeyStore::new(
+                &settings.policy,
+                settings.keys.clone(),
+                settings.jwks_refresh,
+                client,
+                self.metrics.clone(),
+            )))
+        })
     }
 
     /// The stores some snapshot still uses (for the background refresh).
     pub fn live(&self) -> Vec<Arc<KeyStore>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.values().filter_map(Weak::upgrade).collect()
+        self.entries.live()
     }
 }
