@@ -166,29 +166,11 @@ fn json_safe_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// A JSON string with `"`, `\\` and control characters escaped (paths come from clients).
+/// A JSON string, escaped by serde_json (paths come from clients: no hand-written escaping of
+/// hostile bytes).
 fn json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x00..=0x1f | 0x7f => {
-                out.extend_from_slice(&bytes[start..i]);
-                let _ = write!(out, "\\u{b:04x}");
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// The access-log sink of one gateway.
