@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tollgate::observe::AccessLog;
 use tollgate::server::Instance;
 
-pub use super::redis::ports::{free_port, free_ports};
+pub use tollgate_testkit::ports::{free_port, free_ports};
 
 /// An in-memory sink for the access log.
 #[derive(Clone, Default)]

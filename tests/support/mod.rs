@@ -8,12 +8,10 @@ pub mod faulty;
 pub mod gateway;
 pub mod http2;
 pub mod jwks_server;
-pub mod jwt;
 pub mod logs;
 pub mod prom;
 pub mod raw;
 pub mod recorder;
-pub mod redis;
 pub mod resilience;
 pub mod tls;
 
@@ -29,6 +27,8 @@ pub use raw::{
 };
 #[allow(unused_imports)]
 pub use recorder::{RecordedRequest, Recorder};
+#[allow(unused_imports)]
+pub use tollgate_testkit::{jwt, redis};
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,4 @@
-//! Free ports on 127.0.0.1 for servers a test starts (the gateway, redis-server). Loaded as
-//! `support::redis::ports` (benches include `redis.rs` alone, so it lives with that file);
-//! self-contained.
+//! Free ports on 127.0.0.1 for servers a test starts (the gateway, redis-server).
 
 use std::net::TcpListener;
 

@@ -1,7 +1,5 @@
 //! Test keys for JWT verification, made at test time with OpenSSL (fast even in debug builds):
-//! one per algorithm family, each with its JWK and a signer. Shared by the unit tests in
-//! src/auth/jwt, tests/jwt_verifier.rs and benches/auth.rs.
-#![allow(dead_code)]
+//! one per algorithm family, each with its JWK and a signer.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -1,12 +1,9 @@
 //! A real `redis-server` for tests and benches: on a free 127.0.0.1 port, in a temp dir, without
 //! persistence; it can be stopped and restarted on the same port, and is killed on drop.
-//! Self-contained (benches include this file alone).
 
+use crate::ports;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-
-#[path = "ports.rs"]
-pub mod ports;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
