@@ -3,13 +3,12 @@
 //! (all or nothing), every key kind, the missing-key rule, and buckets across reloads.
 //! Long `per` values make most budgets refill-free during a test, so counts are exact.
 
-mod support;
+use crate::support::jwt::{now, TestKey};
+use crate::support::resilience::{metric, send, Answer};
+use crate::support::{backend, client, eventually, Backend, GatewayHandle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use support::jwt::{now, TestKey};
-use support::resilience::{metric, send, Answer};
-use support::{backend, client, eventually, Backend, GatewayHandle};
 
 /// `[rate_limits.NAME]` with `requests` per `per` and `key`.
 fn limit(name: &str, requests: u64, per: &str, key: &str) -> String {
@@ -393,7 +392,7 @@ async fn reload_keeps_unchanged_limits_and_resets_changed_ones() {
 #[tokio::test]
 async fn gateway_made_errors_on_a_limited_route_carry_the_fields() {
     // Nothing listens on the upstream port: the gateway answers 502 itself.
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.1:{}", crate::support::free_port());
     let gw = GatewayHandle::start(&route_config(
         &dead,
         &["per_route"],

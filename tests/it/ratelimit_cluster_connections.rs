@@ -4,14 +4,12 @@
 //! outage (one probe per interval), and replies that are not Redis replies. Against a real
 //! redis-server, or a fake one on a local port where a real one cannot misbehave on purpose.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::redis::RedisServer;
-use support::tls::{tls_redis, TestCa};
+use crate::support::redis::RedisServer;
+use crate::support::tls::{tls_redis, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate::observe::Metrics;
 use tollgate::ratelimit::cluster::{
@@ -49,7 +47,8 @@ async fn check(limiter: &ClusterLimiter, key: &str) -> Result<bool, ClusterError
 
 fn backend_errors(metrics: &Metrics) -> f64 {
     let page = String::from_utf8(metrics.render()).unwrap();
-    support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[]).unwrap_or(0.0)
+    crate::support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[])
+        .unwrap_or(0.0)
 }
 
 /// Why a check got no decision; panics if it got one, or timed out.
@@ -382,7 +381,7 @@ async fn after_failures_in_a_row_checks_fail_at_once_and_one_probe_goes_per_inte
 
 fn calls_timed(metrics: &Metrics) -> f64 {
     let page = String::from_utf8(metrics.render()).unwrap();
-    support::prom::value(
+    crate::support::prom::value(
         &page,
         "tollgate_ratelimit_backend_duration_seconds_count",
         &[],

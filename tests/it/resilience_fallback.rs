@@ -2,10 +2,11 @@
 //! usable target, deadline passed) a route with `fallback` serves it instead, marked with
 //! `x-tollgate-fallback: 1` and counted; an answer the upstream did give is never replaced.
 
-mod support;
+use crate::support::resilience::{
+    app_requests, get, healthy_gauge, metric, send, toml_list, Answer,
+};
+use crate::support::{backend, client, eventually, free_port, GatewayHandle};
 use std::time::Duration;
-use support::resilience::{app_requests, get, healthy_gauge, metric, send, toml_list, Answer};
-use support::{backend, client, eventually, free_port, GatewayHandle};
 
 /// Two routes on upstream `u`: `/soft` with a fallback, `/hard` without. `u_extra` goes into
 /// `[upstreams.u]`, `route_extra` into both routes.

@@ -3,13 +3,12 @@
 //! verdicts and open circuits survive a reload that leaves the upstream alone, and start fresh
 //! when its settings change.
 
-mod support;
-use std::time::Duration;
-use support::resilience::{
+use crate::support::resilience::{
     app_requests, attempts_to, circuit_gauge, get, health_requests, healthy_gauge, metric,
     toml_list, wait_health, HEALTH_PATH,
 };
-use support::{backend, eventually, Backend, Fault, FaultyProxy, GatewayHandle};
+use crate::support::{backend, eventually, Backend, Fault, FaultyProxy, GatewayHandle};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_flip_after_the_configured_number_of_checks() {

@@ -3,10 +3,9 @@
 //! reached the upstream, never after response bytes went to the client, never with a body
 //! larger than the retry buffer; all inside the route deadline; capped by the retry budget.
 
-mod support;
+use crate::support::resilience::{app_requests, get, metric, metric_sum, send, toml_list, Answer};
+use crate::support::{backend, client, free_port, Fault, FaultyProxy, GatewayHandle};
 use std::time::Duration;
-use support::resilience::{app_requests, get, metric, metric_sum, send, toml_list, Answer};
-use support::{backend, client, free_port, Fault, FaultyProxy, GatewayHandle};
 
 async fn retries(gw: &GatewayHandle, upstream: &str, reason: &str) -> f64 {
     metric(

@@ -12,18 +12,14 @@
 //! - Forwarded headers, the connection after a refused request line, the new rejection reasons
 //!   and the rate limit of Pingora's "Fail to proxy" lines.
 
-mod support;
 
-#[path = "edge_security/corpus.rs"]
 #[rustfmt::skip]
 mod corpus;
-#[path = "edge_security/fixture.rs"]
 mod fixture;
-#[path = "edge_security/model.rs"]
 mod model;
-#[path = "edge_security/run.rs"]
 mod run;
 
+use crate::support::{raw_exchange, try_parse_response, RawConn, ReadError};
 use corpus::Case;
 use fixture::{Edge, Policy, Route, Settings, ADMIN_HOST, GW_HOST};
 use proptest::prelude::*;
@@ -31,7 +27,6 @@ use proptest::test_runner::{TestCaseError, TestError, TestRunner};
 use run::{bypasses, check, exchange, Answer, Report, Transport};
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
-use support::{raw_exchange, try_parse_response, RawConn, ReadError};
 
 /// Runs `cases` over `transport` against a fresh fixture with `settings`.
 async fn run_corpus(title: &str, settings: Settings, cases: &[Case], transport: Transport) {
@@ -267,7 +262,7 @@ async fn a_rewrite_uses_the_parameters_of_the_normalised_path() {
 
 /// Sends `GET /api/x` with `headers` (and Host `gw.test`) over HTTP/1.1 to the public route;
 /// returns what the public backend received.
-async fn forwarded(edge: &Edge, head: &[&str]) -> support::RecordedRequest {
+async fn forwarded(edge: &Edge, head: &[&str]) -> crate::support::RecordedRequest {
     let mark = edge.mark();
     let mut text = String::new();
     for line in head {
@@ -336,7 +331,7 @@ async fn every_x_forwarded_for_line_is_kept_in_order_then_the_peer() {
 async fn a_client_x_forwarded_host_or_proto_never_survives() {
     let edge = Edge::start(Policy::ApiKey, Settings::Default).await;
     // Over HTTP/2 the corpus checks `:authority`; here a `host` field stands in for it.
-    let req = support::http2::H2Request {
+    let req = crate::support::http2::H2Request {
         method: "GET".into(),
         path: "/api/x".into(),
         headers: vec![
@@ -346,10 +341,10 @@ async fn a_client_x_forwarded_host_or_proto_never_survives() {
         ..Default::default()
     };
     let mark = edge.mark();
-    let mut conn = support::http2::H2Conn::plain(edge.gw.addr).await;
+    let mut conn = crate::support::http2::H2Conn::plain(edge.gw.addr).await;
     let answer = conn.exchange(req.build().unwrap()).await;
     assert!(
-        matches!(&answer, support::http2::H2Answer::Response(r) if r.status == 200),
+        matches!(&answer, crate::support::http2::H2Answer::Response(r) if r.status == 200),
         "{answer:?}"
     );
     let delivered = edge.since(&mark);
@@ -483,10 +478,13 @@ async fn strip_request_headers_applies_to_a_trusted_peer_too() {
 async fn fail_to_proxy_lines_are_rate_limited_and_counted() {
     const SUPPRESSED: &str = "tollgate_log_lines_suppressed_total{kind=\"ConnectRefused\"}";
     // An upstream nobody listens on: every request fails to connect, the same error kind.
-    let dead = format!("127.0.0.1:{}", support::free_port());
-    let gw =
-        support::GatewayHandle::start_binary(&support::gateway::catch_all(&dead, ""), "").await;
-    let http = support::client();
+    let dead = format!("127.0.0.1:{}", crate::support::free_port());
+    let gw = crate::support::GatewayHandle::start_binary(
+        &crate::support::gateway::catch_all(&dead, ""),
+        "",
+    )
+    .await;
+    let http = crate::support::client();
     let sent = 20;
     let started = Instant::now();
     for i in 0..sent {
@@ -496,7 +494,7 @@ async fn fail_to_proxy_lines_are_rate_limited_and_counted() {
     let took = started.elapsed();
     // Within one second at most one line per kind; the requests may straddle a boundary.
     let allowed = 1 + took.as_secs() as usize + 1;
-    let counted = support::eventually(Duration::from_secs(3), || async {
+    let counted = crate::support::eventually(Duration::from_secs(3), || async {
         gw.metric(SUPPRESSED).await.unwrap_or(0.0) >= (sent - allowed) as f64
     })
     .await;
@@ -561,7 +559,7 @@ impl KeepAlive {
         &mut self,
         edge: &Edge,
         bytes: &[u8],
-    ) -> Result<support::RawResponse, String> {
+    ) -> Result<crate::support::RawResponse, String> {
         for attempt in 0..2 {
             let reused = self.conn.is_some();
             let mut conn = match self.conn.take() {

@@ -1,11 +1,10 @@
 //! The fault-injecting TCP proxy of the test harness, tested on its own against a real backend:
 //! every fault does what the gateway's resilience tests will rely on.
 
-mod support;
+use crate::support::{backend, client, eventually, pseudo_random, Fault, FaultyProxy};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::{backend, client, eventually, pseudo_random, Fault, FaultyProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

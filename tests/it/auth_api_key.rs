@@ -2,11 +2,10 @@
 //! against `keys_file`, forwards the consumer name as `x-consumer`, and strips any
 //! client-sent `x-consumer` on every route so nobody can claim to be a partner.
 
-mod support;
+use crate::support::auth::{assert_denied, decisions, keys_file};
+use crate::support::resilience::{send, Answer};
+use crate::support::{backend, client, eventually, Backend, GatewayHandle};
 use std::time::Duration;
-use support::auth::{assert_denied, decisions, keys_file};
-use support::resilience::{send, Answer};
-use support::{backend, client, eventually, Backend, GatewayHandle};
 
 fn config(keys: &str, target: &str) -> String {
     config_with(keys, target, "")
@@ -81,7 +80,7 @@ async fn a_known_key_passes_and_names_its_consumer_upstream() {
 }
 
 /// What the backend received for one request with acme's key on the partner route.
-async fn received_with_acme_key(policy_extra: &str) -> support::Received {
+async fn received_with_acme_key(policy_extra: &str) -> crate::support::Received {
     let (gw, b, _dir, _) = start_with(&[("acme", "acme-secret-1")], policy_extra).await;
     let a = call(&gw, "/partner/orders", &[("x-api-key", "acme-secret-1")]).await;
     assert_eq!(a.status, 200, "{a:?}");

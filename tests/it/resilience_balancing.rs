@@ -3,14 +3,15 @@
 //! while no primary is usable; least-requests steers away from a slow target; hashing on a
 //! header is sticky; weights are honoured.
 
-mod support;
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-use support::resilience::{
+use crate::support::resilience::{
     app_requests, attempts_to, get, healthy_gauge, metric_sum, send, wait_health, wait_page,
     Answer, Load,
 };
-use support::{backend, client, eventually, prom, Backend, Fault, FaultyProxy, GatewayHandle};
+use crate::support::{
+    backend, client, eventually, prom, Backend, Fault, FaultyProxy, GatewayHandle,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 /// Active health checks as fast as a test can afford: a dead target is noticed within
 /// `unhealthy_after × interval (+ timeout)` ≈ 0.5 s, a recovered one within ≈ 0.4 s.

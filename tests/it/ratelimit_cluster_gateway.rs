@@ -2,11 +2,10 @@
 //! Tollgate instances share one budget; with Redis killed, each `on_error` mode does what it says
 //! and no 5xx appears; with Redis back, cluster limiting resumes.
 
-mod support;
+use crate::support::redis::RedisServer;
+use crate::support::resilience::{metric, send, Answer};
+use crate::support::{backend, client, eventually, GatewayHandle};
 use std::time::{Duration, Instant};
-use support::redis::RedisServer;
-use support::resilience::{metric, send, Answer};
-use support::{backend, client, eventually, GatewayHandle};
 
 fn config(redis: &str, on_error: &str, target: &str, limit: &str) -> String {
     format!(
@@ -257,8 +256,8 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
 
 #[tokio::test]
 async fn the_gateway_reaches_redis_over_tls_with_its_ca_file() {
-    let ca = support::tls::TestCa::new("Tollgate test Redis CA");
-    let (_redis, port) = support::tls::tls_redis(&ca, &["localhost"], false);
+    let ca = crate::support::tls::TestCa::new("Tollgate test Redis CA");
+    let (_redis, port) = crate::support::tls::tls_redis(&ca, &["localhost"], false);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("redis-ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();

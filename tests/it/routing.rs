@@ -1,10 +1,9 @@
 //! Routing through a real gateway: specificity, wildcard hosts, params, catch-all (and its
 //! prefix with the trailing slash), methods, rewrite, and the 404/405 problem responses.
 
-mod support;
-use support::auth::{assert_denied, keys_file};
-use support::resilience::send;
-use support::{backend, client, raw_request, GatewayHandle};
+use crate::support::auth::{assert_denied, keys_file};
+use crate::support::resilience::send;
+use crate::support::{backend, client, raw_request, GatewayHandle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_specificity_and_rewrites() {

@@ -1,13 +1,12 @@
 //! What crosses the gateway: forwarded headers, hop-by-hop headers, request ids, large bodies
 //! both ways, and paths with dot segments.
 
-mod support;
+use crate::support::{backend, client, pseudo_random, raw_request, GatewayHandle};
 use sha2::{Digest, Sha256};
-use support::{backend, client, pseudo_random, raw_request, GatewayHandle};
 
 /// A gateway with one catch-all route to `target`.
 async fn gateway_to(target: &str) -> GatewayHandle {
-    GatewayHandle::start(&support::gateway::catch_all(target, "")).await
+    GatewayHandle::start(&crate::support::gateway::catch_all(target, "")).await
 }
 
 fn sha256(b: &[u8]) -> String {

@@ -1,10 +1,9 @@
 //! Metrics and the access log after known traffic: exact values, bounded labels, a page that
 //! `promtool` accepts, and one correct JSON line per request.
 
-mod support;
+use crate::support::{backend, client, eventually, free_port, prom, Backend, GatewayHandle};
 use serde_json::Value;
 use std::time::{Duration, Instant, SystemTime};
-use support::{backend, client, eventually, free_port, prom, Backend, GatewayHandle};
 
 /// A gateway with a working route (`ok`, GET only, upstream `good`), a dead one (`dead`,
 /// upstream `bad` on a port nothing listens on), and a parameterised one (`item`).
@@ -490,7 +489,7 @@ async fn access_log_has_one_correct_line_per_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn access_log_names_the_forwarded_client_only_behind_a_trusted_proxy() {
     let b = backend("b").start().await;
-    let body = support::gateway::catch_all(&b.target(), "");
+    let body = crate::support::gateway::catch_all(&b.target(), "");
     for (server_extra, expected) in [
         ("trusted_proxies = [\"127.0.0.0/8\"]", "203.0.113.7"),
         ("", "127.0.0.1"),

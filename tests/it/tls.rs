@@ -3,13 +3,12 @@
 //! is broken), and upstreams reached over verified HTTPS (`tls = true`, `sni`, `ca_file`),
 //! requests and health checks alike. Every certificate is made at run time by a test CA.
 
-mod support;
+use crate::support::gateway::catch_all;
+use crate::support::tls::{handshake, https_client, start_https, Leaf, TestCa};
+use crate::support::{backend, client, eventually, free_port, GatewayHandle};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use support::gateway::catch_all;
-use support::tls::{handshake, https_client, start_https, Leaf, TestCa};
-use support::{backend, client, eventually, free_port, GatewayHandle};
 
 const FAILURE: &str = r#"tollgate_config_reloads_total{result="failure"}"#;
 
@@ -183,7 +182,7 @@ fn tls_upstream(target: &str, ca_file: &Path, sni: Option<&str>, extra: &str) ->
 }
 
 /// An HTTPS backend whose certificate for `users.internal` is issued by `issuer`.
-async fn https_backend(name: &str, issuer: &TestCa) -> support::Backend {
+async fn https_backend(name: &str, issuer: &TestCa) -> crate::support::Backend {
     backend(name)
         .tls(issuer.leaf(&["users.internal"], 1).acceptor())
         .start()
@@ -238,7 +237,7 @@ async fn upstream_sni_defaults_to_the_target_host_name() {
 }
 
 /// 502 problem+json, nothing reached the backend, and the attempt counts as a connect error.
-async fn assert_verification_fails(gw: &GatewayHandle, be: &support::Backend) {
+async fn assert_verification_fails(gw: &GatewayHandle, be: &crate::support::Backend) {
     let r = client().get(gw.url("/users/1")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(

@@ -1,9 +1,8 @@
 //! Upstream failures as the client sees them (502 / 504 problem responses) and as the metrics
 //! count them.
 
-mod support;
+use crate::support::{backend, client, eventually, free_port, prom, GatewayHandle};
 use std::time::{Duration, Instant};
-use support::{backend, client, eventually, free_port, prom, GatewayHandle};
 
 /// Asserts a gateway problem response: status, problem+json, an `x-request-id` header that the
 /// body repeats. Returns the body.

@@ -4,12 +4,11 @@
 //! go through (at most `half_open_probes` at a time), a failing probe reopens it and
 //! succeeding probes close it.
 
-mod support;
-use std::time::{Duration, Instant};
-use support::resilience::{
+use crate::support::resilience::{
     app_requests, attempts_to, circuit_gauge, get, metric, transitions, wait_metric_eq, Answer,
 };
-use support::{backend, GatewayHandle};
+use crate::support::{backend, GatewayHandle};
+use std::time::{Duration, Instant};
 
 const UPSTREAM: &str = "flaky";
 
@@ -102,7 +101,7 @@ async fn failing_target_opens_fails_fast_probes_and_recovers() {
         assert_eq!(a.backend().as_deref(), Some("bad"));
     }
     assert!(
-        support::eventually(Duration::from_secs(5), || async {
+        crate::support::eventually(Duration::from_secs(5), || async {
             attempts_to(&gw, UPSTREAM, &target).await == 4.0
         })
         .await
@@ -199,7 +198,7 @@ async fn failing_target_opens_fails_fast_probes_and_recovers() {
     // succeed and half_open_probes (2) successes close the circuit.
     bad.stop();
     let good = backend("good").start_on(bad.addr).await;
-    let ok = support::eventually(open_for + Duration::from_secs(3), || async {
+    let ok = crate::support::eventually(open_for + Duration::from_secs(3), || async {
         get(&gw.url("/plain")).await.map(|a| a.status) == Ok(200)
     })
     .await;
@@ -285,7 +284,7 @@ async fn half_open_lets_at_most_the_probe_count_through() {
 
     // Enough successful probes close it; afterwards every request goes through.
     assert!(
-        support::eventually(Duration::from_secs(5), || async {
+        crate::support::eventually(Duration::from_secs(5), || async {
             get(&gw.url("/plain")).await.map(|a| a.status) == Ok(200)
                 && circuit_gauge(&gw, UPSTREAM, &target).await == Some(0.0)
         })
@@ -309,7 +308,7 @@ async fn half_open_lets_at_most_the_probe_count_through() {
 async fn connect_errors_open_the_circuit_and_the_other_target_takes_over() {
     // Passive detection only (no health check): a target that refuses connections is cut off by
     // its circuit, and retries hide it from clients meanwhile.
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.1:{}", crate::support::free_port());
     let alive = backend("alive").start().await;
     let gw = GatewayHandle::start(&format!(
         r#"
@@ -373,8 +372,8 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     }
     // The gateway notices each hang-up (bounded wait), then the circuit must still be closed.
     assert!(
-        support::eventually(Duration::from_secs(5), || async {
-            support::resilience::metric(
+        crate::support::eventually(Duration::from_secs(5), || async {
+            crate::support::resilience::metric(
                 &gw,
                 "tollgate_requests_total",
                 &[("route", "plain"), ("method", "GET"), ("status", "0")],
@@ -391,7 +390,7 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     // Nor are the hang-ups counted as the target's errors: they are `client_closed` (or the
     // target's own 2xx when it answered before the gateway noticed).
     for outcome in ["error", "timeout", "5xx"] {
-        let n = support::resilience::metric(
+        let n = crate::support::resilience::metric(
             &gw,
             "tollgate_upstream_requests_total",
             &[("upstream", UPSTREAM), ("outcome", outcome)],

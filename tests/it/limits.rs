@@ -2,13 +2,12 @@
 //! head arrives, body limits per route (413), and the request-smuggling corpus (400, or one
 //! well-formed request upstream). Every test uses short limits and bounded waits.
 
-mod support;
-use std::time::{Duration, Instant};
-use support::gateway::catch_all;
-use support::{
+use crate::support::gateway::catch_all;
+use crate::support::{
     client, parse_response, raw_exchange, raw_request, GatewayHandle, RawConn, RawResponse,
     Recorder,
 };
+use std::time::{Duration, Instant};
 
 /// A gateway with a catch-all route to `target`, `[server]` lines from `server_extra` and
 /// extra routes from `routes`.
@@ -79,7 +78,7 @@ async fn head_over_the_default_limit_is_431_and_nothing_goes_upstream() {
 
 /// The access-log line with `status` (waits for the log's periodic flush).
 async fn refused_line(gw: &GatewayHandle, status: u16) -> serde_json::Value {
-    let found = support::eventually(Duration::from_secs(3), || async {
+    let found = crate::support::eventually(Duration::from_secs(3), || async {
         gw.access_log().iter().any(|l| l["status"] == status)
     })
     .await;
@@ -600,7 +599,7 @@ async fn limits_follow_a_reload() {
         .header()
         .replace("max_header_bytes = \"1KiB\"", "max_header_bytes = \"4KiB\"");
     gw.write_raw(&format!("{header}{body}"));
-    let live = support::eventually(Duration::from_secs(10), || async {
+    let live = crate::support::eventually(Duration::from_secs(10), || async {
         raw_request(gw.addr, &head, b"").await.status == 200
     })
     .await;

@@ -3,14 +3,12 @@
 //! one log line, counted errors), recovery after a restart (empty script cache), hostile keys,
 //! and the script's arithmetic compared with `gcra::check`.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::logs::LogCapture;
-use support::redis::RedisServer;
+use crate::support::logs::LogCapture;
+use crate::support::redis::RedisServer;
 use tollgate::observe::Metrics;
 use tollgate::ratelimit::cluster::{
     bounded_key, ClusterError, ClusterLimiter, Settings, MAX_KEY_BYTES, SCRIPT_WITH_FIXED_CLOCK,
@@ -39,7 +37,8 @@ fn limiter(server: &RedisServer) -> (ClusterLimiter, Arc<Metrics>) {
 
 fn backend_errors(metrics: &Metrics) -> f64 {
     let page = String::from_utf8(metrics.render()).unwrap();
-    support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[]).unwrap_or(0.0)
+    crate::support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[])
+        .unwrap_or(0.0)
 }
 
 /// A plain synchronous connection for inspecting Redis from the test.

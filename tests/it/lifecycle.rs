@@ -1,10 +1,9 @@
 //! The `tollgate run` process from the outside: signals (SIGTERM drains, SIGINT exits at once),
 //! exit codes and timing, and the admin endpoints an orchestrator probes.
 
-mod support;
+use crate::support::{backend, client, eventually, GatewayHandle};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{backend, client, eventually, GatewayHandle};
 
 fn slow_body(target: &str) -> String {
     format!("[upstreams.slow]\ntargets = [\"{target}\"]\nread_timeout = \"30s\"\n\n[routes.slow]\npath = \"/slow\"\nupstream = \"slow\"\n")
@@ -324,7 +323,7 @@ fn run_must_fail(config: &std::path::Path) -> (Option<i32>, String) {
 fn run_refuses_an_invalid_config_with_every_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");
-    let ports = support::gateway::free_ports::<2>();
+    let ports = crate::support::gateway::free_ports::<2>();
     std::fs::write(
         &path,
         format!(
@@ -360,7 +359,7 @@ fn run_refuses_a_listen_address_in_use() {
         &path,
         format!(
             "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"127.0.0.1:{}\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n[routes.r]\npath = \"/\"\nupstream = \"u\"\n",
-            support::free_port()
+            crate::support::free_port()
         ),
     )
     .unwrap();

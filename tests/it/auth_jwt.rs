@@ -2,15 +2,14 @@
 //! HTTP server, the attack corpus (each refused with an opaque 401 before anything reaches the
 //! backend), scopes (403), claim forwarding and spoofed identity headers.
 
-mod support;
+use crate::support::auth::{assert_denied, decisions};
+use crate::support::jwt::{claims, jwks, now, raw_token, TestKey};
+use crate::support::resilience::{send, Answer};
+use crate::support::{backend, client, Backend, GatewayHandle};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
-use support::auth::{assert_denied, decisions};
-use support::jwt::{claims, jwks, now, raw_token, TestKey};
-use support::resilience::{send, Answer};
-use support::{backend, client, Backend, GatewayHandle};
 
 const INVALID: &str = "Bearer error=\"invalid_token\"";
 const HS_SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
@@ -65,7 +64,7 @@ async fn hs256_gateway(policy_extra: &str) -> (GatewayHandle, Backend, tempfile:
     let body = format!(
         "[auth.internal]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n{policy_extra}\n{}",
         secret.display(),
-        support::gateway::catch_all(&app.target(), "auth = \"internal\"")
+        crate::support::gateway::catch_all(&app.target(), "auth = \"internal\"")
     );
     (GatewayHandle::start(&body).await, app, dir)
 }
@@ -80,7 +79,7 @@ fn hs256_token(kid: Option<&str>) -> String {
 }
 
 /// An identity provider answering every request with a JWKS holding `key`.
-fn jwks_backend(name: &str, key: &TestKey) -> support::backend::BackendBuilder {
+fn jwks_backend(name: &str, key: &TestKey) -> crate::support::backend::BackendBuilder {
     backend(name)
         .body(jwks(&[key]).to_string())
         .header("content-type", "application/json")
@@ -380,7 +379,7 @@ async fn a_secret_policy_with_a_kid_refuses_other_kids() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotated_keys_are_picked_up_and_survive_a_provider_outage() {
-    use support::jwks_server::JwksServer;
+    use crate::support::jwks_server::JwksServer;
     let k1 = TestKey::rsa("k1");
     let k2 = TestKey::rsa("k2");
     let provider = JwksServer::start(&jwks(&[&k1])).await;
@@ -478,7 +477,7 @@ auth = "mobile"
 /// trusted through `jwks_ca_file`, and refused (no keys, so 401) when another CA is configured.
 #[tokio::test(flavor = "multi_thread")]
 async fn jwks_over_https_is_verified_against_jwks_ca_file() {
-    use support::tls::TestCa;
+    use crate::support::tls::TestCa;
     let ca = TestCa::new("Identity CA");
     let stranger = TestCa::new("Some other CA");
     let key = TestKey::rsa("k1");
@@ -498,7 +497,7 @@ async fn jwks_over_https_is_verified_against_jwks_ca_file() {
             "{}\njwks_ca_file = \"{}\"\n\n{}",
             mobile_policy(&url),
             ca_file.display(),
-            support::gateway::catch_all(&app.target(), "auth = \"mobile\"")
+            crate::support::gateway::catch_all(&app.target(), "auth = \"mobile\"")
         )
     };
     let token = key.sign(&good_claims("u1", ""));

@@ -2,12 +2,11 @@
 //! send SIGHUP, then observe the routes served, the admin `/config` hash, the reload metrics and
 //! the gateway's own log.
 
-mod support;
+use crate::support::{backend, client, eventually, Backend, GatewayHandle};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{backend, client, eventually, Backend, GatewayHandle};
 
 const SUCCESS: &str = r#"tollgate_config_reloads_total{result="success"}"#;
 const FAILURE: &str = r#"tollgate_config_reloads_total{result="failure"}"#;
@@ -354,7 +353,7 @@ async fn restart_only_changes_are_reported_and_not_applied() {
     let a = backend("a").start().await;
     let b = backend("b").start().await;
     let gw = GatewayHandle::start_binary(&one_route("old", "/old", "a", &a.target()), "").await;
-    let [new_port, new_admin] = support::gateway::free_ports::<2>();
+    let [new_port, new_admin] = crate::support::gateway::free_ports::<2>();
     let mut header = gw.header().to_string();
     for (old, new) in [
         (
@@ -744,7 +743,7 @@ fn config_warnings_logged(gw: &GatewayHandle, key: &str) -> Vec<(String, String)
 async fn config_warnings_are_logged_once_per_load() {
     let a = backend("a").start().await;
     let keys = tempfile::tempdir().unwrap();
-    let keys_path = support::auth::keys_file(&keys, &[("acme", "acme-key-0001")]);
+    let keys_path = crate::support::auth::keys_file(&keys, &[("acme", "acme-key-0001")]);
     // A protected /admin/{*rest} whose bare "/admin" the public catch-all serves: one warning.
     let warned = format!(
         "[auth.partners]\ntype = \"api_key\"\nkeys_file = \"{keys_path}\"\n\n{}\n[routes.admin]\npath = \"/admin/{{*rest}}\"\nupstream = \"a\"\nauth = \"partners\"\n",

@@ -2,16 +2,14 @@
 //! files and a real HTTP identity provider on 127.0.0.1: accepted algorithms, the attack corpus,
 //! key rotation, provider outages, the unknown-kid refetch limit and the verified-token cache.
 
-mod support;
-
+use crate::support::jwks_server::JwksServer;
+use crate::support::jwt::{claims, jwks, now, raw_token, TestKey};
+use crate::support::logs::LogCapture;
+use crate::support::prom;
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::jwks_server::JwksServer;
-use support::jwt::{claims, jwks, now, raw_token, TestKey};
-use support::logs::LogCapture;
-use support::prom;
 use tollgate::auth::jwt::{
     JwksService, JwtSettings, JwtVerifier, KeyRegistry, KeySource, Rejection,
 };
@@ -645,7 +643,7 @@ async fn a_slow_provider_holds_a_request_about_one_second_at_most() {
     );
     // The refetch goes on in the background and gives up at the fetch deadline (5 s).
     assert!(
-        support::eventually(Duration::from_secs(8), || async {
+        crate::support::eventually(Duration::from_secs(8), || async {
             refreshes(&metrics, "failure") == 1.0
         })
         .await
@@ -770,7 +768,7 @@ async fn stores_are_shared_while_settings_are_unchanged_and_die_with_their_last_
 
 #[tokio::test]
 async fn no_keys_yet_means_unknown_key_and_start_up_reports_why() {
-    let port = support::free_port();
+    let port = crate::support::free_port();
     let (_, reg) = registry();
     let source = KeySource::JwksUrl(format!("http://127.0.0.1:{port}/jwks.json"));
     let v = JwtVerifier::new(settings(source, &[Algorithm::RS256]), &reg).unwrap();
@@ -822,7 +820,7 @@ async fn background_service_refreshes_due_stores() {
     let old_file = f1.sign(&claims(ISS, AUD));
     let k2_token = k2.sign(&claims(ISS, AUD));
     let f2_token = f2.sign(&claims(ISS, AUD));
-    let refreshed = support::eventually(Duration::from_secs(6), || async {
+    let refreshed = crate::support::eventually(Duration::from_secs(6), || async {
         v.key_store().unwrap().current().keys.has_kid("k2")
             && fv.key_store().unwrap().current().keys.has_kid("f2")
     })
