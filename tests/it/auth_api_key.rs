@@ -3,8 +3,7 @@
 //! client-sent `x-consumer` on every route so nobody can claim to be a partner.
 
 use crate::support::auth::{assert_denied, decisions, keys_file};
-use crate::support::resilience::{send, Answer};
-use crate::support::{backend, client, eventually, Backend, GatewayHandle};
+use crate::support::{backend, call, eventually, Backend, GatewayHandle};
 use std::time::Duration;
 
 fn config(keys: &str, target: &str) -> String {
@@ -34,14 +33,6 @@ path = "/public"
 upstream = "u"
 "#
     )
-}
-
-async fn call(gw: &GatewayHandle, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = client().get(gw.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req).await.expect("answer")
 }
 
 async fn start(keys: &[(&str, &str)]) -> (GatewayHandle, Backend, tempfile::TempDir, String) {

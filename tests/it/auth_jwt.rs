@@ -4,8 +4,7 @@
 
 use crate::support::auth::{assert_denied, decisions};
 use crate::support::jwt::{claims, jwks, now, raw_token, TestKey};
-use crate::support::resilience::{send, Answer};
-use crate::support::{backend, client, Backend, GatewayHandle};
+use crate::support::{backend, call, Answer, Backend, GatewayHandle};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, Header};
@@ -153,25 +152,22 @@ upstream = "u"
     }
 }
 
-async fn call(gw: &GatewayHandle, path: &str, headers: &[(&str, String)]) -> Answer {
-    let mut req = client().get(gw.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, v.as_str());
-    }
-    send(req).await.expect("answer")
-}
-
-fn bearer(token: &str) -> Vec<(&'static str, String)> {
-    vec![("authorization", format!("Bearer {token}"))]
+/// GET `path` with `token` as the bearer credential.
+async fn call_bearer(gw: &GatewayHandle, path: &str, token: &str) -> Answer {
+    call(gw, path, &[("authorization", &format!("Bearer {token}"))]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_valid_token_passes_and_its_claims_are_forwarded() {
     let s = setup().await;
     let token = s.key.sign(&good_claims("user-42", "orders:read profile"));
-    let mut headers = bearer(&token);
-    headers.push(("x-user-id", "admin".into()));
-    let a = call(&s.gw, "/me", &headers).await;
+    let bearer = format!("Bearer {token}");
+    let a = call(
+        &s.gw,
+        "/me",
+        &[("authorization", &bearer), ("x-user-id", "admin")],
+    )
+    .await;
     assert_eq!(a.status, 200, "{a:?}");
     let seen = s.app.received();
     assert_eq!(seen.len(), 1);
@@ -181,16 +177,13 @@ async fn a_valid_token_passes_and_its_claims_are_forwarded() {
     assert_eq!(decisions(&s.gw, "mobile", "allowed").await, 1.0);
 
     // The token is reused, as mobile clients do: still accepted.
-    assert_eq!(call(&s.gw, "/me", &bearer(&token)).await.status, 200);
+    assert_eq!(call_bearer(&s.gw, "/me", &token).await.status, 200);
 
     // A public route never sees client-sent identity headers.
     let a = call(
         &s.gw,
         "/public",
-        &[
-            ("x-user-id", "admin".into()),
-            ("x-user-scope", "root".into()),
-        ],
+        &[("x-user-id", "admin"), ("x-user-scope", "root")],
     )
     .await;
     assert_eq!(a.status, 200);
@@ -268,7 +261,7 @@ async fn the_attack_corpus_is_refused_before_the_backend() {
         ("100 KB", format!("{good}{}", "A".repeat(100 * 1024))),
     ];
     for (what, token) in &corpus {
-        let a = call(&s.gw, "/me", &bearer(token)).await;
+        let a = call_bearer(&s.gw, "/me", token).await;
         assert_denied(&a, 401, INVALID);
         assert!(
             !a.body.contains("user-1"),
@@ -295,18 +288,18 @@ async fn scopes_are_all_required() {
     let s = setup().await;
     let scope = "Bearer error=\"insufficient_scope\", scope=\"orders:read orders:list\"";
     let partial = s.key.sign(&good_claims("u", "orders:read"));
-    assert_denied(&call(&s.gw, "/orders", &bearer(&partial)).await, 403, scope);
+    assert_denied(&call_bearer(&s.gw, "/orders", &partial).await, 403, scope);
     assert_eq!(s.app.count(), 0);
     let full = s
         .key
         .sign(&good_claims("u", "profile orders:list orders:read"));
-    assert_eq!(call(&s.gw, "/orders", &bearer(&full)).await.status, 200);
+    assert_eq!(call_bearer(&s.gw, "/orders", &full).await.status, 200);
     // `scp` as an array (Okta, Azure AD style) counts too.
     let mut claims = good_claims("u", "");
     claims.as_object_mut().unwrap().remove("scope");
     claims["scp"] = json!(["orders:list", "orders:read"]);
     assert_eq!(
-        call(&s.gw, "/orders", &bearer(&s.key.sign(&claims)))
+        call_bearer(&s.gw, "/orders", &s.key.sign(&claims))
             .await
             .status,
         200
@@ -318,15 +311,15 @@ async fn scopes_are_all_required() {
 async fn hmac_policies_take_only_their_secret() {
     let s = setup().await;
     let hs = TestKey::hmac(HS_SECRET.as_bytes()).sign(&good_claims("svc", ""));
-    assert_eq!(call(&s.gw, "/internal", &bearer(&hs)).await.status, 200);
+    assert_eq!(call_bearer(&s.gw, "/internal", &hs).await.status, 200);
     // An RS256 token is not accepted by the HMAC policy, nor an HS256 one by the RS256 policy.
     let rs = s.key.sign(&good_claims("svc", ""));
-    assert_denied(&call(&s.gw, "/internal", &bearer(&rs)).await, 401, INVALID);
-    assert_denied(&call(&s.gw, "/me", &bearer(&hs)).await, 401, INVALID);
+    assert_denied(&call_bearer(&s.gw, "/internal", &rs).await, 401, INVALID);
+    assert_denied(&call_bearer(&s.gw, "/me", &hs).await, 401, INVALID);
     let forged =
         TestKey::hmac(b"another-secret-that-is-long-enough-32").sign(&good_claims("svc", ""));
     assert_denied(
-        &call(&s.gw, "/internal", &bearer(&forged)).await,
+        &call_bearer(&s.gw, "/internal", &forged).await,
         401,
         INVALID,
     );
@@ -337,14 +330,14 @@ async fn hmac_policies_take_only_their_secret() {
 async fn the_token_goes_upstream_unless_forward_credentials_is_false() {
     let token = hs256_token(None);
     let (gw, app, _dir) = hs256_gateway("").await;
-    assert_eq!(call(&gw, "/me", &bearer(&token)).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &token).await.status, 200);
     let seen = app.received();
     assert_eq!(seen.len(), 1);
     let expected = format!("Bearer {token}");
     assert_eq!(seen[0].header("authorization"), Some(expected.as_str()));
 
     let (gw, app, _dir) = hs256_gateway("forward_credentials = false").await;
-    assert_eq!(call(&gw, "/me", &bearer(&token)).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &token).await.status, 200);
     let seen = app.received();
     assert_eq!(seen.len(), 1);
     assert_eq!(
@@ -358,7 +351,7 @@ async fn the_token_goes_upstream_unless_forward_credentials_is_false() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_policy_ignores_the_token_kid() {
     let (gw, app, _dir) = hs256_gateway("").await;
-    let a = call(&gw, "/me", &bearer(&hs256_token(Some("anything")))).await;
+    let a = call_bearer(&gw, "/me", &hs256_token(Some("anything"))).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(app.count(), 1);
 }
@@ -366,12 +359,12 @@ async fn a_secret_policy_ignores_the_token_kid() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_policy_with_a_kid_refuses_other_kids() {
     let (gw, app, _dir) = hs256_gateway("kid = \"k1\"").await;
-    let a = call(&gw, "/me", &bearer(&hs256_token(Some("k2")))).await;
+    let a = call_bearer(&gw, "/me", &hs256_token(Some("k2"))).await;
     assert_denied(&a, 401, INVALID);
     assert_eq!(app.count(), 0, "a refused token must not reach the backend");
     assert_eq!(decisions(&gw, "internal", "unknown_key").await, 1.0);
     for kid in [Some("k1"), None] {
-        let a = call(&gw, "/me", &bearer(&hs256_token(kid))).await;
+        let a = call_bearer(&gw, "/me", &hs256_token(kid)).await;
         assert_eq!(a.status, 200, "kid {kid:?}: {a:?}");
     }
     assert_eq!(app.count(), 2);
@@ -402,21 +395,21 @@ auth = "mobile"
     let gw = GatewayHandle::start(&body).await;
     assert_eq!(provider.hits(), 1, "keys are fetched once, at start-up");
     let t1 = k1.sign(&good_claims("u1", ""));
-    assert_eq!(call(&gw, "/me", &bearer(&t1)).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &t1).await.status, 200);
 
     // The provider publishes a second key: a token naming it is accepted without a restart,
     // and tokens of the first key still are.
     provider.serve_jwks(&jwks(&[&k1, &k2]));
     let t2 = k2.sign(&good_claims("u2", ""));
-    assert_eq!(call(&gw, "/me", &bearer(&t2)).await.status, 200);
-    assert_eq!(call(&gw, "/me", &bearer(&t1)).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &t2).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &t1).await.status, 200);
     assert_eq!(provider.hits(), 2, "one refetch for the new kid");
 
     // The provider goes down: the keys already known keep working, fresh tokens included.
     provider.stop();
     let fresh = k2.sign(&good_claims("u3", ""));
-    assert_eq!(call(&gw, "/me", &bearer(&fresh)).await.status, 200);
-    assert_eq!(call(&gw, "/me", &bearer(&t1)).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &fresh).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &t1).await.status, 200);
     assert_eq!(app.count(), 5);
 }
 
@@ -459,7 +452,7 @@ auth = "mobile"
         let token = signer.sign(&good_claims(&format!("user-{user}"), ""));
         let mut picked = std::collections::BTreeSet::new();
         for _ in 0..4 {
-            let a = call(&gw, "/me", &bearer(&token)).await;
+            let a = call_bearer(&gw, "/me", &token).await;
             assert_eq!(a.status, 200, "{a:?}");
             picked.insert(a.backend().expect("backend name"));
         }
@@ -503,14 +496,14 @@ async fn jwks_over_https_is_verified_against_jwks_ca_file() {
     let token = key.sign(&good_claims("u1", ""));
 
     let gw = GatewayHandle::start(&config(&trusted)).await;
-    assert_eq!(call(&gw, "/me", &bearer(&token)).await.status, 200);
+    assert_eq!(call_bearer(&gw, "/me", &token).await.status, 200);
     drop(gw);
 
     // The provider's certificate does not chain to the configured CA: no keys are loaded, the
     // failure is counted, and tokens are refused rather than accepted unverified.
     let fetches_before = provider.count();
     let gw = GatewayHandle::start(&config(&other)).await;
-    assert_denied(&call(&gw, "/me", &bearer(&token)).await, 401, INVALID);
+    assert_denied(&call_bearer(&gw, "/me", &token).await, 401, INVALID);
     assert_eq!(
         provider.count(),
         fetches_before,

@@ -4,8 +4,8 @@
 //! Long `per` values make most budgets refill-free during a test, so counts are exact.
 
 use crate::support::jwt::{now, TestKey};
-use crate::support::resilience::{metric, send, Answer};
-use crate::support::{backend, client, eventually, Backend, GatewayHandle};
+use crate::support::prom::metric;
+use crate::support::{backend, call, eventually, Answer, Backend, GatewayHandle};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -22,14 +22,6 @@ fn route_config(target: &str, limits: &[&str], extra: &str) -> String {
         "[upstreams.u]\ntargets = [\"{target}\"]\n\n[routes.r]\npath = \"/r\"\nupstream = \"u\"\nrate_limits = [{}]\n{extra}",
         list.join(", ")
     )
-}
-
-async fn call(gw: &GatewayHandle, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = client().get(gw.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req).await.expect("answer")
 }
 
 /// The `r` (remaining) of limit `name` in a `RateLimit` field.

@@ -2,9 +2,9 @@
 //! Tollgate instances share one budget; with Redis killed, each `on_error` mode does what it says
 //! and no 5xx appears; with Redis back, cluster limiting resumes.
 
+use crate::support::prom::metric;
 use crate::support::redis::RedisServer;
-use crate::support::resilience::{metric, send, Answer};
-use crate::support::{backend, client, eventually, GatewayHandle};
+use crate::support::{backend, call, client, eventually, GatewayHandle};
 use std::time::{Duration, Instant};
 
 fn config(redis: &str, on_error: &str, target: &str, limit: &str) -> String {
@@ -19,17 +19,13 @@ fn patient(body: String) -> String {
     body.replace("timeout = \"200ms\"", "timeout = \"2s\"")
 }
 
-async fn call(gw: &GatewayHandle) -> Answer {
-    send(client().get(gw.url("/r"))).await.expect("answer")
-}
-
 /// Sends `n` requests to each instance in turn; returns the 200s and asserts nothing else than
 /// 200 or 429 was answered.
 async fn round_robin(gws: &[GatewayHandle], rounds: usize) -> usize {
     let mut admitted = 0;
     for _ in 0..rounds {
         for gw in gws {
-            let a = call(gw).await;
+            let a = call(gw, "/r", &[]).await;
             match a.status {
                 200 => admitted += 1,
                 429 => assert!(a.header("retry-after").is_some(), "{a:?}"),
@@ -62,7 +58,7 @@ async fn instances_share_one_budget() {
     let gws = start_instances(3, &exact).await;
     assert_eq!(round_robin(&gws, 12).await, 20);
     assert_eq!(app.count(), 20);
-    let a = call(&gws[1]).await;
+    let a = call(&gws[1], "/r", &[]).await;
     assert_eq!(a.status, 429);
     // One round trip per check: 37 requests made 37 script calls, plus at most one refused
     // EVALSHA per instance (a fresh Redis has an empty script cache; the script is then loaded).
@@ -173,7 +169,7 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
     // While Redis answers, the three share the 2 requests of the hour.
     let mut before = Vec::new();
     for gw in [&local, &allow, &deny, &local] {
-        before.push(call(gw).await.status);
+        before.push(call(gw, "/r", &[]).await.status);
     }
     assert_eq!(
         before.iter().filter(|s| **s == 200).count(),
@@ -183,7 +179,7 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
 
     redis.stop();
     // local: this instance's own bucket (full: it was never used), 2 then refusals.
-    let statuses: Vec<u16> = futures::future::join_all((0..4).map(|_| call(&local)))
+    let statuses: Vec<u16> = futures::future::join_all((0..4).map(|_| call(&local, "/r", &[])))
         .await
         .iter()
         .map(|a| a.status)
@@ -193,14 +189,14 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
     assert_eq!(sorted, [200, 200, 429, 429], "local fallback: {statuses:?}");
     // allow: everything passes, and the response says nothing about the unknown state.
     for _ in 0..4 {
-        let a = call(&allow).await;
+        let a = call(&allow, "/r", &[]).await;
         assert_eq!(a.status, 200, "{a:?}");
         assert_eq!(a.header("ratelimit"), None, "{a:?}");
         assert!(a.header("ratelimit-policy").is_some());
     }
     // deny: refused with a short Retry-After, never a 5xx.
     for _ in 0..3 {
-        let a = call(&deny).await;
+        let a = call(&deny, "/r", &[]).await;
         assert_eq!(a.status, 429, "{a:?}");
         assert_eq!(a.header("retry-after"), Some("1"), "{a:?}");
     }
@@ -223,7 +219,7 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
     // Redis is back (empty: a full bucket): the cluster decides again.
     redis.restart();
     let resumed = eventually(Duration::from_secs(10), || async {
-        call(&deny).await.status == 200
+        call(&deny, "/r", &[]).await.status == 200
     })
     .await;
     assert!(
@@ -232,7 +228,7 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
     );
     // Each instance's connection comes back on its own; degraded answers until then.
     let allow_resumed = eventually(Duration::from_secs(10), || async {
-        let a = call(&allow).await;
+        let a = call(&allow, "/r", &[]).await;
         assert_eq!(a.status, 200, "{a:?}");
         a.header("ratelimit")
             .is_some_and(|v| v.starts_with("\"shared\";r=0;"))
@@ -241,7 +237,7 @@ async fn redis_outage_applies_on_error_and_limiting_resumes() {
     assert!(allow_resumed, "allow-mode instance did not resume");
     // The budget of the hour is used up again, in Redis: the local instance hears it from there.
     let local_resumed = eventually(Duration::from_secs(10), || async {
-        assert_eq!(call(&local).await.status, 429);
+        assert_eq!(call(&local, "/r", &[]).await.status, 429);
         metric(
             &local,
             "tollgate_ratelimit_decisions_total",
@@ -282,7 +278,7 @@ async fn the_gateway_reaches_redis_over_tls_with_its_ca_file() {
 async fn statuses(gw: &GatewayHandle, n: usize) -> Vec<u16> {
     let mut statuses = Vec::new();
     for _ in 0..n {
-        statuses.push(call(gw).await.status);
+        statuses.push(call(gw, "/r", &[]).await.status);
     }
     statuses
 }

@@ -3,12 +3,13 @@
 //! while no primary is usable; least-requests steers away from a slow target; hashing on a
 //! header is sticky; weights are honoured.
 
+use crate::support::prom::metric_sum;
 use crate::support::resilience::{
-    app_requests, attempts_to, get, healthy_gauge, metric_sum, send, wait_health, wait_page,
-    Answer, Load,
+    app_requests, attempts_to, healthy_gauge, wait_health, wait_page, Load,
 };
 use crate::support::{
-    backend, client, eventually, prom, Backend, Fault, FaultyProxy, GatewayHandle,
+    backend, client, eventually, get, prom, send, Answer, Backend, Fault, FaultyProxy,
+    GatewayHandle,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -4,10 +4,11 @@
 //! go through (at most `half_open_probes` at a time), a failing probe reopens it and
 //! succeeding probes close it.
 
+use crate::support::prom::metric;
 use crate::support::resilience::{
-    app_requests, attempts_to, circuit_gauge, get, metric, transitions, wait_metric_eq, Answer,
+    app_requests, attempts_to, circuit_gauge, transitions, wait_metric_eq,
 };
-use crate::support::{backend, GatewayHandle};
+use crate::support::{assert_problem, backend, get, Answer, GatewayHandle};
 use std::time::{Duration, Instant};
 
 const UPSTREAM: &str = "flaky";
@@ -53,15 +54,8 @@ async fn circuit_is(gw: &GatewayHandle, target: &str, state: f64, limit: Duratio
 /// A 503 the gateway made because the circuit is open: problem+json and `Retry-After` in
 /// whole seconds, at least 1 and at most `open_for` rounded up.
 fn assert_open_circuit_503(a: &Answer, open_for_secs: u64) {
-    assert_eq!(a.status, 503, "{a:?}");
-    assert_eq!(
-        a.header("content-type"),
-        Some("application/problem+json"),
-        "{a:?}"
-    );
+    assert_problem(a, 503);
     assert!(a.header("x-tollgate-fallback").is_none(), "{a:?}");
-    let body: serde_json::Value = serde_json::from_str(&a.body).expect("problem body");
-    assert_eq!(body["status"], 503, "{a:?}");
     let retry_after: u64 = a
         .header("retry-after")
         .unwrap_or_else(|| panic!("no Retry-After on a 503 for an open circuit: {a:?}"))
@@ -373,7 +367,7 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     // The gateway notices each hang-up (bounded wait), then the circuit must still be closed.
     assert!(
         crate::support::eventually(Duration::from_secs(5), || async {
-            crate::support::resilience::metric(
+            crate::support::prom::metric(
                 &gw,
                 "tollgate_requests_total",
                 &[("route", "plain"), ("method", "GET"), ("status", "0")],
@@ -390,7 +384,7 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     // Nor are the hang-ups counted as the target's errors: they are `client_closed` (or the
     // target's own 2xx when it answered before the gateway noticed).
     for outcome in ["error", "timeout", "5xx"] {
-        let n = crate::support::resilience::metric(
+        let n = crate::support::prom::metric(
             &gw,
             "tollgate_upstream_requests_total",
             &[("upstream", UPSTREAM), ("outcome", outcome)],

@@ -3,11 +3,12 @@
 //! verdicts and open circuits survive a reload that leaves the upstream alone, and start fresh
 //! when its settings change.
 
+use crate::support::prom::metric;
 use crate::support::resilience::{
-    app_requests, attempts_to, circuit_gauge, get, health_requests, healthy_gauge, metric,
-    toml_list, wait_health, HEALTH_PATH,
+    app_requests, attempts_to, circuit_gauge, health_requests, healthy_gauge, toml_list,
+    wait_health, HEALTH_PATH,
 };
-use crate::support::{backend, eventually, Backend, Fault, FaultyProxy, GatewayHandle};
+use crate::support::{backend, eventually, get, Backend, Fault, FaultyProxy, GatewayHandle};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,11 @@
 //! reached the upstream, never after response bytes went to the client, never with a body
 //! larger than the retry buffer; all inside the route deadline; capped by the retry budget.
 
-use crate::support::resilience::{app_requests, get, metric, metric_sum, send, toml_list, Answer};
-use crate::support::{backend, client, free_port, Fault, FaultyProxy, GatewayHandle};
+use crate::support::prom::{metric, metric_sum};
+use crate::support::resilience::{app_requests, toml_list};
+use crate::support::{
+    backend, client, free_port, get, send, Answer, Fault, FaultyProxy, GatewayHandle,
+};
 use std::time::Duration;
 
 async fn retries(gw: &GatewayHandle, upstream: &str, reason: &str) -> f64 {

@@ -2,8 +2,7 @@
 //! prefix with the trailing slash), methods, rewrite, and the 404/405 problem responses.
 
 use crate::support::auth::{assert_denied, keys_file};
-use crate::support::resilience::send;
-use crate::support::{backend, client, raw_request, GatewayHandle};
+use crate::support::{backend, client, raw_request, send, GatewayHandle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_specificity_and_rewrites() {

@@ -2,6 +2,7 @@
 //! and a real Tollgate (in-process Pingora server, or the built binary) on free ports.
 #![allow(dead_code)]
 
+pub mod answer;
 pub mod auth;
 pub mod backend;
 pub mod faulty;
@@ -15,6 +16,8 @@ pub mod recorder;
 pub mod resilience;
 pub mod tls;
 
+#[allow(unused_imports)]
+pub use answer::{assert_problem, call, get, send, Answer};
 #[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};
 #[allow(unused_imports)]

@@ -1,7 +1,9 @@
 //! Reading a Prometheus text page by metric name and label set, whatever order the labels are
-//! printed in.
+//! printed in: a page as text, a gateway's page, or a `Metrics` registry's.
 
+use super::gateway::GatewayHandle;
 use std::collections::BTreeMap;
+use tollgate::observe::Metrics;
 
 /// One sample line: name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,4 +101,21 @@ pub fn sum(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .map(|s| s.value)
         .sum()
+}
+
+/// The value of `name{labels}` (labels in any order); 0 when the sample is absent.
+pub async fn metric(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(&gw.metrics().await, name, labels).unwrap_or(0.0)
+}
+
+/// The sum of every sample of `name` carrying at least `labels`.
+pub async fn metric_sum(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)]) -> f64 {
+    sum(&gw.metrics().await, name, labels)
+}
+
+/// The value of `name{labels}` in a metrics registry (a limiter's or a verifier's, with no
+/// gateway around it); 0 when the sample is absent.
+pub fn registry_value(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let page = String::from_utf8(metrics.render()).expect("metrics page is UTF-8");
+    value(&page, name, labels).unwrap_or(0.0)
 }

@@ -1,9 +1,10 @@
 //! Small helpers shared by the `resilience_*` tests: reading the upstream metrics, counting the
 //! requests a backend got from clients (health checks left out), and a bounded request loop.
 
+use super::answer::{send, Answer};
 use super::backend::Backend;
 use super::gateway::GatewayHandle;
-use super::prom;
+use super::prom::{self, metric, metric_sum};
 use std::time::{Duration, Instant};
 
 /// The path every resilience test uses for active health checks.
@@ -23,16 +24,6 @@ pub fn health_requests(b: &Backend) -> usize {
         .iter()
         .filter(|r| r.uri.starts_with(HEALTH_PATH))
         .count()
-}
-
-/// The value of `name{labels}` (labels in any order); 0 when the sample is absent.
-pub async fn metric(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)]) -> f64 {
-    prom::value(&gw.metrics().await, name, labels).unwrap_or(0.0)
-}
-
-/// The sum of every sample of `name` carrying at least `labels`.
-pub async fn metric_sum(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)]) -> f64 {
-    prom::sum(&gw.metrics().await, name, labels)
 }
 
 /// Attempts the gateway made to one target, whatever their outcome
@@ -55,7 +46,6 @@ pub async fn healthy_gauge(gw: &GatewayHandle, upstream: &str, target: &str) -> 
     )
 }
 
-/// `tollgate_upstream_circuit_state{upstream,target}` (`None` when absent).
 /// Waits (at most 5 s) until the health gauge of `target` says `healthy`; fails the test
 /// otherwise. Returns how long it took.
 pub async fn wait_health(
@@ -84,6 +74,7 @@ pub fn toml_list(targets: &[String]) -> String {
     quoted.join(", ")
 }
 
+/// `tollgate_upstream_circuit_state{upstream,target}` (`None` when absent).
 pub async fn circuit_gauge(gw: &GatewayHandle, upstream: &str, target: &str) -> Option<f64> {
     prom::value(
         &gw.metrics().await,
@@ -132,50 +123,6 @@ pub async fn wait_metric_eq(
         prom::value(page, name, labels) == Some(want)
     })
     .await
-}
-
-/// One answer as a client saw it.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: http::HeaderMap,
-    pub body: String,
-    pub took: Duration,
-}
-
-impl Answer {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `backend` field of a fake upstream's default body (`{"backend":"NAME"}`), if any.
-    pub fn backend(&self) -> Option<String> {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()?
-            .get("backend")?
-            .as_str()
-            .map(str::to_string)
-    }
-}
-
-/// Sends one request; `Err` is a transport error (connection reset, truncated body...).
-pub async fn send(req: reqwest::RequestBuilder) -> Result<Answer, String> {
-    let start = Instant::now();
-    let r = req.send().await.map_err(|e| format!("{e:?}"))?;
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let body = r.text().await.map_err(|e| format!("{e:?}"))?;
-    Ok(Answer {
-        status,
-        headers,
-        body,
-        took: start.elapsed(),
-    })
-}
-
-/// GET `url` with the harness client.
-pub async fn get(url: &str) -> Result<Answer, String> {
-    send(super::client().get(url)).await
 }
 
 /// A steady client loop: `workers` tasks sending GET `url` one after the other, each pausing
