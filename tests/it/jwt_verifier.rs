@@ -40,13 +40,8 @@ fn jwks_file(keys: &[&TestKey]) -> (tempfile::TempDir, KeySource) {
     (dir, KeySource::JwksFile(path))
 }
 
-fn metric(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let page = String::from_utf8(metrics.render()).unwrap();
-    prom::value(&page, name, labels).unwrap_or(0.0)
-}
-
 fn refreshes(metrics: &Metrics, result: &str) -> f64 {
-    metric(
+    prom::registry_value(
         metrics,
         "tollgate_jwks_refresh_total",
         &[("policy", "mobile"), ("result", result)],
@@ -488,11 +483,11 @@ async fn rotation_new_kid_by_refetch_old_kid_until_it_leaves() {
     store.ensure_loaded(Duration::from_secs(5)).await.unwrap();
     assert_eq!(idp.hits(), 1);
     assert_eq!(
-        metric(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),
+        prom::registry_value(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),
         1.0
     );
     assert!(
-        metric(
+        prom::registry_value(
             &metrics,
             "tollgate_jwks_last_success_timestamp_seconds",
             &[("policy", "mobile")]
@@ -524,7 +519,7 @@ async fn rotation_new_kid_by_refetch_old_kid_until_it_leaves() {
     );
     assert!(v.verify(&new).await.is_ok());
     assert_eq!(
-        metric(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),
+        prom::registry_value(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),
         1.0
     );
 }
@@ -593,7 +588,7 @@ async fn provider_failures_keep_the_last_good_keys_and_are_logged_once() {
     assert_eq!(refreshes(&metrics, "failure"), 7.0);
     assert_eq!(refreshes(&metrics, "success"), 1.0);
     assert_eq!(
-        metric(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),
+        prom::registry_value(&metrics, "tollgate_jwks_keys", &[("policy", "mobile")]),
         1.0
     );
     assert!(v.verify(&k1.sign(&claims(ISS, "web"))).await.is_ok());

@@ -8,14 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::logs::LogCapture;
-use crate::support::redis::RedisServer;
-use tollgate::observe::Metrics;
+use crate::support::redis::{backend_errors, inspect, limiter_for, RedisServer, CALL_TIMEOUT};
 use tollgate::ratelimit::cluster::{
-    bounded_key, ClusterError, ClusterLimiter, Settings, MAX_KEY_BYTES, SCRIPT_WITH_FIXED_CLOCK,
+    bounded_key, ClusterError, ClusterLimiter, MAX_KEY_BYTES, SCRIPT_WITH_FIXED_CLOCK,
 };
 use tollgate::ratelimit::gcra::{self, Outcome, Quota};
-
-const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 
 fn quota(requests: u64, per: Duration, burst: u64) -> Quota {
     Quota {
@@ -25,40 +22,18 @@ fn quota(requests: u64, per: Duration, burst: u64) -> Quota {
     }
 }
 
-fn limiter(server: &RedisServer) -> (ClusterLimiter, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new());
-    let settings = Settings {
-        timeout: CALL_TIMEOUT,
-        ..Settings::new(&server.url())
-    };
-    let limiter = ClusterLimiter::new(&settings, metrics.clone()).expect("limiter");
-    (limiter, metrics)
-}
-
-fn backend_errors(metrics: &Metrics) -> f64 {
-    let page = String::from_utf8(metrics.render()).unwrap();
-    crate::support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[])
-        .unwrap_or(0.0)
-}
-
-/// A plain synchronous connection for inspecting Redis from the test.
-fn inspect(server: &RedisServer) -> redis::Connection {
-    redis::Client::open(server.url())
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("inspect connection")
-}
-
 fn get(server: &RedisServer, key: &str) -> Option<String> {
     redis::cmd("GET")
         .arg(key)
-        .query(&mut inspect(server))
+        .query(&mut inspect(&server.url()))
         .unwrap()
 }
 
 /// Redis server time, the clock the script decides on.
 fn redis_time(server: &RedisServer) -> Duration {
-    let (s, us): (u64, u64) = redis::cmd("TIME").query(&mut inspect(server)).unwrap();
+    let (s, us): (u64, u64) = redis::cmd("TIME")
+        .query(&mut inspect(&server.url()))
+        .unwrap();
     Duration::from_secs(s) + Duration::from_micros(us)
 }
 
@@ -83,7 +58,7 @@ async fn one(limiter: &ClusterLimiter, key: &str, q: Quota) -> Outcome {
 #[tokio::test]
 async fn burst_is_admitted_then_one_per_interval() {
     let server = RedisServer::start();
-    let (limiter, metrics) = limiter(&server);
+    let (limiter, metrics) = limiter_for(&server.url());
     // One per second, burst 5: the quick calls below all land well inside one interval.
     let q = quota(1, Duration::from_secs(1), 5);
     let mut outcomes = Vec::new();
@@ -112,7 +87,7 @@ async fn burst_is_admitted_then_one_per_interval() {
     // The bucket expires from Redis once it would be full again, not before.
     let pttl: i64 = redis::cmd("PTTL")
         .arg("t:burst")
-        .query(&mut inspect(&server))
+        .query(&mut inspect(&server.url()))
         .unwrap();
     assert!(pttl > 0 && pttl <= 5_001, "pttl {pttl}");
     assert_eq!(backend_errors(&metrics), 0.0);
@@ -121,7 +96,7 @@ async fn burst_is_admitted_then_one_per_interval() {
 #[tokio::test]
 async fn a_rejected_multi_limit_check_consumes_nothing() {
     let server = RedisServer::start();
-    let (limiter, _) = limiter(&server);
+    let (limiter, _) = limiter_for(&server.url());
     let wide = quota(1, Duration::from_secs(60), 3);
     let narrow = quota(1, Duration::from_secs(60), 1);
     let both = [
@@ -151,7 +126,7 @@ async fn a_rejected_multi_limit_check_consumes_nothing() {
 #[tokio::test]
 async fn a_key_named_twice_in_one_check_is_charged_twice() {
     let server = RedisServer::start();
-    let (limiter, _) = limiter(&server);
+    let (limiter, _) = limiter_for(&server.url());
     let q = quota(1, Duration::from_secs(60), 3);
     let twice = [("t:twice".to_string(), q), ("t:twice".to_string(), q)];
     let out = limiter.check_all(&twice).await.unwrap();
@@ -163,8 +138,8 @@ async fn a_key_named_twice_in_one_check_is_charged_twice() {
 async fn two_limiters_share_one_budget() {
     let server = RedisServer::start();
     // Two gateways: separate limiters, separate connections, one Redis.
-    let (a, _) = limiter(&server);
-    let (b, _) = limiter(&server);
+    let (a, _) = limiter_for(&server.url());
+    let (b, _) = limiter_for(&server.url());
     let limiters = [Arc::new(a), Arc::new(b)];
     let q = quota(100, Duration::from_secs(1), 5);
     let window = Duration::from_secs(3);
@@ -216,7 +191,7 @@ async fn an_outage_is_bounded_logged_once_counted_and_recovered_from() {
     let logs = LogCapture::install();
 
     let mut server = RedisServer::start();
-    let (limiter, metrics) = limiter(&server);
+    let (limiter, metrics) = limiter_for(&server.url());
     let q = quota(1000, Duration::from_secs(1), 100);
     assert!(one(&limiter, "t:outage", q).await.allowed);
 
@@ -271,7 +246,7 @@ async fn an_outage_is_bounded_logged_once_counted_and_recovered_from() {
 #[tokio::test]
 async fn a_hung_redis_times_out_within_the_call_timeout() {
     let server = RedisServer::start();
-    let (limiter, metrics) = limiter(&server);
+    let (limiter, metrics) = limiter_for(&server.url());
     let q = quota(1000, Duration::from_secs(1), 100);
     assert!(one(&limiter, "t:slow", q).await.allowed);
     // A frozen server: the connection stays up but nothing answers.
@@ -293,12 +268,12 @@ async fn a_hung_redis_times_out_within_the_call_timeout() {
 #[tokio::test]
 async fn an_emptied_script_cache_is_reloaded_transparently() {
     let server = RedisServer::start();
-    let (limiter, metrics) = limiter(&server);
+    let (limiter, metrics) = limiter_for(&server.url());
     let q = quota(1, Duration::from_secs(60), 3);
     assert_eq!(one(&limiter, "t:flush", q).await.remaining, 2);
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
-        .query(&mut inspect(&server))
+        .query(&mut inspect(&server.url()))
         .unwrap();
     // NOSCRIPT is answered with a load and a retry inside the same call.
     assert_eq!(one(&limiter, "t:flush", q).await.remaining, 1);
@@ -308,7 +283,7 @@ async fn an_emptied_script_cache_is_reloaded_transparently() {
 #[tokio::test]
 async fn hostile_keys_and_quotas_are_handled() {
     let server = RedisServer::start();
-    let (limiter, _) = limiter(&server);
+    let (limiter, _) = limiter_for(&server.url());
     let q = quota(10, Duration::from_secs(1), 2);
     let huge = format!("t:h:{}", "A".repeat(1 << 20));
     let keys = [
@@ -325,7 +300,7 @@ async fn hostile_keys_and_quotas_are_handled() {
     // Every key is stored, none is long, and the two huge ones stay distinct buckets.
     let stored: Vec<String> = redis::cmd("KEYS")
         .arg("*")
-        .query(&mut inspect(&server))
+        .query(&mut inspect(&server.url()))
         .unwrap();
     assert_eq!(stored.len(), keys.len(), "{stored:?}");
     assert!(stored.iter().all(|k| k.len() <= MAX_KEY_BYTES));
@@ -333,7 +308,7 @@ async fn hostile_keys_and_quotas_are_handled() {
 
     // A garbage value at a bucket's key counts as a fresh bucket; a key of another type is an
     // error from Redis, not a panic.
-    let mut conn = inspect(&server);
+    let mut conn = inspect(&server.url());
     let _: () = redis::cmd("SET")
         .arg("t:garbage")
         .arg("not a time")
@@ -426,7 +401,7 @@ fn local_all(
 #[test]
 fn the_script_decides_exactly_like_gcra_check() {
     let server = RedisServer::start();
-    let mut conn = inspect(&server);
+    let mut conn = inspect(&server.url());
     let quotas = [
         quota(10, Duration::from_secs(1), 3),
         quota(3, Duration::from_secs(1), 1), // an interval that is not a whole microsecond

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::redis::RedisServer;
+use crate::support::prom;
+use crate::support::redis::{backend_errors, inspect, limiter_for, limiter_with, RedisServer};
 use crate::support::tls::{tls_redis, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate::observe::Metrics;
@@ -17,38 +18,15 @@ use tollgate::ratelimit::cluster::{
 };
 use tollgate::ratelimit::gcra::Quota;
 
-const CALL_TIMEOUT: Duration = Duration::from_millis(250);
-
 const QUOTA: Quota = Quota {
     requests: 1000,
     per: Duration::from_secs(1),
     burst: 1000,
 };
 
-fn limiter_for(url: &str) -> (ClusterLimiter, Arc<Metrics>) {
-    limiter_with(url, TlsMaterial::default())
-}
-
-fn limiter_with(url: &str, tls: TlsMaterial) -> (ClusterLimiter, Arc<Metrics>) {
-    let settings = Settings {
-        timeout: CALL_TIMEOUT,
-        tls,
-        ..Settings::new(url)
-    };
-    let metrics = Arc::new(Metrics::new());
-    let limiter = ClusterLimiter::new(&settings, metrics.clone()).expect("limiter");
-    (limiter, metrics)
-}
-
 async fn check(limiter: &ClusterLimiter, key: &str) -> Result<bool, ClusterError> {
     let outcomes = limiter.check_all(&[(key.to_string(), QUOTA)]).await?;
     Ok(outcomes[0].allowed)
-}
-
-fn backend_errors(metrics: &Metrics) -> f64 {
-    let page = String::from_utf8(metrics.render()).unwrap();
-    crate::support::prom::value(&page, "tollgate_ratelimit_backend_errors_total", &[])
-        .unwrap_or(0.0)
 }
 
 /// Why a check got no decision; panics if it got one, or timed out.
@@ -61,10 +39,7 @@ fn unavailable(result: Result<bool, ClusterError>) -> String {
 
 fn keys_in_db(server: &RedisServer, password: &str, db: u32) -> Vec<String> {
     let url = format!("redis://:{password}@127.0.0.1:{}/{db}", server.port());
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .expect("inspect connection");
+    let mut conn = inspect(&url);
     redis::cmd("KEYS").arg("*").query(&mut conn).unwrap()
 }
 
@@ -380,13 +355,11 @@ async fn after_failures_in_a_row_checks_fail_at_once_and_one_probe_goes_per_inte
 }
 
 fn calls_timed(metrics: &Metrics) -> f64 {
-    let page = String::from_utf8(metrics.render()).unwrap();
-    crate::support::prom::value(
-        &page,
+    prom::registry_value(
+        metrics,
         "tollgate_ratelimit_backend_duration_seconds_count",
         &[],
     )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test]

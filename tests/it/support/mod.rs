@@ -13,6 +13,7 @@ pub mod logs;
 pub mod prom;
 pub mod raw;
 pub mod recorder;
+pub mod redis;
 pub mod resilience;
 pub mod tls;
 
@@ -31,7 +32,7 @@ pub use raw::{
 #[allow(unused_imports)]
 pub use recorder::{RecordedRequest, Recorder};
 #[allow(unused_imports)]
-pub use tollgate_testkit::{jwt, redis};
+pub use tollgate_testkit::jwt;
 
 use std::time::{Duration, Instant};
 
