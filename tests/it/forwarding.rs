@@ -1,16 +1,12 @@
 //! What crosses the gateway: forwarded headers, hop-by-hop headers, request ids, large bodies
 //! both ways, and paths with dot segments.
 
-use crate::support::{backend, client, pseudo_random, raw_request, GatewayHandle};
+use crate::support::{backend, client, pseudo_random, raw_request, sha256_hex, GatewayHandle};
 use sha2::{Digest, Sha256};
 
 /// A gateway with one catch-all route to `target`.
 async fn gateway_to(target: &str) -> GatewayHandle {
     GatewayHandle::start(&crate::support::gateway::catch_all(target, "")).await
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 /// A request id the gateway could have made or kept: non-empty, at most 128 safe characters.
@@ -185,7 +181,7 @@ async fn a_5mib_request_body_arrives_intact() {
     let b = backend("app").start().await;
     let gw = gateway_to(&b.target()).await;
     let body = pseudo_random(5 * 1024 * 1024 + 123, 7);
-    let want = sha256(&body);
+    let want = sha256_hex(&body);
     let r = client()
         .post(gw.url("/upload"))
         .header("content-type", "application/octet-stream")
@@ -198,7 +194,7 @@ async fn a_5mib_request_body_arrives_intact() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].method, "POST");
     assert_eq!(got[0].body.len(), body.len());
-    assert_eq!(sha256(&got[0].body), want);
+    assert_eq!(sha256_hex(&got[0].body), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,13 +224,13 @@ async fn a_chunked_request_body_arrives_intact() {
     let got = b.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body.len(), body.len());
-    assert_eq!(sha256(&got[0].body), sha256(&body));
+    assert_eq!(sha256_hex(&got[0].body), sha256_hex(&body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20mib_response_streams_back_intact() {
     let payload = pseudo_random(20 * 1024 * 1024 + 5, 3);
-    let want = sha256(&payload);
+    let want = sha256_hex(&payload);
     let b = backend("app").body(payload.clone()).start().await;
     let gw = gateway_to(&b.target()).await;
     let mut r = client().get(gw.url("/big")).send().await.unwrap();
@@ -341,7 +337,7 @@ async fn h2c_requests_are_forwarded_the_same_way() {
         Some(gw.addr.to_string().as_str())
     );
     assert_eq!(got[0].header("x-request-id"), Some("h2-client-id"));
-    assert_eq!(sha256(&got[0].body), sha256(&body));
+    assert_eq!(sha256_hex(&got[0].body), sha256_hex(&body));
 }
 
 /// Reads from `stream` into `buf` until `done(buf)` or EOF, at most 10 s.
@@ -443,7 +439,7 @@ async fn request_bodies_stream_through_without_waiting_for_the_end() {
         seen[h..].to_vec()
     };
     assert_eq!(seen_body.len(), body.len());
-    assert_eq!(sha256(&seen_body), sha256(&body));
+    assert_eq!(sha256_hex(&seen_body), sha256_hex(&body));
 }
 
 /// Decodes a complete chunked body (no trailers).

@@ -1,8 +1,7 @@
 //! The `tollgate run` process from the outside: signals (SIGTERM drains, SIGINT exits at once),
 //! exit codes and timing, and the admin endpoints an orchestrator probes.
 
-use crate::support::{backend, client, eventually, GatewayHandle};
-use sha2::{Digest, Sha256};
+use crate::support::{backend, client, eventually, sha256_hex, GatewayHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn slow_body(target: &str) -> String {
@@ -223,7 +222,7 @@ async fn admin_endpoints_answer_probes() {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
         "{hash}"
     );
-    assert_eq!(hash, hex::encode(Sha256::digest(file.as_bytes())));
+    assert_eq!(hash, sha256_hex(&file));
     assert_eq!(v["source"], gw.config_path.display().to_string());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

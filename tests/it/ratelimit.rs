@@ -3,11 +3,11 @@
 //! (all or nothing), every key kind, the missing-key rule, and buckets across reloads.
 //! Long `per` values make most budgets refill-free during a test, so counts are exact.
 
+use crate::support::auth::keys_file;
 use crate::support::jwt::{now, TestKey};
 use crate::support::prom::metric;
 use crate::support::{backend, call, eventually, Answer, Backend, GatewayHandle};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 
 /// `[rate_limits.NAME]` with `requests` per `per` and `key`.
@@ -270,20 +270,10 @@ async fn route_key_gives_each_route_its_own_bucket() {
 async fn consumer_key_counts_per_api_key_consumer() {
     let app = backend("app").start().await;
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("partners.toml");
-    let digest = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
-    std::fs::write(
-        &keys,
-        format!(
-            "acme = \"{}\"\nglobex = \"{}\"\n",
-            digest("acme-key"),
-            digest("globex-key")
-        ),
-    )
-    .unwrap();
+    let keys = keys_file(&dir, &[("acme", "acme-key"), ("globex", "globex-key")]);
     let extra = format!(
         "auth = \"partners\"\n\n[auth.partners]\ntype = \"api_key\"\nkeys_file = \"{}\"\n{}",
-        keys.display(),
+        keys,
         limit("per_partner", 1, "1h", "consumer")
     );
     let gw = GatewayHandle::start(&route_config(&app.target(), &["per_partner"], &extra)).await;

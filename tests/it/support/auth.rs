@@ -3,11 +3,10 @@
 use super::answer::{assert_problem, Answer};
 use super::prom::metric;
 use super::GatewayHandle;
-use sha2::{Digest, Sha256};
 
 /// An API key as a keys file stores it: its SHA-256, hex.
 pub fn key_digest(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+    super::sha256_hex(key)
 }
 
 /// Writes (or rewrites) `partners.toml` in `dir` with one `consumer = "<digest>"` line per

@@ -119,60 +119,56 @@ impl GatewayHandle {
     ) -> GatewayHandle {
         // Another test may still take a picked port first: then pick again, a few times.
         let mut attempts = 0;
-        let (dir, config_path, addr, admin, header, access_log, instance) = loop {
-            let (dir, config_path, addr, admin, header) = write_config(body, server_extra);
+        let (file, access_log, instance) = loop {
+            let file = ConfigFile::write(body, server_extra);
             let access_log = SharedBuf::default();
-            match Instance::build(&config_path, AccessLog::to_writer(access_log.clone())) {
-                Ok(instance) => {
-                    break (dir, config_path, addr, admin, header, access_log, instance)
-                }
+            match Instance::build(&file.path, AccessLog::to_writer(access_log.clone())) {
+                Ok(instance) => break (file, access_log, instance),
                 Err(e) if attempts < 3 && e.to_string().contains("Address already in use") => {
                     attempts += 1;
                 }
                 Err(e) => panic!("gateway config rejected:\n{e}"),
             }
         };
-        before_run(&config_path, &header);
+        before_run(&file.path, &file.header);
         let stop = Arc::new(Notify::new());
         let signal = Box::new(TestSignal(stop.clone()));
         let thread = std::thread::spawn(move || instance.run(signal));
-        let gw = GatewayHandle {
-            addr,
-            admin,
-            dir,
-            config_path,
-            header,
-            runner: Runner::InProcess {
-                stop,
-                thread: Some(thread),
-                access_log,
-            },
+        let runner = Runner::InProcess {
+            stop,
+            thread: Some(thread),
+            access_log,
         };
-        gw.wait_ready().await;
-        gw
+        GatewayHandle::when_ready(file, runner).await
     }
 
     /// Starts the built `tollgate` binary with `tollgate run -c FILE`; stdout (the access log)
     /// and stderr go to files in the gateway's temp dir.
     pub async fn start_binary(body: &str, server_extra: &str) -> GatewayHandle {
-        let (dir, config_path, addr, admin, header) = write_config(body, server_extra);
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let file = ConfigFile::write(body, server_extra);
+        let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "-c"])
-            .arg(&config_path)
+            .arg(&file.path)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn tollgate");
+        GatewayHandle::when_ready(file, Runner::Binary { child }).await
+    }
+
+    /// The handle of a gateway started on `file`, once it is ready and its proxy listener
+    /// accepts connections.
+    async fn when_ready(file: ConfigFile, runner: Runner) -> GatewayHandle {
         let gw = GatewayHandle {
-            addr,
-            admin,
-            dir,
-            config_path,
-            header,
-            runner: Runner::Binary { child },
+            addr: file.addr,
+            admin: file.admin,
+            dir: file.dir,
+            config_path: file.path,
+            header: file.header,
+            runner,
         };
         gw.wait_ready().await;
         gw
@@ -221,16 +217,21 @@ impl GatewayHandle {
         &self.header
     }
 
-    /// The hash of the config the gateway is serving, from the admin `/config` endpoint.
-    pub async fn config_hash(&self) -> String {
-        let v: serde_json::Value = super::client()
+    /// What the admin `/config` endpoint says about the config being served.
+    pub async fn config_json(&self) -> serde_json::Value {
+        super::client()
             .get(self.admin_url("/config"))
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The hash of the config the gateway is serving, from the admin `/config` endpoint.
+    pub async fn config_hash(&self) -> String {
+        let v = self.config_json().await;
         v["hash"].as_str().unwrap_or_default().to_string()
     }
 
@@ -328,16 +329,31 @@ impl Drop for GatewayHandle {
     }
 }
 
-fn write_config(
-    body: &str,
-    server_extra: &str,
-) -> (tempfile::TempDir, PathBuf, SocketAddr, SocketAddr, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let [port, admin_port] = free_ports::<2>();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
-    let header = server_header(addr, admin, server_extra);
-    let config_path = dir.path().join("tollgate.toml");
-    std::fs::write(&config_path, format!("{header}{body}")).unwrap();
-    (dir, config_path, addr, admin, header)
+/// A config file for a gateway about to start: in its own temp dir, on free ports.
+struct ConfigFile {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    /// The generated `[server]`/`[log]` part, above `body`.
+    header: String,
+}
+
+impl ConfigFile {
+    fn write(body: &str, server_extra: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let [port, admin_port] = free_ports::<2>();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let header = server_header(addr, admin, server_extra);
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, format!("{header}{body}")).unwrap();
+        ConfigFile {
+            dir,
+            path,
+            addr,
+            admin,
+            header,
+        }
+    }
 }

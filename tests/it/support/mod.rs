@@ -64,6 +64,12 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// SHA-256 of `bytes`, lower-case hex (how config hashes and API-key digests are written).
+pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Deterministic, incompressible-looking bytes (xorshift), so a shifted or dropped chunk shows.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
