@@ -35,9 +35,9 @@ async fn assert_metric(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)], 
     );
 }
 
-/// Exactly one upstream attempt was made, counted as `(upstream, target, outcome)`, and the
-/// request as `(route, method, status)`.
-async fn assert_one_failed_attempt(
+/// One upstream attempt counted as `(upstream, target, outcome)`, and the request as
+/// `(route, method, status)`.
+async fn assert_counted_once(
     gw: &GatewayHandle,
     (upstream, target, outcome): (&str, &str, &str),
     (route, method, status): (&str, &str, &str),
@@ -60,6 +60,16 @@ async fn assert_one_failed_attempt(
         1.0,
     )
     .await;
+}
+
+/// Exactly one upstream attempt was made, counted as `(upstream, target, outcome)`, and the
+/// request as `(route, method, status)`.
+async fn assert_one_failed_attempt(
+    gw: &GatewayHandle,
+    attempt: (&str, &str, &str),
+    request: (&str, &str, &str),
+) {
+    assert_counted_once(gw, attempt, request).await;
     let page = gw.metrics().await;
     assert_eq!(
         prom::sum(&page, "tollgate_upstream_requests_total", &[]),
@@ -176,22 +186,10 @@ timeout = "300ms"
     assert_eq!(slow.count(), 1);
     assert_eq!(slow.received()[0].body, b"payload");
 
-    assert_metric(
+    assert_counted_once(
         &gw,
-        "tollgate_upstream_requests_total",
-        &[
-            ("upstream", "slow"),
-            ("target", &slow.target()),
-            ("outcome", "timeout"),
-        ],
-        1.0,
-    )
-    .await;
-    assert_metric(
-        &gw,
-        "tollgate_requests_total",
-        &[("route", "deadline"), ("method", "POST"), ("status", "504")],
-        1.0,
+        ("slow", &slow.target(), "timeout"),
+        ("deadline", "POST", "504"),
     )
     .await;
 }
@@ -222,24 +220,7 @@ upstream = "flaky"
     assert!(r.headers().contains_key("x-request-id"));
     assert_eq!(r.text().await.unwrap(), r#"{"error":"maintenance"}"#);
     assert_eq!(b.count(), 1);
-    assert_metric(
-        &gw,
-        "tollgate_upstream_requests_total",
-        &[
-            ("upstream", "flaky"),
-            ("target", &b.target()),
-            ("outcome", "5xx"),
-        ],
-        1.0,
-    )
-    .await;
-    assert_metric(
-        &gw,
-        "tollgate_requests_total",
-        &[("route", "flaky"), ("method", "GET"), ("status", "503")],
-        1.0,
-    )
-    .await;
+    assert_counted_once(&gw, ("flaky", &b.target(), "5xx"), ("flaky", "GET", "503")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

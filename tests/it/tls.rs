@@ -5,24 +5,34 @@
 
 use crate::support::gateway::catch_all;
 use crate::support::tls::{handshake, https_client, start_https, Leaf, TestCa};
-use crate::support::{backend, client, eventually, free_port, GatewayHandle};
+use crate::support::{backend, client, eventually, free_port, Backend, GatewayHandle};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 const FAILURE: &str = r#"tollgate_config_reloads_total{result="failure"}"#;
 
-#[tokio::test]
-async fn https_listener_serves_http2_and_http1_next_to_the_plain_listener() {
-    let ca = TestCa::new("Tollgate test CA");
+/// A gateway in front of backend `users`, with an HTTPS listener (its address is returned) that
+/// presents a leaf for `names` signed by `ca`; the certificate files live in the temp dir.
+async fn users_over_https(
+    ca: &TestCa,
+    names: &[&str],
+) -> (GatewayHandle, SocketAddr, Backend, tempfile::TempDir) {
     let certs = tempfile::tempdir().unwrap();
     let be = backend("users").start().await;
     let (gw, tls_addr) = start_https(
         &catch_all(&be.target(), ""),
         certs.path(),
-        &ca.leaf(&["localhost", "127.0.0.1"], 1),
+        &ca.leaf(names, 1),
     )
     .await;
+    (gw, tls_addr, be, certs)
+}
+
+#[tokio::test]
+async fn https_listener_serves_http2_and_http1_next_to_the_plain_listener() {
+    let ca = TestCa::new("Tollgate test CA");
+    let (gw, tls_addr, be, _certs) = users_over_https(&ca, &["localhost", "127.0.0.1"]).await;
 
     // ALPN picks HTTP/2 when the client offers it; the chain verifies against the test CA.
     let url = format!("https://localhost:{}/users/1", tls_addr.port());
@@ -78,14 +88,7 @@ async fn https_listener_serves_http2_and_http1_next_to_the_plain_listener() {
 async fn https_listener_certificate_is_not_trusted_by_a_client_of_another_ca() {
     let ca = TestCa::new("Tollgate test CA");
     let stranger = TestCa::new("Some other CA");
-    let certs = tempfile::tempdir().unwrap();
-    let be = backend("users").start().await;
-    let (_gw, tls_addr) = start_https(
-        &catch_all(&be.target(), ""),
-        certs.path(),
-        &ca.leaf(&["localhost"], 1),
-    )
-    .await;
+    let (_gw, tls_addr, be, _certs) = users_over_https(&ca, &["localhost"]).await;
     let err = handshake(&stranger, tls_addr, &[b"h2"]).await.err();
     assert!(
         err.as_deref().is_some_and(|e| e.contains("certificate")),
@@ -182,7 +185,7 @@ fn tls_upstream(target: &str, ca_file: &Path, sni: Option<&str>, extra: &str) ->
 }
 
 /// An HTTPS backend whose certificate for `users.internal` is issued by `issuer`.
-async fn https_backend(name: &str, issuer: &TestCa) -> crate::support::Backend {
+async fn https_backend(name: &str, issuer: &TestCa) -> Backend {
     backend(name)
         .tls(issuer.leaf(&["users.internal"], 1).acceptor())
         .start()
@@ -237,7 +240,7 @@ async fn upstream_sni_defaults_to_the_target_host_name() {
 }
 
 /// 502 problem+json, nothing reached the backend, and the attempt counts as a connect error.
-async fn assert_verification_fails(gw: &GatewayHandle, be: &crate::support::Backend) {
+async fn assert_verification_fails(gw: &GatewayHandle, be: &Backend) {
     let r = client().get(gw.url("/users/1")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(
@@ -362,14 +365,7 @@ async fn a_target_failing_verification_is_retried_on_another_target() {
 async fn plain_http_or_garbage_on_the_https_port_is_dropped_and_service_goes_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = TestCa::new("Tollgate test CA");
-    let certs = tempfile::tempdir().unwrap();
-    let be = backend("users").start().await;
-    let (_gw, tls_addr) = start_https(
-        &catch_all(&be.target(), ""),
-        certs.path(),
-        &ca.leaf(&["localhost"], 1),
-    )
-    .await;
+    let (_gw, tls_addr, be, _certs) = users_over_https(&ca, &["localhost"]).await;
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
         &[0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00][..],
