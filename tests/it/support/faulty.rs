@@ -57,13 +57,12 @@ pub enum Fault {
 pub struct FaultyProxy {
     /// The address clients (the gateway) connect to; it stays the same across `Refuse`.
     pub addr: SocketAddr,
-    /// Where connections are forwarded.
-    pub upstream: SocketAddr,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
+    /// Where connections are forwarded.
     upstream: SocketAddr,
     state: Mutex<State>,
     control: watch::Sender<Control>,
@@ -116,12 +115,7 @@ impl FaultyProxy {
             active: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(shared.clone()));
-        FaultyProxy {
-            addr,
-            upstream,
-            shared,
-            task,
-        }
+        FaultyProxy { addr, shared, task }
     }
 
     /// `127.0.0.1:PORT`, as written in a config's `targets`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Clone)]
-struct Answer {
+struct Reply {
     status: u16,
     body: Bytes,
     delay: Duration,
@@ -24,7 +24,7 @@ struct Answer {
 
 pub struct JwksServer {
     pub addr: SocketAddr,
-    answer: Arc<Mutex<Answer>>,
+    answer: Arc<Mutex<Reply>>,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,7 +49,7 @@ impl JwksServer {
 
     fn serve(listener: TcpListener, jwks: &serde_json::Value) -> JwksServer {
         let addr = listener.local_addr().expect("addr");
-        let answer = Arc::new(Mutex::new(Answer {
+        let answer = Arc::new(Mutex::new(Reply {
             status: 200,
             body: Bytes::from(jwks.to_string()),
             delay: Duration::ZERO,

@@ -1,6 +1,5 @@
 //! Test harness: real backends on 127.0.0.1 ephemeral ports that record what they received,
 //! and a real Tollgate (in-process Pingora server, or the built binary) on free ports.
-#![allow(dead_code)]
 
 pub mod answer;
 pub mod auth;
@@ -17,21 +16,14 @@ pub mod redis;
 pub mod resilience;
 pub mod tls;
 
-#[allow(unused_imports)]
 pub use answer::{assert_problem, call, get, send, Answer};
-#[allow(unused_imports)]
 pub use backend::{backend, Backend, Received};
-#[allow(unused_imports)]
 pub use faulty::{Fault, FaultyProxy};
-#[allow(unused_imports)]
 pub use gateway::{free_port, GatewayHandle};
-#[allow(unused_imports)]
 pub use raw::{
     parse_response, raw_exchange, raw_request, try_parse_response, RawConn, RawResponse, ReadError,
 };
-#[allow(unused_imports)]
 pub use recorder::{RecordedRequest, Recorder};
-#[allow(unused_imports)]
 pub use tollgate_testkit::jwt;
 
 use std::time::{Duration, Instant};
