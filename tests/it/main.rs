@@ -4,8 +4,8 @@
 //! (`cargo test --test it routing::`), one test with its full name.
 //!
 //! The areas share this process: no test sets environment variables or a global tracing
-//! subscriber (log capture is per thread, `support::logs`), and ports come from
-//! `support::free_ports`, which holds them until it has picked them all.
+//! subscriber (log capture is per thread, `support::logs`), and ports come from `free_ports`
+//! (testkit, through `support::gateway`), which holds them until it has picked them all.
 
 mod support;
 
