@@ -14,6 +14,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples
+# A workspace member and dev-dependency: cargo reads its manifest even for the release binary.
+COPY testkit ./testkit
 RUN cargo build --release --locked --bin tollgate
 
 # ca-certificates: the system roots that upstreams with `tls = true` and no `ca_file` are

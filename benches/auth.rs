@@ -1,15 +1,12 @@
 //! JWT verification cost per request: uncached verification per algorithm family, and the
 //! verified-token cache hit that a client resending its token gets.
 
-#[path = "../tests/support/jwt.rs"]
-mod jwt_kit;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::Algorithm;
-use jwt_kit::{claims, jwks, TestKey};
 use std::sync::Arc;
 use tollgate::auth::jwt::{JwtSettings, JwtVerifier, KeyRegistry, KeySource};
 use tollgate::observe::Metrics;
+use tollgate_testkit::jwt::{claims, jwks, TestKey};
 
 const ISS: &str = "https://id.example.com/";
 const AUD: &str = "mobile-app";

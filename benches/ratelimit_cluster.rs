@@ -4,19 +4,15 @@
 //! load benchmark adds. Skipped with a message when `redis-server` is not installed.
 //! Run: `cargo bench --bench ratelimit_cluster`
 
-#[allow(dead_code)] // the bench uses only start and url
-#[path = "../tests/support/redis.rs"]
-mod redis_support;
-
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use redis_support::RedisServer;
 use tollgate::observe::Metrics;
 use tollgate::ratelimit::cluster::{ClusterLimiter, Settings};
 use tollgate::ratelimit::gcra::Quota;
+use tollgate_testkit::redis::RedisServer;
 
 fn check_all(c: &mut Criterion) {
     if !RedisServer::available() {

@@ -213,7 +213,7 @@ fn base64_url(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::jwt::testkit::TestKey;
+    use tollgate_testkit::jwt::TestKey;
 
     fn jwks(keys: &[serde_json::Value]) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap()

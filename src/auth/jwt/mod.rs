@@ -14,10 +14,6 @@ mod settings;
 mod store;
 mod verify;
 
-#[cfg(test)]
-#[path = "../../../tests/support/jwt.rs"]
-mod testkit;
-
 pub use claims::Claims;
 pub use jsonwebtoken::Algorithm;
 pub use jwks::MAX_JWKS_BYTES;

@@ -1,0 +1,34 @@
+//! Tollgate's integration tests, one binary: a module per area, every test against real sockets
+//! (a real gateway in this process or the built binary, real backends, a real redis-server).
+//! `support` holds what the areas share. Run one area with `cargo test --test it AREA::`
+//! (`cargo test --test it routing::`), one test with its full name.
+//!
+//! The areas share this process: no test sets environment variables or a global tracing
+//! subscriber (log capture is per thread, `support::logs`), and ports come from `free_ports`
+//! (testkit, through `support::gateway`), which holds them until it has picked them all.
+
+mod support;
+
+mod auth_api_key;
+mod auth_jwt;
+mod check;
+mod edge_security;
+mod errors;
+mod faulty_proxy;
+mod forwarding;
+mod jwt_verifier;
+mod lifecycle;
+mod limits;
+mod observability;
+mod ratelimit;
+mod ratelimit_cluster;
+mod ratelimit_cluster_connections;
+mod ratelimit_cluster_gateway;
+mod reload;
+mod resilience_balancing;
+mod resilience_circuit;
+mod resilience_fallback;
+mod resilience_health;
+mod resilience_retries;
+mod routing;
+mod tls;

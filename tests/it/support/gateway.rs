@@ -1,0 +1,359 @@
+//! A real Tollgate on free ports: in-process (the library's `Instance` on its own thread, stopped
+//! through our own shutdown signal) or the built binary as a child process.
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tollgate::observe::AccessLog;
+use tollgate::server::Instance;
+
+pub use tollgate_testkit::ports::{free_port, free_ports};
+
+/// An in-memory sink for the access log.
+#[derive(Clone, Default)]
+pub struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct TestSignal(Arc<Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for TestSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+enum Runner {
+    InProcess {
+        stop: Arc<Notify>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        access_log: SharedBuf,
+    },
+    Binary {
+        child: Child,
+    },
+}
+
+/// A running gateway and the config file it reads.
+pub struct GatewayHandle {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    header: String,
+    runner: Runner,
+}
+
+/// The `[server]` and `[log]` part every test config shares: free ports, 2 threads.
+fn server_header(addr: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{extra}\n[log]\nformat = \"json\"\nlevel = \"warn\"\naccess = true\n\n"
+    )
+}
+
+/// Upstream `app` with one target and a catch-all route `app` to it, then `routes` (more routes).
+pub fn catch_all(target: &str, routes: &str) -> String {
+    format!(
+        r#"
+[upstreams.app]
+targets = ["{target}"]
+
+[routes.app]
+path = "/{{*rest}}"
+upstream = "app"
+{routes}
+"#
+    )
+}
+
+impl GatewayHandle {
+    /// Starts Tollgate in this process with `body` (upstreams, routes) below a generated
+    /// `[server]` section. `server_extra` adds lines to `[server]` (e.g. `shutdown_grace`).
+    pub async fn start(body: &str) -> GatewayHandle {
+        GatewayHandle::start_with(body, "").await
+    }
+
+    pub async fn start_with(body: &str, server_extra: &str) -> GatewayHandle {
+        GatewayHandle::start_in_process(body, server_extra, |_, _| {}).await
+    }
+
+    /// Like [`start`](Self::start), but once the config is loaded and before the server runs,
+    /// the file is replaced (by rename) with `next_body` under the same header: a change made
+    /// before any file watch can be running.
+    pub async fn start_then_edit_before_run(body: &str, next_body: &str) -> GatewayHandle {
+        GatewayHandle::start_in_process(body, "", |path, header| {
+            let tmp = path.with_extension("toml.before-run");
+            std::fs::write(&tmp, format!("{header}{next_body}")).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        })
+        .await
+    }
+
+    async fn start_in_process(
+        body: &str,
+        server_extra: &str,
+        before_run: impl FnOnce(&std::path::Path, &str),
+    ) -> GatewayHandle {
+        // Another test may still take a picked port first: then pick again, a few times.
+        let mut attempts = 0;
+        let (file, access_log, instance) = loop {
+            let file = ConfigFile::write(body, server_extra);
+            let access_log = SharedBuf::default();
+            match Instance::build(&file.path, AccessLog::to_writer(access_log.clone())) {
+                Ok(instance) => break (file, access_log, instance),
+                Err(e) if attempts < 3 && e.to_string().contains("Address already in use") => {
+                    attempts += 1;
+                }
+                Err(e) => panic!("gateway config rejected:\n{e}"),
+            }
+        };
+        before_run(&file.path, &file.header);
+        let stop = Arc::new(Notify::new());
+        let signal = Box::new(TestSignal(stop.clone()));
+        let thread = std::thread::spawn(move || instance.run(signal));
+        let runner = Runner::InProcess {
+            stop,
+            thread: Some(thread),
+            access_log,
+        };
+        GatewayHandle::when_ready(file, runner).await
+    }
+
+    /// Starts the built `tollgate` binary with `tollgate run -c FILE`; stdout (the access log)
+    /// and stderr go to files in the gateway's temp dir.
+    pub async fn start_binary(body: &str, server_extra: &str) -> GatewayHandle {
+        let file = ConfigFile::write(body, server_extra);
+        let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c"])
+            .arg(&file.path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tollgate");
+        GatewayHandle::when_ready(file, Runner::Binary { child }).await
+    }
+
+    /// The handle of a gateway started on `file`, once it is ready and its proxy listener
+    /// accepts connections.
+    async fn when_ready(file: ConfigFile, runner: Runner) -> GatewayHandle {
+        let gw = GatewayHandle {
+            addr: file.addr,
+            admin: file.admin,
+            dir: file.dir,
+            config_path: file.path,
+            header: file.header,
+            runner,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let url = self.admin_url("/readyz");
+        let client = super::client();
+        let ready = super::eventually(Duration::from_secs(15), || {
+            let req = client.get(&url).send();
+            async move { matches!(req.await, Ok(r) if r.status() == 200) }
+        })
+        .await;
+        assert!(ready, "gateway did not become ready: {}", self.stderr());
+        // The proxy listener is started by its own service; wait until it accepts too.
+        let addr = self.addr;
+        let listening = super::eventually(Duration::from_secs(5), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(listening, "proxy listener not up");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Replaces the routes/upstreams part of the config file, keeping `[server]` as started.
+    pub fn write_body(&self, body: &str) {
+        self.write_raw(&format!("{}{}", self.header, body));
+    }
+
+    /// Replaces the whole config file; written to a temp file and renamed in, as editors do.
+    pub fn write_raw(&self, text: &str) {
+        let tmp = self.dir.path().join(".tollgate.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    /// The `[server]`/`[log]` header this gateway was started with.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// What the admin `/config` endpoint says about the config being served.
+    pub async fn config_json(&self) -> serde_json::Value {
+        super::client()
+            .get(self.admin_url("/config"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The hash of the config the gateway is serving, from the admin `/config` endpoint.
+    pub async fn config_hash(&self) -> String {
+        let v = self.config_json().await;
+        v["hash"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The metrics page.
+    pub async fn metrics(&self) -> String {
+        super::client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Value of one sample, e.g. `tollgate_requests_total{route="r",method="GET",status="200"}`
+    /// (labels in the order the page prints them); `None` if absent.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let page = self.metrics().await;
+        page.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    }
+
+    /// Access-log lines so far, parsed as JSON.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        let text = match &self.runner {
+            Runner::InProcess { access_log, .. } => {
+                String::from_utf8_lossy(&access_log.0.lock().unwrap()).into_owned()
+            }
+            Runner::Binary { .. } => {
+                std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+            }
+        };
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The gateway's own log (binary only).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The child process, for sending signals (binary only).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.runner {
+            Runner::Binary { child } => Some(child.id()),
+            Runner::InProcess { .. } => None,
+        }
+    }
+
+    /// Waits for the binary to exit (bounded) and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let Runner::Binary { child } = &mut self.runner else {
+            return None;
+        };
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends a Unix signal to the binary.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("binary gateway");
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        match &mut self.runner {
+            Runner::InProcess { stop, thread, .. } => {
+                stop.notify_one();
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Runner::Binary { child } => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A config file for a gateway about to start: in its own temp dir, on free ports.
+struct ConfigFile {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    /// The generated `[server]`/`[log]` part, above `body`.
+    header: String,
+}
+
+impl ConfigFile {
+    fn write(body: &str, server_extra: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let [port, admin_port] = free_ports::<2>();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let header = server_header(addr, admin, server_extra);
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, format!("{header}{body}")).unwrap();
+        ConfigFile {
+            dir,
+            path,
+            addr,
+            admin,
+            header,
+        }
+    }
+}
