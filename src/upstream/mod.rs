@@ -36,7 +36,7 @@ pub struct Target {
 }
 
 /// What the hash policy hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HashKey {
     ClientIp,
     Header(HeaderName),
@@ -117,7 +117,14 @@ impl Upstream {
         let health_check = cfg.health_check.as_ref().map(health::HealthCheck::compile);
         let state = registry.state_for(state::StateKey {
             name: name.clone(),
-            labels: targets.iter().map(|t| t.label.clone()).collect(),
+            targets: targets
+                .iter()
+                .map(|t| (t.label.clone(), t.weight, t.backup))
+                .collect(),
+            balance: cfg.balance,
+            hash_key: hash_key(cfg.hash_key.as_deref()),
+            connect_timeout: cfg.connect_timeout.get(),
+            read_timeout: cfg.read_timeout.get(),
             circuit: cfg.circuit_breaker.as_ref().map(state::circuit_settings),
             budget: state::budget_settings(cfg.retry_budget.as_ref()),
             health: health_check.clone(),

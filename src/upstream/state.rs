@@ -11,7 +11,7 @@ use crate::observe::Metrics;
 use crate::registry::Registry;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// State of one target.
 pub struct TargetState {
@@ -170,21 +170,25 @@ impl UpstreamState {
     }
 }
 
-/// What upstream state is made of: a reload that leaves all of it unchanged keeps the state
-/// (health verdicts, open circuits, the retry budget's history, the health-check task); any
-/// change starts fresh. Balancing, timeouts and the like are not here: they live in the
-/// snapshot's `Upstream`, and changing them keeps the state.
+/// Everything that defines an upstream, in run-time form: a reload that leaves all of it
+/// unchanged keeps the upstream's state (health verdicts, open circuits, the retry budget's
+/// history, the health-check task); any change starts fresh, as operators expect of an
+/// upstream they edited.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateKey {
     pub name: Arc<str>,
-    /// The targets' labels, primaries then backups (state is per target, by index).
-    pub labels: Vec<Arc<str>>,
+    /// The targets, primaries then backups (state is per target, by index): label, weight,
+    /// and whether it is a backup.
+    pub targets: Vec<(Arc<str>, u32, bool)>,
+    pub balance: crate::config::Balance,
+    pub hash_key: super::HashKey,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
     pub circuit: Option<CircuitSettings>,
     pub budget: BudgetSettings,
-    /// The health checks the state's task runs, and how it reaches the targets (the TLS
-    /// settings' fingerprint, the CA's contents included: checks built with an old CA must
-    /// not outlive it).
     pub health: Option<HealthCheck>,
+    /// The TLS settings' fingerprint (SNI and the CA's contents: health checks built with an
+    /// old CA must not outlive it).
     pub tls: Option<u64>,
 }
 
@@ -204,7 +208,8 @@ impl StateRegistry {
 
     /// The state for these settings: the existing one while it is still in use.
     pub fn state_for(&self, key: StateKey) -> Arc<UpstreamState> {
-        let (name, labels, circuit) = (key.name.clone(), key.labels.clone(), key.circuit);
+        let labels: Vec<Arc<str>> = key.targets.iter().map(|t| t.0.clone()).collect();
+        let (name, circuit) = (key.name.clone(), key.circuit);
         let budget = key.budget;
         self.entries.get_or_insert_with(key, || {
             Arc::new(UpstreamState {
