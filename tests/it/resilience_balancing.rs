@@ -291,7 +291,8 @@ backup_targets = ["{}"]
 failure_ratio = 0.5
 min_requests = 3
 window = "10s"
-open_for = "1s"
+# Long enough for the 10 requests below on a slow machine; the recovery waits it out.
+open_for = "3s"
 half_open_probes = 1
 
 [routes.r]
@@ -313,7 +314,7 @@ upstream = "zone"
 
     bad.stop();
     let good = backend("primary").start_on(bad.addr).await;
-    let ok = eventually(Duration::from_secs(5), || async {
+    let ok = eventually(Duration::from_secs(10), || async {
         get(&url).await.ok().and_then(|a| a.backend()).as_deref() == Some("primary")
     })
     .await;
