@@ -14,6 +14,7 @@ pub mod prom;
 pub mod raw;
 pub mod recorder;
 pub mod redis;
+pub mod redis_cluster;
 pub mod resilience;
 pub mod tls;
 
