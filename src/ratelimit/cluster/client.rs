@@ -70,7 +70,7 @@ impl Client {
                     .set_response_timeout(None)
                     .set_number_of_retries(0);
                 Conn::Single(ConnectionManager::new_lazy_with_config(
-                    client.clone(),
+                    client.as_ref().clone(),
                     config,
                 )?)
             }

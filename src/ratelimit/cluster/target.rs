@@ -31,9 +31,9 @@ pub fn is_cluster_url(redis_url: &str) -> bool {
 /// Where the limiter's Redis calls go.
 pub enum Target {
     /// One Redis (or a proxy in front of several).
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// A Redis Cluster, found from its seed nodes; calls go to the master of their keys' slot.
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Target {
@@ -87,7 +87,7 @@ impl Target {
             let client = builder
                 .build()
                 .map_err(|e| SettingError::new("redis_url", e.to_string()))?;
-            return Ok(Target::Cluster(client));
+            return Ok(Target::Cluster(Box::new(client)));
         }
         let info = infos.remove(0).set_tcp_settings(tcp);
         let client = match certificates {
@@ -95,7 +95,7 @@ impl Target {
             None => redis::Client::open(info),
         }
         .map_err(|e| SettingError::new("redis_url", e.to_string()))?;
-        Ok(Target::Single(client))
+        Ok(Target::Single(Box::new(client)))
     }
 }
 
