@@ -1,5 +1,6 @@
 //! Cluster rate limits on a real Redis Cluster (three masters, three replicas, started here):
-//! `redis+cluster://` reaches every master (the password from the URL), a route's limits share
+//! `redis+cluster://` reaches every master (the password from the URL; `rediss+cluster://` with
+//! every node's certificate verified against `ca_file`), a route's limits share
 //! one hash slot so its check stays one all-or-nothing script, and a killed master costs no 5xx
 //! (`on_error` decides until its replica is promoted) while the budget is shared again once the
 //! cluster is healthy.
@@ -11,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use support::redis_cluster::RedisCluster;
 use support::resilience::{metric, send, Answer};
+use support::tls::TestCa;
 use support::{backend, client, eventually, GatewayHandle};
 use tollgate::observe::Metrics;
-use tollgate::ratelimit::cluster::{ClusterLimiter, Settings};
+use tollgate::ratelimit::cluster::{ClusterError, ClusterLimiter, Settings, TlsMaterial};
 use tollgate::ratelimit::gcra::Quota;
 
 /// Generous: the machine running the tests may be busy, and these tests are not about timeouts.
@@ -62,6 +64,46 @@ async fn two_limiters_share_buckets_on_every_master_with_the_urls_password() {
         .await
         .expect_err("refused");
     assert!(!err.to_string().contains("not-the-pw"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_cluster_verifies_every_node_against_the_ca_file() {
+    let ca = TestCa::new("Tollgate test Redis Cluster CA");
+    let cluster = RedisCluster::start_tls(&ca);
+    assert!(cluster.url().starts_with("rediss+cluster://"));
+    let with_ca = |ca: &TestCa| {
+        let settings = Settings {
+            timeout: CALL_TIMEOUT,
+            tls: TlsMaterial {
+                ca_pem: Some(ca.pem().into_bytes()),
+                ..TlsMaterial::default()
+            },
+            ..Settings::new(&cluster.url())
+        };
+        ClusterLimiter::new(&settings, Arc::new(Metrics::new())).expect("limiter")
+    };
+    let trusting = with_ca(&ca);
+    let q = Quota {
+        requests: 1,
+        per: Duration::from_secs(3600),
+        burst: 3,
+    };
+    // The seeds, and the masters found from them, are each verified against the CA.
+    for i in 0..12 {
+        let key = format!("t:tls:{i}");
+        let o = trusting.check_all(&[(key, q)]).await.expect("check")[0];
+        assert_eq!(o.remaining, 2);
+    }
+    assert_eq!(cluster.keys("t:tls:*").len(), 12);
+    let stranger = with_ca(&TestCa::new("Some other CA"));
+    let err = stranger
+        .check_all(&[("t:tls:0".to_string(), q)])
+        .await
+        .expect_err("a node whose certificate the CA did not sign is refused");
+    assert!(
+        matches!(err, ClusterError::Timeout | ClusterError::Unavailable(_)),
+        "{err}"
+    );
 }
 
 fn config(redis: &str, on_error: &str, target: &str, limits: &str, listed: &str) -> String {

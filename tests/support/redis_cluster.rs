@@ -1,7 +1,8 @@
 //! A real Redis Cluster for tests: six `redis-server` processes (three masters, three replicas)
 //! on free 127.0.0.1 ports in a temp dir, joined by `redis-cli --cluster create
-//! --cluster-replicas 1`. A master can be killed (its replica is then promoted, after the node
-//! timeout of one second) and started again. Every process is killed on drop.
+//! --cluster-replicas 1`, optionally all over TLS. A master can be killed (its replica is then
+//! promoted, after the node timeout of one second) and started again. Every process is killed
+//! on drop.
 
 use super::redis::ports::free_ports;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub struct RedisCluster {
     extra: Vec<String>,
     /// For `redis-cli`: the password, if the nodes have one.
     password: Option<String>,
+    /// The CA file, when the nodes speak TLS only (clients, replication and the cluster bus).
+    tls_ca: Option<PathBuf>,
 }
 
 struct Node {
@@ -38,13 +41,49 @@ impl RedisCluster {
     /// Like [`RedisCluster::start`], the nodes requiring `password` (replicas authenticate to
     /// their masters with it too).
     pub fn start_with(password: Option<&str>) -> RedisCluster {
+        RedisCluster::start_inner(password, None)
+    }
+
+    /// Like [`RedisCluster::start`], every node speaking TLS only, with a certificate for
+    /// 127.0.0.1 signed by `ca` (clients need not present one).
+    pub fn start_tls(ca: &super::tls::TestCa) -> RedisCluster {
+        RedisCluster::start_inner(None, Some(ca))
+    }
+
+    fn start_inner(password: Option<&str>, ca: Option<&super::tls::TestCa>) -> RedisCluster {
         let ports = free_ports::<12>();
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut extra = Vec::new();
         if let Some(pw) = password {
             extra.extend(["--requirepass", pw, "--masterauth", pw].map(String::from));
         }
+        let mut tls_ca = None;
+        if let Some(ca) = ca {
+            let (cert, key) = ca.leaf(&["127.0.0.1"], 1).write(dir.path(), "node");
+            let ca_file = dir.path().join("ca.pem");
+            std::fs::write(&ca_file, ca.pem()).expect("write CA");
+            for (flag, file) in [
+                ("--tls-cert-file", &cert),
+                ("--tls-key-file", &key),
+                ("--tls-ca-cert-file", &ca_file),
+            ] {
+                extra.extend([flag.to_string(), file.display().to_string()]);
+            }
+            extra.extend(
+                [
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .map(String::from),
+            );
+            tls_ca = Some(ca_file);
+        }
         let mut cluster = RedisCluster {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             nodes: (0..6)
                 .map(|i| Node {
                     port: ports[i],
@@ -54,6 +93,7 @@ impl RedisCluster {
                 .collect(),
             extra,
             password: password.map(String::from),
+            tls_ca,
         };
         for port in cluster.ports() {
             cluster.start_node(port);
@@ -114,7 +154,11 @@ impl RedisCluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{auth}{}", seeds.join(","))
+        let scheme = match self.tls_ca {
+            Some(_) => "rediss+cluster",
+            None => "redis+cluster",
+        };
+        format!("{scheme}://{auth}{}", seeds.join(","))
     }
 
     /// Runs `redis-cli -p PORT ARGS...` on one node; returns its output (empty if it failed).
@@ -245,10 +289,14 @@ impl RedisCluster {
     }
 
     fn auth_args(&self) -> Vec<String> {
-        match &self.password {
-            Some(pw) => vec!["--no-auth-warning".into(), "-a".into(), pw.clone()],
-            None => Vec::new(),
+        let mut args = Vec::new();
+        if let Some(pw) = &self.password {
+            args.extend(["--no-auth-warning".into(), "-a".into(), pw.clone()]);
         }
+        if let Some(ca) = &self.tls_ca {
+            args.extend(["--tls".into(), "--cacert".into(), ca.display().to_string()]);
+        }
+        args
     }
 
     fn node_mut(&mut self, port: u16) -> &mut Node {
@@ -270,8 +318,14 @@ impl RedisCluster {
         let dir = self.node_dir(port);
         std::fs::create_dir_all(&dir).expect("node dir");
         let bus_port = self.node_mut(port).bus_port;
+        let port_text = port.to_string();
+        let port_args = match self.tls_ca {
+            Some(_) => vec!["--port", "0", "--tls-port", &port_text],
+            None => vec!["--port", &port_text],
+        };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(port_args)
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-port", &bus_port.to_string()])
             .args(["--cluster-config-file", "nodes.conf"])
