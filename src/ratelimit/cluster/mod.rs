@@ -199,8 +199,8 @@ impl ClusterLimiter {
     /// would have left). Keys are full Redis keys chosen by the caller (long ones are hashed);
     /// with a Redis Cluster they must share one hash slot. Each written key expires once its
     /// bucket is full again. The whole call, connecting included, is bounded by the call
-    /// timeout; a connection that let a call time out is given up and the next call makes a new
-    /// one.
+    /// timeout; a connection that let a call time out, or failed in any other way than by
+    /// Redis' error reply, is given up and the next call makes a new one.
     pub async fn check_all(
         &self,
         checks: &[(String, Quota)],
@@ -218,14 +218,14 @@ impl ClusterLimiter {
         let started = Instant::now();
         let call = self.evaluate(&evalsha, checks, &mut used);
         let result = match tokio::time::timeout(self.call_timeout, call).await {
-            Err(_) => {
-                if let Some(generation) = used {
-                    self.client.give_up(generation);
-                }
-                Err(ClusterError::Timeout)
-            }
+            Err(_) => Err(ClusterError::Timeout),
             Ok(result) => result,
         };
+        if let (Some(generation), Err(error)) = (used, &result) {
+            if gives_up_connection(error) {
+                self.client.give_up(generation);
+            }
+        }
         self.metrics.ratelimit_backend_duration(started.elapsed());
         self.record(&result, true);
         result
@@ -318,6 +318,21 @@ impl ClusterLimiter {
                 }
             }
         }
+    }
+}
+
+/// Whether a failed call leaves its connection unfit for the next: a timeout (nothing says it
+/// will ever answer again), or anything but Redis' own error reply to the command (a reply
+/// that could not be parsed; a connection whose set-up failed, which the crate would otherwise
+/// keep failing every call with, say after a wrong password that Redis accepts later on).
+fn gives_up_connection(error: &ClusterError) -> bool {
+    match error {
+        ClusterError::Timeout => true,
+        ClusterError::Unavailable(Unavailable::Redis(e)) => {
+            !matches!(e.kind(), ErrorKind::Server(_))
+        }
+        ClusterError::Unavailable(Unavailable::Reply(_)) => true,
+        ClusterError::Unavailable(Unavailable::BackingOff) | ClusterError::QuotaOutOfRange => false,
     }
 }
 
