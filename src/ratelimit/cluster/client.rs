@@ -38,7 +38,11 @@ impl Conn {
     /// Sends one command and waits for its reply; an error reply is an `Err`.
     pub async fn query(&mut self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
-            Conn::Single(c) => c.send_packed_command(cmd).await?.extract_error(),
+            // A script's error is the whole reply: no need to rebuild an array to look inside.
+            Conn::Single(c) => match c.send_packed_command(cmd).await? {
+                Value::ServerError(e) => Err(e.into()),
+                reply => Ok(reply),
+            },
             Conn::Cluster(c) => cmd.query_async(c).await,
         }
     }

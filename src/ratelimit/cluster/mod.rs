@@ -346,8 +346,17 @@ fn script_command(
     script: &str,
     checks: &[(String, Quota)],
 ) -> Result<redis::Cmd, ClusterError> {
-    let mut command = redis::cmd(verb);
-    command.arg(script).arg(checks.len());
+    // Sized once: the verb, the script or its hash, the key count, the keys, and two numbers of
+    // at most 20 digits per key.
+    let keys_len: usize = checks
+        .iter()
+        .map(|(key, _)| key.len().min(MAX_KEY_BYTES))
+        .sum();
+    let mut command = redis::Cmd::with_capacity(
+        3 + 3 * checks.len(),
+        verb.len() + script.len() + 20 + keys_len + 40 * checks.len(),
+    );
+    command.arg(verb).arg(script).arg(checks.len());
     for (key, _) in checks {
         command.arg(bounded_key(key).as_bytes());
     }
