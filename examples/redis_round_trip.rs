@@ -1,7 +1,7 @@
-//! One cluster rate-limit check at a time through Tollgate's own Redis client, outside the
-//! gateway: the round trip as Tollgate's client makes it, for the load benchmark to set next to
-//! `redis-benchmark`'s (the same script, same CPU placement) and to the cluster route's added
-//! latency.
+//! One cluster rate-limit check at a time through Tollgate's Redis client (`ClusterLimiter` on
+//! the redis crate's connection), outside the gateway: the round trip as Tollgate makes it, for
+//! the load benchmark to set next to `redis-benchmark`'s (the same script, same CPU placement)
+//! and to the cluster route's added latency.
 //!
 //! Usage: `redis_round_trip REDIS_URL CALLS` (loopback Redis; CALLS at most 1,000,000). Prints
 //! `p50_us=N p99_us=N calls=N` on one line.

@@ -48,6 +48,8 @@ pub struct Limit {
     local: Arc<LocalBuckets>,
     /// `tollgate:rl:NAME:SETTINGS:`: a changed limit starts on fresh Redis keys too.
     redis_prefix: String,
+    /// Where its keys carry a Redis Cluster hash tag.
+    slot: SlotTag,
     /// `tollgate_ratelimit_decisions_total` of this limit, one counter per result label.
     decisions: Decisions,
 }
@@ -71,18 +73,36 @@ impl Decisions {
     }
 }
 
+/// Where a cluster limit's Redis keys carry a Redis Cluster hash tag: the limits one script call
+/// checks must share a hash slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotTag {
+    /// One Redis: no tag, `tollgate:rl:NAME:SETTINGS:HASH`.
+    None,
+    /// The bucket's own hash is the tag, `tollgate:rl:NAME:SETTINGS:{HASH}`: buckets spread over
+    /// the cluster. For limits only ever listed with limits of the same `key`, whose buckets for
+    /// one request then have the same hash.
+    Bucket,
+    /// A tag shared by a group of limits that routes list together with different keys,
+    /// `tollgate:rl:NAME:SETTINGS:{g:GROUP}:HASH`: all of the group's buckets in one slot.
+    Group(String),
+}
+
 impl Limit {
     /// The Redis key of one bucket: the key value hashed (bounded length, no secrets in Redis),
-    /// or `missing` for the shared bucket of requests without the key.
+    /// or `missing` for the shared bucket of requests without the key; with a hash tag for a
+    /// Redis Cluster.
     fn redis_key(&self, value: Option<&[u8]>) -> String {
         use sha2::{Digest, Sha256};
-        match value {
-            Some(v) => format!(
-                "{}{}",
-                self.redis_prefix,
-                hex::encode(&Sha256::digest(v)[..16])
-            ),
-            None => format!("{}missing", self.redis_prefix),
+        let hash = match value {
+            Some(v) => std::borrow::Cow::Owned(hex::encode(&Sha256::digest(v)[..16])),
+            None => std::borrow::Cow::Borrowed("missing"),
+        };
+        let prefix = &self.redis_prefix;
+        match &self.slot {
+            SlotTag::None => format!("{prefix}{hash}"),
+            SlotTag::Bucket => format!("{prefix}{{{hash}}}"),
+            SlotTag::Group(group) => format!("{prefix}{{g:{group}}}:{hash}"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The seam to the shared (Redis) backend of `cluster = true` limits: what the orchestration in
 //! [`super::Limiter`] needs from it, and how a `[cluster]` section becomes one.
 
-use super::cluster::{ClusterLimiter, SettingError, Settings, TlsMaterial, DEFAULT_TIMEOUT};
+use super::cluster::{
+    ClusterError, ClusterLimiter, SettingError, Settings, TlsMaterial, DEFAULT_TIMEOUT,
+};
 use super::gcra::{Outcome, Quota};
 use crate::config::ClusterConfig;
 use crate::observe::Metrics;
@@ -15,8 +17,9 @@ use std::sync::Arc;
 pub trait SharedBuckets: Send + Sync {
     /// All or nothing over several buckets in one round trip: if every one admits, all are
     /// charged; if any refuses, none is. One outcome per check, in order. `Err`: the backend is
-    /// unreachable or slow (it logs and counts that itself); `on_error` decides.
-    async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, String>;
+    /// unreachable or slow (it logs and counts that itself); `on_error` decides. With a Redis
+    /// Cluster, the keys of one call share a hash slot.
+    async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, ClusterError>;
 }
 
 /// Builds the backend of `[cluster]` (no I/O: it connects lazily and reconnects by itself).
@@ -52,9 +55,7 @@ pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, Settin
 
 #[async_trait]
 impl SharedBuckets for ClusterLimiter {
-    async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, String> {
-        ClusterLimiter::check_all(self, checks)
-            .await
-            .map_err(|e| e.to_string())
+    async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, ClusterError> {
+        ClusterLimiter::check_all(self, checks).await
     }
 }

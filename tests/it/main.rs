@@ -24,6 +24,8 @@ mod ratelimit;
 mod ratelimit_cluster;
 mod ratelimit_cluster_connections;
 mod ratelimit_cluster_gateway;
+mod ratelimit_redis_client;
+mod ratelimit_redis_cluster;
 mod reload;
 mod resilience_balancing;
 mod resilience_circuit;

@@ -32,7 +32,7 @@ async fn check(limiter: &ClusterLimiter, key: &str) -> Result<bool, ClusterError
 /// Why a check got no decision; panics if it got one, or timed out.
 fn unavailable(result: Result<bool, ClusterError>) -> String {
     match result {
-        Err(ClusterError::Unavailable(why)) => why,
+        Err(ClusterError::Unavailable(why)) => why.to_string(),
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
@@ -65,7 +65,7 @@ async fn the_password_and_database_of_the_url_are_used_and_never_echoed() {
     let wrong = format!("redis://:not-the-pw@127.0.0.1:{}/0", server.port());
     let (limiter, metrics) = limiter_for(&wrong);
     let why = unavailable(check(&limiter, "t:auth").await);
-    assert!(why.contains("AUTH refused"), "{why}");
+    assert!(why.contains("authentication failed"), "{why}");
     assert!(
         !why.contains("not-the-pw"),
         "the password is not echoed: {why}"
@@ -382,6 +382,9 @@ async fn replies_that_are_not_redis_replies_are_errors() {
         let (limiter, metrics) = limiter_for(&url);
         match check(&limiter, "t:garbage").await {
             Err(ClusterError::Unavailable(_)) => {}
+            // A bulk string announced and never sent: the client waits for it, within the call
+            // timeout.
+            Err(ClusterError::Timeout) if reply.starts_with(b"$") => {}
             other => panic!(
                 "{:?}: expected Unavailable, got {other:?}",
                 String::from_utf8_lossy(reply)

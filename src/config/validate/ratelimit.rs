@@ -6,6 +6,17 @@ use crate::config::types::{
     AuthKind, ClusterConfig, Config, RateKey, RateLimitConfig, RouteConfig,
 };
 
+/// The forms of `[cluster] redis_url`: one Redis (TCP, TLS, Unix socket), or a Redis Cluster by
+/// its seed nodes (TCP, TLS).
+const REDIS_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+unix://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+];
+
 /// Most rate limits one route may list: each is checked on every request.
 const MAX_LIMITS_PER_ROUTE: usize = 8;
 
@@ -26,20 +37,33 @@ impl Validator {
     }
 
     pub(super) fn cluster(&mut self, c: &ClusterConfig) {
-        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        let url = &c.redis_url;
+        let scheme = REDIS_SCHEMES
             .iter()
-            .any(|s| c.redis_url.starts_with(s) && c.redis_url.len() > s.len());
-        if !scheme_ok {
+            .find(|s| url.starts_with(*s) && url.len() > s.len());
+        match scheme {
             // The URL may carry a password: never echo it.
-            self.err(
+            None => self.err(
                 "cluster.redis_url",
-                "is not a Redis URL, like \"redis://127.0.0.1:6379/0\" (or rediss:// for TLS)",
-            );
+                "is not a Redis URL, like \"redis://127.0.0.1:6379/0\" (rediss:// for TLS, redis+cluster://host:port,host:port for a Redis Cluster)",
+            ),
+            Some(s) if s.ends_with("+cluster://") => {
+                let rest = &url[s.len()..];
+                let hosts = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let hosts = hosts.split(['/', '?', '#']).next().unwrap_or_default();
+                if hosts.split(',').any(str::is_empty) {
+                    self.err(
+                        "cluster.redis_url",
+                        "a Redis Cluster URL lists seed nodes as host:port separated by commas, like \"redis+cluster://10.0.0.1:6379,10.0.0.2:6379\"",
+                    );
+                }
+            }
+            Some(_) => {}
         }
         if let Some(t) = c.timeout {
             self.positive("cluster.timeout", t);
         }
-        let tls = c.redis_url.starts_with("rediss://");
+        let tls = url.starts_with("rediss://") || url.starts_with("rediss+cluster://");
         for (key, set) in [
             ("ca_file", c.ca_file.is_some()),
             ("cert_file", c.cert_file.is_some()),
@@ -48,7 +72,7 @@ impl Validator {
             if set && !tls {
                 self.err(
                     format!("cluster.{key}"),
-                    "is only used with a rediss:// (TLS) redis_url",
+                    "is only used with a rediss:// (TLS) redis_url, or rediss+cluster://",
                 );
             }
         }

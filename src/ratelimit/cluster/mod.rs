@@ -1,30 +1,28 @@
 //! Cluster-wide rate limits kept in Redis: one GCRA script checks and consumes several buckets
 //! atomically in one round trip, on Redis server time, with every call bounded by a timeout.
 //!
-//! Calls share one connection ([`link`]) that the calls drive themselves ([`mux`]): alone, a
-//! check writes and reads on its own task; under load, one write and one read serve many
-//! checks. Connections are made from `redis_url` ([`conn`]) and speak the small part of RESP the
-//! script needs ([`resp`]). Outages are logged once (warn) and their end
-//! once (info); every check that got no decision counts in
-//! `tollgate_ratelimit_backend_errors_total`. After a few failed calls in a row the limiter stops
-//! waiting on Redis and lets one call probe it every [`PROBE_INTERVAL`], so an outage costs
-//! requests nothing but the `on_error` decision. What that decision is, is the caller's.
+//! The client is the `redis` crate's ([`client`]): one multiplexed connection shared by every
+//! check for one Redis, one per node for a Redis Cluster, made from `redis_url` ([`target`]).
+//! Outages are logged once (warn) and their end once (info); every check that got no decision
+//! counts in `tollgate_ratelimit_backend_errors_total`. After a few failed calls in a row the
+//! limiter stops waiting on Redis and lets one call probe it every [`PROBE_INTERVAL`], so an
+//! outage costs requests nothing but the `on_error` decision. What that decision is, is the
+//! caller's.
 
-mod conn;
-mod link;
-mod mux;
-mod resp;
+mod client;
+mod target;
+
+pub use target::is_cluster_url;
 
 use crate::observe::Metrics;
 use crate::ratelimit::gcra::{Outcome, Quota};
-use conn::Connector;
-use link::Link;
-use mux::{Failure, Mux};
-use resp::Reply;
+use client::Client;
+use redis::{ErrorKind, ServerErrorKind, Value};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use target::Target;
 
 /// The script sent to Redis: the server-clock prelude, then the GCRA body (see gcra.lua for
 /// the protocol). Fixed at compile time; requests only ever fill KEYS and ARGV.
@@ -55,29 +53,62 @@ const FAILURES_BEFORE_BACKOFF: u32 = 3;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Why a cluster check gave no decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClusterError {
     /// Redis did not answer within the call timeout (slow, or the connection attempt hung).
+    #[error("Redis did not answer within the call timeout")]
     Timeout,
     /// Redis refused or failed the call, or cannot be reached.
-    Unavailable(String),
+    #[error("Redis unavailable: {0}")]
+    Unavailable(#[from] Unavailable),
+    /// A quota whose `per / requests × burst` the script cannot compute exactly ([`MAX_SPAN`]);
+    /// refused before reaching Redis.
+    #[error("a quota spans more than {}s, beyond the cluster script's range", MAX_SPAN.as_secs())]
+    QuotaOutOfRange,
 }
 
-impl std::fmt::Display for ClusterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClusterError::Timeout => f.write_str("Redis did not answer within the call timeout"),
-            ClusterError::Unavailable(why) => write!(f, "Redis unavailable: {why}"),
-        }
+/// Why Redis gave no decision.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unavailable {
+    /// Calls failed in a row: this one was not sent (one probe per [`PROBE_INTERVAL`] is).
+    #[error("backing off after failed calls in a row; probing again shortly")]
+    BackingOff,
+    /// The client's error: connecting, TLS, authentication, I/O, or Redis' error reply.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// Redis answered, but not with the script's four integers per limit.
+    #[error("unexpected script reply: {0}")]
+    Reply(#[from] ReplyError),
+}
+
+/// How a script reply was not four integers per limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("not an array")]
+    NotAnArray,
+    #[error("{values} values for {limits} limits")]
+    Length { values: usize, limits: usize },
+    #[error("a value that is not an integer")]
+    NotAnInteger,
+}
+
+impl From<redis::RedisError> for ClusterError {
+    fn from(e: redis::RedisError) -> ClusterError {
+        ClusterError::Unavailable(Unavailable::Redis(e))
     }
 }
 
-impl std::error::Error for ClusterError {}
+impl From<ReplyError> for ClusterError {
+    fn from(e: ReplyError) -> ClusterError {
+        ClusterError::Unavailable(Unavailable::Reply(e))
+    }
+}
 
 /// What a limiter is built from (`[cluster]`); a change of any of it needs a new limiter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Settings {
-    /// `redis://`, `rediss://` (TLS), `redis+unix://` or `unix://`.
+    /// `redis://`, `rediss://` (TLS), `redis+unix://` or `unix://`; a Redis Cluster:
+    /// `redis+cluster://` or `rediss+cluster://` (TLS) with seed nodes separated by commas.
     pub redis_url: String,
     /// Deadline of one call, connecting included.
     pub timeout: Duration,
@@ -86,7 +117,8 @@ pub struct Settings {
 }
 
 /// A `[cluster]` setting the limiter cannot be built from, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {message}")]
 pub struct SettingError {
     /// The key under `[cluster]`: `redis_url`, `ca_file`, `cert_file` or `key_file`.
     pub setting: &'static str,
@@ -99,12 +131,6 @@ impl SettingError {
             setting,
             message: message.into(),
         }
-    }
-}
-
-impl std::fmt::Display for SettingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.setting, self.message)
     }
 }
 
@@ -132,7 +158,7 @@ impl Settings {
 
 /// The Redis backend of cluster limits; cheap to share (`Arc`) between requests.
 pub struct ClusterLimiter {
-    link: Link,
+    client: Client,
     /// Hex SHA-1 of [`SCRIPT`], for EVALSHA.
     script_sha: String,
     call_timeout: Duration,
@@ -144,7 +170,8 @@ pub struct ClusterLimiter {
     /// While backing off: when the next probe may go, in milliseconds since `epoch`.
     next_probe_ms: AtomicU64,
     epoch: Instant,
-    /// `host:port` for logs (never the URL: it may hold a password).
+    /// `host:port` of Redis or of the cluster's seed nodes, for logs (never the URL: it may
+    /// hold a password).
     addr: String,
 }
 
@@ -152,10 +179,9 @@ impl ClusterLimiter {
     /// Parses `redis_url` (and the TLS files); no I/O: connects on demand and reconnects by
     /// itself. Err names the setting at fault.
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<ClusterLimiter, SettingError> {
-        let link = Link::new(Connector::new(&settings.redis_url, &settings.tls)?);
-        let addr = link.address();
+        let target = Target::new(&settings.redis_url, &settings.tls, settings.timeout)?;
         Ok(ClusterLimiter {
-            link,
+            client: Client::new(target, settings.timeout),
             script_sha: redis::Script::new(SCRIPT).get_hash().to_string(),
             call_timeout: settings.timeout,
             metrics,
@@ -163,7 +189,7 @@ impl ClusterLimiter {
             failures: AtomicU32::new(0),
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            addr,
+            addr: target::address(&settings.redis_url),
         })
     }
 
@@ -171,9 +197,10 @@ impl ClusterLimiter {
     /// consumed; if any rejects, none is. Outcomes are in `checks` order and are exactly what
     /// `gcra::check` says for each bucket (an admitting limit of a rejected call reports what it
     /// would have left). Keys are full Redis keys chosen by the caller (long ones are hashed);
-    /// each written key expires once its bucket is full again. The whole call, connecting
-    /// included, is bounded by the call timeout; a connection that let a call time out is given
-    /// up (nothing says it will answer again) and the next call makes a new one.
+    /// with a Redis Cluster they must share one hash slot. Each written key expires once its
+    /// bucket is full again. The whole call, connecting included, is bounded by the call
+    /// timeout; a connection that let a call time out, or failed in any other way than by
+    /// Redis' error reply, is given up and the next call makes a new one.
     pub async fn check_all(
         &self,
         checks: &[(String, Quota)],
@@ -181,11 +208,9 @@ impl ClusterLimiter {
         if checks.is_empty() {
             return Ok(Vec::new());
         }
-        let evalsha = script_command(b"EVALSHA", self.script_sha.as_bytes(), checks)?;
+        let evalsha = script_command("EVALSHA", &self.script_sha, checks)?;
         if !self.may_call() {
-            let result = Err(ClusterError::Unavailable(
-                "backing off after failed calls; probing again shortly".into(),
-            ));
+            let result = Err(Unavailable::BackingOff.into());
             self.record(&result, false);
             return result;
         }
@@ -193,59 +218,56 @@ impl ClusterLimiter {
         let started = Instant::now();
         let call = self.evaluate(&evalsha, checks, &mut used);
         let result = match tokio::time::timeout(self.call_timeout, call).await {
-            Err(_) => {
-                if let Some(mux) = used {
-                    mux.give_up("a call got no reply within the call timeout");
-                }
-                Err(ClusterError::Timeout)
-            }
+            Err(_) => Err(ClusterError::Timeout),
             Ok(result) => result,
         };
+        if let (Some(generation), Err(error)) = (used, &result) {
+            if gives_up_connection(error) {
+                self.client.give_up(generation);
+            }
+        }
         self.metrics.ratelimit_backend_duration(started.elapsed());
         self.record(&result, true);
         result
     }
 
-    /// EVALSHA; when Redis lost the script (restart, SCRIPT FLUSH), EVAL with its text, which
-    /// also caches it again for the next EVALSHA.
+    /// EVALSHA; when Redis lost the script (restart, failover, SCRIPT FLUSH), EVAL with its
+    /// text, which also caches it again for the next EVALSHA. (EVAL goes to the node of the
+    /// keys; the crate's `Script` would send SCRIPT LOAD to every node of a cluster, and fail
+    /// while one is down.)
     async fn evaluate(
         &self,
-        evalsha: &[u8],
+        evalsha: &redis::Cmd,
         checks: &[(String, Quota)],
-        used: &mut Option<Arc<Mux>>,
+        used: &mut Option<u64>,
     ) -> Result<Vec<Outcome>, ClusterError> {
-        let reply = match self.call(evalsha, used).await? {
-            Reply::Error(why) if why.starts_with("NOSCRIPT") => {
-                let eval = script_command(b"EVAL", SCRIPT.as_bytes(), checks)?;
+        let reply = match self.call(evalsha, used).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let eval = script_command("EVAL", SCRIPT, checks)?;
                 self.call(&eval, used).await?
             }
-            reply => reply,
+            reply => reply?,
         };
         parse_reply(reply, checks.len())
     }
 
     /// One command on the shared connection (`used` says which, for the caller's timeout). A
-    /// connection that fails before answering (Redis restarted, a proxy cut it while idle, or
-    /// another call gave it up) is replaced and the command sent once more on the new one.
-    /// (Should Redis have run the script before the connection died, the retry charges that
-    /// request twice: one token, on a rare event.)
+    /// connection found dropped (Redis restarted, a proxy cut it while idle) is being replaced
+    /// by the crate, and the command is sent once more on the new one, so a restart costs no
+    /// check. (Should Redis have run the script before the connection died, the retry charges
+    /// that request twice: one token, on a rare event.)
     async fn call(
         &self,
-        command: &[u8],
-        used: &mut Option<Arc<Mux>>,
-    ) -> Result<Reply, ClusterError> {
+        command: &redis::Cmd,
+        used: &mut Option<u64>,
+    ) -> redis::RedisResult<Value> {
         let mut retried = false;
         loop {
-            let mux = self
-                .link
-                .connection()
-                .await
-                .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-            *used = Some(mux.clone());
-            match mux.call(command).await {
-                Ok(reply) => return Ok(reply),
-                Err(Failure::Lost(_)) if !retried => retried = true,
-                Err(failure) => return Err(ClusterError::Unavailable(failure.to_string())),
+            let (generation, mut conn) = self.client.connection()?;
+            *used = Some(generation);
+            match conn.query(command).await {
+                Err(e) if e.is_connection_dropped() && !retried => retried = true,
+                result => return result,
             }
         }
     }
@@ -299,27 +321,50 @@ impl ClusterLimiter {
     }
 }
 
+/// Whether a failed call leaves its connection unfit for the next: a timeout (nothing says it
+/// will ever answer again), or anything but Redis' own error reply to the command (a reply
+/// that could not be parsed; a connection whose set-up failed, which the crate would otherwise
+/// keep failing every call with, say after a wrong password that Redis accepts later on).
+fn gives_up_connection(error: &ClusterError) -> bool {
+    match error {
+        ClusterError::Timeout => true,
+        ClusterError::Unavailable(Unavailable::Redis(e)) => {
+            !matches!(e.kind(), ErrorKind::Server(_))
+        }
+        ClusterError::Unavailable(Unavailable::Reply(_)) => true,
+        ClusterError::Unavailable(Unavailable::BackingOff) | ClusterError::QuotaOutOfRange => false,
+    }
+}
+
 fn probe_interval_ms() -> u64 {
     PROBE_INTERVAL.as_millis() as u64
 }
 
 /// `EVALSHA sha` or `EVAL script`, then the keys, then two arguments per key.
 fn script_command(
-    verb: &[u8],
-    script: &[u8],
+    verb: &str,
+    script: &str,
     checks: &[(String, Quota)],
-) -> Result<Vec<u8>, ClusterError> {
-    let keys_len: usize = checks.iter().map(|(key, _)| key.len()).sum();
-    let mut command = resp::Command::new(3 + 3 * checks.len(), script.len() + keys_len);
-    command.arg(verb).arg(script).int(checks.len() as u64);
+) -> Result<redis::Cmd, ClusterError> {
+    // Sized once: the verb, the script or its hash, the key count, the keys, and two numbers of
+    // at most 20 digits per key.
+    let keys_len: usize = checks
+        .iter()
+        .map(|(key, _)| key.len().min(MAX_KEY_BYTES))
+        .sum();
+    let mut command = redis::Cmd::with_capacity(
+        3 + 3 * checks.len(),
+        verb.len() + script.len() + 20 + keys_len + 40 * checks.len(),
+    );
+    command.arg(verb).arg(script).arg(checks.len());
     for (key, _) in checks {
         command.arg(bounded_key(key).as_bytes());
     }
     for (_, quota) in checks {
         let (t, tau) = script_args(quota)?;
-        command.int(t).int(tau);
+        command.arg(t).arg(tau);
     }
-    Ok(command.into_bytes())
+    Ok(command)
 }
 
 /// The script's arguments for one quota: emission interval and tolerance in nanoseconds, refused
@@ -328,21 +373,27 @@ fn script_args(quota: &Quota) -> Result<(u64, u64), ClusterError> {
     let t = quota.emission_interval();
     let tau = quota.tolerance();
     if t.saturating_add(tau) > MAX_SPAN {
-        return Err(ClusterError::Unavailable(format!(
-            "quota spans more than {}s, beyond the cluster script's range",
-            MAX_SPAN.as_secs()
-        )));
+        return Err(ClusterError::QuotaOutOfRange);
     }
     Ok((t.as_nanos() as u64, tau.as_nanos() as u64))
 }
 
 /// The key as sent to Redis: unchanged when short, else a prefix (cut on a character boundary)
-/// plus the SHA-256 of the whole key.
+/// plus the SHA-256 of the whole key. A Redis Cluster hash tag (`{...}`) that starts within the
+/// kept prefix is kept whole, so a shortened key stays in its slot.
 pub fn bounded_key(key: &str) -> std::borrow::Cow<'_, str> {
     if key.len() <= MAX_KEY_BYTES {
         return std::borrow::Cow::Borrowed(key);
     }
     let mut cut = KEPT_PREFIX_BYTES;
+    if let Some(open) = key.find('{').filter(|&i| i < KEPT_PREFIX_BYTES) {
+        if let Some(close) = key[open + 1..].find('}') {
+            let end = open + 1 + close + 1;
+            if end <= MAX_KEY_BYTES - 72 {
+                cut = cut.max(end);
+            }
+        }
+    }
     while !key.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -351,27 +402,22 @@ pub fn bounded_key(key: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Four integers per bucket: allowed, remaining, reset ns, retry_after ns.
-fn parse_reply(reply: Reply, expected: usize) -> Result<Vec<Outcome>, ClusterError> {
-    let unexpected =
-        |what: String| ClusterError::Unavailable(format!("unexpected script reply: {what}"));
-    let items = match reply {
-        Reply::Array(Some(items)) => items,
-        Reply::Error(why) => {
-            return Err(ClusterError::Unavailable(format!("script failed: {why}")))
-        }
-        other => return Err(unexpected(format!("{other:?}"))),
+fn parse_reply(reply: Value, expected: usize) -> Result<Vec<Outcome>, ClusterError> {
+    let Value::Array(items) = reply else {
+        return Err(ReplyError::NotAnArray.into());
     };
     if items.len() != expected * 4 {
-        return Err(unexpected(format!(
-            "{} values for {expected} limits",
-            items.len()
-        )));
+        return Err(ReplyError::Length {
+            values: items.len(),
+            limits: expected,
+        }
+        .into());
     }
     let mut values = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            Reply::Integer(v) => values.push(v),
-            other => return Err(unexpected(format!("{other:?} where an integer belongs"))),
+            Value::Int(v) => values.push(v),
+            _ => return Err(ReplyError::NotAnInteger.into()),
         }
     }
     let nanos = |v: i64| Duration::from_nanos(u64::try_from(v).unwrap_or(0));
@@ -418,11 +464,24 @@ mod tests {
     }
 
     #[test]
+    fn a_long_key_keeps_its_hash_tag() {
+        let long = format!("tollgate:rl:a:b:{{g:limit}}:{}", "x".repeat(300));
+        let bounded = bounded_key(&long);
+        assert!(bounded.len() <= MAX_KEY_BYTES);
+        assert!(
+            bounded.starts_with("tollgate:rl:a:b:{g:limit}"),
+            "{bounded}"
+        );
+        let tag_late = format!("{}{{tag}}", "y".repeat(300));
+        assert!(!bounded_key(&tag_late).contains("{tag}"));
+    }
+
+    #[test]
     fn a_short_reply_is_an_error_not_a_panic() {
-        let ints = |v: &[i64]| Reply::Array(Some(v.iter().map(|&i| Reply::Integer(i)).collect()));
+        let ints = |v: &[i64]| Value::Array(v.iter().map(|&i| Value::Int(i)).collect());
         assert!(parse_reply(ints(&[1, 2, 3]), 1).is_err());
-        assert!(parse_reply(Reply::Status("OK".into()), 1).is_err());
-        assert!(parse_reply(Reply::Array(Some(vec![Reply::Bulk(None); 4])), 1).is_err());
+        assert!(parse_reply(Value::Okay, 1).is_err());
+        assert!(parse_reply(Value::Array(vec![Value::Nil; 4]), 1).is_err());
         let o = parse_reply(ints(&[0, 0, 5, 7]), 1).unwrap();
         assert!(!o[0].allowed && o[0].retry_after == Duration::from_nanos(7));
     }

@@ -13,6 +13,7 @@ pub mod prom;
 pub mod raw;
 pub mod recorder;
 pub mod redis;
+pub mod redis_cluster;
 pub mod resilience;
 pub mod tls;
 
