@@ -86,10 +86,17 @@ measure_instructions() {
     PROXY_WRAPPER=()
     log "  $name: up under callgrind in $((SECONDS - t0)) s (pid $CUR_PID); warm-up ${WARMUP}s at $RATE req/s"
     if ! load_run "$((WARMUP * RATE))" "$dir/warmup.out"; then
-        log "  $name: warm-up failed: $(cat "$dir/warmup.out")"
-        echo "warm-up failed: $(cat "$dir/warmup.out")" >"$RESULTS/$name.skipped"
-        stop_config "$name" 1
-        return 0
+        # Every request answered, a few of them not with 200: tolerated in the warm-up only. Under
+        # valgrind the first passes through new code are slow, and a deadline can pass (the
+        # cluster limiter's 50 ms Redis call, then on_error = "deny"). The windows must be clean.
+        if grep -q "^requests=$((WARMUP * RATE)) " "$dir/warmup.out"; then
+            log "  $name: warm-up: $(cat "$dir/warmup.out") (answers other than 200 tolerated in the warm-up)"
+        else
+            log "  $name: warm-up failed: $(cat "$dir/warmup.out")"
+            echo "warm-up failed: $(cat "$dir/warmup.out")" >"$RESULTS/$name.skipped"
+            stop_config "$name" 1
+            return 0
+        fi
     fi
     sleep 0.5
     for ((k = 1; k <= WINDOWS; k++)); do
