@@ -19,7 +19,8 @@
 #   DURATION=10s  ROUNDS=3  CONNECTIONS=32  WARMUP=2s
 #   VARIANTS="tollgate_plain other"   (names of benches/load/configs/*.toml; default: all of them)
 #   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench  START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
-#   TOLLGATE_BIN=path/to/another/tollgate  NICE=-10  REDIS_RTT_CALLS=20000  KEEP_AWAKE=1
+#   TOLLGATE_BIN=path/to/another/tollgate  BARE_BIN=path/to/bare_pingora  NICE=-10
+#   REDIS_RTT_CALLS=20000  KEEP_AWAKE=1
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -49,7 +50,7 @@ TOLLGATE_BIN=${TOLLGATE_BIN:-$ROOT/target/release/tollgate}  # override to compa
 # Another build to measure in the same run: every variant NAME is also run as NAME@baseline
 # with this binary (e.g. a copy of the previous commit's build), interleaved with the rest.
 BASELINE_BIN=${BASELINE_BIN:-}
-BARE_BIN=$ROOT/target/release/examples/bare_pingora
+BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_pingora}  # override to use a prebuilt one
 RTT_BIN=$ROOT/target/release/examples/redis_round_trip
 REPORT=$ROOT/target/load-report.md
 EXPECTED_BODY=$'{"ok":true}\n'  # 12 bytes, as the backend sends it
@@ -58,6 +59,9 @@ STARTED_PIDS=()   # every process we started, for the EXIT trap
 CUR_HEADER=""     # request header of the configuration being measured (JWT variants), or empty
 CUR_HEADER_ARGS=()
 TMP=""
+# Command words put before bare_pingora's and Tollgate's own (instructions.sh runs them under
+# valgrind this way); empty here.
+PROXY_WRAPPER=()
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -354,7 +358,7 @@ start_config() {
         bare_pingora)
             port=$(free_port)
             start_pinned "$PROXY_CPU" "$dir/stdout" "$dir/stderr" \
-                "$BARE_BIN" --listen "127.0.0.1:$port" --upstream "$BACKEND_ADDR" --threads 1
+                "${PROXY_WRAPPER[@]}" "$BARE_BIN" --listen "127.0.0.1:$port" --upstream "$BACKEND_ADDR" --threads 1
             CUR_PID=$START_PID CUR_PORT=$port
             ;;
         *)
@@ -371,7 +375,7 @@ start_config() {
                 { FAIL_REASON="unknown placeholder in $name.toml"; return 1; }
             # A config may name one request header for every request (`# load-header: ...`).
             set_header "$(sed -n 's/^# load-header: //p' "$dir/tollgate.toml" | head -n 1)"
-            start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "$bin" run -c "$dir/tollgate.toml"
+            start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "${PROXY_WRAPPER[@]}" "$bin" run -c "$dir/tollgate.toml"
             CUR_PID=$START_PID CUR_PORT=$port
             ;;
     esac
@@ -533,10 +537,9 @@ build_note() {
     echo "not rebuilt (SKIP_BUILD=1; tollgate binary from $when)"
 }
 
-main() {
-    require_tools
-    build
-
+# select_variants: the Tollgate configurations to measure, from VARIANTS (default: every
+# configs/*.toml), each also as NAME@baseline when BASELINE_BIN is set. Sets VARIANT_CONFIGS.
+select_variants() {
     local variants=()
     if [[ -n ${VARIANTS:-} ]]; then
         read -r -a variants <<<"${VARIANTS//,/ }"
@@ -549,12 +552,20 @@ main() {
         [[ -f $CONFIG_DIR/$v.toml ]] || die "VARIANTS: no $CONFIG_DIR/$v.toml"
         case $v in backend | nginx | bare_pingora) die "variant name '$v' is reserved" ;; esac
     done
-    local configs=(backend nginx bare_pingora "${variants[@]}")
+    VARIANT_CONFIGS=("${variants[@]}")
     if [[ -n $BASELINE_BIN ]]; then
         [[ -x $BASELINE_BIN ]] || die "BASELINE_BIN: $BASELINE_BIN is not an executable"
-        for v in "${variants[@]}"; do configs+=("$v@baseline"); done
+        for v in "${variants[@]}"; do VARIANT_CONFIGS+=("$v@baseline"); done
     fi
+}
 
+# setup_run PREFIX CONFIG...: what every measurement needs before the first configuration: the
+# temp directory ($TMP, /dev/shm/PREFIX.*), $RESULTS, the JWT material, the EXIT trap that stops
+# every process we start, the keep-awake loops if asked for, the backend nginx on the load CPU,
+# and redis-server if one of CONFIG... uses it.
+setup_run() {
+    local prefix=$1
+    shift
     # Temp files (above all Tollgate's access log, ~100 MB per measured run) live on tmpfs when
     # possible. On a disk file system the kernel writes them back about 30 s later in unpinned
     # kworker threads: CPU charged to no process, landing on whichever configuration runs then.
@@ -564,7 +575,7 @@ main() {
     else
         log "WARNING: /dev/shm is not a writable tmpfs; temp files go to /tmp (expect writeback noise)"
     fi
-    TMP=$(mktemp -d "$tmp_base/tollgate-load.XXXXXX")
+    TMP=$(mktemp -d "$tmp_base/$prefix.XXXXXX")
     chmod 755 "$TMP"
     RESULTS=$TMP/results
     mkdir -p "$RESULTS"
@@ -598,7 +609,15 @@ main() {
         die "backend nginx did not start"
     fi
     log "backend nginx on $BACKEND_ADDR (pid $BACKEND_PID, CPU $LOAD_CPU)"
-    start_redis_if_needed "${configs[@]}"
+    start_redis_if_needed "$@"
+}
+
+main() {
+    require_tools
+    build
+    select_variants
+    local configs=(backend nginx bare_pingora "${VARIANT_CONFIGS[@]}")
+    setup_run tollgate-load "${configs[@]}"
     log "configs: ${configs[*]}; $ROUNDS rounds of $DURATION (warm-up $WARMUP), $CONNECTIONS connections"
 
     local round name
@@ -632,4 +651,5 @@ main() {
     log "report written to $REPORT"
 }
 
-main "$@"
+# Run only when executed, so that other scripts (instructions.sh) can source the functions above.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi
