@@ -178,28 +178,54 @@ impl HeadScanner {
     /// `bytes` (the rest belongs to the body or the next request); then `len()` is the size of
     /// the whole head.
     pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            if self.started && !self.request_line.done {
-                self.request_line.feed(b);
+        let mut i = 0;
+        // Byte by byte up to the end of the request line: each of its bytes is checked.
+        while i < bytes.len() && !(self.started && self.request_line.done) {
+            let ended = self.feed_byte(bytes[i]);
+            i += 1;
+            if ended {
+                self.len += i as u64;
+                return Some(i);
             }
-            match b {
-                b'\n' if self.started && self.line_empty => {
-                    self.len += i as u64 + 1;
-                    return Some(i + 1);
-                }
-                b'\n' => self.line_empty = true,
-                b'\r' => {}
-                _ => {
-                    if !self.started {
-                        self.started = true;
-                        self.request_line.feed(b);
-                    }
-                    self.line_empty = false;
-                }
+        }
+        // Then line by line: only an empty line (nothing but CRs before its LF) matters, so
+        // the header lines are skipped with memchr rather than looked at byte by byte.
+        while i < bytes.len() {
+            let rest = &bytes[i..];
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
+                self.line_empty &= rest.iter().all(|&b| b == b'\r');
+                break;
+            };
+            if self.line_empty && rest[..lf].iter().all(|&b| b == b'\r') {
+                self.len += (i + lf + 1) as u64;
+                return Some(i + lf + 1);
             }
+            self.line_empty = true;
+            i += lf + 1;
         }
         self.len += bytes.len() as u64;
         None
+    }
+
+    /// One byte before the end of the request line; true when it ends the head (which can
+    /// only happen after the request line, see `feed`).
+    fn feed_byte(&mut self, b: u8) -> bool {
+        if self.started && !self.request_line.done {
+            self.request_line.feed(b);
+        }
+        match b {
+            b'\n' if self.started && self.line_empty => return true,
+            b'\n' => self.line_empty = true,
+            b'\r' => {}
+            _ => {
+                if !self.started {
+                    self.started = true;
+                    self.request_line.feed(b);
+                }
+                self.line_empty = false;
+            }
+        }
+        false
     }
 
     /// Bytes of the head fed so far.
@@ -342,7 +368,15 @@ mod tests {
 
     #[test]
     fn works_across_pieces_of_any_size() {
-        let head = b"GET /a HTTP/1.1\r\nHost: example.com\r\nX-Long: abc\r\n\r\nBODY";
+        for head in [
+            &b"GET /a HTTP/1.1\r\nHost: example.com\r\nX-Long: abc\r\n\r\nBODY"[..],
+            b"GET /a HTTP/1.1\nHost: example.com\r\r\nX: \r\r\n\r\r\nBODY",
+        ] {
+            pieces_of_any_size(head);
+        }
+    }
+
+    fn pieces_of_any_size(head: &[u8]) {
         let end = head.len() - 4;
         for piece in 1..=head.len() {
             let mut s = HeadScanner::new();
