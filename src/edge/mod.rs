@@ -24,6 +24,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Wraps an HTTP application (Tollgate's `HttpProxy`) with the connection guard.
 pub struct EdgeApp<A> {
@@ -116,7 +117,9 @@ where
         if *shutdown.borrow() {
             session.set_keepalive(None);
         } else {
-            session.set_keepalive(Some(limits.idle_timeout.as_secs().max(1)));
+            // Keep-alive on, with no timer of Pingora's: the guard closes an idle connection
+            // (`HeadLimits::idle`).
+            session.set_keepalive(Some(0));
         }
         session.set_keepalive_reuses_remaining(keepalive_limit);
         let mut result = self.inner.process_new_http(session, shutdown).await;
@@ -166,5 +169,7 @@ fn head_limits(limits: &Limits) -> HeadLimits {
     HeadLimits {
         max_bytes: limits.max_header_bytes,
         timeout: limits.client_header_timeout,
+        // Whole seconds, at least one, as Pingora's keep-alive timeout counted it.
+        idle: Duration::from_secs(limits.idle_timeout.as_secs().max(1)),
     }
 }

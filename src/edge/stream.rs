@@ -2,7 +2,8 @@
 //! HTTP/1 request head in size (`server.max_header_bytes`) and in time
 //! (`server.client_header_timeout`, for the whole head, not per read) while Pingora reads it,
 //! and refuses (431 / 408 / 400, see [`super::refusal`]) when a limit hits or the request line
-//! is malformed. Outside the head phase (bodies, responses,
+//! is malformed. It also closes a keep-alive connection that stays idle before a request
+//! (`server.idle_timeout`), with the same timer. Outside the head phase (bodies, responses,
 //! upgraded connections, HTTP/2) it only passes bytes through.
 
 use super::head::HeadScanner;
@@ -33,6 +34,10 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct HeadLimits {
     pub max_bytes: u64,
     pub timeout: Duration,
+    /// How long the connection may wait for the first byte of a request before it is closed
+    /// silently (keep-alive idle time; Pingora's own keep-alive timer is left off, since a
+    /// timer of its own per request cost more than the guard's, which is re-armed in place).
+    pub idle: Duration,
 }
 
 /// A client stream with the head guard. `Pingora` sees it as any other [`Stream`].
@@ -95,7 +100,8 @@ impl GuardedStream {
     }
 
     /// A new request may start on this keep-alive connection: its head is counted and timed
-    /// again, from its first byte (the idle time before it is `idle_timeout`'s business).
+    /// again, from its first byte; until that byte, the connection may stay idle for
+    /// `limits.idle`.
     pub fn start_head(&mut self, limits: HeadLimits) {
         if matches!(self.phase, Phase::Open | Phase::Head { .. }) {
             self.limits = limits;
@@ -224,11 +230,27 @@ impl GuardedStream {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
             Poll::Pending => {
-                let Some(at) = *deadline else {
-                    return Poll::Pending;
+                // Before the first byte of a request the connection is idle, and the idle
+                // timeout applies too (whichever comes first; both close a connection that
+                // said nothing without a word).
+                let idle_at = self
+                    .scanner
+                    .is_empty()
+                    .then(|| self.head_started + self.limits.idle);
+                let at = match (*deadline, idle_at) {
+                    (Some(head), Some(idle)) => head.min(idle),
+                    (head, idle) => match head.or(idle) {
+                        Some(at) => at,
+                        None => return Poll::Pending,
+                    },
                 };
                 if self.timer_fired(cx, at) {
-                    self.refuse(GatewayError::HeadTimeout);
+                    if idle_at.is_some_and(|idle| idle <= at) {
+                        tracing::debug!("closing an idle keep-alive connection");
+                        self.phase = Phase::Closed { silent: true };
+                    } else {
+                        self.refuse(GatewayError::HeadTimeout);
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Pending
@@ -451,6 +473,7 @@ mod tests {
         let limits = HeadLimits {
             max_bytes,
             timeout: Duration::from_millis(timeout_ms),
+            idle: Duration::from_secs(60),
         };
         (
             GuardedStream::new(Box::new(server), limits, metrics.clone()),
@@ -555,6 +578,31 @@ mod tests {
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431 "));
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_without_a_word() {
+        let (mut g, mut client, metrics) = guarded(64, 1000);
+        let first = b"GET / HTTP/1.1\r\n\r\n";
+        client.write_all(first).await.unwrap();
+        let mut buf = vec![0u8; first.len()];
+        g.read_exact(&mut buf).await.unwrap();
+        // Idle for longer than idle_timeout (shorter here than the head timeout).
+        g.start_head(HeadLimits {
+            idle: Duration::from_millis(200),
+            ..g.limits
+        });
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        assert_eq!(g.read_to_end(&mut rest).await.unwrap(), 0);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_millis(900), "{waited:?}");
+        drop(g);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+        assert!(!count(&metrics, "header_timeout"));
     }
 
     #[tokio::test]

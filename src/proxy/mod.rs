@@ -1,7 +1,7 @@
 //! The gateway proper: Pingora's `ProxyHttp` implemented over the current config snapshot.
 //!
 //! Request path, hook by hook:
-//! - `early_request_filter`: take the request id, pin the config snapshot, apply keep-alive;
+//! - `early_request_filter`: take the request id, pin the config snapshot, find the client;
 //! - `request_filter`: the request pipeline ([`pipeline`]: framing, target and route, declared
 //!   body, auth, rate limits), each step going on or answering;
 //! - `request_body_filter`: count body bytes, stop a body that crosses the limit (413);
@@ -156,10 +156,8 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         ctx.request_id = headers::request_id(session.req_header().headers.get(headers::REQUEST_ID));
         let snapshot = self.store.snapshot();
-        // Only shorten keep-alive where it is on: HTTP/1.0 without keep-alive stays off.
-        if session.get_keepalive().is_some() {
-            session.set_keepalive(Some(snapshot.server.idle_timeout.as_secs().max(1)));
-        }
+        // Keep-alive idle time is the edge guard's to enforce (`edge::HeadLimits::idle`), with
+        // the idle_timeout live when the next request is awaited.
         // The client as the logs and hash balancing see it: the socket peer, or the address a
         // trusted proxy in front of Tollgate forwarded (`server.trusted_proxies`).
         ctx.client = crate::ratelimit::client_ip(
