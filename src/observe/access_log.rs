@@ -127,20 +127,26 @@ fn write_time(out: &mut Vec<u8>, t: SystemTime) {
 }
 
 /// Writes an IP address in its usual text form without going through `fmt` (IPv4 is the common
-/// case on every request: access log and `X-Forwarded-For`).
-pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+/// case on every request: access log and `X-Forwarded-For`), into any byte buffer (a `Vec`, or
+/// a `SmallVec` on the stack).
+pub fn write_ip<B: Extend<u8>>(out: &mut B, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             let mut n = itoa::Buffer::new();
             for (i, octet) in v4.octets().iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    out.extend([b'.']);
                 }
-                out.extend_from_slice(n.format(*octet).as_bytes());
+                out.extend(n.format(*octet).bytes());
             }
         }
         IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
+            // The longest form (IPv4-mapped) is 45 bytes.
+            let mut text = [0u8; 45];
+            let mut rest = &mut text[..];
+            let _ = write!(rest, "{v6}");
+            let len = 45 - rest.len();
+            out.extend(text[..len].iter().copied());
         }
     }
 }

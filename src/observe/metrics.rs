@@ -3,9 +3,10 @@
 //! the config (`none` when no route matched), methods folded to a fixed set, status codes.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Buckets for request latency: 1 ms to 30 s, dense where APIs live.
@@ -30,6 +31,20 @@ pub enum UpstreamOutcome {
 }
 
 impl UpstreamOutcome {
+    /// How many outcome labels there are ([`Self::index`] is below this).
+    const COUNT: usize = 9;
+
+    /// A distinct small number per label, for the cached counters of [`AttemptMetrics`].
+    fn index(self) -> usize {
+        match self {
+            UpstreamOutcome::Response(s) => usize::from(s.clamp(100, 599) / 100 - 1),
+            UpstreamOutcome::ConnectError => 5,
+            UpstreamOutcome::Timeout => 6,
+            UpstreamOutcome::Error => 7,
+            UpstreamOutcome::ClientClosed => 8,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             UpstreamOutcome::Response(s) if s < 200 => "1xx",
@@ -43,6 +58,29 @@ impl UpstreamOutcome {
             UpstreamOutcome::ClientClosed => "client_closed",
         }
     }
+}
+
+/// The metric children a route's requests are counted in, taken from the registry on first use
+/// and kept with the route (for its snapshot's life): a request then pays an atomic add rather
+/// than a lookup by label values (hashing the labels, a read lock, a map lookup).
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    duration: OnceLock<Histogram>,
+    /// `tollgate_requests_total` by (method index, status), in the order first seen; at most
+    /// [`RouteMetrics::MAX_REQUEST_COUNTERS`] of them (rarer combinations are looked up).
+    requests: Mutex<Vec<(u8, u16, IntCounter)>>,
+}
+
+impl RouteMetrics {
+    const MAX_REQUEST_COUNTERS: usize = 32;
+}
+
+/// The metric children of one upstream target's attempts, taken on first use (see
+/// [`RouteMetrics`]); kept with the target's state, across reloads.
+#[derive(Debug, Default)]
+pub struct AttemptMetrics {
+    by_outcome: [OnceLock<IntCounter>; UpstreamOutcome::COUNT],
+    duration: OnceLock<Histogram>,
 }
 
 pub struct Metrics {
@@ -388,30 +426,67 @@ impl Metrics {
         }
     }
 
-    /// Records one finished request.
-    pub fn request(&self, route: &str, method: &http::Method, status: u16, elapsed: Duration) {
-        let status = status_label(status);
-        self.requests
-            .with_label_values(&[route, method_label(method), status])
-            .inc();
-        self.request_duration
-            .with_label_values(&[route])
+    /// Records one finished request; `cached`: the route's handles, when a route was found.
+    pub fn request(
+        &self,
+        route: &str,
+        cached: Option<&RouteMetrics>,
+        method: &http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let method = method_index(method);
+        let Some(cached) = cached else {
+            self.requests
+                .with_label_values(&[route, METHOD_LABELS[method], status_label(status)])
+                .inc();
+            self.request_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64());
+            return;
+        };
+        {
+            let mut requests = cached.requests.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (method as u8, status);
+            match requests.iter().find(|(m, s, _)| (*m, *s) == key) {
+                Some((_, _, counter)) => counter.inc(),
+                None => {
+                    let counter = self.requests.with_label_values(&[
+                        route,
+                        METHOD_LABELS[method],
+                        status_label(status),
+                    ]);
+                    counter.inc();
+                    if requests.len() < RouteMetrics::MAX_REQUEST_COUNTERS {
+                        requests.push((key.0, key.1, counter));
+                    }
+                }
+            }
+        }
+        cached
+            .duration
+            .get_or_init(|| self.request_duration.with_label_values(&[route]))
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Records one attempt to reach an upstream target.
+    /// Records one attempt to reach an upstream target, in the target's cached handles.
     pub fn upstream_attempt(
         &self,
+        cached: &AttemptMetrics,
         upstream: &str,
         target: &str,
         outcome: UpstreamOutcome,
         elapsed: Duration,
     ) {
-        self.upstream_requests
-            .with_label_values(&[upstream, target, outcome.label()])
+        cached.by_outcome[outcome.index()]
+            .get_or_init(|| {
+                self.upstream_requests
+                    .with_label_values(&[upstream, target, outcome.label()])
+            })
             .inc();
-        self.upstream_duration
-            .with_label_values(&[upstream])
+        cached
+            .duration
+            .get_or_init(|| self.upstream_duration.with_label_values(&[upstream]))
             .observe(elapsed.as_secs_f64());
     }
 
@@ -450,19 +525,25 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Methods outside the standard set are folded into `OTHER` so a client cannot grow the label set.
-fn method_label(m: &http::Method) -> &'static str {
+/// The method labels; methods outside the standard set are folded into `OTHER` so a client
+/// cannot grow the label set.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+/// The method's place in [`METHOD_LABELS`].
+fn method_index(m: &http::Method) -> usize {
     match *m {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "OTHER",
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::PATCH => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        http::Method::CONNECT => 7,
+        http::Method::TRACE => 8,
+        _ => 9,
     }
 }
 

@@ -8,5 +8,5 @@ mod throttle;
 
 pub use access_log::{write_ip, AccessLog, AccessRecord};
 pub use logging::init_logging;
-pub use metrics::{Metrics, Rejection, UpstreamOutcome};
+pub use metrics::{AttemptMetrics, Metrics, Rejection, RouteMetrics, UpstreamOutcome};
 pub use throttle::LogThrottle;

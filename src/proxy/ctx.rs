@@ -4,6 +4,7 @@ use super::headers::RequestId;
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::Attempt;
 use prometheus::IntGauge;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,8 +52,8 @@ pub struct RequestCtx {
     /// When the route's total deadline passes.
     pub deadline: Option<Instant>,
     /// Target indexes tried by this request, in order (the last is the current or final one),
-    /// so another attempt picks a different one.
-    pub tried: Vec<usize>,
+    /// so another attempt picks a different one. Inline: most requests make one attempt.
+    pub tried: SmallVec<[usize; 4]>,
     /// Attempts started so far (the first one included).
     pub attempts: u32,
     /// The upstream attempt in flight, if any.
@@ -81,7 +82,7 @@ impl RequestCtx {
             upstream_target: None,
             refusal: None,
             deadline: None,
-            tried: Vec::new(),
+            tried: SmallVec::new(),
             attempts: 0,
             attempt: None,
             upstream_status: None,

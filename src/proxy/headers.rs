@@ -4,16 +4,16 @@
 use http::header::{HeaderName, CONNECTION};
 use http::{HeaderMap, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
+use smallvec::SmallVec;
 use std::net::IpAddr;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// A request's id: kept from the client when sane, generated otherwise. The header value is built
-/// once and shared (cheaply cloned) by the upstream request, the response and the logs.
+/// A request's id: kept from the client when sane, generated otherwise. One header value, shared
+/// (cheaply cloned) by the upstream request, the response and the logs, which read it as text.
 #[derive(Debug, Clone)]
 pub struct RequestId {
-    pub text: String,
-    pub value: HeaderValue,
+    value: HeaderValue,
     /// The client sent this id (so the upstream request already carries it).
     pub from_client: bool,
 }
@@ -21,10 +21,22 @@ pub struct RequestId {
 impl Default for RequestId {
     fn default() -> Self {
         RequestId {
-            text: String::new(),
             value: HeaderValue::from_static(""),
             from_client: false,
         }
+    }
+}
+
+impl RequestId {
+    /// The id as the logs and answers show it.
+    pub fn text(&self) -> &str {
+        // Always visible ASCII: checked when kept, hex digits when generated.
+        self.value.to_str().unwrap_or("-")
+    }
+
+    /// The id as a header value.
+    pub fn value(&self) -> &HeaderValue {
+        &self.value
     }
 }
 
@@ -39,18 +51,19 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
         if sane {
             return RequestId {
-                // Checked ASCII above, so nothing is lost.
-                text: String::from_utf8_lossy(b).into_owned(),
                 value: v.clone(),
                 from_client: true,
             };
         }
     }
-    let text = uuid::Uuid::new_v4().simple().to_string();
+    // Formatted on the stack and handed to one shared buffer: its only allocation, and the
+    // clones for the upstream request and the response only count references.
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4().simple().encode_lower(&mut text);
     // 32 hex digits are always a valid header value.
-    let value = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    let value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
     RequestId {
-        text,
         value,
         from_client: false,
     }
@@ -64,8 +77,9 @@ fn headers_to_remove(
     headers: &HeaderMap,
     keep_upgrade: bool,
     strip: &[HeaderName],
-) -> Vec<HeaderName> {
-    let mut remove = Vec::new();
+) -> SmallVec<[HeaderName; 4]> {
+    // Inline room for the usual few (`Connection` on most responses): no allocation.
+    let mut remove = SmallVec::new();
     for name in headers.keys() {
         let hop = match name.as_str() {
             "keep-alive"
@@ -136,8 +150,7 @@ pub fn prepare_upstream_request(
     let uri_target = req.uri.path_and_query().map(|p| p.as_str().as_bytes());
     let raw_target = (uri_target != Some(req.raw_path())).then(|| req.raw_path().to_vec());
     let end_stream = req.send_end_stream();
-    let placeholder = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))?;
-    let mut parts: http::request::Parts = std::mem::replace(req, placeholder).into();
+    let mut parts: http::request::Parts = std::mem::replace(req, placeholder_request()).into();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     forward_headers(&mut parts.headers, authority.as_deref(), forwarding);
     let mut rebuilt = RequestHeader::from(parts);
@@ -149,6 +162,17 @@ pub fn prepare_upstream_request(
     }
     *req = rebuilt;
     Ok(())
+}
+
+/// A request header that only holds a place while the real one is edited as plain parts: the
+/// default parts allocate nothing and parse nothing (`RequestHeader::build` parses its target).
+fn placeholder_request() -> RequestHeader {
+    RequestHeader::from(http::Request::new(()).into_parts().0)
+}
+
+/// The response counterpart of [`placeholder_request`].
+fn placeholder_response() -> ResponseHeader {
+    ResponseHeader::from(http::Response::new(()).into_parts().0)
 }
 
 fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forwarding<'_>) {
@@ -181,14 +205,16 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
     // A client-sent id is already on the request; only a generated (or duplicated) one is set.
     let id = forwarding.id;
     if !id.from_client || h.get_all(&X_REQUEST_ID).iter().nth(1).is_some() {
-        h.insert(X_REQUEST_ID, id.value.clone());
+        h.insert(X_REQUEST_ID, id.value().clone());
     }
 }
 
 /// `X-Forwarded-For` for the upstream: every line the client sent, in order, joined into one,
 /// then the socket peer.
 fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
-    let mut xff = Vec::with_capacity(15);
+    // Built on the stack in the usual case (no client lines): the value's copy is the one
+    // allocation.
+    let mut xff = SmallVec::<[u8; 64]>::new();
     for line in h.get_all(&X_FORWARDED_FOR) {
         let line = line.as_bytes().trim_ascii();
         if !line.is_empty() {
@@ -197,7 +223,7 @@ fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
         }
     }
     crate::observe::write_ip(&mut xff, peer);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
+    HeaderValue::from_bytes(&xff).ok()
 }
 
 /// Cleans an upstream response for the client: hop-by-hop headers out, request id in. Edited on
@@ -207,19 +233,24 @@ pub fn prepare_client_response(
     id: &RequestId,
     extra: Vec<(HeaderName, HeaderValue)>,
 ) -> pingora::Result<()> {
-    let reason = resp.get_reason_phrase().map(str::to_owned);
-    let placeholder = ResponseHeader::build_no_case(200, Some(0))?;
-    let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
+    // Only a reason other than the status's own needs keeping (and a copy).
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    let mut parts: http::response::Parts = std::mem::replace(resp, placeholder_response()).into();
     let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
     for name in headers_to_remove(&parts.headers, upgrade, &[]) {
         parts.headers.remove(&name);
     }
-    parts.headers.insert(X_REQUEST_ID, id.value.clone());
+    parts.headers.insert(X_REQUEST_ID, id.value().clone());
     for (name, value) in extra {
         parts.headers.insert(name, value);
     }
     let mut rebuilt = ResponseHeader::from(parts);
-    rebuilt.set_reason_phrase(reason.as_deref())?;
+    if reason.is_some() {
+        rebuilt.set_reason_phrase(reason.as_deref())?;
+    }
     *resp = rebuilt;
     Ok(())
 }
@@ -232,7 +263,7 @@ mod tests {
     fn request_id_kept_only_when_sane() {
         let sane = HeaderValue::from_static("abc-123_x.y:z");
         let kept = request_id(Some(&sane));
-        assert_eq!(kept.text, "abc-123_x.y:z");
+        assert_eq!(kept.text(), "abc-123_x.y:z");
         assert!(kept.from_client);
         for bad in [
             &b""[..],
@@ -243,12 +274,12 @@ mod tests {
         ] {
             let value = HeaderValue::from_bytes(bad).unwrap();
             let id = request_id(Some(&value));
-            assert_eq!(id.text.len(), 32, "{}", id.text);
-            assert!(id.text.bytes().all(|b| b.is_ascii_hexdigit()));
-            assert_eq!(id.value, id.text.as_str());
+            assert_eq!(id.text().len(), 32, "{}", id.text());
+            assert!(id.text().bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(id.value(), id.text());
             assert!(!id.from_client);
         }
-        assert_ne!(request_id(None).text, request_id(None).text);
+        assert_ne!(request_id(None).text(), request_id(None).text());
     }
 
     #[test]
@@ -277,7 +308,7 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
-        assert_eq!(h["x-request-id"], id.text.as_str());
+        assert_eq!(h["x-request-id"], id.text());
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl ProxyHttp for Gateway {
         match self.pipeline(session, ctx, &snapshot).await {
             ControlFlow::Continue(()) => Ok(false),
             ControlFlow::Break(answer) => {
-                answer.write(session, &ctx.request_id.text).await?;
+                answer.write(session, ctx.request_id.text()).await?;
                 Ok(true)
             }
         }
@@ -446,8 +446,8 @@ impl ProxyHttp for Gateway {
                 None => Answer::Problem(problem),
             };
             status = answer.status();
-            if let Err(write_err) = answer.write(session, &ctx.request_id.text).await {
-                tracing::debug!(request_id = %ctx.request_id.text, "could not send error response: {write_err}");
+            if let Err(write_err) = answer.write(session, ctx.request_id.text()).await {
+                tracing::debug!(request_id = %ctx.request_id.text(), "could not send error response: {write_err}");
             }
         }
         FailToProxy {
@@ -486,8 +486,14 @@ impl ProxyHttp for Gateway {
         self.finish_attempt(ctx, attempt_outcome);
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
-        self.metrics
-            .request(ctx.route_name(), &req.method, status, elapsed);
+        let route_metrics = ctx.route.as_ref().map(|r| &r.metrics);
+        self.metrics.request(
+            ctx.route_name(),
+            route_metrics,
+            &req.method,
+            status,
+            elapsed,
+        );
 
         let Some(snapshot) = ctx.snapshot.as_ref() else {
             return;
@@ -499,7 +505,7 @@ impl ProxyHttp for Gateway {
         let target = route.and_then(|r| ctx.tried.last().and_then(|&i| r.upstream.targets.get(i)));
         let record = AccessRecord {
             time: SystemTime::now(),
-            request_id: &ctx.request_id.text,
+            request_id: ctx.request_id.text(),
             client: ctx.client,
             method: req.method.as_str(),
             path: ctx.refusal.as_ref().map_or(req.uri.path(), |r| &r.path),

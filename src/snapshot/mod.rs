@@ -46,6 +46,8 @@ pub struct Route {
     pub rate_limits: Option<Arc<crate::ratelimit::RouteLimits>>,
     /// `%2F` in a path is data for this route's backend (`escaped_slashes = "keep"`).
     pub keep_escaped_slashes: bool,
+    /// The route's request metrics, looked up once.
+    pub metrics: crate::observe::RouteMetrics,
 }
 
 /// A route's `auth` and `scopes`.
@@ -370,6 +372,7 @@ pub fn compile(
                     .max_body_bytes
                     .map_or(limits.max_body_bytes, |s| s.bytes()),
                 keep_escaped_slashes,
+                metrics: Default::default(),
             }),
         });
     }

@@ -92,6 +92,7 @@ impl Attempt {
         let now = Instant::now();
         if let Some(state) = upstream.state.targets.get(self.index) {
             state.metrics().upstream_attempt(
+                state.attempt_metrics(),
                 &upstream.name,
                 &target.label,
                 outcome,

@@ -7,7 +7,7 @@
 use super::budget::{BudgetSettings, RetryBudget};
 use super::circuit::{Admission, Circuit, CircuitSettings, CircuitState, Ticket};
 use super::health::HealthCheck;
-use crate::observe::Metrics;
+use crate::observe::{AttemptMetrics, Metrics};
 use crate::registry::Registry;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct TargetState {
     in_flight: AtomicUsize,
     circuit: Option<Circuit>,
     metrics: Arc<Metrics>,
+    /// This target's attempt counters, looked up once.
+    attempt_metrics: AttemptMetrics,
 }
 
 impl TargetState {
@@ -42,6 +44,7 @@ impl TargetState {
             in_flight: AtomicUsize::new(0),
             circuit: circuit.map(|s| Circuit::new(s, now)),
             metrics: metrics.clone(),
+            attempt_metrics: AttemptMetrics::default(),
         }
     }
 
@@ -78,6 +81,11 @@ impl TargetState {
     /// Where this target's attempts are counted.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// This target's attempt counters in [`Self::metrics`].
+    pub fn attempt_metrics(&self) -> &AttemptMetrics {
+        &self.attempt_metrics
     }
 
     pub fn in_flight(&self) -> usize {
