@@ -126,28 +126,56 @@ fn write_time(out: &mut Vec<u8>, t: SystemTime) {
     ]);
 }
 
-/// Writes an IP address in its usual text form without going through `fmt` (IPv4 is the common
-/// case on every request: access log and `X-Forwarded-For`), into any byte buffer (a `Vec`, or
-/// a `SmallVec` on the stack).
-pub fn write_ip<B: Extend<u8>>(out: &mut B, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
-            for (i, octet) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.extend([b'.']);
+/// Writes an IP address in its usual text form (see [`IpText`]).
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    out.extend_from_slice(IpText::new(ip).as_bytes());
+}
+
+/// An IP address in its usual text form, on the stack. IPv4, the common case on every request
+/// (access log, `X-Forwarded-For`), is written digit by digit rather than through `fmt`.
+pub struct IpText {
+    /// The longest form (IPv4-mapped IPv6) is 45 bytes.
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        let mut text = IpText {
+            buf: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
                 }
-                out.extend(n.format(*octet).bytes());
+            }
+            IpAddr::V6(v6) => {
+                let mut rest = &mut text.buf[..];
+                let _ = write!(rest, "{v6}");
+                text.len = 45 - rest.len();
             }
         }
-        IpAddr::V6(v6) => {
-            // The longest form (IPv4-mapped) is 45 bytes.
-            let mut text = [0u8; 45];
-            let mut rest = &mut text[..];
-            let _ = write!(rest, "{v6}");
-            let len = 45 - rest.len();
-            out.extend(text[..len].iter().copied());
-        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -396,6 +424,17 @@ mod tests {
         out.clear();
         write_ip(&mut out, "2001:db8::1".parse().unwrap());
         assert_eq!(String::from_utf8_lossy(&out), "2001:db8::1");
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.255",
+            "9.99.100.200",
+        ] {
+            out.clear();
+            write_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8_lossy(&out), ip);
+        }
     }
 
     #[test]

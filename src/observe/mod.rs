@@ -6,7 +6,7 @@ mod logging;
 mod metrics;
 mod throttle;
 
-pub use access_log::{write_ip, AccessLog, AccessRecord};
+pub use access_log::{AccessLog, AccessRecord, IpText};
 pub use logging::init_logging;
 pub use metrics::{AttemptMetrics, Metrics, Rejection, RouteMetrics, UpstreamOutcome};
 pub use throttle::LogThrottle;

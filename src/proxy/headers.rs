@@ -1,13 +1,17 @@
 //! Header handling on the way through: request ids, `X-Forwarded-*`, and hop-by-hop headers that
 //! describe one connection and must not be forwarded (RFC 9110 §7.6.1).
 
-use http::header::{HeaderName, CONNECTION};
+use http::header::{
+    HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, UPGRADE,
+};
 use http::{HeaderMap, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use smallvec::SmallVec;
 use std::net::IpAddr;
 
-pub const REQUEST_ID: &str = "x-request-id";
+/// The request id's header, as a name that needs no parsing (looking up a `&str` parses it
+/// on every call).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request's id: kept from the client when sane, generated otherwise. One header value, shared
 /// (cheaply cloned) by the upstream request, the response and the logs, which read it as text.
@@ -71,29 +75,43 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
 
 /// Names the headers to remove before forwarding, in one pass over the names: the hop-by-hop
 /// ones (the fixed list, `Connection`/`Upgrade` unless this is an upgrade, any header the
-/// `Connection` header lists) and those in `strip`. Allocates nothing in the common case where
-/// there is nothing to remove: this runs on every request and response.
+/// `Connection` header lists) and those in `strip`. `keep_upgrade`: whether this is an upgrade;
+/// `None`: when the headers hold an `Upgrade` (a request asking for one). Allocates nothing in
+/// the common case where there is little to remove: this runs on every request and response.
 fn headers_to_remove(
     headers: &HeaderMap,
-    keep_upgrade: bool,
+    keep_upgrade: Option<bool>,
     strip: &[HeaderName],
 ) -> SmallVec<[HeaderName; 4]> {
     // Inline room for the usual few (`Connection` on most responses): no allocation.
     let mut remove = SmallVec::new();
+    let (mut has_connection, mut has_upgrade) = (false, false);
     for name in headers.keys() {
-        let hop = match name.as_str() {
-            "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "proxy-authenticate"
-            | "proxy-authorization" => true,
-            "connection" | "upgrade" => !keep_upgrade,
-            _ => strip.contains(name),
-        };
-        if hop {
+        // Names compared as names, not strings: a standard name against a standard one is an
+        // integer comparison, and against a custom one never looks at bytes.
+        if *name == CONNECTION {
+            has_connection = true;
+        } else if *name == UPGRADE {
+            has_upgrade = true;
+        } else if [TE, TRAILER, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION].contains(name)
+            || *name == KEEP_ALIVE
+            || *name == PROXY_CONNECTION
+            || strip.contains(name)
+        {
             remove.push(name.clone());
         }
+    }
+    let keep_upgrade = keep_upgrade.unwrap_or(has_upgrade);
+    if !keep_upgrade {
+        if has_connection {
+            remove.push(CONNECTION);
+        }
+        if has_upgrade {
+            remove.push(UPGRADE);
+        }
+    }
+    if !has_connection {
+        return remove;
     }
     for value in headers.get_all(CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
@@ -119,10 +137,11 @@ fn headers_to_remove(
     remove
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// What the gateway says about a request to its upstream.
 pub struct Forwarding<'a> {
@@ -176,8 +195,7 @@ fn placeholder_response() -> ResponseHeader {
 }
 
 fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forwarding<'_>) {
-    let upgrade = h.contains_key(http::header::UPGRADE);
-    for name in headers_to_remove(h, upgrade, forwarding.strip) {
+    for name in headers_to_remove(h, None, forwarding.strip) {
         h.remove(&name);
     }
     h.reserve(4);
@@ -222,7 +240,7 @@ fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
             xff.extend_from_slice(b", ");
         }
     }
-    crate::observe::write_ip(&mut xff, peer);
+    xff.extend_from_slice(crate::observe::IpText::new(peer).as_bytes());
     HeaderValue::from_bytes(&xff).ok()
 }
 
@@ -240,7 +258,7 @@ pub fn prepare_client_response(
         .map(str::to_owned);
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder_response()).into();
     let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    for name in headers_to_remove(&parts.headers, upgrade, &[]) {
+    for name in headers_to_remove(&parts.headers, Some(upgrade), &[]) {
         parts.headers.remove(&name);
     }
     parts.headers.insert(X_REQUEST_ID, id.value().clone());

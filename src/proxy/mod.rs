@@ -154,7 +154,8 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        ctx.request_id = headers::request_id(session.req_header().headers.get(headers::REQUEST_ID));
+        ctx.request_id =
+            headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
         let snapshot = self.store.snapshot();
         // Keep-alive idle time is the edge guard's to enforce (`edge::HeadLimits::idle`), with
         // the idle_timeout live when the next request is awaited.
