@@ -62,6 +62,8 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Request body bytes received from the client.
     pub bytes_in: u64,
+    /// What the request's framing headers declare about its body (read by the framing check).
+    pub declared: super::framing::Declared,
     /// Largest request body this request may send (its route's `max_body_bytes`).
     pub body_limit: u64,
     /// The body went over `body_limit`: the request is answered 413 and never retried.
@@ -87,6 +89,7 @@ impl RequestCtx {
             attempt: None,
             upstream_status: None,
             bytes_in: 0,
+            declared: Default::default(),
             body_limit: u64::MAX,
             body_refused: false,
             _in_flight: in_flight,

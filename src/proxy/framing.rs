@@ -11,33 +11,74 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::HeaderValue;
+#[cfg(test)]
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
-/// The framing check of a session's request (HTTP/2 frames bodies itself: nothing to check).
-pub fn check_session(session: &Session) -> Result<(), &'static str> {
+/// What a request's framing headers say about its body: read once, by the framing check, for
+/// the steps after it (the declared-body limit, the upstream write timeout).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// The body length the request declares, when its `Content-Length` is valid.
+    pub length: Option<u64>,
+    /// The request announces a body: `Transfer-Encoding`, a `Content-Length` other than `0`,
+    /// or an HTTP/2 request with neither whose method is not GET or HEAD (HTTP/2 requests
+    /// with a body need carry neither).
+    pub body: bool,
+}
+
+/// The framing check of a session's request (HTTP/2 frames bodies itself: nothing to check),
+/// and what its framing headers declare.
+pub fn check_session(session: &Session) -> Result<Declared, &'static str> {
     let req = session.req_header();
-    if req.version >= http::Version::HTTP_2 {
-        return Ok(());
+    let te = req.headers.get_all(TRANSFER_ENCODING);
+    let cl = req.headers.get_all(CONTENT_LENGTH);
+    if req.version < http::Version::HTTP_2 {
+        // The raw head matters only next to Transfer-Encoding (see `check`).
+        let raw = match te.iter().next() {
+            Some(_) => session
+                .as_downstream()
+                .as_http1()
+                .map(|s| s.get_headers_raw_bytes())
+                .unwrap_or_default(),
+            None => Bytes::new(),
+        };
+        check_values(te.iter(), cl.iter(), &raw)?;
     }
-    // The raw head matters only next to Transfer-Encoding (see `check`).
-    let raw = match req.headers.contains_key(TRANSFER_ENCODING) {
-        true => session
-            .as_downstream()
-            .as_http1()
-            .map(|s| s.get_headers_raw_bytes())
-            .unwrap_or_default(),
-        false => Bytes::new(),
-    };
-    check(req, &raw)
+    let first_cl = cl.iter().next();
+    Ok(Declared {
+        length: first_cl.and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok()),
+        body: match (te.iter().next(), first_cl) {
+            (Some(_), _) => true,
+            (None, Some(len)) => len.as_bytes() != b"0",
+            (None, None) => {
+                req.version == http::Version::HTTP_2
+                    && !matches!(req.method, http::Method::GET | http::Method::HEAD)
+            }
+        },
+    })
 }
 
 /// `Err(detail)` when an HTTP/1 request's framing is ambiguous. `raw_head` is the head as
 /// received: the parsed headers no longer show a `Content-Length` sent next to
-/// `Transfer-Encoding`.
+/// `Transfer-Encoding`. (Sessions go through [`check_session`].)
+#[cfg(test)]
 pub fn check(req: &RequestHeader, raw_head: &[u8]) -> Result<(), &'static str> {
     let headers = &req.headers;
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    check_values(
+        headers.get_all(TRANSFER_ENCODING).iter(),
+        headers.get_all(CONTENT_LENGTH).iter(),
+        raw_head,
+    )
+}
+
+/// [`check`] over the request's `Transfer-Encoding` and `Content-Length` values.
+fn check_values<'a>(
+    mut te: impl Iterator<Item = &'a HeaderValue>,
+    mut cl: impl Iterator<Item = &'a HeaderValue>,
+    raw_head: &[u8],
+) -> Result<(), &'static str> {
     if let Some(first) = te.next() {
         if te.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
             return Err("Transfer-Encoding must be exactly \"chunked\"");
@@ -46,7 +87,6 @@ pub fn check(req: &RequestHeader, raw_head: &[u8]) -> Result<(), &'static str> {
             return Err("Content-Length and Transfer-Encoding together make the length ambiguous");
         }
     }
-    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
     if let Some(first) = cl.next() {
         let digits = first.as_bytes();
         if cl.next().is_some() || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
@@ -54,12 +94,6 @@ pub fn check(req: &RequestHeader, raw_head: &[u8]) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-/// The declared body length, when the request has a valid `Content-Length`.
-pub fn content_length(req: &RequestHeader) -> Option<u64> {
-    let value = req.headers.get(CONTENT_LENGTH)?;
-    std::str::from_utf8(value.as_bytes()).ok()?.parse().ok()
 }
 
 /// True when a header line of the raw head (after the request line) has this name.

@@ -108,22 +108,6 @@ fn outcome_of(e: &Error) -> UpstreamOutcome {
     }
 }
 
-/// Whether a request announces a body (HTTP/1 framing headers; HTTP/2 requests with a body carry
-/// neither necessarily, so they count as having one unless the method says otherwise).
-fn has_body(req: &RequestHeader) -> bool {
-    let h = &req.headers;
-    if h.contains_key(http::header::TRANSFER_ENCODING) {
-        return true;
-    }
-    match h.get(http::header::CONTENT_LENGTH) {
-        Some(len) => len.as_bytes() != b"0",
-        None => {
-            req.version == http::Version::HTTP_2
-                && !matches!(req.method, http::Method::GET | http::Method::HEAD)
-        }
-    }
-}
-
 /// The facts about a request that retry decisions need.
 fn facts(session: &Session) -> RequestFacts<'_> {
     RequestFacts {
@@ -251,7 +235,7 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(cap(upstream.read_timeout));
         // A request without a body is one small write that the socket buffer absorbs; only a
         // body upload can stall on a slow upstream, so only then pay for a timer on every write.
-        if has_body(session.req_header()) {
+        if ctx.declared.body {
             peer.options.write_timeout = Some(cap(upstream.read_timeout));
         }
         peer.options.idle_timeout = Some(UPSTREAM_POOL_IDLE);

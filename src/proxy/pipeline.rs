@@ -55,7 +55,10 @@ impl Gateway {
     /// and the connection closed: the body's extent is unknown, so nothing after it is read.
     fn check_framing(&self, session: &mut Session, ctx: &mut RequestCtx) -> Flow {
         match framing::check_session(session) {
-            Ok(()) => ControlFlow::Continue(()),
+            Ok(declared) => {
+                ctx.declared = declared;
+                ControlFlow::Continue(())
+            }
             Err(detail) => {
                 let error = GatewayError::BadRequest {
                     reason: Rejection::BadRequest,
@@ -99,8 +102,7 @@ impl Gateway {
     /// A declared body over the route's limit is refused before anything goes upstream; the
     /// body is never read, so the connection closes.
     fn check_declared_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Flow {
-        let declared = framing::content_length(session.req_header());
-        if declared.is_some_and(|len| len > ctx.body_limit) {
+        if ctx.declared.length.is_some_and(|len| len > ctx.body_limit) {
             self.metrics.rejected(Rejection::BodyTooLarge);
             session.set_keepalive(None);
             return respond(Problem::from(&GatewayError::BodyTooLarge));
