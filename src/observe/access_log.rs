@@ -190,9 +190,12 @@ fn json_opt_safe_str(out: &mut Vec<u8>, s: Option<&str>) {
 /// method tokens (the parser admits only token characters), route, upstream and target names
 /// (validated config names and host:port labels). Falls back to escaping if that ever breaks.
 fn json_safe_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes()
-        .any(|b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
-    {
+    // A fold without an early exit, so the check is vectorised: these strings are short and
+    // never need escaping in practice, and five of them go into every line.
+    let needs_escape = s.bytes().fold(false, |found, b| {
+        found | (b == b'"') | (b == b'\\') | (b < 0x20) | (b == 0x7f)
+    });
+    if needs_escape {
         return json_str(out, s);
     }
     out.push(b'"');
