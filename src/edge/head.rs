@@ -136,6 +136,51 @@ impl RequestLine {
         }
     }
 
+    /// Feeds the leading run of visible ASCII bytes (`!` to `~`) of `bytes`, with the same
+    /// effect as feeding them one by one; returns how many it took (none while a CR awaits its
+    /// LF, or after the version: the byte-by-byte path decides those).
+    fn feed_visible(&mut self, bytes: &[u8]) -> usize {
+        if self.cr || self.spaces > 2 {
+            return 0;
+        }
+        let run = bytes
+            .iter()
+            .position(|b| !(0x21..=0x7e).contains(b))
+            .unwrap_or(bytes.len());
+        let run_bytes = &bytes[..run];
+        if run == 0 {
+            return 0;
+        }
+        match self.spaces {
+            0 => {
+                let expected = CONNECT.get(self.method_len..).unwrap_or_default();
+                self.connect &= expected.starts_with(run_bytes);
+                self.method_len += run;
+            }
+            1 => {
+                let room = KEPT_TARGET.saturating_sub(self.target_len).min(run);
+                self.target[self.target_len..self.target_len + room]
+                    .copy_from_slice(&run_bytes[..room]);
+                self.target_len += run;
+                self.in_query |= run_bytes.contains(&b'?');
+            }
+            _ => {
+                for &b in run_bytes {
+                    let fits = match VERSION_PREFIX.get(self.version_len) {
+                        Some(&expected) => b == expected,
+                        None => b.is_ascii_digit() || b == b'.',
+                    };
+                    if !fits {
+                        self.refuse(BAD_LINE);
+                    }
+                    self.version_len += 1;
+                }
+            }
+        }
+        self.after_space = false;
+        run
+    }
+
     fn target_byte(&mut self, b: u8) {
         if let Some(slot) = self.target.get_mut(self.target_len) {
             *slot = b;
@@ -179,8 +224,18 @@ impl HeadScanner {
     /// the whole head.
     pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
         let mut i = 0;
-        // Byte by byte up to the end of the request line: each of its bytes is checked.
+        // Up to the end of the request line every byte is checked: runs of visible ASCII in
+        // the method, target or version at once, the rest (separators, line end, anything
+        // suspicious) byte by byte.
         while i < bytes.len() && !(self.started && self.request_line.done) {
+            if self.started {
+                let run = self.request_line.feed_visible(&bytes[i..]);
+                if run > 0 {
+                    self.line_empty = false;
+                    i += run;
+                    continue;
+                }
+            }
             let ended = self.feed_byte(bytes[i]);
             i += 1;
             if ended {
@@ -364,6 +419,57 @@ mod tests {
         assert_eq!(s.feed(b"\r\n\r\n\n"), None);
         assert_eq!(s.feed(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
         assert_eq!(s.len(), 23);
+    }
+
+    /// The scanner fed one byte at a time through the byte-by-byte path only.
+    fn bytewise(input: &[u8]) -> (Option<usize>, HeadScanner) {
+        let mut s = HeadScanner::new();
+        for (i, &b) in input.iter().enumerate() {
+            if s.started && s.request_line.done {
+                s.len += i as u64;
+                let end = s.feed(&input[i..]).map(|n| i + n);
+                return (end, s);
+            }
+            if s.feed_byte(b) {
+                s.len += i as u64 + 1;
+                return (Some(i + 1), s);
+            }
+        }
+        s.len += input.len() as u64;
+        (None, s)
+    }
+
+    proptest::proptest! {
+        /// Runs of visible bytes fed at once leave the scanner exactly as byte by byte does,
+        /// whatever the pieces.
+        #[test]
+        fn runs_and_single_bytes_agree(
+            line in proptest::collection::vec(
+                proptest::sample::select(
+                    b"GETCONNECT /?%aZ~ \t\r\nHTTP/1.0\x00\x7f\x80\xff:#".to_vec()
+                ),
+                0..60,
+            ),
+            piece in 1usize..8,
+        ) {
+            let (want_end, want) = bytewise(&line);
+            let mut s = HeadScanner::new();
+            let mut end = None;
+            let mut at = 0;
+            for chunk in line.chunks(piece) {
+                if let Some(n) = s.feed(chunk) {
+                    end = Some(at + n);
+                    break;
+                }
+                at += chunk.len();
+            }
+            proptest::prop_assert_eq!(end, want_end);
+            proptest::prop_assert_eq!(s.len(), want.len());
+            proptest::prop_assert_eq!(s.request_line_refusal(), want.request_line_refusal());
+            proptest::prop_assert_eq!(s.target(), want.target());
+            proptest::prop_assert_eq!(s.request_line.connect, want.request_line.connect);
+            proptest::prop_assert_eq!(s.request_line.in_query, want.request_line.in_query);
+        }
     }
 
     #[test]
