@@ -119,17 +119,7 @@ impl RequestLine {
                         self.method_len += 1;
                     }
                     1 => self.target_byte(b),
-                    2 => {
-                        // `HTTP/` and digits: a space inside the target shows here at once.
-                        let fits = match VERSION_PREFIX.get(self.version_len) {
-                            Some(&expected) => b == expected,
-                            None => b.is_ascii_digit() || b == b'.',
-                        };
-                        if !fits {
-                            self.refuse(BAD_LINE);
-                        }
-                        self.version_len += 1;
-                    }
+                    2 => self.version_byte(b),
                     _ => {}
                 }
             }
@@ -166,19 +156,24 @@ impl RequestLine {
             }
             _ => {
                 for &b in run_bytes {
-                    let fits = match VERSION_PREFIX.get(self.version_len) {
-                        Some(&expected) => b == expected,
-                        None => b.is_ascii_digit() || b == b'.',
-                    };
-                    if !fits {
-                        self.refuse(BAD_LINE);
-                    }
-                    self.version_len += 1;
+                    self.version_byte(b);
                 }
             }
         }
         self.after_space = false;
         run
+    }
+
+    /// `HTTP/` and digits: a space inside the target shows here at once.
+    fn version_byte(&mut self, b: u8) {
+        let fits = match VERSION_PREFIX.get(self.version_len) {
+            Some(&expected) => b == expected,
+            None => b.is_ascii_digit() || b == b'.',
+        };
+        if !fits {
+            self.refuse(BAD_LINE);
+        }
+        self.version_len += 1;
     }
 
     fn target_byte(&mut self, b: u8) {

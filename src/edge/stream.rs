@@ -559,13 +559,22 @@ mod tests {
         assert!(count(&metrics, "header_timeout"));
     }
 
-    #[tokio::test]
-    async fn the_next_head_is_guarded_again_and_timed_from_its_first_byte() {
-        let (mut g, mut client, _) = guarded(64, 200);
+    /// A guarded stream whose first request (a bare `GET /`) has been read through it.
+    async fn after_a_request(
+        max_bytes: u64,
+        timeout_ms: u64,
+    ) -> (GuardedStream, DuplexStream, Arc<Metrics>) {
+        let (mut g, mut client, metrics) = guarded(max_bytes, timeout_ms);
         let first = b"GET / HTTP/1.1\r\n\r\n";
         client.write_all(first).await.unwrap();
         let mut buf = vec![0u8; first.len()];
         g.read_exact(&mut buf).await.unwrap();
+        (g, client, metrics)
+    }
+
+    #[tokio::test]
+    async fn the_next_head_is_guarded_again_and_timed_from_its_first_byte() {
+        let (mut g, mut client, _) = after_a_request(64, 200).await;
         // Idle for longer than the head timeout, then a second head over the size limit.
         g.start_head(g.limits);
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -582,11 +591,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_keep_alive_connection_is_closed_without_a_word() {
-        let (mut g, mut client, metrics) = guarded(64, 1000);
-        let first = b"GET / HTTP/1.1\r\n\r\n";
-        client.write_all(first).await.unwrap();
-        let mut buf = vec![0u8; first.len()];
-        g.read_exact(&mut buf).await.unwrap();
+        let (mut g, mut client, metrics) = after_a_request(64, 1000).await;
         // Idle for longer than idle_timeout (shorter here than the head timeout).
         g.start_head(HeadLimits {
             idle: Duration::from_millis(200),
