@@ -29,11 +29,17 @@ import re
 # Pingora's `Passthrough` too (its `upstream_peer`), so both builds get the row.
 HOOK = r"^<[\w:]+ as pingora_proxy::proxy_trait::ProxyHttp>::"
 INNER_STREAM = r"^<pingora_core::protocols::l4::stream::Stream as "
+# Tokio timers, armed by Pingora's timeouts of a second or more (Tollgate sets
+# fast_timeout_to_tokio_threshold_seconds = 0) and by the edge guard: counted in the timers row.
+TOKIO_TIMER = (r"^(tokio::time::sleep::sleep(_until)?$|<tokio::time::sleep::Sleep as "
+               r"core::future::future::Future>::poll$|tokio::time::sleep::Sleep::reset$"
+               r"|core::ptr::drop_in_place<tokio::time::sleep::Sleep>$)")
 PARTS = [
     ("edge guard: head scanner around the client socket (`edge::stream`, `edge::head`), "
      "without the socket reads and writes it passes on",
      r"^(<tollgate::edge::stream::GuardedStream as |tollgate::edge::stream::GuardedStream::"
-     r"|core::ptr::drop_in_place<tollgate::edge::stream::GuardedStream>)", INNER_STREAM),
+     r"|core::ptr::drop_in_place<tollgate::edge::stream::GuardedStream>)",
+     INNER_STREAM + "|" + TOKIO_TIMER),
     ("context: `new_ctx` (request id, in-flight gauge) and dropping it",
      HOOK + r"new_ctx$|^core::ptr::drop_in_place<tollgate::proxy::ctx::RequestCtx>$"),
     ("`early_request_filter`: request id, keep-alive, client address", HOOK + r"early_request_filter::"),
@@ -152,13 +158,17 @@ def part_costs(inc, calls, parts):
 
 # Work done inside Pingora because of what Tollgate asks of it (both builds are measured).
 PINGORA_PARTS = [
-    ("timers: Pingora's fast timeouts (upstream read/write, client keep-alive; `pingora_timeout`)",
+    ("timers: Pingora's timeouts (upstream read/write, pool idle; `pingora_timeout`, fast or on "
+     "Tokio's wheel) and the edge guard's timer: arming, polling, dropping",
      r"^(<pingora_timeout::fast_timeout::Fast(OrTokio)?Timeout as pingora_timeout::ToTimeout>::timeout"
      r"|pingora_timeout::timer::TimerManager::(register_timer|clock_thread)"
      r"|pingora_timeout::timer::TimerStub::poll::"
      r"|core::ptr::drop_in_place<pingora_timeout::timer::TimerStub::poll::"
      r"|pingora_timeout::fast_timeout::check_clock_thread"
-     r"|pingora_timeout::timer::Timer::new)"),
+     r"|pingora_timeout::timer::Timer::new"
+     r"|core::ptr::drop_in_place<core::pin::Pin<alloc::boxed::Box<dyn core::future::future::Future"
+     r"\+Output = \(\)\+core::marker::Sync\+core::marker::Send>>>$)"
+     r"|" + TOKIO_TIMER[1:]),
 ]
 
 
