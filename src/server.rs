@@ -57,11 +57,15 @@ impl Instance {
             // Pingora sleeps this long after SIGTERM; our drain watcher usually exits sooner.
             grace_period_seconds: Some(grace.as_secs() + 1),
             graceful_shutdown_timeout_seconds: Some(1),
-            // Every timeout of a second or more (upstream reads, the pool's idle timeout) on
-            // Tokio's timer wheel rather than Pingora's fast timeouts: arming and dropping one
-            // costs fewer instructions and allocations, and nothing is left for Pingora's timer
-            // thread to sweep later.
-            fast_timeout_to_tokio_threshold_seconds: Some(0),
+            // The upstream pool's idle timeout, armed each time a connection goes back to the
+            // pool, on Tokio's timer wheel: cheaper to arm and cancel than Pingora's fast
+            // timeout (fewer instructions, nothing for its timer thread to sweep). Shorter
+            // timeouts (upstream reads) stay fast: on Tokio's wheel, a timer due before every
+            // other one wakes the parked worker through its eventfd, a system call per request
+            // at low load.
+            fast_timeout_to_tokio_threshold_seconds: Some(
+                crate::proxy::UPSTREAM_POOL_IDLE.as_secs() - 1,
+            ),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);

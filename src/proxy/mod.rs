@@ -41,7 +41,7 @@ use retry::{should_retry, RequestFacts, RetryReason};
 
 /// Pooled upstream connections idle longer than this are closed rather than reused: upstream
 /// servers commonly close idle keep-alive connections after 60 s or more, so reuse stays safe.
-const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(55);
+pub(crate) const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(55);
 
 /// The proxy service logic of one Tollgate instance.
 pub struct Gateway {
