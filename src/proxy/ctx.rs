@@ -65,6 +65,8 @@ pub struct RequestCtx {
     pub body_limit: u64,
     /// The body went over `body_limit`: the request is answered 413 and never retried.
     pub body_refused: bool,
+    /// The route's response cache, as this request uses it.
+    pub cache: Option<crate::cache::CacheUse>,
     _in_flight: InFlight,
 }
 
@@ -88,6 +90,7 @@ impl RequestCtx {
             bytes_in: 0,
             body_limit: u64::MAX,
             body_refused: false,
+            cache: None,
             _in_flight: in_flight,
         }
     }

@@ -108,7 +108,7 @@ fn headers_to_remove(
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
+pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// What the gateway says about a request to its upstream.
 pub struct Forwarding<'a> {
@@ -200,11 +200,12 @@ fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
 }
 
-/// Cleans an upstream response for the client: hop-by-hop headers out, request id in. Edited on
+/// Cleans an upstream response for the client: hop-by-hop headers out, request id in (`None`:
+/// the response may be stored, and the request's own headers are added after that). Edited on
 /// the plain `http` parts for the same reason as the request (see `prepare_upstream_request`).
 pub fn prepare_client_response(
     resp: &mut ResponseHeader,
-    id: &RequestId,
+    id: Option<&RequestId>,
     extra: Vec<(HeaderName, HeaderValue)>,
 ) -> pingora::Result<()> {
     let reason = resp.get_reason_phrase().map(str::to_owned);
@@ -214,7 +215,9 @@ pub fn prepare_client_response(
     for name in headers_to_remove(&parts.headers, upgrade, &[]) {
         parts.headers.remove(&name);
     }
-    parts.headers.insert(X_REQUEST_ID, id.value.clone());
+    if let Some(id) = id {
+        parts.headers.insert(X_REQUEST_ID, id.value.clone());
+    }
     for (name, value) in extra {
         parts.headers.insert(name, value);
     }

@@ -46,6 +46,8 @@ pub struct Route {
     pub rate_limits: Option<Arc<crate::ratelimit::RouteLimits>>,
     /// `%2F` in a path is data for this route's backend (`escaped_slashes = "keep"`).
     pub keep_escaped_slashes: bool,
+    /// The route's response cache (`cache = NAME`).
+    pub cache: Option<Arc<crate::cache::CachePolicy>>,
 }
 
 /// A route's `auth` and `scopes`.
@@ -59,11 +61,14 @@ pub struct RouteAuth {
 }
 
 /// Runtime state that outlives snapshots, so a reload keeps it for unchanged settings:
-/// upstream health, circuits and budgets; JWT key sets; rate limit buckets.
+/// upstream health, circuits and budgets; JWT key sets; rate limit buckets; caches and the
+/// store their entries share.
 pub struct Registries {
     pub upstreams: StateRegistry,
     pub keys: Arc<auth::jwt::KeyRegistry>,
     pub limits: crate::ratelimit::LimitRegistry,
+    pub caches: crate::cache::CacheRegistry,
+    pub cache_store: &'static crate::cache::MemoryStore,
 }
 
 impl Registries {
@@ -71,6 +76,11 @@ impl Registries {
         Registries {
             upstreams: StateRegistry::new(metrics.clone()),
             keys: Arc::new(auth::jwt::KeyRegistry::new(metrics.clone())),
+            caches: crate::cache::CacheRegistry::new(),
+            cache_store: crate::cache::MemoryStore::leak(
+                crate::config::DEFAULT_CACHE_CAPACITY,
+                metrics.cache.clone(),
+            ),
             limits: crate::ratelimit::LimitRegistry::new(metrics),
         }
     }
@@ -171,6 +181,9 @@ pub struct Snapshot {
     pub limits: Limits,
     /// Rate limit checks (trusted proxies, cluster backend); the limits hang off the routes.
     pub limiter: Arc<crate::ratelimit::Limiter>,
+    /// Where every cache's entries live, and the bytes they may take (`cache_capacity`).
+    pub cache_store: &'static crate::cache::MemoryStore,
+    pub cache_capacity: u64,
     pub info: SnapshotInfo,
     /// What the config says that is valid but probably not meant, located in the file, in file
     /// order. Printed by `check`, logged when the snapshot goes live.
@@ -204,12 +217,14 @@ impl Snapshot {
         log_warning_lines(&self.warning_lines(), trigger);
     }
 
-    /// Sets the upstream health and circuit gauges from this snapshot's state: call it when the
-    /// snapshot goes live (a snapshot compiled and then rejected must not touch them).
-    pub fn publish_upstream_metrics(&self) {
+    /// Sets the upstream health and circuit gauges from this snapshot's state and applies its
+    /// cache capacity: call it when the snapshot goes live (a snapshot compiled and then
+    /// rejected must not touch them).
+    pub fn go_live(&self) {
         for upstream in self.upstreams.values() {
             upstream.state.publish_metrics();
         }
+        self.cache_store.set_capacity(self.cache_capacity);
     }
 
     /// Parses, validates and compiles config text already read from its file, taking upstream
@@ -249,8 +264,11 @@ fn entry_of(path: &str) -> Option<String> {
     let mut parts = path.splitn(3, '.');
     let section = parts.next()?;
     let name = parts.next()?.split('[').next()?;
-    matches!(section, "upstreams" | "routes" | "auth" | "rate_limits")
-        .then(|| format!("{section}.{name}"))
+    matches!(
+        section,
+        "upstreams" | "routes" | "auth" | "rate_limits" | "caches"
+    )
+    .then(|| format!("{section}.{name}"))
 }
 
 /// Compiles a config, leaving out the entries named in `skip` (`routes.NAME`, `upstreams.NAME`)
@@ -302,6 +320,17 @@ pub fn compile(
                 None
             }
         };
+    let caches: BTreeMap<&str, Arc<crate::cache::CachePolicy>> = config
+        .caches
+        .iter()
+        .map(|(name, cfg)| {
+            let settings = crate::cache::CacheSettings::compile(name, cfg);
+            let policy =
+                crate::cache::policy::policy(&registries.caches, settings, registries.cache_store);
+            registries.cache_store.metrics().declare(name);
+            (name.as_str(), policy)
+        })
+        .collect();
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
@@ -370,6 +399,7 @@ pub fn compile(
                     .max_body_bytes
                     .map_or(limits.max_body_bytes, |s| s.bytes()),
                 keep_escaped_slashes,
+                cache: r.cache.as_deref().and_then(|c| caches.get(c).cloned()),
             }),
         });
     }
@@ -423,6 +453,8 @@ pub fn compile(
             tls,
             files,
             limits,
+            cache_store: registries.cache_store,
+            cache_capacity: config::cache_capacity(config),
         }),
         _ => Err(errors),
     }

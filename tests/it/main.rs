@@ -11,6 +11,7 @@ mod support;
 
 mod auth_api_key;
 mod auth_jwt;
+mod cache;
 mod check;
 mod edge_security;
 mod errors;
