@@ -5,9 +5,11 @@
 //! [`status`]). Every use of pingora-cache's API is in this module and in
 //! `proxy/caching.rs`, which wires it into the proxy hooks; it is pinned with pingora (0.9.1).
 
+pub mod bus;
 pub mod decide;
 pub mod key;
 pub mod policy;
+pub mod purge;
 pub mod status;
 pub mod store;
 

@@ -111,6 +111,8 @@ impl Index {
 
 /// The responses of every cache of one gateway.
 pub struct MemoryStore {
+    /// Tells this gateway's purge messages from the others' (see `bus`).
+    instance: String,
     entries: ArcSwap<(u64, Entries)>,
     index: Arc<Mutex<Index>>,
     metrics: CacheMetrics,
@@ -159,10 +161,15 @@ impl MemoryStore {
         let index = Arc::new(Mutex::new(Index::default()));
         let entries = build(capacity, &index, &metrics);
         Box::leak(Box::new(MemoryStore {
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             entries: ArcSwap::from_pointee((capacity, entries)),
             index,
             metrics,
         }))
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub fn metrics(&self) -> &CacheMetrics {

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<SizeStr>,
     pub client_header_timeout: Option<DurationStr>,
     pub cache_capacity: Option<SizeStr>,
+    /// Environment variable holding the token POST admin endpoints require (`Bearer`).
+    pub admin_token_env: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     /// `//` in a request path is read as `/` before matching and forwarding (as nginx).
     pub merge_slashes: bool,
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             max_body_bytes: None,
             client_header_timeout: None,
             cache_capacity: None,
+            admin_token_env: None,
             trusted_proxies: None,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,

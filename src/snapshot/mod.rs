@@ -69,6 +69,10 @@ pub struct Registries {
     pub limits: crate::ratelimit::LimitRegistry,
     pub caches: crate::cache::CacheRegistry,
     pub cache_store: &'static crate::cache::MemoryStore,
+    pub purge_channels: crate::registry::Registry<
+        crate::ratelimit::cluster::Settings,
+        crate::cache::bus::PurgeChannel,
+    >,
 }
 
 impl Registries {
@@ -77,6 +81,7 @@ impl Registries {
             upstreams: StateRegistry::new(metrics.clone()),
             keys: Arc::new(auth::jwt::KeyRegistry::new(metrics.clone())),
             caches: crate::cache::CacheRegistry::new(),
+            purge_channels: crate::registry::Registry::new(),
             cache_store: crate::cache::MemoryStore::leak(
                 crate::config::DEFAULT_CACHE_CAPACITY,
                 metrics.cache.clone(),
@@ -184,6 +189,10 @@ pub struct Snapshot {
     /// Where every cache's entries live, and the bytes they may take (`cache_capacity`).
     pub cache_store: &'static crate::cache::MemoryStore,
     pub cache_capacity: u64,
+    /// With `[cluster]` and caches: where purges are shared with the other instances.
+    pub purge_channel: Option<Arc<crate::cache::bus::PurgeChannel>>,
+    /// `server.admin_token_env`'s token: POST admin endpoints need it as a bearer token.
+    pub admin_token: Option<String>,
     pub info: SnapshotInfo,
     /// What the config says that is valid but probably not meant, located in the file, in file
     /// order. Printed by `check`, logged when the snapshot goes live.
@@ -331,6 +340,43 @@ pub fn compile(
             (name.as_str(), policy)
         })
         .collect();
+    let purge_channel = match &config.cluster {
+        Some(cfg) if !config.caches.is_empty() && !skip.contains("cluster") => {
+            let channel =
+                crate::ratelimit::shared::settings(cfg, &source.base_dir()).and_then(|s| {
+                    registries
+                        .purge_channels
+                        .try_get_or_insert_with(s.clone(), || {
+                            crate::cache::bus::PurgeChannel::new(&s).map(Arc::new)
+                        })
+                });
+            match channel {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let path = format!("cluster.{}", e.setting);
+                    // The rate limiter may have said the same about [cluster].
+                    if !errors.iter().any(|x| x.path == path) {
+                        errors.push(ConfigError::new(path, e.message));
+                    }
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let admin_token = match &config.server.admin_token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(token) if !token.is_empty() => Some(token),
+            _ => {
+                errors.push(ConfigError::new(
+                    "server.admin_token_env",
+                    format!("names the environment variable {var}, which is not set (or empty)"),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
@@ -455,6 +501,8 @@ pub fn compile(
             limits,
             cache_store: registries.cache_store,
             cache_capacity: config::cache_capacity(config),
+            purge_channel,
+            admin_token,
         }),
         _ => Err(errors),
     }

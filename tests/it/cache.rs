@@ -28,6 +28,9 @@ cache = "c"
     )
 }
 
+/// Response headers an origin sends.
+type Headers = &'static [(&'static str, &'static str)];
+
 fn script(headers: &[(&str, &str)]) -> Script {
     Script {
         headers: headers
@@ -122,7 +125,7 @@ async fn a_fresh_entry_is_served_from_memory_with_its_own_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freshness_comes_from_s_maxage_max_age_expires_or_ttl_and_is_capped() {
     // s-maxage wins over max-age; Age is subtracted; max_ttl caps; ttl when nothing is said.
-    let cases: [(&[(&str, &str)], &str, &str); 5] = [
+    let cases: [(Headers, &str, &str); 5] = [
         (
             &[("cache-control", "s-maxage=1, max-age=600")],
             "/c/smaxage",
@@ -172,7 +175,7 @@ async fn freshness_comes_from_s_maxage_max_age_expires_or_ttl_and_is_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_the_rules_forbid_are_passed_through_and_never_stored() {
-    let cases: [(&[(&str, &str)], &str, u16, &str); 6] = [
+    let cases: [(Headers, &str, u16, &str); 6] = [
         (&[("cache-control", "no-store")], "/c/a", 200, "no-store"),
         (
             &[("cache-control", "private, max-age=60")],
