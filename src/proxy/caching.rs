@@ -44,6 +44,11 @@ impl Gateway {
         if per_consumer && cache.consumer.is_none() {
             cache.pass = Some("no-consumer");
         }
+        // A body is not in the key, and some backends read one on a GET: such a request
+        // neither reads nor fills the cache.
+        if safe && super::has_body(req) {
+            cache.pass = Some("request-body");
+        }
         if safe && cache.pass.is_none() {
             let mut overrides = CacheOptionOverrides::default();
             let wait = ctx.deadline.map_or(crate::cache::LOCK_WAIT_TIMEOUT, |d| {
