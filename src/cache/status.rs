@@ -6,49 +6,57 @@ use pingora::cache::CachePhase;
 use std::fmt::Write;
 use std::time::SystemTime;
 
-/// The `Cache-Status` value and the metrics `result` of a response on a cached route.
-/// `ttl`: seconds of freshness left on the entry used (negative when stale); `collapsed`: the
-/// request waited for another one's fetch of the same entry.
-pub fn describe(
+/// The metrics `result` of a request on a cached route.
+pub fn result(phase: CachePhase, cache: &CacheUse) -> &'static str {
+    match phase {
+        _ if cache.stale_on_error => "stale",
+        CachePhase::Hit => "hit",
+        CachePhase::Stale | CachePhase::StaleUpdating => "stale",
+        CachePhase::Miss => "miss",
+        CachePhase::Expired => "expired",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
+        _ => "bypass",
+    }
+}
+
+/// The `Cache-Status` value of a response on a cached route. `ttl`: seconds of freshness left
+/// on the entry used (negative when stale); `collapsed`: the request waited for another one's
+/// fetch of the same entry.
+pub fn header(
     phase: CachePhase,
     cache: &CacheUse,
     ttl: Option<i64>,
     collapsed: bool,
     upstream_status: Option<u16>,
-) -> (String, &'static str) {
-    let mut s = String::from("tollgate; ");
-    let result = match phase {
+) -> String {
+    let mut s = String::with_capacity(64);
+    s.push_str("tollgate; ");
+    match phase {
         _ if cache.stale_on_error => {
             s.push_str("hit");
             push_ttl(&mut s, ttl);
             s.push_str("; detail=stale-if-error");
-            "stale"
         }
         CachePhase::Hit => {
             s.push_str("hit");
             push_ttl(&mut s, ttl);
-            "hit"
         }
         CachePhase::Stale | CachePhase::StaleUpdating => {
             s.push_str("hit");
             push_ttl(&mut s, ttl);
             s.push_str("; detail=stale-while-revalidate");
-            "stale"
         }
         CachePhase::Miss => {
             s.push_str("fwd=miss");
             push_forwarded(&mut s, cache, upstream_status);
-            "miss"
         }
         CachePhase::Expired => {
             s.push_str("fwd=stale");
             push_forwarded(&mut s, cache, upstream_status);
-            "expired"
         }
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
             s.push_str("fwd=stale; fwd-status=304");
             push_ttl(&mut s, ttl);
-            "revalidated"
         }
         _ => {
             s.push_str("fwd=bypass");
@@ -58,13 +66,12 @@ pub fn describe(
                 cache.pass.unwrap_or("uncacheable")
             };
             let _ = write!(s, "; detail={detail}");
-            "bypass"
         }
-    };
+    }
     if collapsed {
         s.push_str("; collapsed");
     }
-    (s, result)
+    s
 }
 
 fn push_forwarded(s: &mut String, cache: &CacheUse, upstream_status: Option<u16>) {

@@ -22,6 +22,7 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::{
     CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
 };
+use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,16 +32,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// client sees the response.
 pub const SURROGATE_KEY: &str = "surrogate-key";
 /// Bytes counted per entry beyond its key, headers and body: moka's node and bookkeeping, the
-/// `Entry` and its label's allocations, the index, the allocator's own overhead. Measured
-/// with `benches/cache.rs` (1,000,000 entries of a 12-byte body: about 1,180 bytes of RSS
-/// each, of which this covers what the other terms do not), so `cache_capacity` bounds the
-/// real memory, not just the payload.
-const ENTRY_OVERHEAD: u64 = 1000;
+/// `Entry` and its label's allocations, the header map's table, the index, the allocator's
+/// own overhead. Measured with `benches/cache.rs` (1,000,000 entries of a 12-byte body with
+/// three headers: about 1,810 bytes of RSS each, of which this covers what the other terms do
+/// not), so `cache_capacity` bounds the real memory, not just the payload.
+const ENTRY_OVERHEAD: u64 = 1350;
+/// Bytes counted per stored header beyond its name and value (its slot in the header map).
+const HEADER_OVERHEAD: usize = 96;
 
 /// One stored response.
 pub struct Entry {
-    /// pingora-cache's serialized meta: (internal, header).
-    meta: (Vec<u8>, Vec<u8>),
+    /// pingora-cache's serialized internal meta (freshness, stale windows, variance).
+    internal: Vec<u8>,
+    /// The response header, kept decoded: pingora-cache's own serialization compresses it
+    /// (zstd), which a hit would pay to undo every time.
+    header: ResponseHeader,
     body: Bytes,
     pub label: EntryLabel,
     pub tags: Vec<String>,
@@ -48,10 +54,38 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn weigh(meta: &(Vec<u8>, Vec<u8>), body: &Bytes, label: &EntryLabel, tags: &[String]) -> u32 {
+    fn new(
+        (internal, header): (Vec<u8>, ResponseHeader),
+        body: Bytes,
+        label: EntryLabel,
+        tags: Vec<String>,
+    ) -> Entry {
+        let weight = Entry::weigh(&internal, &header, &body, &label, &tags);
+        Entry {
+            internal,
+            header,
+            body,
+            label,
+            tags,
+            weight,
+        }
+    }
+
+    fn weigh(
+        internal: &[u8],
+        header: &ResponseHeader,
+        body: &Bytes,
+        label: &EntryLabel,
+        tags: &[String],
+    ) -> u32 {
+        let header_bytes: usize = header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
+            .sum();
         let bytes = 16
-            + meta.0.len() as u64
-            + meta.1.len() as u64
+            + internal.len() as u64
+            + header_bytes as u64
             + body.len() as u64
             + (label.host.len() + label.path.len() + label.query.len()) as u64
             + tags.iter().map(|t| t.len() as u64 + 24).sum::<u64>()
@@ -60,7 +94,8 @@ impl Entry {
     }
 
     fn hit(&self) -> Result<(CacheMeta, HitHandler)> {
-        let meta = CacheMeta::deserialize(&self.meta.0, &self.meta.1)?;
+        let mut meta = CacheMeta::deserialize(&self.internal, placeholder_header())?;
+        *meta.response_header_mut() = self.header.clone();
         let len = self.body.len();
         Ok((
             meta,
@@ -71,6 +106,20 @@ impl Entry {
             }),
         ))
     }
+}
+
+/// A serialized minimal header: a hit decodes this (tiny) one to build its `CacheMeta`, then
+/// puts the stored header in its place.
+fn placeholder_header() -> &'static [u8] {
+    static PLACEHOLDER: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let header = ResponseHeader::build(200, Some(0)).expect("a static header");
+        let now = std::time::SystemTime::now();
+        CacheMeta::new(now, now, 0, 0, header)
+            .serialize()
+            .map(|(_, header)| header)
+            .unwrap_or_default()
+    });
+    &PLACEHOLDER
 }
 
 type Entries = moka::sync::Cache<HashBinary, Arc<Entry>>;
@@ -367,7 +416,7 @@ impl HandleHit for BodyReader {
 struct BodyWriter {
     store: &'static MemoryStore,
     key: HashBinary,
-    meta: (Vec<u8>, Vec<u8>),
+    meta: (Vec<u8>, ResponseHeader),
     label: EntryLabel,
     tags: Vec<String>,
     body: Vec<u8>,
@@ -395,15 +444,7 @@ impl HandleMiss for BodyWriter {
         } = *self;
         let body = Bytes::from(body);
         let size = body.len();
-        let weight = Entry::weigh(&meta, &body, &label, &tags);
-        let entry = Arc::new(Entry {
-            meta,
-            body,
-            label,
-            tags,
-            weight,
-        });
-        store.insert(key, entry);
+        store.insert(key, Arc::new(Entry::new(meta, body, label, tags)));
         Ok(MissFinishType::Created(size))
     }
 }
@@ -426,6 +467,21 @@ impl MemoryStore {
         // capacity (the index lock is free: eviction updates it).
         entries.1.run_pending_tasks();
     }
+}
+
+/// What the store keeps of a `CacheMeta`: its serialized internal part and its header
+/// (rebuilt from plain `http` parts: without the map of the header names' original case,
+/// which costs memory in every entry and that HTTP/2 clients never see).
+fn parts(meta: &CacheMeta) -> Result<(Vec<u8>, ResponseHeader)> {
+    let (internal, _) = meta.serialize()?;
+    let reason = meta
+        .response_header()
+        .get_reason_phrase()
+        .map(str::to_owned);
+    let plain: http::response::Parts = meta.response_header_copy().into();
+    let mut header = ResponseHeader::from(plain);
+    header.set_reason_phrase(reason.as_deref())?;
+    Ok((internal, header))
 }
 
 #[async_trait]
@@ -461,7 +517,7 @@ impl Storage for MemoryStore {
         Ok(Box::new(BodyWriter {
             store: self,
             key: key.combined_bin(),
-            meta: meta.serialize()?,
+            meta: parts(meta)?,
             label,
             tags,
             body: Vec::new(),
@@ -492,17 +548,14 @@ impl Storage for MemoryStore {
         let Some(old) = entries.1.get(&hash) else {
             return Ok(false);
         };
-        let meta = meta.serialize()?;
-        let weight = Entry::weigh(&meta, &old.body, &old.label, &old.tags);
-        let entry = Arc::new(Entry {
-            meta,
-            body: old.body.clone(),
-            label: old.label.clone(),
-            tags: old.tags.clone(),
-            weight,
-        });
+        let entry = Entry::new(
+            parts(meta)?,
+            old.body.clone(),
+            old.label.clone(),
+            old.tags.clone(),
+        );
         drop(entries);
-        self.insert(hash, entry);
+        self.insert(hash, Arc::new(entry));
         Ok(true)
     }
 

@@ -175,7 +175,7 @@ impl Gateway {
             .maybe_cache_meta()
             .map(|m| status::ttl_at(m.fresh_until(), SystemTime::now()));
         let collapsed = session.cache.lock_duration().is_some();
-        let (value, _) = status::describe(phase, cache, ttl, collapsed, ctx.upstream_status);
+        let value = status::header(phase, cache, ttl, collapsed, ctx.upstream_status);
         resp.remove_header(SURROGATE_KEY);
         resp.insert_header("cache-status", value)?;
         let fields = match &ctx.rate_limit {
@@ -196,8 +196,7 @@ impl Gateway {
         };
         let metrics = &self.metrics.cache;
         let name = cache.policy.name();
-        let (_, result) = status::describe(session.cache.phase(), cache, None, false, None);
-        metrics.request(name, result);
+        metrics.request(name, status::result(session.cache.phase(), cache));
         if session.cache.lock_duration().is_some() {
             metrics.coalesced(name);
         }
