@@ -220,7 +220,7 @@ async fn responses_the_rules_forbid_are_passed_through_and_never_stored() {
 async fn a_response_over_max_entry_streams_through_whole_and_uncached() {
     let mut s = script(&[("cache-control", "max-age=60")]);
     s.pad = 3000;
-    let origin = Origin::start(s).await;
+    let origin = Origin::start(s.clone()).await;
     let gw = GatewayHandle::start(&config(&origin.target(), "max_entry = \"2KiB\"")).await;
     for n in 1..=2 {
         let a = call(&gw, "/c/big", &[]).await;

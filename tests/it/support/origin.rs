@@ -5,7 +5,8 @@
 
 use super::backend::Received;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
@@ -22,6 +23,8 @@ pub struct Script {
     pub delay: Duration,
     /// Bytes of padding after `n=N` in the body.
     pub pad: usize,
+    /// Send the body in pieces without a Content-Length (chunked): its end is not known ahead.
+    pub chunked: bool,
 }
 
 impl Default for Script {
@@ -31,6 +34,7 @@ impl Default for Script {
             headers: Vec::new(),
             delay: Duration::ZERO,
             pad: 0,
+            chunked: false,
         }
     }
 }
@@ -121,7 +125,7 @@ impl Drop for Origin {
 async fn answer(
     state: &Mutex<State>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
+) -> hyper::Response<BoxBody<Bytes, Infallible>> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -169,5 +173,14 @@ async fn answer(
         text.push_str(&".".repeat(script.pad));
         Bytes::from(text)
     };
-    resp.body(Full::new(payload)).unwrap()
+    let body = if script.chunked {
+        // Two frames, no length: hyper sends it chunked.
+        let half = payload.len() / 2;
+        let frames = [payload.slice(..half), payload.slice(half..)]
+            .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+        StreamBody::new(futures::stream::iter(frames)).boxed()
+    } else {
+        Full::new(payload).boxed()
+    };
+    resp.body(body).unwrap()
 }
