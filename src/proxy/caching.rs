@@ -7,6 +7,7 @@ use super::{Gateway, RequestCtx};
 use crate::cache::decide::{decide, Verdict};
 use crate::cache::key::{key_host, key_query, primary_key};
 use crate::cache::{status, CacheUse, EntryLabel, Purge, SURROGATE_KEY};
+use crate::problem::GatewayError;
 use pingora::cache::key::HashBinary;
 use pingora::cache::VarianceBuilder;
 use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
@@ -94,7 +95,10 @@ impl Gateway {
             query: key_query(&cache.policy.settings.query, req.uri.query()),
         };
         let primary = primary_key(&label, ctx.route_name(), req, cache.consumer.as_deref());
+        // Hashed once here: pingora-cache asks for the hash several times per request.
+        let hash = pingora::cache::key::hash_key(&primary);
         let mut key = CacheKey::new(primary, "");
+        key.set_primary_bin_override(hash);
         key.extensions.insert(label);
         Ok(key)
     }
@@ -176,15 +180,17 @@ impl Gateway {
             .map(|m| status::ttl_at(m.fresh_until(), SystemTime::now()));
         let collapsed = session.cache.lock_duration().is_some();
         let value = status::header(phase, cache, ttl, collapsed, ctx.upstream_status);
+        let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+            .map_err(|_| GatewayError::Internal("Cache-Status value").into_pingora())?;
+        // Names as static strings: Pingora turns a `HeaderName` into its title-cased spelling
+        // (an allocation) for the response's header-case map.
         resp.remove_header(SURROGATE_KEY);
         resp.insert_header("cache-status", value)?;
-        let fields = match &ctx.rate_limit {
-            Some(fields) => crate::ratelimit::response_fields(fields),
-            None => Vec::new(),
-        };
-        resp.insert_header(super::headers::X_REQUEST_ID, ctx.request_id.value.clone())?;
-        for (name, value) in fields {
-            resp.insert_header(name, value)?;
+        resp.insert_header(super::headers::REQUEST_ID, ctx.request_id.value.clone())?;
+        if let Some(fields) = &ctx.rate_limit {
+            for (name, value) in crate::ratelimit::response_fields(fields) {
+                resp.insert_header(name, value)?;
+            }
         }
         Ok(())
     }

@@ -108,7 +108,7 @@ fn headers_to_remove(
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub(super) const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// What the gateway says about a request to its upstream.
 pub struct Forwarding<'a> {
