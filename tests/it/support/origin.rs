@@ -126,20 +126,9 @@ async fn answer(
     state: &Mutex<State>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<BoxBody<Bytes, Infallible>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let received = Received::read(req).await;
     let (script, n, not_modified) = {
         let mut s = state.lock().unwrap();
-        s.received.push(Received {
-            method: parts.method.to_string(),
-            uri: parts.uri.to_string(),
-            headers: parts.headers.clone(),
-            body: body.to_vec(),
-        });
         let script = s.script.clone();
         let etag = script
             .headers
@@ -147,15 +136,14 @@ async fn answer(
             .find(|(k, _)| k.eq_ignore_ascii_case("etag"))
             .map(|(_, v)| v.clone());
         let not_modified = etag.is_some_and(|tag| {
-            parts
-                .headers
-                .get("if-none-match")
-                .and_then(|v| v.to_str().ok())
+            received
+                .header("if-none-match")
                 .is_some_and(|v| v.split(',').any(|t| t.trim() == tag))
         });
         if !not_modified {
             s.bodies += 1;
         }
+        s.received.push(received);
         (script, s.bodies, not_modified)
     };
     if !script.delay.is_zero() {
