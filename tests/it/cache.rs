@@ -542,3 +542,42 @@ async fn what_a_client_sends_cannot_poison_the_next_callers_answer() {
     );
     assert_hit(&call(&gw, "/c/q", &[]).await, "n=3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_refresh_is_not_charged_to_the_callers_rate_limit() {
+    let origin = Origin::start(script(&[("cache-control", "max-age=1")])).await;
+    let body = format!(
+        r#"
+[upstreams.o]
+targets = ["{}"]
+
+[caches.c]
+stale_while_revalidate = "30s"
+
+[rate_limits.three]
+requests = 3
+per = "1h"
+key = "ip"
+
+[routes.cached]
+path = "/c/{{*rest}}"
+upstream = "o"
+cache = "c"
+rate_limits = ["three"]
+"#,
+        origin.target()
+    );
+    let gw = GatewayHandle::start(&body).await;
+    assert_stored_miss(&call(&gw, "/c/r", &[]).await, "n=1");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let stale = call(&gw, "/c/r", &[]).await;
+    assert!(
+        cache_status(&stale).contains("stale-while-revalidate"),
+        "{stale:?}"
+    );
+    assert!(eventually(Duration::from_secs(5), || async { origin.bodies() == 2 }).await);
+    // Two requests so far, and the refresh the gateway made: the third request is the
+    // caller's own, the fourth is over.
+    assert_eq!(call(&gw, "/c/r", &[]).await.status, 200);
+    assert_eq!(call(&gw, "/c/r", &[]).await.status, 429);
+}
