@@ -429,6 +429,36 @@ async fn a_stale_entry_stands_in_for_a_failed_upstream_within_the_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_comes_before_the_fallback_and_a_5xx_within_the_window() {
+    let origin = Origin::start(script(&[("cache-control", "max-age=1")])).await;
+    let body = config(&origin.target(), "stale_if_error = \"2s\"").replace(
+        "cache = \"c\"\n",
+        "cache = \"c\"\nfallback = { status = 503, body = '{\"error\":\"later\"}' }\n",
+    );
+    let gw = GatewayHandle::start(&body).await;
+    assert_stored_miss(&call(&gw, "/c/menu", &[]).await, "n=1");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // The upstream answers 500: the stale entry, not the 500.
+    origin.set(Script {
+        status: 500,
+        ..script(&[])
+    });
+    let a = call(&gw, "/c/menu", &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "n=1"), "{a:?}");
+    assert!(cache_status(&a).contains("detail=stale-if-error"), "{a:?}");
+    // The upstream is gone: the stale entry, not the route's fallback.
+    origin.stop();
+    let b = call(&gw, "/c/menu", &[]).await;
+    assert_eq!((b.status, b.body.as_str()), (200, "n=1"), "{b:?}");
+    assert!(b.header("x-tollgate-fallback").is_none(), "{b:?}");
+    // Past the window: the fallback.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let late = call(&gw, "/c/menu", &[]).await;
+    assert_eq!(late.status, 503, "{late:?}");
+    assert_eq!(late.header("x-tollgate-fallback"), Some("1"), "{late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_entry_with_an_etag_is_revalidated_without_a_body() {
     let (gw, origin) = start(&[("cache-control", "max-age=1"), ("etag", "\"v1\"")], "").await;
     assert_stored_miss(&call(&gw, "/c/doc", &[]).await, "n=1");
