@@ -38,6 +38,11 @@ impl ServeHttp for EchoApp {
             .status(200)
             .header("content-type", "application/json")
             .header("content-length", bytes.len())
+            // A tag for cache purges by tag (`{"tag": "catalog"}`); the gateway removes it.
+            .header(
+                "surrogate-key",
+                self.service.split('@').next().unwrap_or_default(),
+            )
             .body(bytes)
             .unwrap_or_default()
     }

@@ -38,6 +38,9 @@ enum Command {
         #[arg(short, long, default_value = "config/demo.toml")]
         config: PathBuf,
     },
+    /// Run only the demo backends (127.0.0.1:9001-9003), to stop and start them while a
+    /// gateway runs on config/demo.toml (`run -c config/demo.toml`): failures made visible.
+    DemoBackends,
 }
 
 fn main() -> ExitCode {
@@ -45,7 +48,24 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config, false),
         Command::Demo { config } => run(&config, true),
+        Command::DemoBackends => demo_backends(),
     }
+}
+
+fn demo_backends() -> ExitCode {
+    let mut server = match pingora::server::Server::new(None) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot start the demo backends: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    server.bootstrap();
+    for (name, addr) in tollgate::demo::DEMO_BACKENDS {
+        server.add_service(tollgate::demo::echo_service(name, addr));
+    }
+    eprintln!("demo backends on 127.0.0.1:9001-9003; Ctrl-C stops them");
+    server.run_forever()
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

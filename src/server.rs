@@ -127,6 +127,10 @@ impl Instance {
             "tollgate jwks refresh",
             JwksService::new(keys),
         ));
+        server.add_service(background_service(
+            "tollgate cache purges",
+            crate::cache::bus::PurgeService::new(store.clone()),
+        ));
 
         Ok(Instance {
             store,

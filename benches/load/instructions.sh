@@ -58,8 +58,8 @@ load_run() {
     local count=$1 out=$2 header_args=()
     [[ -n $CUR_HEADER ]] && header_args=(--header "$CUR_HEADER")
     timeout "$((count * 2 / RATE + 60))" nice -n "$NICE" taskset -c "$LOAD_CPU" \
-        python3 "$LOAD_DIR/fixed_load.py" "127.0.0.1:$CUR_PORT" "$REQ_PATH" "$count" "$CONNECTIONS" \
-        --rate "$RATE" --body "$EXPECTED_BODY" "${header_args[@]}" >"$out"
+        python3 "$LOAD_DIR/fixed_load.py" "127.0.0.1:$CUR_PORT" "$CUR_PATH" "$count" "$CONNECTIONS" \
+        --rate "$RATE" --body "$CUR_BODY" "${header_args[@]}" >"$out"
 }
 
 # cg PID ARGS...: callgrind_control, bounded in time, quiet unless it fails.

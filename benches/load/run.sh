@@ -7,7 +7,9 @@
 #   bare_pingora  examples/bare_pingora.rs (the floor for anything built on Pingora)
 #   tollgate_*    target/release/tollgate with each benches/load/configs/*.toml (a config may
 #                 name a request header with a `# load-header: Name: value` line; JWT variants
-#                 send their token that way, the same token on every request)
+#                 send their token that way, the same token on every request; a config may
+#                 also name the path to request with `# load-path: /bench16k`, a 16 KiB answer
+#                 of the backend, checked byte for byte)
 #
 # Each proxy gets CPU $PROXY_CPU alone; wrk and the backend share CPU $LOAD_CPU. Configurations are
 # measured one at a time, in interleaved rounds, so that slow drift of a shared machine hits every
@@ -54,6 +56,12 @@ BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_pingora}  # override to 
 RTT_BIN=$ROOT/target/release/examples/redis_round_trip
 REPORT=$ROOT/target/load-report.md
 EXPECTED_BODY=$'{"ok":true}\n'  # 12 bytes, as the backend sends it
+# The path and body of the configuration being measured (REQ_PATH and EXPECTED_BODY unless its
+# config says `# load-path: /bench16k`).
+CUR_PATH=$REQ_PATH
+CUR_BODY=$EXPECTED_BODY
+# The backend's 16 KiB answer at /bench16k: a JSON object padded to 16,384 bytes with its newline.
+BODY_16K="{\"pad\":\"$(printf '%*s' 16373 '' | tr ' ' x)\"}"
 
 STARTED_PIDS=()   # every process we started, for the EXIT trap
 CUR_HEADER=""     # request header of the configuration being measured (JWT variants), or empty
@@ -222,8 +230,8 @@ check_response() {
     }
     status=${out##*$'\n'}
     body=${out%$'\n'*}
-    if [[ $status != 200 || $body != "$EXPECTED_BODY" ]]; then
-        FAIL_REASON="answered status $status, body $(printf %q "${body:0:80}") instead of 200 $(printf %q "$EXPECTED_BODY")"
+    if [[ $status != 200 || $body != "$CUR_BODY" ]]; then
+        FAIL_REASON="answered status $status, body $(printf %q "${body:0:80}") instead of 200 $(printf %q "${CUR_BODY:0:80}")"
         log "unexpected answer from $url: $FAIL_REASON"
         return 1
     fi
@@ -278,6 +286,10 @@ write_backend_conf() {
         }
         # Read by run.sh around each measured run: new connections tell whether the proxy kept
         # its upstream connections alive, handled requests whether it forwarded every request.
+        location = /bench16k {
+            default_type application/json;
+            alias $prefix/bench16k.json;
+        }
         location = /__backend_status {
             stub_status;
         }
@@ -285,6 +297,7 @@ write_backend_conf() {
 }
 EOF
     } >"$prefix/nginx.conf"
+    printf '%s\n' "$BODY_16K" >"$prefix/bench16k.json"
 }
 
 # The idle upstream pool must hold one connection per wrk connection, or nginx would close and
@@ -321,6 +334,16 @@ set_header() {
     if [[ -n $CUR_HEADER ]]; then CUR_HEADER_ARGS=(-H "$CUR_HEADER"); fi
 }
 
+# set_path PATH | "": the path wrk and curl request, and the body it must answer (/bench16k: the
+# backend's 16 KiB body; "": REQ_PATH and its 12 bytes).
+set_path() {
+    case $1 in
+        "") CUR_PATH=$REQ_PATH CUR_BODY=$EXPECTED_BODY ;;
+        /bench16k) CUR_PATH=$1 CUR_BODY=$BODY_16K$'\n' ;;
+        *) die "load-path: only /bench16k is served by the backend (got '$1')" ;;
+    esac
+}
+
 # render_tollgate_conf NAME OUT LISTEN ADMIN: fill the placeholders of configs/NAME.toml.
 render_tollgate_conf() {
     local name=$1 out=$2 listen=$3 admin=$4
@@ -345,6 +368,7 @@ start_config() {
     mkdir -p "$dir"
     CUR_STARTED=1
     set_header ""
+    set_path ""
     case $name in
         backend)
             CUR_PID=$BACKEND_PID CUR_PORT=$BACKEND_PORT CUR_STARTED=0
@@ -375,11 +399,12 @@ start_config() {
                 { FAIL_REASON="unknown placeholder in $name.toml"; return 1; }
             # A config may name one request header for every request (`# load-header: ...`).
             set_header "$(sed -n 's/^# load-header: //p' "$dir/tollgate.toml" | head -n 1)"
+            set_path "$(sed -n 's/^# load-path: //p' "$dir/tollgate.toml" | head -n 1)"
             start_pinned "$PROXY_CPU" "$dir/access.log" "$dir/stderr" "${PROXY_WRAPPER[@]}" "$bin" run -c "$dir/tollgate.toml"
             CUR_PID=$START_PID CUR_PORT=$port
             ;;
     esac
-    if ! wait_ready "http://127.0.0.1:$CUR_PORT$REQ_PATH" "$CUR_PID" || ! check_response "http://127.0.0.1:$CUR_PORT$REQ_PATH"; then
+    if ! wait_ready "http://127.0.0.1:$CUR_PORT$CUR_PATH" "$CUR_PID" || ! check_response "http://127.0.0.1:$CUR_PORT$CUR_PATH"; then
         if [[ -s $dir/stderr ]]; then
             log "last lines of $name's stderr:"
             tail -n 15 "$dir/stderr" | sed 's/^/    /' >&2
@@ -430,7 +455,7 @@ snapshot() {
 
 # measure NAME ROUND: warm-up, then the measured wrk run with counters read around it.
 measure() {
-    local name=$1 round=$2 url="http://127.0.0.1:$CUR_PORT$REQ_PATH"
+    local name=$1 round=$2 url="http://127.0.0.1:$CUR_PORT$CUR_PATH"
     local out="$RESULTS/$round.$name"
     # The warm-up also fills the proxy's upstream pool, so the measured run sees steady state.
     on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "${CUR_HEADER_ARGS[@]}" "$url" >/dev/null 2>&1 || true

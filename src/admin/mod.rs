@@ -1,6 +1,10 @@
 //! The admin listener (`server.admin_listen`): `GET /metrics` (Prometheus), `/healthz` (alive),
 //! `/readyz` (config loaded and listeners up, false while draining) and `/config` (what config is
-//! loaded: hash, source, load time, counts; never secrets). Keep it on a private address.
+//! loaded: hash, source, load time, counts; never secrets), and `POST /cache/purge` (see
+//! [`purge`]; with `server.admin_token_env`, POSTs need its bearer token). Keep it on a private
+//! address.
+
+mod purge;
 
 use crate::observe::Metrics;
 use crate::snapshot::Store;
@@ -66,6 +70,18 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         .unwrap_or_default()
 }
 
+fn problem(status: StatusCode, detail: &str) -> Response<Vec<u8>> {
+    let value = json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or_default(),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    body.push(b'\n');
+    respond(status, "application/problem+json", body)
+}
+
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
     let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
     body.push(b'\n');
@@ -76,6 +92,9 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Vec<u
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == http::Method::POST && req.uri.path() == "/cache/purge" {
+            return self.purge(session).await;
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json_response(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -7,7 +7,7 @@ mod types;
 mod units;
 mod validate;
 
-pub use validate::parse_proxy_net;
+pub use validate::{cache_capacity, parse_proxy_net, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_ENTRY};
 
 pub use error::{line_col, ConfigError, ConfigErrors, ConfigWarning, Locator};
 pub use types::*;
@@ -127,6 +127,9 @@ pub fn parse_partial(text: &str) -> Result<(Config, Vec<ConfigError>), Vec<Confi
             "rate_limits" => {
                 config.rate_limits =
                     named_tables(&key, value, &mut errors, &mut config.failed_entries)
+            }
+            "caches" => {
+                config.caches = named_tables(&key, value, &mut errors, &mut config.failed_entries)
             }
             "cluster" => {
                 config.cluster = section(&key, value, &mut errors);

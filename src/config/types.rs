@@ -33,6 +33,7 @@ pub struct Config {
     pub auth: BTreeMap<String, AuthConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
+    pub caches: BTreeMap<String, CacheConfig>,
     pub cluster: Option<ClusterConfig>,
     /// Sections owned by later features, kept raw so validation can name them.
     pub unsupported_sections: Vec<String>,
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<SizeStr>,
     pub client_header_timeout: Option<DurationStr>,
     pub cache_capacity: Option<SizeStr>,
+    /// Environment variable holding the token POST admin endpoints require (`Bearer`).
+    pub admin_token_env: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     /// `//` in a request path is read as `/` before matching and forwarding (as nginx).
     pub merge_slashes: bool,
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             max_body_bytes: None,
             client_header_timeout: None,
             cache_capacity: None,
+            admin_token_env: None,
             trusted_proxies: None,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
@@ -432,6 +436,76 @@ pub enum OnError {
     Local,
     Allow,
     Deny,
+}
+
+/// `[caches.NAME]`: a shared HTTP cache (RFC 9111) in memory, used by routes with `cache = NAME`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Freshness when the upstream gives none; absent: such responses are not stored.
+    pub ttl: Option<DurationStr>,
+    /// Cap on any freshness, the upstream's included (default 1h).
+    pub max_ttl: Option<DurationStr>,
+    /// Serve a stale entry at once while one background request refreshes it (default 0).
+    pub stale_while_revalidate: Option<DurationStr>,
+    /// Serve a stale entry when the upstream fails (default 0).
+    pub stale_if_error: Option<DurationStr>,
+    /// Cacheable statuses (default 200, 203, 204, 301, 404, 410).
+    pub statuses: Option<Vec<u16>>,
+    /// Request headers that are part of the key (besides the response's own `Vary`).
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Query parameters in the key: `"all"` (sorted), `"none"`, or an allow-list.
+    #[serde(default)]
+    pub query: CacheQuery,
+    #[serde(default)]
+    pub scope: CacheScope,
+    /// Bigger responses stream through uncached (default 1MiB).
+    pub max_entry: Option<SizeStr>,
+}
+
+/// Which query parameters a cache key keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum CacheQuery {
+    /// Every parameter, sorted (so `?a=1&b=2` and `?b=2&a=1` share an entry).
+    #[default]
+    All,
+    /// None: the query is ignored for the key (and still forwarded).
+    None,
+    /// Only these parameters, sorted.
+    Only(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for CacheQuery {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("expected \"all\", \"none\" or a list of parameter names")
+        })? {
+            Raw::Word(w) if w == "all" => Ok(CacheQuery::All),
+            Raw::Word(w) if w == "none" => Ok(CacheQuery::None),
+            Raw::Word(w) => Err(de::Error::custom(format!(
+                "\"{w}\" is not \"all\", \"none\" or a list of parameter names"
+            ))),
+            Raw::List(names) => Ok(CacheQuery::Only(names)),
+        }
+    }
+}
+
+/// Who may be served an entry.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Everyone; with credentials only responses marked `public` or with `s-maxage` are stored.
+    #[default]
+    Shared,
+    /// Each caller (JWT `sub` / API-key consumer) has its own entries.
+    Consumer,
 }
 
 /// `[cluster]`: state shared by every instance through Redis.

@@ -4,7 +4,10 @@
 //! in `snapshot::compile`, which `check` and reload run right after this.
 
 mod auth;
+mod cache;
 mod ratelimit;
+
+pub use cache::{cache_capacity, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_ENTRY};
 
 pub use ratelimit::parse_proxy_net;
 
@@ -34,6 +37,9 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     }
     for (name, limit) in &config.rate_limits {
         v.rate_limit(config, name, limit);
+    }
+    for (name, cache) in &config.caches {
+        v.cache(config, name, cache);
     }
     if let Some(c) = &config.cluster {
         v.cluster(c);
@@ -106,11 +112,8 @@ impl Validator {
             self.trusted_proxies(proxies);
         }
         self.strip_request_headers(&s.strip_request_headers);
-        let unsupported = [("server.cache_capacity", s.cache_capacity.is_some())];
-        for (path, set) in unsupported {
-            if set {
-                self.not_yet(path, "this key");
-            }
+        if s.cache_capacity.is_some_and(|c| c.bytes() == 0) {
+            self.err("server.cache_capacity", "must be greater than zero");
         }
     }
 
@@ -350,14 +353,9 @@ impl Validator {
         if let Some(size) = r.max_body_bytes {
             self.body_limit(&format!("{base}.max_body_bytes"), size);
         }
-        let unsupported = [
-            ("cache", r.cache.is_some()),
-            ("aggregate", r.aggregate.is_some()),
-        ];
-        for (key, set) in unsupported {
-            if set {
-                self.not_yet(&format!("{base}.{key}"), "this key");
-            }
+        self.route_cache(config, &base, r);
+        if r.aggregate.is_some() {
+            self.not_yet(&format!("{base}.aggregate"), "this key");
         }
     }
 }
@@ -380,6 +378,7 @@ impl Validator {
         let what = match section {
             "upstreams" => "upstream",
             "rate_limits" => "rate limit",
+            "caches" => "cache",
             _ => "auth policy",
         };
         self.err(

@@ -7,9 +7,23 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. Safe to call twice (the second call does nothing), which
 /// matters for tests that start several gateways in one process.
 pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .parse(level)
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // pingora-cache warns once that header compression has no dictionary (irrelevant to a
+    // store in memory), and pingora-proxy warns on every request served stale on an upstream
+    // error: during an outage that is one line per request, when `Cache-Status` and
+    // `tollgate_cache_requests_total{result="stale"}` already tell it. Their errors still show.
+    for quiet in [
+        "pingora_cache::meta=error",
+        "pingora_proxy::proxy_cache=error",
+    ] {
+        if !level.contains(quiet.split('=').next().unwrap_or_default()) {
+            if let Ok(directive) = quiet.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -108,6 +108,7 @@ pub struct Metrics {
     rejected: IntCounterVec,
     ratelimit_backend_errors: prometheus::IntCounter,
     ratelimit_backend_duration: prometheus::Histogram,
+    pub cache: super::cache_metrics::CacheMetrics,
 }
 
 /// Why the gateway refused a request before it reached an upstream (the `reason` label of
@@ -161,7 +162,7 @@ impl Rejection {
 
 /// Registers metrics in one registry; the definitions are static, so failing to build or
 /// register one is a programming error caught by every test run.
-struct Builder(Registry);
+pub(super) struct Builder(Registry);
 
 impl Builder {
     fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
@@ -171,13 +172,13 @@ impl Builder {
         metric
     }
 
-    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    pub(super) fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         self.add(
             IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
         )
     }
 
-    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    pub(super) fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
     }
 
@@ -338,6 +339,7 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            cache: super::cache_metrics::CacheMetrics::new(&b),
             registry: b.0,
         }
     }

@@ -68,6 +68,8 @@ pub struct RequestCtx {
     pub body_limit: u64,
     /// The body went over `body_limit`: the request is answered 413 and never retried.
     pub body_refused: bool,
+    /// The route's response cache, as this request uses it.
+    pub cache: Option<crate::cache::CacheUse>,
     _in_flight: InFlight,
 }
 
@@ -92,6 +94,7 @@ impl RequestCtx {
             declared: Default::default(),
             body_limit: u64::MAX,
             body_refused: false,
+            cache: None,
             _in_flight: in_flight,
         }
     }

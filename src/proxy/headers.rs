@@ -244,11 +244,12 @@ fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&xff).ok()
 }
 
-/// Cleans an upstream response for the client: hop-by-hop headers out, request id in. Edited on
+/// Cleans an upstream response for the client: hop-by-hop headers out, request id in (`None`:
+/// the response may be stored, and the request's own headers are added after that). Edited on
 /// the plain `http` parts for the same reason as the request (see `prepare_upstream_request`).
 pub fn prepare_client_response(
     resp: &mut ResponseHeader,
-    id: &RequestId,
+    id: Option<&RequestId>,
     extra: Vec<(HeaderName, HeaderValue)>,
 ) -> pingora::Result<()> {
     // Only a reason other than the status's own needs keeping (and a copy).
@@ -261,7 +262,9 @@ pub fn prepare_client_response(
     for name in headers_to_remove(&parts.headers, Some(upgrade), &[]) {
         parts.headers.remove(&name);
     }
-    parts.headers.insert(X_REQUEST_ID, id.value().clone());
+    if let Some(id) = id {
+        parts.headers.insert(X_REQUEST_ID, id.value().clone());
+    }
     for (name, value) in extra {
         parts.headers.insert(name, value);
     }

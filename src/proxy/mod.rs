@@ -12,6 +12,7 @@
 //! - `logging`: metrics and the access log, for every request however it ended.
 
 mod answer;
+mod caching;
 mod ctx;
 mod framing;
 mod headers;
@@ -333,6 +334,11 @@ impl ProxyHttp for Gateway {
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(status);
         }
+        // On a cached route the response may be stored: this request's own headers are added
+        // in `response_filter`, after that.
+        if ctx.cache.is_some() {
+            return headers::prepare_client_response(upstream_response, None, Vec::new());
+        }
         // Set on the plain header map with the rest (Pingora's insert_header is costly).
         let rate_limit = match &ctx.rate_limit {
             Some(fields) if !upstream_response.status.is_informational() => {
@@ -340,7 +346,60 @@ impl ProxyHttp for Gateway {
             }
             _ => Vec::new(),
         };
-        headers::prepare_client_response(upstream_response, &ctx.request_id, rate_limit)
+        headers::prepare_client_response(upstream_response, Some(&ctx.request_id), rate_limit)
+    }
+
+    fn request_cache_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        self.start_cache(session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<pingora::cache::CacheKey> {
+        self.cache_key(session, ctx)
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<pingora::cache::RespCacheable> {
+        Ok(self.cache_verdict(resp, ctx))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &pingora::cache::CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<pingora::cache::key::HashBinary> {
+        caching::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        self.serve_stale(ctx, error)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        self.finish_cached_response(session, upstream_response, ctx)
     }
 
     /// Nothing reached the upstream: retried (on another target) when the route's policy allows
@@ -479,6 +538,7 @@ impl ProxyHttp for Gateway {
             status,
             elapsed,
         );
+        self.account_cache(session, ctx);
 
         let Some(snapshot) = ctx.snapshot.as_ref() else {
             return;

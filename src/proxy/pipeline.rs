@@ -144,6 +144,11 @@ impl Gateway {
         let Some(limits) = ctx.route.as_ref().and_then(|r| r.rate_limits.clone()) else {
             return ControlFlow::Continue(());
         };
+        // The cache's background refresh of a stale entry (stale-while-revalidate) replays the
+        // request that found it stale, which was counted already: it is not charged again.
+        if session.subrequest_ctx.is_some() {
+            return ControlFlow::Continue(());
+        }
         let facts = crate::ratelimit::KeyFacts {
             client: ctx.client,
             headers: &session.req_header().headers,

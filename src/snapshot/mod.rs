@@ -48,6 +48,8 @@ pub struct Route {
     pub keep_escaped_slashes: bool,
     /// The route's request metrics, looked up once.
     pub metrics: crate::observe::RouteMetrics,
+    /// The route's response cache (`cache = NAME`).
+    pub cache: Option<Arc<crate::cache::CachePolicy>>,
 }
 
 /// A route's `auth` and `scopes`.
@@ -61,11 +63,18 @@ pub struct RouteAuth {
 }
 
 /// Runtime state that outlives snapshots, so a reload keeps it for unchanged settings:
-/// upstream health, circuits and budgets; JWT key sets; rate limit buckets.
+/// upstream health, circuits and budgets; JWT key sets; rate limit buckets; caches and the
+/// store their entries share.
 pub struct Registries {
     pub upstreams: StateRegistry,
     pub keys: Arc<auth::jwt::KeyRegistry>,
     pub limits: crate::ratelimit::LimitRegistry,
+    pub caches: crate::cache::CacheRegistry,
+    pub cache_store: &'static crate::cache::MemoryStore,
+    pub purge_channels: crate::registry::Registry<
+        crate::ratelimit::cluster::Settings,
+        crate::cache::bus::PurgeChannel,
+    >,
 }
 
 impl Registries {
@@ -73,6 +82,12 @@ impl Registries {
         Registries {
             upstreams: StateRegistry::new(metrics.clone()),
             keys: Arc::new(auth::jwt::KeyRegistry::new(metrics.clone())),
+            caches: crate::cache::CacheRegistry::new(),
+            purge_channels: crate::registry::Registry::new(),
+            cache_store: crate::cache::MemoryStore::leak(
+                crate::config::DEFAULT_CACHE_CAPACITY,
+                metrics.cache.clone(),
+            ),
             limits: crate::ratelimit::LimitRegistry::new(metrics),
         }
     }
@@ -173,6 +188,13 @@ pub struct Snapshot {
     pub limits: Limits,
     /// Rate limit checks (trusted proxies, cluster backend); the limits hang off the routes.
     pub limiter: Arc<crate::ratelimit::Limiter>,
+    /// Where every cache's entries live, and the bytes they may take (`cache_capacity`).
+    pub cache_store: &'static crate::cache::MemoryStore,
+    pub cache_capacity: u64,
+    /// With `[cluster]` and caches: where purges are shared with the other instances.
+    pub purge_channel: Option<Arc<crate::cache::bus::PurgeChannel>>,
+    /// `server.admin_token_env`'s token: POST admin endpoints need it as a bearer token.
+    pub admin_token: Option<String>,
     pub info: SnapshotInfo,
     /// What the config says that is valid but probably not meant, located in the file, in file
     /// order. Printed by `check`, logged when the snapshot goes live.
@@ -206,12 +228,14 @@ impl Snapshot {
         log_warning_lines(&self.warning_lines(), trigger);
     }
 
-    /// Sets the upstream health and circuit gauges from this snapshot's state: call it when the
-    /// snapshot goes live (a snapshot compiled and then rejected must not touch them).
-    pub fn publish_upstream_metrics(&self) {
+    /// Sets the upstream health and circuit gauges from this snapshot's state and applies its
+    /// cache capacity: call it when the snapshot goes live (a snapshot compiled and then
+    /// rejected must not touch them).
+    pub fn go_live(&self) {
         for upstream in self.upstreams.values() {
             upstream.state.publish_metrics();
         }
+        self.cache_store.set_capacity(self.cache_capacity);
     }
 
     /// Parses, validates and compiles config text already read from its file, taking upstream
@@ -251,8 +275,11 @@ fn entry_of(path: &str) -> Option<String> {
     let mut parts = path.splitn(3, '.');
     let section = parts.next()?;
     let name = parts.next()?.split('[').next()?;
-    matches!(section, "upstreams" | "routes" | "auth" | "rate_limits")
-        .then(|| format!("{section}.{name}"))
+    matches!(
+        section,
+        "upstreams" | "routes" | "auth" | "rate_limits" | "caches"
+    )
+    .then(|| format!("{section}.{name}"))
 }
 
 /// Compiles a config, leaving out the entries named in `skip` (`routes.NAME`, `upstreams.NAME`)
@@ -304,6 +331,54 @@ pub fn compile(
                 None
             }
         };
+    let caches: BTreeMap<&str, Arc<crate::cache::CachePolicy>> = config
+        .caches
+        .iter()
+        .map(|(name, cfg)| {
+            let settings = crate::cache::CacheSettings::compile(name, cfg);
+            let policy =
+                crate::cache::policy::policy(&registries.caches, settings, registries.cache_store);
+            registries.cache_store.metrics().declare(name);
+            (name.as_str(), policy)
+        })
+        .collect();
+    let purge_channel = match &config.cluster {
+        Some(cfg) if !config.caches.is_empty() && !skip.contains("cluster") => {
+            let channel =
+                crate::ratelimit::shared::settings(cfg, &source.base_dir()).and_then(|s| {
+                    registries
+                        .purge_channels
+                        .try_get_or_insert_with(s.clone(), || {
+                            crate::cache::bus::PurgeChannel::new(&s).map(Arc::new)
+                        })
+                });
+            match channel {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let path = format!("cluster.{}", e.setting);
+                    // The rate limiter may have said the same about [cluster].
+                    if !errors.iter().any(|x| x.path == path) {
+                        errors.push(ConfigError::new(path, e.message));
+                    }
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let admin_token = match &config.server.admin_token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(token) if !token.is_empty() => Some(token),
+            _ => {
+                errors.push(ConfigError::new(
+                    "server.admin_token_env",
+                    format!("names the environment variable {var}, which is not set (or empty)"),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let mut defs = Vec::with_capacity(config.routes.len());
     for (name, r) in &config.routes {
         let base = format!("routes.{name}");
@@ -373,6 +448,7 @@ pub fn compile(
                     .map_or(limits.max_body_bytes, |s| s.bytes()),
                 keep_escaped_slashes,
                 metrics: Default::default(),
+                cache: r.cache.as_deref().and_then(|c| caches.get(c).cloned()),
             }),
         });
     }
@@ -426,6 +502,10 @@ pub fn compile(
             tls,
             files,
             limits,
+            cache_store: registries.cache_store,
+            cache_capacity: config::cache_capacity(config),
+            purge_channel,
+            admin_token,
         }),
         _ => Err(errors),
     }

@@ -46,7 +46,7 @@ impl Store {
         registry: Arc<super::Registries>,
     ) -> Store {
         metrics.config_loaded(true);
-        initial.publish_upstream_metrics();
+        initial.go_live();
         Store {
             current: ArcSwap::from_pointee(initial),
             registry,
@@ -106,7 +106,7 @@ impl Store {
                 let current = self.current.load();
                 let needs_restart = restart_only_changes(&current, &next);
                 keep_restart_only_values(&current, &mut next);
-                next.publish_upstream_metrics();
+                next.go_live();
                 let warnings = next.warning_lines();
                 self.current.store(Arc::new(next));
                 ReloadOutcome::Applied {

@@ -11,6 +11,8 @@ mod support;
 
 mod auth_api_key;
 mod auth_jwt;
+mod cache;
+mod cache_purge;
 mod check;
 mod edge_security;
 mod errors;

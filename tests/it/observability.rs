@@ -20,9 +20,13 @@ path = "/ok"
 methods = ["GET"]
 upstream = "good"
 
+[caches.short]
+ttl = "30s"
+
 [routes.item]
 path = "/items/{{id}}"
 upstream = "good"
+cache = "short"
 
 [routes.dead]
 path = "/dead"
@@ -250,6 +254,12 @@ async fn metrics_page_passes_promtool() {
         "tollgate_config_last_reload_success_timestamp_seconds",
         "tollgate_build_info",
         "tollgate_requests_in_flight",
+        "tollgate_cache_requests_total",
+        "tollgate_cache_entries",
+        "tollgate_cache_bytes",
+        "tollgate_cache_evictions_total",
+        "tollgate_cache_coalesced_total",
+        "tollgate_cache_purges_total",
     ] {
         assert!(
             page.contains(&format!("# TYPE {family} ")),

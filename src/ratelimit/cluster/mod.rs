@@ -12,7 +12,7 @@
 mod client;
 mod target;
 
-pub use target::is_cluster_url;
+pub use target::{address, is_cluster_url, one_node_client};
 
 use crate::observe::Metrics;
 use crate::ratelimit::gcra::{Outcome, Quota};

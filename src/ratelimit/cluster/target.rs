@@ -259,6 +259,24 @@ pub fn address(redis_url: &str) -> String {
         .join(",")
 }
 
+/// A client for one node of what `redis_url` names (the first seed node of a Redis Cluster),
+/// for pub/sub: a Redis Cluster passes a PUBLISH on to every node, so one node hears them all.
+pub fn one_node_client(
+    redis_url: &str,
+    tls: &TlsMaterial,
+    timeout: Duration,
+) -> Result<redis::Client, SettingError> {
+    let url = if is_cluster_url(redis_url) {
+        cluster_nodes(redis_url)?.remove(0)
+    } else {
+        redis_url.to_string()
+    };
+    match Target::new(&url, tls, timeout)? {
+        Target::Single(client) => Ok(*client),
+        Target::Cluster(_) => Err(SettingError::new("redis_url", "expected one node")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,22 @@ pub struct Received {
 }
 
 impl Received {
+    /// Reads a whole request (its body collected) as a backend receives it.
+    pub async fn read(req: hyper::Request<hyper::body::Incoming>) -> Received {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Received {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts.headers,
+            body: body.to_vec(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -128,18 +144,8 @@ impl BackendBuilder {
                         let spec = spec.clone();
                         let rec = rec.clone();
                         async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            rec.lock().unwrap().push(Received {
-                                method: parts.method.to_string(),
-                                uri: parts.uri.to_string(),
-                                headers: parts.headers,
-                                body: body.to_vec(),
-                            });
+                            let received = Received::read(req).await;
+                            rec.lock().unwrap().push(received);
                             let (b, payload) = &*spec;
                             if !b.delay.is_zero() {
                                 tokio::time::sleep(b.delay).await;

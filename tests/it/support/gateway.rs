@@ -145,12 +145,23 @@ impl GatewayHandle {
     /// Starts the built `tollgate` binary with `tollgate run -c FILE`; stdout (the access log)
     /// and stderr go to files in the gateway's temp dir.
     pub async fn start_binary(body: &str, server_extra: &str) -> GatewayHandle {
+        GatewayHandle::start_binary_with_env(body, server_extra, &[]).await
+    }
+
+    /// Like [`start_binary`](Self::start_binary), with these environment variables set for the
+    /// gateway process only.
+    pub async fn start_binary_with_env(
+        body: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+    ) -> GatewayHandle {
         let file = ConfigFile::write(body, server_extra);
         let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
         let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "-c"])
             .arg(&file.path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http2;
 pub mod jwks_server;
 pub mod logs;
+pub mod origin;
 pub mod prom;
 pub mod raw;
 pub mod recorder;

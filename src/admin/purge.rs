@@ -1,0 +1,91 @@
+//! `POST /cache/purge`: removes cached responses by URL, path prefix, tag or cache on this
+//! instance and, with `[cluster]`, publishes the purge to the others. Answers
+//! `200 {"purged": N}` (and `"propagated"` with `[cluster]`), a 400 problem naming what is
+//! wrong with the body, 401 without the admin token when `server.admin_token_env` is set.
+
+use super::{json_response, problem, AdminApp};
+use crate::cache::purge::{parse, MAX_BODY};
+use http::{Response, StatusCode};
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+impl AdminApp {
+    pub(super) async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let snapshot = self.store.snapshot();
+        if let Some(token) = &snapshot.admin_token {
+            if !bearer_matches(session, token) {
+                let mut r = problem(
+                    StatusCode::UNAUTHORIZED,
+                    "this endpoint needs the admin token: Authorization: Bearer <token>",
+                );
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+        }
+        let body = match read_body(session).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        let purge = match parse(&body) {
+            Ok(p) => p,
+            Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
+        };
+        let store = snapshot.cache_store;
+        let purged = store.purge(&purge);
+        let answer = match &snapshot.purge_channel {
+            Some(channel) => {
+                let propagated = channel.publish(store.instance(), &purge).await;
+                json!({"purged": purged, "propagated": propagated})
+            }
+            None => json!({"purged": purged}),
+        };
+        json_response(StatusCode::OK, answer)
+    }
+}
+
+fn bearer_matches(session: &ServerSession, token: &str) -> bool {
+    let Some(value) = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+    else {
+        return false;
+    };
+    let given = value.as_bytes();
+    let Some(given) = given
+        .strip_prefix(b"Bearer ")
+        .or_else(|| given.strip_prefix(b"bearer "))
+    else {
+        return false;
+    };
+    given.ct_eq(token.as_bytes()).into()
+}
+
+/// The request body, up to [`MAX_BODY`] bytes (413 past it, 400 if it cannot be read).
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("a purge request is at most {MAX_BODY} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(problem(
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                ))
+            }
+        }
+    }
+}

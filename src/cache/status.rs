@@ -1,0 +1,100 @@
+//! What the client and the metrics are told about the cache's part in a response:
+//! `Cache-Status` (RFC 9211, cache name `tollgate`) and the `result` label.
+
+use super::CacheUse;
+use pingora::cache::CachePhase;
+use std::fmt::Write;
+use std::time::SystemTime;
+
+/// The metrics `result` of a request on a cached route.
+pub fn result(phase: CachePhase, cache: &CacheUse) -> &'static str {
+    match phase {
+        _ if cache.stale_on_error => "stale",
+        CachePhase::Hit => "hit",
+        CachePhase::Stale | CachePhase::StaleUpdating => "stale",
+        CachePhase::Miss => "miss",
+        CachePhase::Expired => "expired",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "revalidated",
+        _ => "bypass",
+    }
+}
+
+/// The `Cache-Status` value of a response on a cached route. `ttl`: seconds of freshness left
+/// on the entry used (negative when stale); `collapsed`: the request waited for another one's
+/// fetch of the same entry.
+pub fn header(
+    phase: CachePhase,
+    cache: &CacheUse,
+    ttl: Option<i64>,
+    collapsed: bool,
+    upstream_status: Option<u16>,
+) -> String {
+    let mut s = String::with_capacity(64);
+    s.push_str("tollgate; ");
+    match phase {
+        _ if cache.stale_on_error => {
+            s.push_str("hit");
+            push_ttl(&mut s, ttl);
+            s.push_str("; detail=stale-if-error");
+        }
+        CachePhase::Hit => {
+            s.push_str("hit");
+            push_ttl(&mut s, ttl);
+        }
+        CachePhase::Stale | CachePhase::StaleUpdating => {
+            s.push_str("hit");
+            push_ttl(&mut s, ttl);
+            s.push_str("; detail=stale-while-revalidate");
+        }
+        CachePhase::Miss => {
+            s.push_str("fwd=miss");
+            push_forwarded(&mut s, cache, upstream_status);
+        }
+        CachePhase::Expired => {
+            s.push_str("fwd=stale");
+            push_forwarded(&mut s, cache, upstream_status);
+        }
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
+            s.push_str("fwd=stale; fwd-status=304");
+            push_ttl(&mut s, ttl);
+        }
+        _ => {
+            s.push_str("fwd=bypass");
+            let detail = if cache.unsafe_method {
+                "method"
+            } else {
+                cache.pass.unwrap_or("uncacheable")
+            };
+            let _ = write!(s, "; detail={detail}");
+        }
+    }
+    if collapsed {
+        s.push_str("; collapsed");
+    }
+    s
+}
+
+fn push_forwarded(s: &mut String, cache: &CacheUse, upstream_status: Option<u16>) {
+    if let Some(status) = upstream_status {
+        let _ = write!(s, "; fwd-status={status}");
+    }
+    if cache.stored && cache.pass.is_none() {
+        s.push_str("; stored");
+    } else if let Some(detail) = cache.pass {
+        let _ = write!(s, "; detail={detail}");
+    }
+}
+
+fn push_ttl(s: &mut String, ttl: Option<i64>) {
+    if let Some(ttl) = ttl {
+        let _ = write!(s, "; ttl={ttl}");
+    }
+}
+
+/// Seconds of freshness left at `now` for an entry fresh until `fresh_until`.
+pub fn ttl_at(fresh_until: SystemTime, now: SystemTime) -> i64 {
+    match fresh_until.duration_since(now) {
+        Ok(left) => left.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
+    }
+}

@@ -1,0 +1,565 @@
+//! Where cached responses live: pingora-cache's `Storage` over one moka cache shared by every
+//! `[caches.*]` of a gateway, weighed in bytes (key, headers, body and bookkeeping) against
+//! `server.cache_capacity`, evicting with moka's own policy (TinyLFU admission, LRU order); and
+//! the index that purges by path, prefix and tag use.
+//!
+//! moka cannot change its capacity, and pingora-cache wants a `&'static` storage: the store is
+//! one leaked [`MemoryStore`] per gateway whose moka cache sits behind an `ArcSwap`, replaced
+//! (emptied) when a reload changes `cache_capacity`.
+//!
+//! The store does not stream a response while it is written (no partial reads): requests
+//! waiting on the cache lock for the same key read it once it is complete, and a response
+//! over `max_entry` is dropped from the store while the client still gets it in full.
+
+use super::key::EntryLabel;
+use crate::observe::CacheMetrics;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::cache::key::{CacheHashKey, HashBinary};
+use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::{
+    CacheKey, CacheMeta, HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage,
+};
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorType, Result};
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The response header that tags an entry for purges (space-separated); removed before the
+/// client sees the response.
+pub const SURROGATE_KEY: &str = "surrogate-key";
+/// Bytes counted per entry beyond its key, headers and body: moka's node and bookkeeping, the
+/// `Entry` and its label's allocations, the header map's table, the index, the allocator's
+/// own overhead. Measured with `benches/cache.rs` (1,000,000 entries of a 12-byte body with
+/// three headers: about 1,810 bytes of RSS each, of which this covers what the other terms do
+/// not), so `cache_capacity` bounds the real memory, not just the payload.
+const ENTRY_OVERHEAD: u64 = 1350;
+/// Bytes counted per stored header beyond its name and value (its slot in the header map).
+const HEADER_OVERHEAD: usize = 96;
+
+/// One stored response.
+pub struct Entry {
+    /// pingora-cache's serialized internal meta (freshness, stale windows, variance).
+    internal: Vec<u8>,
+    /// The response header, kept decoded: pingora-cache's own serialization compresses it
+    /// (zstd), which a hit would pay to undo every time.
+    header: ResponseHeader,
+    body: Bytes,
+    pub label: EntryLabel,
+    pub tags: Vec<String>,
+    weight: u32,
+}
+
+impl Entry {
+    fn new(
+        (internal, header): (Vec<u8>, ResponseHeader),
+        body: Bytes,
+        label: EntryLabel,
+        tags: Vec<String>,
+    ) -> Entry {
+        let weight = Entry::weigh(&internal, &header, &body, &label, &tags);
+        Entry {
+            internal,
+            header,
+            body,
+            label,
+            tags,
+            weight,
+        }
+    }
+
+    fn weigh(
+        internal: &[u8],
+        header: &ResponseHeader,
+        body: &Bytes,
+        label: &EntryLabel,
+        tags: &[String],
+    ) -> u32 {
+        let header_bytes: usize = header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
+            .sum();
+        let bytes = 16
+            + internal.len() as u64
+            + header_bytes as u64
+            + body.len() as u64
+            + (label.host.len() + label.path.len() + label.query.len()) as u64
+            + tags.iter().map(|t| t.len() as u64 + 24).sum::<u64>()
+            + ENTRY_OVERHEAD;
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    fn hit(&self) -> Result<(CacheMeta, HitHandler)> {
+        let mut meta = CacheMeta::deserialize(&self.internal, placeholder_header())?;
+        *meta.response_header_mut() = self.header.clone();
+        let len = self.body.len();
+        Ok((
+            meta,
+            Box::new(BodyReader {
+                body: self.body.clone(),
+                range: 0..len,
+                done: false,
+            }),
+        ))
+    }
+}
+
+/// A serialized minimal header: a hit decodes this (tiny) one to build its `CacheMeta`, then
+/// puts the stored header in its place.
+fn placeholder_header() -> &'static [u8] {
+    static PLACEHOLDER: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let header = ResponseHeader::build(200, Some(0)).expect("a static header");
+        let now = std::time::SystemTime::now();
+        CacheMeta::new(now, now, 0, 0, header)
+            .serialize()
+            .map(|(_, header)| header)
+            .unwrap_or_default()
+    });
+    &PLACEHOLDER
+}
+
+type Entries = moka::sync::Cache<HashBinary, Arc<Entry>>;
+
+/// Keys by path and by tag. It may keep a key that is no longer stored (a removal raced an
+/// insert); purges check each key against the store, so such a key only costs a lookup.
+#[derive(Default)]
+struct Index {
+    by_path: BTreeMap<String, HashSet<HashBinary>>,
+    by_tag: HashMap<String, HashSet<HashBinary>>,
+}
+
+impl Index {
+    fn add(&mut self, key: HashBinary, entry: &Entry) {
+        self.by_path
+            .entry(entry.label.path.clone())
+            .or_default()
+            .insert(key);
+        for tag in &entry.tags {
+            self.by_tag.entry(tag.clone()).or_default().insert(key);
+        }
+    }
+
+    fn remove(&mut self, key: &HashBinary, entry: &Entry) {
+        if let Some(keys) = self.by_path.get_mut(&entry.label.path) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_path.remove(&entry.label.path);
+            }
+        }
+        for tag in &entry.tags {
+            if let Some(keys) = self.by_tag.get_mut(tag) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_tag.remove(tag);
+                }
+            }
+        }
+    }
+}
+
+/// The responses of every cache of one gateway.
+pub struct MemoryStore {
+    /// Tells this gateway's purge messages from the others' (see `bus`).
+    instance: String,
+    entries: ArcSwap<(u64, Entries)>,
+    index: Arc<Mutex<Index>>,
+    metrics: CacheMetrics,
+}
+
+/// Which entries a purge removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// One URL (path and query, as a request would send it), optionally on one host: every
+    /// variant (`Vary`, consumers) of every cache.
+    Url { host: Option<String>, url: String },
+    /// Every entry whose path starts with this.
+    Prefix(String),
+    /// Every entry whose response carried this `Surrogate-Key` tag.
+    Tag(String),
+    /// Every entry of the cache with this name.
+    Cache(String),
+    /// What a successful unsafe request on this host and path invalidates (RFC 9111 §4.4).
+    Path { host: String, path: String },
+}
+
+impl Purge {
+    /// The `kind` label of `tollgate_cache_purges_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Purge::Url { .. } => "url",
+            Purge::Prefix(_) => "prefix",
+            Purge::Tag(_) => "tag",
+            Purge::Cache(_) => "cache",
+            Purge::Path { .. } => "method",
+        }
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &self.entries.load().0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// A store for one gateway, for its whole life (pingora-cache needs `'static`).
+    pub fn leak(capacity: u64, metrics: CacheMetrics) -> &'static MemoryStore {
+        let index = Arc::new(Mutex::new(Index::default()));
+        let entries = build(capacity, &index, &metrics);
+        Box::leak(Box::new(MemoryStore {
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            entries: ArcSwap::from_pointee((capacity, entries)),
+            index,
+            metrics,
+        }))
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
+    }
+
+    /// Applies `server.cache_capacity` from a config going live: a new capacity starts an
+    /// empty store (moka's capacity is fixed), an unchanged one keeps everything.
+    pub fn set_capacity(&self, capacity: u64) {
+        let current = self.entries.load();
+        if current.0 == capacity {
+            return;
+        }
+        let fresh = build(capacity, &self.index, &self.metrics);
+        let old = self.entries.swap(Arc::new((capacity, fresh)));
+        old.1.invalidate_all();
+        old.1.run_pending_tasks();
+    }
+
+    fn entries(&self) -> arc_swap::Guard<Arc<(u64, Entries)>> {
+        self.entries.load()
+    }
+
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes every entry of a cache no snapshot uses any more (its settings changed, or it
+    /// was removed from the config).
+    pub fn drop_cache(&self, id: u64) {
+        let entries = self.entries();
+        let _ = entries
+            .1
+            .invalidate_entries_if(move |_, e| e.label.cache_id == id);
+        entries.1.run_pending_tasks();
+    }
+
+    /// Removes the entries `purge` names; returns how many.
+    pub fn purge(&self, purge: &Purge) -> u64 {
+        let entries = self.entries();
+        let candidates: Vec<HashBinary> = {
+            let index = self.index();
+            match purge {
+                Purge::Url { url, .. } => {
+                    let path = url.split('?').next().unwrap_or_default();
+                    keys_of(index.by_path.get(path))
+                }
+                Purge::Path { path, .. } => keys_of(index.by_path.get(path.as_str())),
+                Purge::Prefix(prefix) => index
+                    .by_path
+                    .range::<str, _>((
+                        std::ops::Bound::Included(prefix.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take_while(|(p, _)| p.starts_with(prefix.as_str()))
+                    .flat_map(|(_, keys)| keys.iter().copied())
+                    .collect(),
+                Purge::Tag(tag) => keys_of(index.by_tag.get(tag.as_str())),
+                Purge::Cache(_) => Vec::new(),
+            }
+        };
+        let mut purged = 0;
+        if let Purge::Cache(name) = purge {
+            let victims: Vec<HashBinary> = entries
+                .1
+                .iter()
+                .filter(|(_, e)| *e.label.cache.name == **name)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in victims {
+                purged += u64::from(entries.1.remove(&key).is_some());
+            }
+        } else {
+            for key in candidates {
+                let Some(entry) = entries.1.get(&key) else {
+                    continue;
+                };
+                if matches(purge, &entry) && entries.1.remove(&key).is_some() {
+                    purged += 1;
+                }
+            }
+        }
+        entries.1.run_pending_tasks();
+        self.metrics.purged(purge.kind(), purged);
+        purged
+    }
+
+    /// Entries held and their weight, for tests and benchmarks.
+    pub fn usage(&self) -> (u64, u64) {
+        let entries = self.entries();
+        entries.1.run_pending_tasks();
+        (entries.1.entry_count(), entries.1.weighted_size())
+    }
+}
+
+fn keys_of(set: Option<&HashSet<HashBinary>>) -> Vec<HashBinary> {
+    set.map(|s| s.iter().copied().collect()).unwrap_or_default()
+}
+
+fn matches(purge: &Purge, entry: &Entry) -> bool {
+    let label = &entry.label;
+    match purge {
+        Purge::Url { host, url } => {
+            let (path, query) = match url.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (url.as_str(), None),
+            };
+            let query = super::key::key_query(&label.cache.query, query);
+            host.as_ref()
+                .is_none_or(|h| h.eq_ignore_ascii_case(&label.host))
+                && label.path == path
+                && label.query == query
+        }
+        Purge::Path { host, path } => label.host == *host && label.path == *path,
+        Purge::Prefix(prefix) => label.path.starts_with(prefix.as_str()),
+        Purge::Tag(tag) => entry.tags.iter().any(|t| t == tag),
+        Purge::Cache(name) => *label.cache.name == **name,
+    }
+}
+
+fn build(capacity: u64, index: &Arc<Mutex<Index>>, metrics: &CacheMetrics) -> Entries {
+    let index = index.clone();
+    let metrics = metrics.clone();
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .weigher(|_, e: &Arc<Entry>| e.weight)
+        .support_invalidation_closures()
+        .eviction_listener(move |key: Arc<HashBinary>, entry: Arc<Entry>, cause| {
+            use moka::notification::RemovalCause;
+            let name = &entry.label.cache.name;
+            metrics.removed(name, u64::from(entry.weight), cause == RemovalCause::Size);
+            // A replaced entry's key is still stored: the insert updated the index itself.
+            if cause != RemovalCause::Replaced {
+                index
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key, &entry);
+            }
+        })
+        .build()
+}
+
+/// A stored body, served whole or as one range.
+struct BodyReader {
+    body: Bytes,
+    range: std::ops::Range<usize>,
+    done: bool,
+}
+
+#[async_trait]
+impl HandleHit for BodyReader {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if std::mem::replace(&mut self.done, true) || self.range.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.body.slice(self.range.clone())))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        if start >= len {
+            return Error::e_explain(ErrorType::InternalError, "range start past the body");
+        }
+        self.range = start..end.map_or(len, |e| e.min(len));
+        self.done = false;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// A response being stored: its body is collected, and stored when complete.
+struct BodyWriter {
+    store: &'static MemoryStore,
+    key: HashBinary,
+    meta: (Vec<u8>, ResponseHeader),
+    label: EntryLabel,
+    tags: Vec<String>,
+    body: Vec<u8>,
+}
+
+#[async_trait]
+impl HandleMiss for BodyWriter {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        // pingora-cache stops calling at max_entry; this is the backstop.
+        if (self.body.len() + data.len()) as u64 > self.label.cache.max_entry {
+            return Error::e_explain(ErrorType::InternalError, "response over max_entry");
+        }
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let BodyWriter {
+            store,
+            key,
+            meta,
+            label,
+            tags,
+            body,
+        } = *self;
+        let body = Bytes::from(body);
+        let size = body.len();
+        store.insert(key, Arc::new(Entry::new(meta, body, label, tags)));
+        Ok(MissFinishType::Created(size))
+    }
+}
+
+impl MemoryStore {
+    fn insert(&self, key: HashBinary, entry: Arc<Entry>) {
+        let entries = self.entries();
+        let old = entries.1.get(&key);
+        self.metrics
+            .stored(&entry.label.cache.name, u64::from(entry.weight));
+        entries.1.insert(key, entry.clone());
+        {
+            let mut index = self.index();
+            if let Some(old) = old {
+                index.remove(&key, &old);
+            }
+            index.add(key, &entry);
+        }
+        // Evict now rather than at moka's next housekeeping, so the store stays within its
+        // capacity (the index lock is free: eviction updates it).
+        entries.1.run_pending_tasks();
+    }
+}
+
+/// What the store keeps of a `CacheMeta`: its serialized internal part and its header
+/// (rebuilt from plain `http` parts: without the map of the header names' original case,
+/// which costs memory in every entry and that HTTP/2 clients never see).
+fn parts(meta: &CacheMeta) -> Result<(Vec<u8>, ResponseHeader)> {
+    let (internal, _) = meta.serialize()?;
+    let reason = meta
+        .response_header()
+        .get_reason_phrase()
+        .map(str::to_owned);
+    let plain: http::response::Parts = meta.response_header_copy().into();
+    let mut header = ResponseHeader::from(plain);
+    header.set_reason_phrase(reason.as_deref())?;
+    Ok((internal, header))
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        match self.entries().1.get(&key.combined_bin()) {
+            Some(entry) => entry.hit().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let Some(label) = key.extensions.get::<EntryLabel>().cloned() else {
+            return Error::e_explain(ErrorType::InternalError, "cache key without its label");
+        };
+        let tags = meta
+            .headers()
+            .get_all(SURROGATE_KEY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(str::split_ascii_whitespace)
+            .map(str::to_owned)
+            .collect();
+        Ok(Box::new(BodyWriter {
+            store: self,
+            key: key.combined_bin(),
+            meta: parts(meta)?,
+            label,
+            tags,
+            body: Vec::new(),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let removed = self.entries().1.remove(&target.key().combined_bin());
+        Ok(match removed {
+            Some(_) => PurgeOutcome::Purged(None),
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined_bin();
+        let entries = self.entries();
+        let Some(old) = entries.1.get(&hash) else {
+            return Ok(false);
+        };
+        let entry = Entry::new(
+            parts(meta)?,
+            old.body.clone(),
+            old.label.clone(),
+            old.tags.clone(),
+        );
+        drop(entries);
+        self.insert(hash, Arc::new(entry));
+        Ok(true)
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}

@@ -1,0 +1,241 @@
+//! The response cache in the proxy hooks: which requests use it, their key, what is stored,
+//! when a stale entry stands in, and what the response says about it. The cache runs after the
+//! request pipeline (auth and rate limits first: a cached answer never reaches a caller the
+//! route refuses) and before `upstream_peer`.
+
+use super::{Gateway, RequestCtx};
+use crate::cache::decide::{decide, Verdict};
+use crate::cache::key::{key_host, key_query, primary_key};
+use crate::cache::{status, CacheUse, EntryLabel, Purge, SURROGATE_KEY};
+use crate::problem::GatewayError;
+use pingora::cache::key::HashBinary;
+use pingora::cache::VarianceBuilder;
+use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::Error;
+use std::time::{Instant, SystemTime};
+
+impl Gateway {
+    /// `request_cache_filter`: turns the cache on for a GET or HEAD on a cached route. Other
+    /// methods pass through, remembered so that a success invalidates the path's entries.
+    pub(super) fn start_cache(&self, session: &mut Session, ctx: &mut RequestCtx) {
+        let Some(route) = ctx.route.as_ref() else {
+            return;
+        };
+        let Some(policy) = route.cache.clone() else {
+            return;
+        };
+        let req = session.req_header();
+        let safe = matches!(req.method, http::Method::GET | http::Method::HEAD);
+        let credentials =
+            route.auth.is_some() || req.headers.contains_key(http::header::AUTHORIZATION);
+        let consumer = ctx.identity.as_ref().and_then(|i| i.consumer.clone());
+        let per_consumer = policy.settings.scope == crate::config::CacheScope::Consumer;
+        let mut cache = CacheUse {
+            policy,
+            consumer,
+            credentials,
+            pass: None,
+            stored: false,
+            stale_on_error: false,
+            unsafe_method: !safe,
+        };
+        // Per-consumer entries need a consumer: an anonymous request shares nothing.
+        if per_consumer && cache.consumer.is_none() {
+            cache.pass = Some("no-consumer");
+        }
+        // A body is not in the key, and some backends read one on a GET: such a request
+        // neither reads nor fills the cache.
+        if safe && ctx.declared.body {
+            cache.pass = Some("request-body");
+        }
+        if safe && cache.pass.is_none() {
+            let mut overrides = CacheOptionOverrides::default();
+            let wait = ctx.deadline.map_or(crate::cache::LOCK_WAIT_TIMEOUT, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(crate::cache::LOCK_WAIT_TIMEOUT)
+            });
+            overrides.wait_timeout = Some(wait);
+            let store = ctx.snapshot.as_ref().map(|s| s.cache_store);
+            if let Some(store) = store {
+                session.cache.enable(
+                    store,
+                    None,
+                    None,
+                    Some(crate::cache::lock()),
+                    Some(overrides),
+                );
+                let max_entry = cache.policy.settings.max_entry;
+                session
+                    .cache
+                    .set_max_file_size_bytes(usize::try_from(max_entry).unwrap_or(usize::MAX));
+            }
+        }
+        ctx.cache = Some(cache);
+    }
+
+    /// `cache_key_callback`: the key of this request (see `cache::key` for what is in it).
+    pub(super) fn cache_key(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> pingora::Result<CacheKey> {
+        let Some(cache) = ctx.cache.as_ref() else {
+            return Err(
+                crate::problem::GatewayError::Internal("cache key without cache").into_pingora(),
+            );
+        };
+        let req = session.req_header();
+        let label = EntryLabel {
+            cache: cache.policy.settings.clone(),
+            cache_id: cache.policy.id,
+            host: key_host(req),
+            path: req.uri.path().to_owned(),
+            query: key_query(&cache.policy.settings.query, req.uri.query()),
+        };
+        let primary = primary_key(&label, ctx.route_name(), req, cache.consumer.as_deref());
+        // Hashed once here: pingora-cache asks for the hash several times per request.
+        let hash = pingora::cache::key::hash_key(&primary);
+        let mut key = CacheKey::new(primary, "");
+        key.set_primary_bin_override(hash);
+        key.extensions.insert(label);
+        Ok(key)
+    }
+
+    /// `response_cache_filter`: whether the upstream's response may be stored, and how long it
+    /// is fresh.
+    pub(super) fn cache_verdict(
+        &self,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> RespCacheable {
+        let Some(cache) = ctx.cache.as_mut() else {
+            return RespCacheable::Uncacheable(NoCacheReason::NeverEnabled);
+        };
+        match decide(
+            &cache.policy.settings,
+            cache.credentials,
+            resp,
+            SystemTime::now(),
+        ) {
+            Verdict::Store(meta) => {
+                cache.stored = true;
+                cache.pass = None;
+                RespCacheable::Cacheable(meta)
+            }
+            Verdict::Pass(detail) => {
+                cache.stored = false;
+                cache.pass = Some(detail);
+                RespCacheable::Uncacheable(NoCacheReason::Custom(detail))
+            }
+        }
+    }
+
+    /// `should_serve_stale`: during revalidation (`error` is `None`) whenever the entry's
+    /// stale-while-revalidate window allows (pingora-cache checks it); after a failure of the
+    /// upstream (connect, timeout, 5xx, every circuit open, the route deadline), within the
+    /// stale-if-error window, instead of the error or the route's fallback.
+    pub(super) fn serve_stale(&self, ctx: &mut RequestCtx, error: Option<&Error>) -> bool {
+        let Some(error) = error else {
+            return true;
+        };
+        // The client going away is not the upstream failing.
+        if error.esource() == &pingora::ErrorSource::Downstream {
+            return false;
+        }
+        if let Some(cache) = ctx.cache.as_mut() {
+            cache.stale_on_error = true;
+        }
+        true
+    }
+
+    /// `response_filter` on a cached route: `Cache-Status`, the tags removed, and the headers
+    /// that belong to this request only (request id, rate-limit fields), which are added here
+    /// rather than before the response is stored.
+    pub(super) fn finish_cached_response(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let Some(cache) = ctx.cache.as_ref() else {
+            return Ok(());
+        };
+        // A successful unsafe request invalidates its path's entries (RFC 9111 §4.4), before
+        // its answer leaves: the client's next read never sees what it just changed.
+        if cache.unsafe_method && (200..400).contains(&resp.status.as_u16()) {
+            if let Some(snapshot) = ctx.snapshot.as_ref() {
+                let req = session.req_header();
+                snapshot.cache_store.purge(&Purge::Path {
+                    host: key_host(req),
+                    path: req.uri.path().to_owned(),
+                });
+            }
+        }
+        let phase = session.cache.phase();
+        let ttl = session
+            .cache
+            .maybe_cache_meta()
+            .map(|m| status::ttl_at(m.fresh_until(), SystemTime::now()));
+        let collapsed = session.cache.lock_duration().is_some();
+        let value = status::header(phase, cache, ttl, collapsed, ctx.upstream_status);
+        let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+            .map_err(|_| GatewayError::Internal("Cache-Status value").into_pingora())?;
+        // Names as static strings: Pingora turns a `HeaderName` into its title-cased spelling
+        // (an allocation) for the response's header-case map.
+        resp.remove_header(SURROGATE_KEY);
+        resp.insert_header("cache-status", value)?;
+        resp.insert_header("x-request-id", ctx.request_id.value().clone())?;
+        if let Some(fields) = &ctx.rate_limit {
+            for (name, value) in crate::ratelimit::response_fields(fields) {
+                resp.insert_header(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// In `logging`: the cache's result in the metrics.
+    pub(super) fn account_cache(&self, session: &Session, ctx: &RequestCtx) {
+        let Some(cache) = ctx.cache.as_ref() else {
+            return;
+        };
+        let metrics = &self.metrics.cache;
+        let name = cache.policy.name();
+        metrics.request(name, status::result(session.cache.phase(), cache));
+        if session.cache.lock_duration().is_some() {
+            metrics.coalesced(name);
+        }
+    }
+}
+
+/// `cache_vary_filter`: the variant of the request within its key, from the response's own
+/// `Vary` header names (the cache's `vary` headers are already in the key).
+pub(super) fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut builder = VarianceBuilder::new();
+    for name in names {
+        let mut value = Vec::new();
+        for (i, v) in req.headers.get_all(name.as_str()).iter().enumerate() {
+            if i > 0 {
+                value.extend_from_slice(b", ");
+            }
+            value.extend_from_slice(v.as_bytes());
+        }
+        builder.add_owned_name_value(name, value);
+    }
+    builder.finalize()
+}
