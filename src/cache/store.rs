@@ -27,6 +27,7 @@ use pingora::{Error, ErrorType, Result};
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 /// The response header that tags an entry for purges (space-separated); removed before the
 /// client sees the response.
@@ -42,8 +43,8 @@ const HEADER_OVERHEAD: usize = 96;
 
 /// One stored response.
 pub struct Entry {
-    /// pingora-cache's serialized internal meta (freshness, stale windows, variance).
-    internal: Vec<u8>,
+    /// pingora-cache's meta beside the header: freshness, stale windows, variance.
+    internal: Freshness,
     /// The response header, kept decoded: pingora-cache's own serialization compresses it
     /// (zstd), which a hit would pay to undo every time.
     header: ResponseHeader,
@@ -55,12 +56,12 @@ pub struct Entry {
 
 impl Entry {
     fn new(
-        (internal, header): (Vec<u8>, ResponseHeader),
+        (internal, header): (Freshness, ResponseHeader),
         body: Bytes,
         label: EntryLabel,
         tags: Vec<String>,
     ) -> Entry {
-        let weight = Entry::weigh(&internal, &header, &body, &label, &tags);
+        let weight = Entry::weigh(&header, &body, &label, &tags);
         Entry {
             internal,
             header,
@@ -71,20 +72,14 @@ impl Entry {
         }
     }
 
-    fn weigh(
-        internal: &[u8],
-        header: &ResponseHeader,
-        body: &Bytes,
-        label: &EntryLabel,
-        tags: &[String],
-    ) -> u32 {
+    fn weigh(header: &ResponseHeader, body: &Bytes, label: &EntryLabel, tags: &[String]) -> u32 {
         let header_bytes: usize = header
             .headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + HEADER_OVERHEAD)
             .sum();
         let bytes = 16
-            + internal.len() as u64
+            + std::mem::size_of::<Freshness>() as u64
             + header_bytes as u64
             + body.len() as u64
             + (label.host.len() + label.path.len() + label.query.len()) as u64
@@ -94,8 +89,7 @@ impl Entry {
     }
 
     fn hit(&self) -> Result<(CacheMeta, HitHandler)> {
-        let mut meta = CacheMeta::deserialize(&self.internal, placeholder_header())?;
-        *meta.response_header_mut() = self.header.clone();
+        let meta = self.internal.meta(self.header.clone());
         let len = self.body.len();
         Ok((
             meta,
@@ -108,18 +102,53 @@ impl Entry {
     }
 }
 
-/// A serialized minimal header: a hit decodes this (tiny) one to build its `CacheMeta`, then
-/// puts the stored header in its place.
-fn placeholder_header() -> &'static [u8] {
-    static PLACEHOLDER: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-        let header = ResponseHeader::build(200, Some(0)).expect("a static header");
-        let now = std::time::SystemTime::now();
-        CacheMeta::new(now, now, 0, 0, header)
-            .serialize()
-            .map(|(_, header)| header)
-            .unwrap_or_default()
-    });
-    &PLACEHOLDER
+/// What the store keeps of pingora-cache's `CacheMeta` besides the header, read through its
+/// accessors and rebuilt with its constructor on a hit: its own serialization would decode
+/// MessagePack and a zstd-compressed header on every hit (about 4,000 instructions).
+///
+/// The rebuilt meta's creation time is the entry's last update (its `updated`), which is what
+/// `Age` and freshness are measured from. pingora-cache also reads the creation time as the
+/// "provenance" below which other `Vary` variants of the entry count as stale: after a
+/// revalidation of the primary variant, the other variants are refetched once. Never a wrong
+/// answer, at worst an extra miss.
+#[derive(Debug, Clone, Copy)]
+struct Freshness {
+    fresh_until: SystemTime,
+    updated: SystemTime,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    variance: Option<HashBinary>,
+    epoch_override: Option<SystemTime>,
+}
+
+impl Freshness {
+    fn of(meta: &CacheMeta) -> Freshness {
+        Freshness {
+            fresh_until: meta.fresh_until(),
+            updated: meta.updated(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            epoch_override: meta.epoch_override(),
+        }
+    }
+
+    fn meta(&self, header: ResponseHeader) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.updated,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            header,
+        );
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
+        }
+        if let Some(epoch) = self.epoch_override {
+            meta.set_epoch_override(epoch);
+        }
+        meta
+    }
 }
 
 type Entries = moka::sync::Cache<HashBinary, Arc<Entry>>;
@@ -416,7 +445,7 @@ impl HandleHit for BodyReader {
 struct BodyWriter {
     store: &'static MemoryStore,
     key: HashBinary,
-    meta: (Vec<u8>, ResponseHeader),
+    meta: (Freshness, ResponseHeader),
     label: EntryLabel,
     tags: Vec<String>,
     body: Vec<u8>,
@@ -469,11 +498,11 @@ impl MemoryStore {
     }
 }
 
-/// What the store keeps of a `CacheMeta`: its serialized internal part and its header
+/// What the store keeps of a `CacheMeta`: its freshness and its header
 /// (rebuilt from plain `http` parts: without the map of the header names' original case,
 /// which costs memory in every entry and that HTTP/2 clients never see).
-fn parts(meta: &CacheMeta) -> Result<(Vec<u8>, ResponseHeader)> {
-    let (internal, _) = meta.serialize()?;
+fn parts(meta: &CacheMeta) -> Result<(Freshness, ResponseHeader)> {
+    let internal = Freshness::of(meta);
     let reason = meta
         .response_header()
         .get_reason_phrase()
