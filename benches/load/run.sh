@@ -20,7 +20,8 @@
 # Knobs (environment):
 #   DURATION=10s  ROUNDS=3  CONNECTIONS=32  WARMUP=2s
 #   VARIANTS="tollgate_plain other"   (names of benches/load/configs/*.toml; default: all of them)
-#   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench  START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
+#   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench (or /bench16k: the 16 KiB answer for every row)
+#   START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
 #   TOLLGATE_BIN=path/to/another/tollgate  BARE_BIN=path/to/bare_pingora  NICE=-10
 #   REDIS_RTT_CALLS=20000  KEEP_AWAKE=1
 set -euo pipefail
@@ -56,12 +57,14 @@ BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_pingora}  # override to 
 RTT_BIN=$ROOT/target/release/examples/redis_round_trip
 REPORT=$ROOT/target/load-report.md
 EXPECTED_BODY=$'{"ok":true}\n'  # 12 bytes, as the backend sends it
+# The backend's 16 KiB answer at /bench16k: a JSON object padded to 16,384 bytes with its newline.
+BODY_16K="{\"pad\":\"$(printf '%*s' 16373 '' | tr ' ' x)\"}"
+# REQ_PATH=/bench16k measures every configuration (nginx and bare Pingora included) on it.
+if [[ $REQ_PATH == /bench16k ]]; then EXPECTED_BODY=$BODY_16K$'\n'; fi
 # The path and body of the configuration being measured (REQ_PATH and EXPECTED_BODY unless its
 # config says `# load-path: /bench16k`).
 CUR_PATH=$REQ_PATH
 CUR_BODY=$EXPECTED_BODY
-# The backend's 16 KiB answer at /bench16k: a JSON object padded to 16,384 bytes with its newline.
-BODY_16K="{\"pad\":\"$(printf '%*s' 16373 '' | tr ' ' x)\"}"
 
 STARTED_PIDS=()   # every process we started, for the EXIT trap
 CUR_HEADER=""     # request header of the configuration being measured (JWT variants), or empty
