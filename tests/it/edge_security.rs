@@ -60,6 +60,8 @@ corpus_tests! {
     corpus_keep_escaped_slashes_on_the_server_over_http1: Settings::KeepOnServer, corpus::KEEP_ON_SERVER, Transport::Http1;
     corpus_keep_escaped_slashes_on_the_server_over_h2c: Settings::KeepOnServer, corpus::KEEP_ON_SERVER, Transport::H2c;
     corpus_keep_escaped_slashes_on_the_server_over_h2_tls: Settings::KeepOnServer, corpus::KEEP_ON_SERVER, Transport::H2Tls;
+    corpus_through_the_response_cache_over_http1: Settings::Cached, corpus::DEFAULT, Transport::Http1;
+    corpus_through_the_response_cache_over_h2c: Settings::Cached, corpus::DEFAULT, Transport::H2c;
 }
 
 #[test]

@@ -88,6 +88,9 @@ pub enum Settings {
     TrustedStrip,
     /// One more route, `/v1/{*rest}` to the `public` backend with `rewrite = "/internal/{rest}"`.
     Rewrite,
+    /// Every route uses a response cache (`[caches.edge]`, no `ttl`: the backends state no
+    /// freshness, so each request still goes upstream, through the cache's key and hooks).
+    Cached,
 }
 
 impl Settings {
@@ -110,6 +113,7 @@ impl Settings {
                 "",
             ),
             Settings::Rewrite => ("", "", ""),
+            Settings::Cached => ("", "cache = \"edge\"", "cache = \"edge\""),
         }
     }
 
@@ -119,6 +123,7 @@ impl Settings {
             Settings::Rewrite => {
                 "[routes.v1]\npath = \"/v1/{*rest}\"\nupstream = \"public\"\nrewrite = \"/internal/{rest}\"\n"
             }
+            Settings::Cached => "[caches.edge]\n",
             _ => "",
         }
     }
