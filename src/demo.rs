@@ -59,6 +59,13 @@ pub fn echo_service(service: &str, addr: &str) -> Service<HttpServer<EchoApp>> {
     svc
 }
 
+/// Every backend `config/demo.toml` routes to, as services to add to a server.
+pub fn backend_services() -> impl Iterator<Item = Service<HttpServer<EchoApp>>> {
+    DEMO_BACKENDS
+        .iter()
+        .map(|(name, addr)| echo_service(name, addr))
+}
+
 /// The backends `config/demo.toml` routes to.
 pub const DEMO_BACKENDS: &[(&str, &str)] = &[
     ("users", "127.0.0.1:9001"),

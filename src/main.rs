@@ -61,8 +61,8 @@ fn demo_backends() -> ExitCode {
         }
     };
     server.bootstrap();
-    for (name, addr) in tollgate::demo::DEMO_BACKENDS {
-        server.add_service(tollgate::demo::echo_service(name, addr));
+    for service in tollgate::demo::backend_services() {
+        server.add_service(service);
     }
     eprintln!("demo backends on 127.0.0.1:9001-9003; Ctrl-C stops them");
     server.run_forever()
@@ -117,8 +117,8 @@ fn run(path: &std::path::Path, demo: bool) -> ExitCode {
         Err(errors) => return report(&errors),
     };
     if demo {
-        for (name, addr) in tollgate::demo::DEMO_BACKENDS {
-            instance.add_service(tollgate::demo::echo_service(name, addr));
+        for service in tollgate::demo::backend_services() {
+            instance.add_service(service);
         }
     }
     let snap = instance.store.snapshot();

@@ -97,7 +97,8 @@ fn param_name(param: &str) -> &str {
     param.split('=').next().unwrap_or_default()
 }
 
-/// The host part of the key: lower case, port removed.
+/// The host part of the key, read as the route table reads it (`route::host_name`: lower case,
+/// port and trailing dot removed).
 pub fn key_host(req: &RequestHeader) -> String {
     let raw = req
         .headers
@@ -105,12 +106,7 @@ pub fn key_host(req: &RequestHeader) -> String {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
         .unwrap_or_default();
-    let host = match raw.rsplit_once(':') {
-        // An IPv6 literal without a port ends with ']'.
-        Some((h, port)) if !port.contains(']') => h,
-        _ => raw,
-    };
-    host.to_ascii_lowercase()
+    crate::route::host_name(raw).unwrap_or_default()
 }
 
 #[cfg(test)]

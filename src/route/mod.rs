@@ -242,6 +242,12 @@ impl<T> fmt::Debug for RouteTable<T> {
 }
 
 /// How a conflict message refers to a host group.
+/// The host a request names, as the route table reads it: port and trailing dot removed, lower
+/// case. `None` when no configured host could match it (empty, too long, malformed literal).
+pub fn host_name(raw: &str) -> Option<String> {
+    host::strip(raw.as_bytes()).map(|h| String::from_utf8_lossy(h).to_ascii_lowercase())
+}
+
 fn describe_host(host: Option<&HostPattern>) -> String {
     match host {
         None => "on any host".to_string(),
