@@ -63,9 +63,7 @@ impl Instance {
             // timeouts (upstream reads) stay fast: on Tokio's wheel, a timer due before every
             // other one wakes the parked worker through its eventfd, a system call per request
             // at low load.
-            fast_timeout_to_tokio_threshold_seconds: Some(
-                crate::proxy::UPSTREAM_POOL_IDLE.as_secs() - 1,
-            ),
+            fast_timeout_to_tokio_threshold_seconds: Some(crate::upstream::POOL_IDLE.as_secs() - 1),
             ..ServerConf::default()
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -368,10 +368,85 @@ pub struct RouteConfig {
     pub cache: Option<String>,
     pub retry: Option<RetryConfig>,
     pub fallback: Option<FallbackConfig>,
-    pub aggregate: Option<toml::Value>,
+    /// Request aggregation: the route answers from several upstream calls (no `upstream`).
+    pub aggregate: Option<AggregateConfig>,
     pub max_body_bytes: Option<SizeStr>,
     /// Overrides `server.escaped_slashes` for this route.
     pub escaped_slashes: Option<EscapedSlashes>,
+}
+
+/// A route's `aggregate`: the parts it calls and how their answers are merged.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateConfig {
+    /// The body member listing each part's outcome (default `"_parts"`; `false`: none).
+    #[serde(default)]
+    pub meta: MetaMember,
+    /// Largest body read from one part (default 1 MiB).
+    pub max_part_bytes: Option<SizeStr>,
+    /// The parts, by name (the member each one fills in the answer).
+    #[serde(default)]
+    pub parts: BTreeMap<String, PartConfig>,
+}
+
+/// `aggregate.meta`: a member name, `true` (the default name) or `false` (no member).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaMember {
+    Named(String),
+    Off,
+}
+
+/// The default `aggregate.meta` member.
+pub const DEFAULT_META_MEMBER: &str = "_parts";
+
+impl Default for MetaMember {
+    fn default() -> Self {
+        MetaMember::Named(DEFAULT_META_MEMBER.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MetaMember {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Flag(bool),
+        }
+        match Raw::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a member name or false"))?
+        {
+            Raw::Name(name) => Ok(MetaMember::Named(name)),
+            Raw::Flag(true) => Ok(MetaMember::default()),
+            Raw::Flag(false) => Ok(MetaMember::Off),
+        }
+    }
+}
+
+/// `aggregate.parts.NAME`: one upstream call of an aggregate route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PartConfig {
+    pub upstream: String,
+    /// Path and query template: `{param}`, `{claim.NAME}`, `{consumer}`, `{query.NAME}`,
+    /// `{header.NAME}`, `{parts.PART.dot.path}`.
+    pub path: String,
+    /// Default GET.
+    pub method: Option<String>,
+    /// A failed required part fails the whole answer (502/504); an optional one is `null`.
+    #[serde(default)]
+    pub required: bool,
+    /// The part's own deadline, capped by the route's `timeout`.
+    pub timeout: Option<DurationStr>,
+    /// A cache (`[caches.NAME]`) for this part's answers.
+    pub cache: Option<String>,
+    /// Members of the part's answer to keep (dot paths); absent: all of it.
+    pub fields: Option<Vec<String>>,
+    /// `"."`: the kept members go at the root of the answer, not under the part's name.
+    pub into: Option<String>,
+    /// Client request headers passed on to the part besides the defaults.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
 }
 
 /// Route `retry = { attempts, backoff, max_backoff, methods }`.

@@ -3,6 +3,7 @@
 //! others. Checks that need compiled runtime types (route ambiguity, rewrite templates, DNS) live
 //! in `snapshot::compile`, which `check` and reload run right after this.
 
+mod aggregate;
 mod auth;
 mod cache;
 mod ratelimit;
@@ -323,19 +324,7 @@ impl Validator {
     fn route(&mut self, config: &Config, name: &str, r: &RouteConfig) {
         let base = format!("routes.{name}");
         self.name(&base, name);
-        match &r.upstream {
-            None => self.err(
-                format!("{base}.upstream"),
-                "missing: every route needs an upstream",
-            ),
-            Some(up) => self.reference(
-                config,
-                &format!("{base}.upstream"),
-                "upstreams",
-                up,
-                config.upstreams.keys(),
-            ),
-        }
+        self.route_backend(config, &base, r);
         self.route_auth(config, &base, r);
         self.route_rate_limits(config, &base, r);
         if let Some(methods) = &r.methods {
@@ -354,9 +343,6 @@ impl Validator {
             self.body_limit(&format!("{base}.max_body_bytes"), size);
         }
         self.route_cache(config, &base, r);
-        if r.aggregate.is_some() {
-            self.not_yet(&format!("{base}.aggregate"), "this key");
-        }
     }
 }
 
@@ -452,13 +438,17 @@ impl Validator {
 
     fn methods(&mut self, base: &str, methods: &[String]) {
         for (i, m) in methods.iter().enumerate() {
-            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
-            if !valid {
-                self.err(
-                    format!("{base}[{i}]"),
-                    format!("\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""),
-                );
-            }
+            self.method(&format!("{base}[{i}]"), m);
+        }
+    }
+
+    fn method(&mut self, path: &str, m: &str) {
+        let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+        if !valid {
+            self.err(
+                path,
+                format!("\"{m}\" is not an HTTP method; write it in upper case, like \"GET\""),
+            );
         }
     }
 

@@ -159,6 +159,7 @@ impl RefusedHead<'_> {
             duration: self.duration,
             bytes_in: self.head_bytes,
             bytes_out: self.response_bytes as u64,
+            parts: None,
         };
         log.access_log.write(log.format, &record)
     }

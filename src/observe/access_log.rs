@@ -42,6 +42,8 @@ pub struct AccessRecord<'a> {
     pub duration: Duration,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// An aggregate route's parts: `profile:200:12ms,feed:timeout:400ms`.
+    pub parts: Option<&'a str>,
 }
 
 /// Writes the record as one JSON object. Written by hand rather than through serde: the fields
@@ -91,6 +93,10 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(reason) = r.reason {
         out.extend_from_slice(b",\"reason\":");
         json_safe_str(out, reason);
+    }
+    if let Some(parts) = r.parts {
+        out.extend_from_slice(b",\"parts\":");
+        json_safe_str(out, parts);
     }
     out.push(b'}');
 }
@@ -355,6 +361,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(reason) = r.reason {
         let _ = write!(out, " reason={reason}");
     }
+    if let Some(parts) = r.parts {
+        let _ = write!(out, " parts={parts}");
+    }
 }
 
 #[cfg(test)]
@@ -376,6 +385,7 @@ mod tests {
             duration: Duration::from_micros(12_345),
             bytes_in: 0,
             bytes_out: 42,
+            parts: None,
         }
     }
 

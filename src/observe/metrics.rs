@@ -109,6 +109,8 @@ pub struct Metrics {
     ratelimit_backend_errors: prometheus::IntCounter,
     ratelimit_backend_duration: prometheus::Histogram,
     pub cache: super::cache_metrics::CacheMetrics,
+    aggregate_parts: IntCounterVec,
+    aggregate_part_duration: HistogramVec,
 }
 
 /// Why the gateway refused a request before it reached an upstream (the `reason` label of
@@ -340,6 +342,16 @@ impl Metrics {
                 .expect("static metric definition"),
             ),
             cache: super::cache_metrics::CacheMetrics::new(&b),
+            aggregate_parts: b.counters(
+                "tollgate_aggregate_parts_total",
+                "Parts of aggregate routes, by route, part and outcome (ok, stale, error, timeout, circuit_open, not_json, too_large, skipped).",
+                &["route", "part", "outcome"],
+            ),
+            aggregate_part_duration: b.histograms(
+                "tollgate_aggregate_part_duration_seconds",
+                "Time from a part's start to its result (retries included), by route and part.",
+                &["route", "part"],
+            ),
             registry: b.0,
         }
     }
@@ -391,6 +403,16 @@ impl Metrics {
 
     pub fn rejected(&self, reason: Rejection) {
         self.rejected.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// One part of an aggregate route ended with `outcome` (a label of `aggregate::Outcome`).
+    pub fn aggregate_part(&self, route: &str, part: &str, outcome: &str, took: Duration) {
+        self.aggregate_parts
+            .with_label_values(&[route, part, outcome])
+            .inc();
+        self.aggregate_part_duration
+            .with_label_values(&[route, part])
+            .observe(took.as_secs_f64());
     }
 
     pub fn fallback_response(&self, route: &str) {

@@ -39,6 +39,17 @@ pub enum GatewayError {
     /// client sees it only if no attempt is left to make (then as 502).
     #[error("the upstream answered {0}")]
     UpstreamStatus(u16),
+    /// 502 (504 when it timed out or the deadline passed): a required part of an aggregate
+    /// route failed, so no partial answer is given.
+    #[error("the required part {part} failed")]
+    PartFailed {
+        part: std::sync::Arc<str>,
+        timed_out: bool,
+    },
+    /// 400: a required part's template needs a value the request does not carry (a query
+    /// parameter, a header, a claim).
+    #[error("the required part {part} lacks a template value")]
+    PartInputMissing { part: std::sync::Arc<str> },
     /// 500: a state the gateway should never be in.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -71,6 +82,14 @@ impl GatewayError {
             GatewayError::NoUsableTarget { .. } => 503,
             GatewayError::DeadlinePassed => 504,
             GatewayError::UpstreamStatus(_) => 502,
+            GatewayError::PartFailed { timed_out, .. } => {
+                if *timed_out {
+                    504
+                } else {
+                    502
+                }
+            }
+            GatewayError::PartInputMissing { .. } => 400,
             GatewayError::Internal(_) => 500,
         }
     }

@@ -9,12 +9,13 @@ pub use error::GatewayError;
 
 use bytes::Bytes;
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// A response the gateway makes on its own.
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub status: u16,
-    pub detail: &'static str,
+    pub detail: Cow<'static, str>,
     /// `Allow` header value for a 405.
     pub allow: Option<String>,
     /// `Retry-After` seconds for a 503 while circuits are open.
@@ -41,6 +42,11 @@ struct Body<'a> {
 
 impl Problem {
     pub fn new(status: u16, detail: &'static str) -> Problem {
+        Problem::with_detail(status, Cow::Borrowed(detail))
+    }
+
+    /// A problem whose detail is made for this request (it names a part of an aggregate).
+    pub fn with_detail(status: u16, detail: Cow<'static, str>) -> Problem {
         Problem {
             status,
             detail,
@@ -106,7 +112,7 @@ impl Problem {
             kind: "about:blank",
             title,
             status: self.status,
-            detail: self.detail,
+            detail: &self.detail,
             request_id,
         };
         serde_json::to_vec(&body)
@@ -163,6 +169,23 @@ impl From<&GatewayError> for Problem {
             GatewayError::UpstreamStatus(_) => Problem::new(
                 502,
                 "the upstream answered with an error and no other attempt could be made",
+            ),
+            GatewayError::PartFailed { part, timed_out } => Problem::with_detail(
+                if *timed_out { 504 } else { 502 },
+                Cow::Owned(format!(
+                    "the required part \"{part}\" of this answer {}",
+                    if *timed_out {
+                        "did not answer in time"
+                    } else {
+                        "failed"
+                    }
+                )),
+            ),
+            GatewayError::PartInputMissing { part } => Problem::with_detail(
+                400,
+                Cow::Owned(format!(
+                    "the request lacks a value the required part \"{part}\" needs"
+                )),
             ),
             GatewayError::Internal(_) => Problem::new(500, "internal error"),
         }

@@ -1,7 +1,8 @@
 //! Every response the gateway makes itself, and the one way it is written: a request step
 //! that answers returns an [`Answer`]; a failure is mapped to one by [`problem_for`].
 
-use crate::problem::{GatewayError, Problem};
+use crate::aggregate::Merged;
+use crate::problem::{GatewayError, Problem, RateLimitFields};
 use crate::snapshot::Fallback;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -18,6 +19,13 @@ pub enum Answer {
     Fallback(Fallback),
     /// `OPTIONS *`: the server's methods.
     ServerOptions,
+    /// An aggregate route's merged answer: 200, or 304 when `not_modified` (the client's
+    /// `If-None-Match` names its `ETag`).
+    Aggregate {
+        merged: Merged,
+        not_modified: bool,
+        rate_limit: Option<RateLimitFields>,
+    },
 }
 
 /// What a request step decides: go on to the next step, or answer now.
@@ -38,6 +46,13 @@ impl Answer {
             Answer::Problem(p) => p.status,
             Answer::Fallback(f) => f.status,
             Answer::ServerOptions => 200,
+            Answer::Aggregate { not_modified, .. } => {
+                if *not_modified {
+                    304
+                } else {
+                    200
+                }
+            }
         }
     }
 
@@ -58,6 +73,42 @@ impl Answer {
                 let head = Head::new(200, "text/plain", &allow);
                 write_own_response(session, head, Bytes::new(), request_id).await
             }
+            Answer::Aggregate {
+                merged,
+                not_modified,
+                rate_limit,
+            } => {
+                let mut extra = vec![(http::header::ETAG.as_str(), merged.etag.as_str())];
+                if let Some(failed) = &merged.partial {
+                    extra.push(("x-tollgate-partial", failed.as_str()));
+                }
+                push_rate_limit(&mut extra, rate_limit.as_ref());
+                let head = Head {
+                    cache_control: &merged.cache_control,
+                    ..Head::new(self.status(), "application/json", &extra)
+                };
+                let body = if *not_modified {
+                    Bytes::new()
+                } else {
+                    merged.body.clone()
+                };
+                write_own_response(session, head, body, request_id).await
+            }
+        }
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` of a rate-limited route.
+fn push_rate_limit<'a>(
+    extra: &mut Vec<(&'static str, &'a str)>,
+    fields: Option<&'a RateLimitFields>,
+) {
+    if let Some((policy, state)) = fields {
+        if let Ok(policy) = policy.to_str() {
+            extra.push(("ratelimit-policy", policy));
+        }
+        if !state.is_empty() {
+            extra.push(("ratelimit", state.as_str()));
         }
     }
 }
@@ -69,14 +120,7 @@ async fn write_problem(
 ) -> pingora::Result<()> {
     let retry_after = problem.retry_after.map(|secs| secs.to_string());
     let mut extra = Vec::with_capacity(5);
-    if let Some((policy, state)) = &problem.rate_limit {
-        if let Ok(policy) = policy.to_str() {
-            extra.push(("ratelimit-policy", policy));
-        }
-        if !state.is_empty() {
-            extra.push(("ratelimit", state.as_str()));
-        }
-    }
+    push_rate_limit(&mut extra, problem.rate_limit.as_ref());
     if let Some(challenge) = &problem.challenge {
         extra.push((http::header::WWW_AUTHENTICATE.as_str(), challenge.as_str()));
     }
@@ -94,6 +138,8 @@ async fn write_problem(
 struct Head<'a> {
     status: u16,
     content_type: &'a str,
+    /// `no-store` but for aggregate answers, which say how long their parts may be kept.
+    cache_control: &'a str,
     extra: &'a [(&'static str, &'a str)],
 }
 
@@ -102,13 +148,14 @@ impl<'a> Head<'a> {
         Head {
             status,
             content_type,
+            cache_control: "no-store",
             extra,
         }
     }
 }
 
 /// Writes a whole response the gateway makes itself: explicit Content-Length (Pingora would
-/// otherwise close-delimit it), the request id, `no-store`, and no body for HEAD.
+/// otherwise close-delimit it), the request id, `Cache-Control`, and no body for HEAD or a 304.
 async fn write_own_response(
     session: &mut Session,
     head: Head<'_>,
@@ -118,17 +165,22 @@ async fn write_own_response(
     let Head {
         status,
         content_type,
+        cache_control,
         extra,
     } = head;
     let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    // A 304 describes the representation the client has; it has no body of its own.
+    let not_modified = status == 304;
+    if !not_modified {
+        header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    }
     header.insert_header("x-request-id", request_id)?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    header.insert_header(http::header::CACHE_CONTROL, cache_control)?;
     for (name, value) in extra {
         header.insert_header(*name, *value)?;
     }
-    let head_only = session.req_header().method == http::Method::HEAD;
+    let head_only = not_modified || session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), head_only)
         .await?;
@@ -176,32 +228,4 @@ pub fn problem_for(e: &Error) -> Problem {
         (_, ErrorSource::Downstream) => Problem::new(400, "the request is malformed"),
         _ => Problem::new(500, "internal error"),
     }
-}
-
-/// True when the failure happened while connecting (nothing reached the upstream).
-pub fn is_connect_error(e: &Error) -> bool {
-    use ErrorType::*;
-    matches!(
-        e.etype(),
-        ConnectTimedout
-            | ConnectRefused
-            | ConnectNoRoute
-            | ConnectError
-            | BindError
-            | SocketError
-            | ConnectProxyFailure
-            | TLSHandshakeFailure
-            | TLSHandshakeTimedout
-            // The upstream's certificate failed verification during the handshake.
-            | InvalidCert
-    )
-}
-
-/// True when the failure is a timeout waiting on the upstream.
-pub fn is_timeout(e: &Error) -> bool {
-    use ErrorType::*;
-    matches!(
-        e.etype(),
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
-    ) || GatewayError::of(e) == Some(&GatewayError::DeadlinePassed)
 }

@@ -70,6 +70,10 @@ pub struct RequestCtx {
     pub body_refused: bool,
     /// The route's response cache, as this request uses it.
     pub cache: Option<crate::cache::CacheUse>,
+    /// The route's path parameters, decoded (aggregate routes only).
+    pub params: Vec<(String, String)>,
+    /// An aggregate route's parts as the access log shows them.
+    pub parts: Option<String>,
     _in_flight: InFlight,
 }
 
@@ -95,6 +99,8 @@ impl RequestCtx {
             body_limit: u64::MAX,
             body_refused: false,
             cache: None,
+            params: Vec::new(),
+            parts: None,
             _in_flight: in_flight,
         }
     }

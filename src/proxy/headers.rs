@@ -227,6 +227,39 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
     }
 }
 
+/// The client headers an aggregate's part is sent whatever its `forward_headers` say: the
+/// caller's language and trace context; `Host`, `X-Forwarded-For` and the request id only feed
+/// the forwarding headers below.
+const PART_DEFAULTS: [HeaderName; 6] = [
+    http::header::HOST,
+    http::header::ACCEPT_LANGUAGE,
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    X_FORWARDED_FOR,
+    X_REQUEST_ID,
+];
+
+/// The headers every part of an aggregate sends: `Accept-Language`, `traceparent` and
+/// `tracestate` from the client, the request id and `X-Forwarded-*` as a proxied request has
+/// them, `Accept: application/json`. Nothing else of the client's request (no `Authorization`,
+/// no cookies): the part's `forward_headers` add what a service needs.
+pub fn part_headers(req: &RequestHeader, forwarding: &Forwarding<'_>) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(8);
+    for name in PART_DEFAULTS {
+        for value in req.headers.get_all(&name) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    forward_headers(&mut h, req.uri.authority().map(|a| a.as_str()), forwarding);
+    // The part's own Host names its target.
+    h.remove(http::header::HOST);
+    h.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/json"),
+    );
+    h
+}
+
 /// `X-Forwarded-For` for the upstream: every line the client sent, in order, joined into one,
 /// then the socket peer.
 fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {

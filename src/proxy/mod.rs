@@ -11,6 +11,7 @@
 //! - `fail_to_proxy`: a failure becomes its answer (problem+json, or the route's fallback);
 //! - `logging`: metrics and the access log, for every request however it ended.
 
+mod aggregating;
 mod answer;
 mod caching;
 mod ctx;
@@ -18,7 +19,6 @@ mod framing;
 mod headers;
 mod pipeline;
 mod resolve;
-mod retry;
 
 pub use answer::{problem_for, Answer, Flow};
 pub use ctx::{InFlight, Refused, RequestCtx};
@@ -34,15 +34,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::Error;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::upstream::backoff::jittered_backoff;
-use crate::upstream::HashKey;
-use retry::{should_retry, RequestFacts, RetryReason};
-
-/// Pooled upstream connections idle longer than this are closed rather than reused: upstream
-/// servers commonly close idle keep-alive connections after 60 s or more, so reuse stays safe.
-pub(crate) const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(55);
+use crate::upstream::{failure_outcome, is_timeout, RetryFacts, RetryReason};
 
 /// The proxy service logic of one Tollgate instance.
 pub struct Gateway {
@@ -51,6 +46,8 @@ pub struct Gateway {
     access_log: Arc<AccessLog>,
     /// Pingora's own "Fail to proxy" error lines: one per error type per second.
     error_log: LogThrottle,
+    /// Connections (pooled) for the parts of aggregate routes.
+    parts: pingora::connectors::http::Connector,
 }
 
 impl Gateway {
@@ -60,62 +57,65 @@ impl Gateway {
             metrics,
             access_log,
             error_log: LogThrottle::new(),
+            parts: pingora::connectors::http::Connector::new(None),
         }
     }
 
     /// Ends the current upstream attempt, if one is open, and counts it.
     fn finish_attempt(&self, ctx: &mut RequestCtx, outcome: UpstreamOutcome) {
-        if let (Some(attempt), Some(route)) = (ctx.attempt.take(), ctx.route.as_ref()) {
-            attempt.finish(&route.upstream, outcome);
+        let upstream = ctx.route.as_ref().and_then(|r| r.upstream());
+        if let (Some(attempt), Some(upstream)) = (ctx.attempt.take(), upstream) {
+            attempt.finish(upstream, outcome);
         }
     }
 }
 
-/// The bytes the hash balancer hashes: the configured header's value or the caller's claim, else
-/// the client address (a request without that header or claim still gets a stable target).
-fn hash_key(
-    session: &Session,
-    key: &HashKey,
-    identity: Option<&crate::auth::Identity>,
-    client: Option<std::net::IpAddr>,
-) -> Vec<u8> {
-    match key {
-        HashKey::Header(name) => {
-            if let Some(v) = session.req_header().headers.get(name) {
-                return v.as_bytes().to_vec();
-            }
+/// What the gateway tells upstreams about the request: the peer, the scheme the client used
+/// (`X-Forwarded-Proto`), the request id, and the proxy headers to strip (a trusted proxy in
+/// front of Tollgate may have set them; nobody else).
+fn forwarding<'c>(session: &Session, ctx: &'c RequestCtx) -> headers::Forwarding<'c> {
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let peer = client_ip(session);
+    let strip = match &ctx.snapshot {
+        Some(s) if peer.is_some_and(|ip| s.trusted_proxies.iter().any(|n| n.contains(&ip))) => {
+            &s.strip.trusted[..]
         }
-        HashKey::Claim(name) => {
-            if let Some(v) = identity.and_then(|id| id.claim(name)) {
-                return v.into_bytes();
-            }
-        }
-        HashKey::ClientIp => {}
-    }
-    match client {
-        Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
-        Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
-        None => Vec::new(),
-    }
-}
-
-fn outcome_of(e: &Error) -> UpstreamOutcome {
-    if answer::is_timeout(e) {
-        UpstreamOutcome::Timeout
-    } else if answer::is_connect_error(e) {
-        UpstreamOutcome::ConnectError
-    } else {
-        UpstreamOutcome::Error
+        Some(s) => &s.strip.untrusted[..],
+        None => &[],
+    };
+    headers::Forwarding {
+        peer,
+        proto: if tls { "https" } else { "http" },
+        id: &ctx.request_id,
+        strip,
     }
 }
 
 /// The facts about a request that retry decisions need.
-fn facts(session: &Session) -> RequestFacts<'_> {
-    RequestFacts {
+fn facts<'s>(session: &'s Session, ctx: &RequestCtx) -> RetryFacts<'s> {
+    RetryFacts {
         method: &session.req_header().method,
+        attempts: ctx.attempts,
+        deadline: ctx.deadline,
         response_started: session.response_written().is_some(),
         body_truncated: session.as_ref().retry_buffer_truncated(),
     }
+}
+
+/// Whether the failed attempt is tried again (`Upstream::may_retry` under the route's policy).
+fn should_retry(
+    session: &Session,
+    ctx: &RequestCtx,
+    reason: RetryReason,
+    metrics: &Metrics,
+) -> bool {
+    let Some(route) = ctx.route.as_ref() else {
+        return false;
+    };
+    let Some(upstream) = route.upstream() else {
+        return false;
+    };
+    upstream.may_retry(route.retry.as_ref(), &facts(session, ctx), reason, metrics)
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -185,7 +185,9 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.route.clone() else {
             return Err(GatewayError::Internal("no route selected").into_pingora());
         };
-        let upstream = &route.upstream;
+        let Some(upstream) = route.upstream() else {
+            return Err(GatewayError::Internal("an aggregate route went upstream").into_pingora());
+        };
         if ctx.attempts > 0 {
             if let Some(policy) = &route.retry {
                 // Back off before a retry (full jitter), but never past the route deadline.
@@ -207,16 +209,11 @@ impl ProxyHttp for Gateway {
             }
             None => None,
         };
-        let key = if upstream.is_hashed() {
-            hash_key(
-                session,
-                &upstream.hash_key,
-                ctx.identity.as_ref(),
-                ctx.client,
-            )
-        } else {
-            Vec::new()
-        };
+        let key = upstream.hash_input(
+            &session.req_header().headers,
+            ctx.identity.as_ref(),
+            ctx.client,
+        );
         let attempt = upstream
             .pick(&key, &ctx.tried, Instant::now())
             .map_err(|none| {
@@ -228,18 +225,7 @@ impl ProxyHttp for Gateway {
         let idx = attempt.index;
         ctx.tried.push(idx);
         ctx.attempt = Some(attempt);
-        let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
-        let mut peer = upstream.peer(idx);
-        peer.options.connection_timeout = Some(cap(upstream.connect_timeout));
-        // With TLS, connect_timeout bounds the TCP connect and the handshake together.
-        peer.options.total_connection_timeout = Some(cap(upstream.connect_timeout));
-        peer.options.read_timeout = Some(cap(upstream.read_timeout));
-        // A request without a body is one small write that the socket buffer absorbs; only a
-        // body upload can stall on a slow upstream, so only then pay for a timer on every write.
-        if ctx.declared.body {
-            peer.options.write_timeout = Some(cap(upstream.read_timeout));
-        }
-        peer.options.idle_timeout = Some(UPSTREAM_POOL_IDLE);
+        let peer = upstream.timed_peer(idx, remaining, ctx.declared.body);
         Ok(Box::new(peer))
     }
 
@@ -269,23 +255,7 @@ impl ProxyHttp for Gateway {
             });
             result?;
         }
-        // X-Forwarded-Proto: the scheme the client used to reach Tollgate.
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let peer = client_ip(session);
-        let strip = match &ctx.snapshot {
-            // A trusted proxy in front of Tollgate may have set the proxy headers; nobody else.
-            Some(s) if peer.is_some_and(|ip| s.trusted_proxies.iter().any(|n| n.contains(&ip))) => {
-                &s.strip.trusted[..]
-            }
-            Some(s) => &s.strip.untrusted[..],
-            None => &[],
-        };
-        let forwarding = headers::Forwarding {
-            peer,
-            proto: if tls { "https" } else { "http" },
-            id: &ctx.request_id,
-            strip,
-        };
+        let forwarding = forwarding(session, ctx);
         headers::prepare_upstream_request(upstream_request, &forwarding)
     }
 
@@ -320,12 +290,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let status = upstream_response.status.as_u16();
         if matches!(status, 502..=504)
-            && should_retry(
-                ctx,
-                &facts(session),
-                RetryReason::Status(status),
-                &self.metrics,
-            )
+            && should_retry(session, ctx, RetryReason::Status(status), &self.metrics)
         {
             // Nothing went to the client yet: drop this answer and try another target.
             self.finish_attempt(ctx, UpstreamOutcome::Response(status));
@@ -411,8 +376,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        self.finish_attempt(ctx, outcome_of(&e));
-        let retry = should_retry(ctx, &facts(session), RetryReason::Connect, &self.metrics);
+        self.finish_attempt(ctx, failure_outcome(&e));
+        let retry = should_retry(session, ctx, RetryReason::Connect, &self.metrics);
         e.set_retry(retry);
         e
     }
@@ -438,13 +403,13 @@ impl ProxyHttp for Gateway {
             return e;
         }
         if e.esource() == &pingora::ErrorSource::Upstream {
-            self.finish_attempt(ctx, outcome_of(&e));
-            let reason = if answer::is_timeout(&e) {
+            self.finish_attempt(ctx, failure_outcome(&e));
+            let reason = if is_timeout(&e) {
                 RetryReason::Timeout
             } else {
                 RetryReason::Error
             };
-            if should_retry(ctx, &facts(session), reason, &self.metrics) {
+            if should_retry(session, ctx, reason, &self.metrics) {
                 e.set_retry(true);
                 return e;
             }
@@ -524,7 +489,7 @@ impl ProxyHttp for Gateway {
             // it is counted apart and its circuit breaker does not hear of it (a dropped probe
             // ticket is freed by the circuit's lost-probe backstop).
             (None, Some(_)) if client_gone => UpstreamOutcome::ClientClosed,
-            (None, Some(e)) => outcome_of(e),
+            (None, Some(e)) => failure_outcome(e),
             (None, None) => UpstreamOutcome::Error,
         };
         self.finish_attempt(ctx, attempt_outcome);
@@ -547,7 +512,8 @@ impl ProxyHttp for Gateway {
             return;
         }
         let route = ctx.route.as_ref();
-        let target = route.and_then(|r| ctx.tried.last().and_then(|&i| r.upstream.targets.get(i)));
+        let upstream = route.and_then(|r| r.upstream());
+        let target = upstream.and_then(|u| ctx.tried.last().and_then(|&i| u.targets.get(i)));
         let record = AccessRecord {
             time: SystemTime::now(),
             request_id: ctx.request_id.text(),
@@ -556,12 +522,13 @@ impl ProxyHttp for Gateway {
             path: ctx.refusal.as_ref().map_or(req.uri.path(), |r| &r.path),
             reason: ctx.refusal.as_ref().map(|r| r.reason),
             route: ctx.route_name(),
-            upstream: route.map(|r| &*r.upstream.name),
+            upstream: upstream.map(|u| &*u.name),
             target: target.map(|t| &*t.label),
             status,
             duration: elapsed,
             bytes_in: ctx.bytes_in,
             bytes_out: session.body_bytes_sent() as u64,
+            parts: ctx.parts.as_deref(),
         };
         if !self.access_log.write(snapshot.log.format, &record) {
             self.metrics.access_log_dropped();

@@ -13,7 +13,8 @@
 //! 6. [`rate_limit`](Gateway::rate_limit): the route's limits → 429;
 //! 7. (the response cache looks up here: after auth and limits, so a cached answer is never
 //!    seen by a caller the route would refuse);
-//! 8. (an aggregate route answers here, from its parts, instead of going upstream).
+//! 8. [`aggregate`](Gateway::aggregate): an aggregate route answers here, from its parts,
+//!    instead of going upstream.
 //!
 //! Then Pingora goes upstream: `upstream_peer` and the hooks after it.
 
@@ -41,6 +42,7 @@ impl Gateway {
         self.check_declared_body(session, ctx)?;
         self.authenticate(session, ctx).await?;
         self.rate_limit(session, ctx, snapshot).await?;
+        self.aggregate(session, ctx).await?;
         ControlFlow::Continue(())
     }
 
@@ -93,6 +95,7 @@ impl Gateway {
         }
         let route = routed.route;
         ctx.upstream_target = routed.upstream_target;
+        ctx.params = routed.params;
         ctx.deadline = route.timeout.map(|t| ctx.started + t);
         ctx.body_limit = route.max_body_bytes;
         ctx.route = Some(route);

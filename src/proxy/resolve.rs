@@ -30,6 +30,9 @@ pub struct Routed {
     pub rewritten: Option<RewrittenTarget>,
     /// Path and query for the upstream when the route has a `rewrite`.
     pub upstream_target: Option<Vec<u8>>,
+    /// The path parameters, percent-decoded, for an aggregate route's templates (empty for
+    /// other routes: nothing else reads them).
+    pub params: Vec<(String, String)>,
 }
 
 /// The normal form of a request received otherwise (absolute-form, or a path that normalised).
@@ -67,10 +70,21 @@ pub fn resolve<'s>(snapshot: &'s Snapshot, req: &RequestHeader) -> Resolution<'s
                     request_target::Form::Origin => None,
                 },
             });
+            let params = match route.aggregate() {
+                Some(_) => params
+                    .iter()
+                    .map(|(name, value)| {
+                        let decoded = percent_encoding::percent_decode_str(value);
+                        (name.to_string(), decoded.decode_utf8_lossy().into_owned())
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             Resolution::Routed(Routed {
                 route: route.clone(),
                 rewritten,
                 upstream_target,
+                params,
             })
         }
         Lookup::MethodNotAllowed { allow } => Resolution::MethodNotAllowed { allow },

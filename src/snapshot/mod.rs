@@ -22,6 +22,7 @@ use crate::config::{
     self, Config, ConfigError, ConfigErrors, ConfigWarning, EscapedSlashes, LogFormat, Source,
 };
 use crate::route::{RouteDef, RouteTable};
+pub use crate::upstream::RetryPolicy;
 use crate::upstream::{StateRegistry, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -32,7 +33,8 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
-    pub upstream: Arc<Upstream>,
+    /// Where the route's answers come from.
+    pub backend: Backend,
     pub rewrite: Option<Rewrite>,
     /// Total deadline of a request on this route.
     pub timeout: Option<Duration>,
@@ -50,6 +52,33 @@ pub struct Route {
     pub metrics: crate::observe::RouteMetrics,
     /// The route's response cache (`cache = NAME`).
     pub cache: Option<Arc<crate::cache::CachePolicy>>,
+}
+
+/// What answers a route's requests.
+#[derive(Debug)]
+pub enum Backend {
+    /// The request is proxied to this upstream.
+    Proxy(Arc<Upstream>),
+    /// The gateway answers from the parts of an aggregate.
+    Aggregate(Arc<crate::aggregate::Aggregate>),
+}
+
+impl Route {
+    /// The upstream of a proxied route.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match &self.backend {
+            Backend::Proxy(upstream) => Some(upstream),
+            Backend::Aggregate(_) => None,
+        }
+    }
+
+    /// The aggregate of an aggregate route.
+    pub fn aggregate(&self) -> Option<&Arc<crate::aggregate::Aggregate>> {
+        match &self.backend {
+            Backend::Aggregate(aggregate) => Some(aggregate),
+            Backend::Proxy(_) => None,
+        }
+    }
 }
 
 /// A route's `auth` and `scopes`.
@@ -90,46 +119,6 @@ impl Registries {
             ),
             limits: crate::ratelimit::LimitRegistry::new(metrics),
         }
-    }
-}
-
-/// A route's `retry` settings, compiled.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Total attempts, the first one included.
-    pub attempts: u32,
-    pub backoff: Duration,
-    pub max_backoff: Duration,
-    pub methods: Vec<http::Method>,
-}
-
-impl RetryPolicy {
-    fn compile(cfg: &crate::config::RetryConfig) -> RetryPolicy {
-        let methods = match &cfg.methods {
-            Some(ms) => ms
-                .iter()
-                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                .collect(),
-            // RFC 9110 idempotent methods: repeating them has the same effect as sending once.
-            None => vec![
-                http::Method::GET,
-                http::Method::HEAD,
-                http::Method::OPTIONS,
-                http::Method::TRACE,
-                http::Method::PUT,
-                http::Method::DELETE,
-            ],
-        };
-        RetryPolicy {
-            attempts: cfg.attempts,
-            backoff: cfg.backoff.get(),
-            max_backoff: cfg.max_backoff.get(),
-            methods,
-        }
-    }
-
-    pub fn allows(&self, method: &http::Method) -> bool {
-        self.methods.contains(method)
     }
 }
 
@@ -385,8 +374,28 @@ pub fn compile(
         if skip.contains(&base) {
             continue;
         }
-        let Some(upstream) = r.upstream.as_ref().and_then(|u| upstreams.get(u)) else {
-            continue; // validation already reported it
+        let backend = match (&r.upstream, &r.aggregate) {
+            (Some(name), None) => match upstreams.get(name) {
+                Some(upstream) => Backend::Proxy(upstream.clone()),
+                None => continue, // validation already reported it
+            },
+            (None, Some(aggregate)) => {
+                let context = crate::aggregate::Context {
+                    base: &base,
+                    upstreams: &upstreams,
+                    caches: &caches,
+                    params: &path_params(&r.path),
+                    personal: r.auth.is_some(),
+                };
+                match crate::aggregate::compile(aggregate, &context) {
+                    Ok(aggregate) => Backend::Aggregate(Arc::new(aggregate)),
+                    Err(more) => {
+                        errors.extend(more);
+                        continue;
+                    }
+                }
+            }
+            _ => continue, // validation already reported it
         };
         let auth = match &r.auth {
             Some(name) => match policies.by_name.get(name) {
@@ -429,7 +438,7 @@ pub fn compile(
             methods,
             value: Arc::new(Route {
                 name: Arc::from(name.as_str()),
-                upstream: upstream.clone(),
+                backend,
                 rewrite,
                 timeout: r.timeout.map(|t| t.get()),
                 retry: r.retry.as_ref().map(RetryPolicy::compile),

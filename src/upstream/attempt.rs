@@ -8,6 +8,7 @@
 use super::circuit::{Admission, Ticket};
 use super::{AttemptGuard, Upstream};
 use crate::observe::UpstreamOutcome;
+use pingora::Error;
 use std::time::{Duration, Instant};
 
 /// An attempt in flight on one target.
@@ -104,4 +105,43 @@ impl Attempt {
             }
         }
     }
+}
+
+/// How a failed attempt ended, from its error: a timeout, a connect failure, or another error.
+pub fn failure_outcome(e: &Error) -> UpstreamOutcome {
+    if is_timeout(e) {
+        UpstreamOutcome::Timeout
+    } else if is_connect_error(e) {
+        UpstreamOutcome::ConnectError
+    } else {
+        UpstreamOutcome::Error
+    }
+}
+
+/// True when the failure happened while connecting (nothing reached the upstream).
+pub fn is_connect_error(e: &Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | BindError
+            | SocketError
+            | ConnectProxyFailure
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            // The upstream's certificate failed verification during the handshake.
+            | InvalidCert
+    )
+}
+
+/// True when the failure is a timeout waiting on the upstream.
+pub fn is_timeout(e: &Error) -> bool {
+    use pingora::ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+    ) || crate::problem::GatewayError::of(e) == Some(&crate::problem::GatewayError::DeadlinePassed)
 }

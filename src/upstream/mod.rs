@@ -8,11 +8,13 @@ mod balance;
 pub mod budget;
 pub mod circuit;
 pub mod health;
+pub mod retry;
 pub mod state;
 mod window;
 
-pub use attempt::{Attempt, NoUsableTarget};
+pub use attempt::{failure_outcome, is_connect_error, is_timeout, Attempt, NoUsableTarget};
 pub use balance::Balancer;
+pub use retry::{RetryFacts, RetryPolicy, RetryReason};
 pub use state::{AttemptGuard, StateRegistry, TargetState, UpstreamState};
 
 use crate::config::{Balance, TargetConfig, UpstreamConfig};
@@ -23,6 +25,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Pooled upstream connections idle longer than this are closed rather than reused: upstream
+/// servers commonly close idle keep-alive connections after 60 s or more, so reuse stays safe.
+pub const POOL_IDLE: Duration = Duration::from_secs(55);
 
 /// One backend address of an upstream.
 #[derive(Debug, Clone)]
@@ -183,9 +189,64 @@ impl Upstream {
         peer
     }
 
+    /// A connection to target `idx` for one attempt: the upstream's timeouts, each cut to what
+    /// is left of the deadline (`remaining`). `sends_body`: the request has a body to upload.
+    pub fn timed_peer(
+        &self,
+        idx: usize,
+        remaining: Option<Duration>,
+        sends_body: bool,
+    ) -> HttpPeer {
+        let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
+        let mut peer = self.peer(idx);
+        peer.options.connection_timeout = Some(cap(self.connect_timeout));
+        // With TLS, connect_timeout bounds the TCP connect and the handshake together.
+        peer.options.total_connection_timeout = Some(cap(self.connect_timeout));
+        peer.options.read_timeout = Some(cap(self.read_timeout));
+        // A request without a body is one small write that the socket buffer absorbs; only a
+        // body upload can stall on a slow upstream, so only then pay for a timer on every write.
+        if sends_body {
+            peer.options.write_timeout = Some(cap(self.read_timeout));
+        }
+        peer.options.idle_timeout = Some(POOL_IDLE);
+        peer
+    }
+
     /// Whether the balancer hashes a key (only then is one computed per request).
     pub fn is_hashed(&self) -> bool {
         matches!(self.balancer, Balancer::Hash { .. })
+    }
+
+    /// The bytes the hash balancer hashes for a request (empty when it does not hash): the
+    /// configured header's value or the caller's claim, else the client address (a request
+    /// without that header or claim still gets a stable target).
+    pub fn hash_input(
+        &self,
+        headers: &http::HeaderMap,
+        identity: Option<&crate::auth::Identity>,
+        client: Option<std::net::IpAddr>,
+    ) -> Vec<u8> {
+        if !self.is_hashed() {
+            return Vec::new();
+        }
+        match &self.hash_key {
+            HashKey::Header(name) => {
+                if let Some(v) = headers.get(name) {
+                    return v.as_bytes().to_vec();
+                }
+            }
+            HashKey::Claim(name) => {
+                if let Some(v) = identity.and_then(|id| id.claim(name)) {
+                    return v.into_bytes();
+                }
+            }
+            HashKey::ClientIp => {}
+        }
+        match client {
+            Some(std::net::IpAddr::V4(ip)) => ip.octets().to_vec(),
+            Some(std::net::IpAddr::V6(ip)) => ip.octets().to_vec(),
+            None => Vec::new(),
+        }
     }
 }
 
