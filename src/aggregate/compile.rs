@@ -76,6 +76,7 @@ pub fn compile(cfg: &AggregateConfig, cx: &Context<'_>) -> Result<Aggregate, Vec
         return Err(errors);
     }
     Ok(Aggregate {
+        route: Arc::from(cx.base.trim_start_matches("routes.")),
         meta: match &cfg.meta {
             MetaMember::Named(name) => Some(Arc::from(name.as_str())),
             MetaMember::Off => None,

@@ -16,12 +16,6 @@ use pingora::prelude::HttpPeer;
 use smallvec::SmallVec;
 use std::time::Instant;
 
-/// What a part sends: its method, the filled target and the headers.
-pub struct PartRequest {
-    pub target: String,
-    pub headers: HeaderMap,
-}
-
 /// How a part's upstream call ended.
 pub enum Fetched {
     /// A response with its whole body.
@@ -57,10 +51,11 @@ enum Exchanged {
 
 impl Fetch<'_> {
     /// Calls the part's upstream until it answers, a failure may not be retried, or `deadline`.
+    /// `head`: the part's request without `Host` (each attempt names its target).
     pub async fn fetch(
         &self,
         part: &Part,
-        request: &PartRequest,
+        head: &RequestHeader,
         deadline: Option<Instant>,
     ) -> Fetched {
         let upstream = &part.upstream;
@@ -92,11 +87,10 @@ impl Fetch<'_> {
             };
             tried.push(attempt.index);
             let peer = upstream.timed_peer(attempt.index, remaining, false);
-            let label = &upstream.targets[attempt.index].label;
-            let Ok(header) = request_header(part, request, label) else {
-                attempt.finish(upstream, UpstreamOutcome::Error);
-                return Fetched::Failed;
-            };
+            let mut header = head.clone();
+            // A config label is always a valid header value.
+            let _ =
+                header.insert_header(http::header::HOST, &*upstream.targets[attempt.index].label);
             let exchange = self.exchange(&peer, header);
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), exchange).await {
@@ -195,27 +189,27 @@ impl Fetch<'_> {
     }
 }
 
-/// The request head a part sends: its method and target, `Host` naming the target as the
-/// config does, the headers prepared for it, no body.
-fn request_header(
+/// The request head a part sends: its method and filled target, the headers prepared for it,
+/// no body (`Host` is added per attempt). `Err` only for a target the template could not make
+/// (it encodes every value and checked its literals, so never in practice).
+pub fn request_head(
     part: &Part,
-    request: &PartRequest,
-    host: &str,
+    target: &str,
+    headers: HeaderMap,
 ) -> pingora::Result<RequestHeader> {
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = part.method.clone();
-    parts.headers = request.headers.clone();
-    if let Ok(host) = http::HeaderValue::from_str(host) {
-        parts.headers.insert(http::header::HOST, host);
-    }
+    parts.headers = headers;
     if !matches!(part.method, http::Method::GET | http::Method::HEAD) {
         parts.headers.insert(
             http::header::CONTENT_LENGTH,
             http::HeaderValue::from_static("0"),
         );
     }
+    parts.uri = http::Uri::try_from(target).map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InvalidHTTPHeader, "part target", e)
+    })?;
     let mut header = RequestHeader::from(parts);
-    // Filled by the template (every value encoded, literals checked), so this holds.
-    header.set_raw_path(request.target.as_bytes())?;
+    header.set_raw_path(target.as_bytes())?;
     Ok(header)
 }

@@ -12,6 +12,7 @@
 mod compile;
 mod fetch;
 mod merge;
+mod part_cache;
 mod run;
 pub mod template;
 
@@ -30,6 +31,8 @@ use template::Template;
 /// A compiled `aggregate`.
 #[derive(Debug)]
 pub struct Aggregate {
+    /// The route's name (parts' cache entries are keyed by route and part).
+    pub route: Arc<str>,
     /// The member holding each part's outcome (`None`: `meta = false`).
     pub meta: Option<Arc<str>>,
     /// Largest body read from one part.

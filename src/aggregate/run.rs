@@ -4,18 +4,21 @@
 //! deadline, or whose template lacks a value, is skipped. A failed required part ends the run
 //! (the answer will be an error, so the parts still running are dropped, not waited for).
 
-use super::fetch::{Fetch, Fetched, PartRequest};
+use super::fetch::{request_head, Fetch, Fetched};
+use super::part_cache::PartCache;
 use super::template::Source;
 use super::{Aggregate, Outcome, Part};
 use crate::auth::Identity;
 use crate::observe::Metrics;
 use crate::upstream::RetryPolicy;
+use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use http::HeaderMap;
 use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
 use serde_json::Value;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the parts of one request are made from.
 pub struct Inputs<'a> {
@@ -147,7 +150,7 @@ fn prepare(
     part: &Part,
     inputs: &Inputs<'_>,
     results: &[Option<PartResult>],
-) -> Result<(PartRequest, Option<Instant>), PartResult> {
+) -> Result<(RequestHeader, Option<Instant>), PartResult> {
     let now = Instant::now();
     if inputs.deadline.is_some_and(|d| d <= now) {
         return Err(PartResult::skipped(Skip::Deadline));
@@ -171,7 +174,9 @@ fn prepare(
             headers.append(name.clone(), value.clone());
         }
     }
-    Ok((PartRequest { target, headers }, deadline))
+    let head =
+        request_head(part, &target, headers).map_err(|_| PartResult::skipped(Skip::PartValue))?;
+    Ok((head, deadline))
 }
 
 /// A template value, unencoded.
@@ -224,11 +229,32 @@ fn query_value(query: &str, name: &str) -> Option<String> {
 async fn run_part(
     aggregate: &Aggregate,
     part: &Part,
-    request: PartRequest,
+    head: RequestHeader,
     deadline: Option<Instant>,
     inputs: &Inputs<'_>,
 ) -> PartResult {
     let started = Instant::now();
+    let cache = part.cache.as_deref().map(|policy| {
+        let label = format!("{}/{}", aggregate.route, part.name);
+        let consumer = inputs.identity.and_then(|id| id.consumer.as_deref());
+        PartCache::new(
+            policy,
+            &label,
+            &part.upstream.name,
+            &head,
+            consumer,
+            aggregate.personal,
+        )
+    });
+    if let Some(cached) = cache.as_ref().and_then(|c| c.fresh(SystemTime::now())) {
+        let mut result = classify_stored(&cached.entry, started.elapsed());
+        result.age = Some(cached.age);
+        result.max_age = result
+            .max_age
+            .map(|_| cached.fresh_for)
+            .filter(|_| !aggregate.personal);
+        return result;
+    }
     let hash_input = part
         .upstream
         .hash_input(inputs.headers, inputs.identity, inputs.client);
@@ -239,16 +265,43 @@ async fn run_part(
         hash_input: &hash_input,
         max_bytes: aggregate.max_part_bytes,
     };
-    let fetched = fetch.fetch(part, &request, deadline).await;
-    classify(fetched, started.elapsed(), aggregate.personal)
+    let fetched = fetch.fetch(part, &head, deadline).await;
+    let elapsed = started.elapsed();
+    let Some(cache) = cache else {
+        return classify(fetched, elapsed, aggregate.personal);
+    };
+    if let Fetched::Answer { header, body } = &fetched {
+        let result = classify_answer(header, body, elapsed, aggregate.personal);
+        if result.outcome == Outcome::Ok {
+            cache.store(header, body.clone());
+        }
+        return result;
+    }
+    let result = classify(fetched, elapsed, aggregate.personal);
+    match cache.stale_for_error(SystemTime::now()) {
+        Some(stale) => {
+            let mut standing_in = classify_stored(&stale.entry, elapsed);
+            standing_in.outcome = Outcome::Stale;
+            standing_in.age = Some(stale.age);
+            // A stale answer is not one a client should keep.
+            standing_in.max_age = None;
+            standing_in
+        }
+        None => result,
+    }
+}
+
+/// A stored answer as a part's result (it was a 2xx JSON answer when stored).
+fn classify_stored(entry: &crate::cache::store::Entry, elapsed: Duration) -> PartResult {
+    classify_answer(entry.header(), entry.body(), elapsed, false)
 }
 
 /// A part's result from what its upstream call gave.
 fn classify(fetched: Fetched, elapsed: Duration, personal: bool) -> PartResult {
-    let (header, body) = match fetched {
-        Fetched::Answer { header, body } => (header, body),
+    match fetched {
+        Fetched::Answer { header, body } => classify_answer(&header, &body, elapsed, personal),
         Fetched::TooLarge { status } => {
-            return PartResult::failed(Outcome::TooLarge, Some(status), elapsed)
+            PartResult::failed(Outcome::TooLarge, Some(status), elapsed)
         }
         Fetched::NoTarget { circuit_open } => {
             let outcome = if circuit_open {
@@ -256,11 +309,20 @@ fn classify(fetched: Fetched, elapsed: Duration, personal: bool) -> PartResult {
             } else {
                 Outcome::Error
             };
-            return PartResult::failed(outcome, Some(503), elapsed);
+            PartResult::failed(outcome, Some(503), elapsed)
         }
-        Fetched::Timeout => return PartResult::failed(Outcome::Timeout, Some(504), elapsed),
-        Fetched::Failed => return PartResult::failed(Outcome::Error, Some(502), elapsed),
-    };
+        Fetched::Timeout => PartResult::failed(Outcome::Timeout, Some(504), elapsed),
+        Fetched::Failed => PartResult::failed(Outcome::Error, Some(502), elapsed),
+    }
+}
+
+/// A response: `ok` for a 2xx JSON body (204: `null`), else `error` or `not_json`.
+fn classify_answer(
+    header: &ResponseHeader,
+    body: &Bytes,
+    elapsed: Duration,
+    personal: bool,
+) -> PartResult {
     let status = header.status.as_u16();
     if !header.status.is_success() {
         return PartResult::failed(Outcome::Error, Some(status), elapsed);
@@ -268,7 +330,7 @@ fn classify(fetched: Fetched, elapsed: Duration, personal: bool) -> PartResult {
     let value = if status == 204 {
         Value::Null
     } else {
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(v) => v,
             Err(_) => return PartResult::failed(Outcome::NotJson, Some(status), elapsed),
         }
@@ -282,7 +344,7 @@ fn classify(fetched: Fetched, elapsed: Duration, personal: bool) -> PartResult {
         max_age: if personal {
             None
         } else {
-            client_max_age(&header)
+            client_max_age(header)
         },
         skip: None,
     }
@@ -290,7 +352,7 @@ fn classify(fetched: Fetched, elapsed: Duration, personal: bool) -> PartResult {
 
 /// How long a client may keep a part's answer by its own `Cache-Control`: `max-age` (0 when
 /// absent), `None` for `no-store`, `private` or `no-cache`.
-fn client_max_age(header: &pingora::http::ResponseHeader) -> Option<u64> {
+fn client_max_age(header: &ResponseHeader) -> Option<u64> {
     let mut max_age = 0;
     for value in header.headers.get_all(http::header::CACHE_CONTROL) {
         let Ok(text) = value.to_str() else { continue };

@@ -85,6 +85,11 @@ impl CachePolicy {
     pub fn name(&self) -> &str {
         &self.settings.name
     }
+
+    /// The store this cache's entries live in.
+    pub fn store(&self) -> &'static MemoryStore {
+        self.store
+    }
 }
 
 impl Drop for CachePolicy {

@@ -88,6 +88,30 @@ impl Entry {
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 
+    /// The stored response header.
+    pub fn header(&self) -> &ResponseHeader {
+        &self.header
+    }
+
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Until when the entry is fresh.
+    pub fn fresh_until(&self) -> SystemTime {
+        self.internal.fresh_until
+    }
+
+    /// When the entry was stored or last revalidated (what `Age` counts from).
+    pub fn updated(&self) -> SystemTime {
+        self.internal.updated
+    }
+
+    /// How long past `fresh_until` the entry may stand in for a failed upstream.
+    pub fn stale_if_error(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.internal.stale_if_error_sec))
+    }
+
     fn hit(&self) -> Result<(CacheMeta, HitHandler)> {
         let meta = self.internal.meta(self.header.clone());
         let len = self.body.len();
@@ -338,6 +362,28 @@ impl MemoryStore {
         purged
     }
 
+    /// The entry under `key`, read outside pingora-cache's request flow (an aggregate's part).
+    pub fn get(&self, key: &HashBinary) -> Option<Arc<Entry>> {
+        self.entries().1.get(key)
+    }
+
+    /// Stores a response outside pingora-cache's request flow (an aggregate's part), fresh as
+    /// `meta` says; a body over the cache's `max_entry` is not stored.
+    pub fn put(
+        &self,
+        key: HashBinary,
+        meta: &CacheMeta,
+        body: Bytes,
+        label: EntryLabel,
+    ) -> Result<()> {
+        if body.len() as u64 > label.cache.max_entry {
+            return Ok(());
+        }
+        let tags = surrogate_tags(meta);
+        self.insert(key, Arc::new(Entry::new(parts(meta)?, body, label, tags)));
+        Ok(())
+    }
+
     /// Entries held and their weight, for tests and benchmarks.
     pub fn usage(&self) -> (u64, u64) {
         let entries = self.entries();
@@ -498,6 +544,17 @@ impl MemoryStore {
     }
 }
 
+/// The purge tags a response carries in `Surrogate-Key` (space-separated).
+fn surrogate_tags(meta: &CacheMeta) -> Vec<String> {
+    meta.headers()
+        .get_all(SURROGATE_KEY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_ascii_whitespace)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// What the store keeps of a `CacheMeta`: its freshness and its header
 /// (rebuilt from plain `http` parts: without the map of the header names' original case,
 /// which costs memory in every entry and that HTTP/2 clients never see).
@@ -535,14 +592,7 @@ impl Storage for MemoryStore {
         let Some(label) = key.extensions.get::<EntryLabel>().cloned() else {
             return Error::e_explain(ErrorType::InternalError, "cache key without its label");
         };
-        let tags = meta
-            .headers()
-            .get_all(SURROGATE_KEY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(str::split_ascii_whitespace)
-            .map(str::to_owned)
-            .collect();
+        let tags = surrogate_tags(meta);
         Ok(Box::new(BodyWriter {
             store: self,
             key: key.combined_bin(),

@@ -563,3 +563,94 @@ aggregate.parts.p = {{ upstream = "part", path = "/c/{{consumer}}" }}
     assert_problem(&a, 429);
     assert_eq!(part.count(), 1);
 }
+
+#[tokio::test]
+async fn a_cached_part_is_reused_and_stands_in_stale_when_its_service_fails() {
+    let feed = backend("feed")
+        .body(json!({"items": [1, 2, 3]}).to_string())
+        .header("cache-control", "max-age=1")
+        .start()
+        .await;
+    let addr = feed.addr;
+    let live = json_backend("live", json!({"now": 1})).await;
+    let config = format!(
+        r#"{}
+[caches.short]
+stale_if_error = "1m"
+
+[routes.home]
+path = "/home"
+aggregate.parts.feed = {{ upstream = "feed", path = "/feed?limit=3", cache = "short" }}
+aggregate.parts.live = {{ upstream = "live", path = "/" }}
+"#,
+        upstreams(&[("feed", &feed), ("live", &live)])
+    );
+    let gw = GatewayHandle::start(&config).await;
+    let first = body(&call(&gw, "/home", &[]).await);
+    assert_eq!(first["_parts"]["feed"]["outcome"], "ok");
+    assert_eq!(
+        first["_parts"]["feed"].get("age"),
+        None,
+        "fetched, not cached"
+    );
+    let second = call(&gw, "/home", &[]).await;
+    let v = body(&second);
+    assert_eq!(v["feed"], json!({"items": [1, 2, 3]}));
+    assert_eq!(v["_parts"]["feed"]["outcome"], "ok");
+    assert!(
+        v["_parts"]["feed"]["age"].is_u64(),
+        "a cached part has an age: {v}"
+    );
+    assert_eq!(feed.count(), 1, "the fresh copy was used without a request");
+    assert_eq!(live.count(), 2, "uncached parts are fetched every time");
+    assert!(
+        metric(
+            &gw,
+            "tollgate_cache_requests_total",
+            &[("cache", "short"), ("result", "hit")]
+        )
+        .await
+            >= 1.0
+    );
+
+    // Past its freshness, with the service down: the stale copy stands in.
+    feed.stop();
+    drop(feed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = call(&gw, "/home", &[]).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let v = body(&a);
+    assert_eq!(v["feed"], json!({"items": [1, 2, 3]}));
+    assert_eq!(v["_parts"]["feed"]["outcome"], "stale", "{v}");
+    assert!(v["_parts"]["feed"]["age"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        a.header("x-tollgate-partial"),
+        None,
+        "a stale part is an answer"
+    );
+    assert_eq!(a.header("cache-control"), Some("no-store"));
+
+    // The service back with new content: fetched again and stored again.
+    let feed = backend("feed")
+        .body(json!({"items": [4]}).to_string())
+        .header("cache-control", "max-age=60")
+        .start_on(addr)
+        .await;
+    let v = body(&call(&gw, "/home", &[]).await);
+    assert_eq!(v["feed"], json!({"items": [4]}));
+    assert_eq!(v["_parts"]["feed"]["outcome"], "ok");
+    assert_eq!(feed.count(), 1);
+
+    // A purge by the part's upstream path drops its entry.
+    let purged = crate::support::send(
+        crate::support::client()
+            .post(gw.admin_url("/cache/purge"))
+            .body(r#"{"prefix": "/feed"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.status, 200, "{purged:?}");
+    assert_eq!(body(&purged)["purged"], 1);
+    let _ = call(&gw, "/home", &[]).await;
+    assert_eq!(feed.count(), 2, "fetched again after the purge");
+}

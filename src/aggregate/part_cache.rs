@@ -1,0 +1,127 @@
+//! A part's own cache (`cache = NAME` on the part): a fresh stored answer is used without a
+//! request; a fetched answer is stored by the cache's RFC 9111 rules (the same `decide` as
+//! cached routes); when the part fails, a stale answer within the cache's `stale_if_error`
+//! stands in (outcome `stale`). Entries share the gateway's store and its purges: by the
+//! part's upstream path (`url`, `prefix`), by `Surrogate-Key` tag, by cache.
+//!
+//! The key is the cache's key rule (`cache::key::primary_key`) over the request the part
+//! sends: the route and part, the part's target, the cache's `vary` headers as the part sends
+//! them, and the caller for `scope = "consumer"`. There is no background refresh
+//! (stale-while-revalidate) and no coalescing of concurrent misses for parts.
+
+use crate::cache::decide::{decide, Verdict};
+use crate::cache::key::{key_query, primary_key};
+use crate::cache::store::Entry;
+use crate::cache::{CachePolicy, EntryLabel};
+use crate::config::CacheScope;
+use bytes::Bytes;
+use pingora::cache::key::{hash_key, HashBinary};
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One part's entry in its cache, for one request.
+pub struct PartCache<'a> {
+    policy: &'a CachePolicy,
+    key: HashBinary,
+    label: EntryLabel,
+    /// The route authenticates its callers: only `public` or `s-maxage` answers are stored
+    /// for everyone (RFC 9111 §3.5).
+    credentials: bool,
+}
+
+/// A stored answer as a part uses it.
+pub struct Cached {
+    pub entry: Arc<Entry>,
+    /// Seconds since it was fetched.
+    pub age: u64,
+    /// Still fresh.
+    pub fresh: bool,
+    /// Whole seconds it stays fresh.
+    pub fresh_for: u64,
+}
+
+impl<'a> PartCache<'a> {
+    /// `label`: `route/part`; `host`: the part's upstream name; `request`: what the part sends;
+    /// `consumer`: the caller, for `scope = "consumer"`.
+    pub fn new(
+        policy: &'a CachePolicy,
+        label: &str,
+        host: &str,
+        request: &RequestHeader,
+        consumer: Option<&str>,
+        credentials: bool,
+    ) -> PartCache<'a> {
+        let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let entry = EntryLabel {
+            cache: policy.settings.clone(),
+            cache_id: policy.id,
+            host: host.to_string(),
+            path: path.to_string(),
+            query: key_query(&policy.settings.query, query),
+        };
+        let consumer = consumer.filter(|_| policy.settings.scope == CacheScope::Consumer);
+        let key = hash_key(primary_key(&entry, label, request, consumer));
+        PartCache {
+            policy,
+            key,
+            label: entry,
+            credentials,
+        }
+    }
+
+    /// A fresh stored answer.
+    pub fn fresh(&self, now: SystemTime) -> Option<Cached> {
+        let cached = self.lookup(now).filter(|c| c.fresh);
+        self.count(if cached.is_some() { "hit" } else { "miss" });
+        cached
+    }
+
+    /// A stale answer that may stand in for the failed part (within `stale_if_error`).
+    pub fn stale_for_error(&self, now: SystemTime) -> Option<Cached> {
+        let cached = self.lookup(now)?;
+        let entry = &cached.entry;
+        let usable = now < entry.fresh_until() + entry.stale_if_error();
+        if usable {
+            self.count("stale");
+        }
+        usable.then_some(cached)
+    }
+
+    /// Stores a fetched answer if the cache's rules allow it.
+    pub fn store(&self, header: &ResponseHeader, body: Bytes) {
+        if let Verdict::Store(meta) = decide(
+            &self.policy.settings,
+            self.credentials,
+            header,
+            SystemTime::now(),
+        ) {
+            let store = self.policy.store();
+            // A header the store cannot keep only costs this answer its entry.
+            let _ = store.put(self.key, &meta, body, self.label.clone());
+        }
+    }
+
+    fn lookup(&self, now: SystemTime) -> Option<Cached> {
+        let entry = self.policy.store().get(&self.key)?;
+        let age = now.duration_since(entry.updated()).unwrap_or_default();
+        let fresh_for = entry.fresh_until().duration_since(now).unwrap_or_default();
+        Some(Cached {
+            fresh: now < entry.fresh_until(),
+            age: age.as_secs(),
+            fresh_for: fresh_for.as_secs(),
+            entry,
+        })
+    }
+
+    fn count(&self, result: &str) {
+        self.policy
+            .store()
+            .metrics()
+            .request(self.policy.name(), result);
+    }
+}
