@@ -36,3 +36,4 @@ mod resilience_health;
 mod resilience_retries;
 mod routing;
 mod tls;
+mod upgrade;

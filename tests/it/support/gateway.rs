@@ -155,12 +155,31 @@ impl GatewayHandle {
         server_extra: &str,
         env: &[(&str, &str)],
     ) -> GatewayHandle {
+        GatewayHandle::start_binary_full(body, server_extra, env, &[]).await
+    }
+
+    /// Like [`start_binary`](Self::start_binary), with more arguments after `run -c FILE`.
+    pub async fn start_binary_with_args(
+        body: &str,
+        server_extra: &str,
+        args: &[&str],
+    ) -> GatewayHandle {
+        GatewayHandle::start_binary_full(body, server_extra, &[], args).await
+    }
+
+    async fn start_binary_full(
+        body: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> GatewayHandle {
         let file = ConfigFile::write(body, server_extra);
         let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
         let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "-c"])
             .arg(&file.path)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -281,6 +300,29 @@ impl GatewayHandle {
         text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Starts another `tollgate run -c FILE ARGS` on this gateway's config file (a second
+    /// process, as for an upgrade); its stdout and stderr go to `NAME.stdout.log` and
+    /// `NAME.stderr.log` in the gateway's dir. The caller owns (and must end) the child.
+    pub fn spawn_another(&self, name: &str, args: &[&str]) -> Child {
+        let out = |kind: &str| {
+            std::fs::File::create(self.dir.path().join(format!("{name}.{kind}.log"))).unwrap()
+        };
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out("stdout"))
+            .stderr(out("stderr"))
+            .spawn()
+            .expect("spawn tollgate")
+    }
+
+    /// A file in the gateway's temp dir, as text (empty when absent).
+    pub fn file_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
     /// The gateway's own log (binary only).
