@@ -14,6 +14,7 @@ mod auth_jwt;
 mod cache;
 mod cache_purge;
 mod check;
+mod deploy;
 mod edge_security;
 mod errors;
 mod faulty_proxy;
