@@ -15,6 +15,7 @@ mod cache;
 mod cache_purge;
 mod check;
 mod deploy;
+mod deploy_k8s;
 mod edge_security;
 mod errors;
 mod faulty_proxy;
