@@ -21,6 +21,7 @@ mod errors;
 mod faulty_proxy;
 mod forwarding;
 mod jwt_verifier;
+mod k8s_volume;
 mod lifecycle;
 mod limits;
 mod observability;

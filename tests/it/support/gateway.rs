@@ -142,6 +142,31 @@ impl GatewayHandle {
         GatewayHandle::when_ready(file, runner).await
     }
 
+    /// Starts Tollgate in this process on a config file that `place` lays out: it gets the
+    /// gateway's temp dir and the whole config text, writes it where it wants (a Kubernetes
+    /// volume's symlinks, say) and returns the path the gateway is to run with.
+    pub async fn start_placed(
+        body: &str,
+        server_extra: &str,
+        place: impl FnOnce(&std::path::Path, &str) -> PathBuf,
+    ) -> GatewayHandle {
+        let mut file = ConfigFile::write(body, server_extra);
+        std::fs::remove_file(&file.path).unwrap();
+        file.path = place(file.dir.path(), &format!("{}{body}", file.header));
+        let access_log = SharedBuf::default();
+        let instance = Instance::build(&file.path, AccessLog::to_writer(access_log.clone()))
+            .unwrap_or_else(|e| panic!("gateway config rejected:\n{e}"));
+        let stop = Arc::new(Notify::new());
+        let signal = Box::new(TestSignal(stop.clone()));
+        let thread = std::thread::spawn(move || instance.run(signal));
+        let runner = Runner::InProcess {
+            stop,
+            thread: Some(thread),
+            access_log,
+        };
+        GatewayHandle::when_ready(file, runner).await
+    }
+
     /// Starts the built `tollgate` binary with `tollgate run -c FILE`; stdout (the access log)
     /// and stderr go to files in the gateway's temp dir.
     pub async fn start_binary(body: &str, server_extra: &str) -> GatewayHandle {
