@@ -1,7 +1,8 @@
 //! Assembles a running Tollgate: the Pingora server with the proxy service on `server.listen`,
 //! the admin service, the reload watcher, readiness tracking and shutdown handling (SIGTERM
 //! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once, SIGQUIT
-//! hands the listening sockets to a new process started with `--upgrade`, then drains).
+//! hands the listening sockets to a new process started with `--upgrade`, then drains; SIGUSR2
+//! starts that new process itself first).
 
 use crate::admin::{AdminApp, Readiness};
 use crate::auth::jwt::{JwksService, KeyRegistry};
@@ -215,7 +216,7 @@ impl Instance {
     }
 
     /// Signals of a real process: SIGTERM drains, SIGINT exits, SIGQUIT hands sockets over to a
-    /// new process (Pingora's graceful upgrade).
+    /// new process (Pingora's graceful upgrade), SIGUSR2 starts that process first.
     pub fn process_signals(&self) -> Box<dyn ShutdownSignalWatch> {
         Box::new(ProcessSignals {
             store: self.store.clone(),
@@ -340,7 +341,10 @@ fn track_readiness(server: &Server, ready: Arc<Readiness>, after_handover: Drain
         .name("tollgate-readiness".into())
         .spawn(move || loop {
             match phases.blocking_recv() {
-                Ok(ExecutionPhase::Running) => ready.set(true),
+                Ok(ExecutionPhase::Running) => {
+                    ready.set(true);
+                    crate::sd_notify::ready();
+                }
                 Ok(ExecutionPhase::Terminated)
                 | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     ready.set(false);
@@ -391,10 +395,11 @@ async fn new_process_waiting(sock: &Path, limit: Duration) -> bool {
 #[async_trait]
 impl ShutdownSignalWatch for ProcessSignals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::quit()),
+            signal(SignalKind::user_defined2()),
         ) else {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
@@ -405,6 +410,7 @@ impl ShutdownSignalWatch for ProcessSignals {
                     let grace = self.store.snapshot().server.shutdown_grace;
                     tracing::info!(grace_seconds = grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
                     self.ready.set(false);
+                    crate::sd_notify::notify("STOPPING=1\n");
                     exit_when_drained(
                         self.metrics.clone(),
                         self.access_log.clone(),
@@ -418,24 +424,73 @@ impl ShutdownSignalWatch for ProcessSignals {
                     return ShutdownSignal::FastShutdown;
                 }
                 _ = quit.recv() => {
-                    // Pingora would stop serving even with nobody to take the sockets: refuse
-                    // to, rather than drop every listener.
-                    let sock = self.upgrade_sock.display().to_string();
-                    if !new_process_waiting(&self.upgrade_sock, HANDOVER_WAIT).await {
-                        tracing::error!(
-                            upgrade_sock = %sock,
-                            "SIGQUIT: no new process is waiting for the listeners (start one with `tollgate run --upgrade`); still serving"
-                        );
-                        continue;
+                    if self.new_process_ready("SIGQUIT").await {
+                        return self.hand_over("SIGQUIT");
                     }
-                    tracing::info!(upgrade_sock = %sock, "SIGQUIT: handing listeners to the new process");
-                    self.ready.set(false);
-                    self.handing_over.store(true, Ordering::SeqCst);
-                    return ShutdownSignal::GracefulUpgrade;
+                }
+                _ = usr2.recv() => {
+                    // The new binary as a child of this process: under systemd it stays in the
+                    // unit, which follows it once it says MAINPID (see sd_notify).
+                    match spawn_successor() {
+                        Ok(pid) => tracing::info!(pid, "SIGUSR2: started the new binary with --upgrade"),
+                        Err(e) => {
+                            tracing::error!("SIGUSR2: cannot start the new binary ({e}); still serving");
+                            continue;
+                        }
+                    }
+                    if self.new_process_ready("SIGUSR2").await {
+                        return self.hand_over("SIGUSR2");
+                    }
                 }
             }
         }
     }
+}
+
+impl ProcessSignals {
+    /// Whether a new process waits for the listeners. Pingora would stop serving even with
+    /// nobody to take the sockets: refuse to, rather than drop every listener.
+    async fn new_process_ready(&self, trigger: &str) -> bool {
+        if new_process_waiting(&self.upgrade_sock, HANDOVER_WAIT).await {
+            return true;
+        }
+        tracing::error!(
+            upgrade_sock = %self.upgrade_sock.display(),
+            "{trigger}: no new process is waiting for the listeners (start one with `tollgate run --upgrade`); still serving"
+        );
+        false
+    }
+
+    fn hand_over(&self, trigger: &str) -> ShutdownSignal {
+        tracing::info!(
+            upgrade_sock = %self.upgrade_sock.display(),
+            "{trigger}: handing listeners to the new process"
+        );
+        self.ready.set(false);
+        self.handing_over.store(true, Ordering::SeqCst);
+        ShutdownSignal::GracefulUpgrade
+    }
+}
+
+/// Starts the binary at the path this process was started with (a new version, once it was
+/// replaced on disk) with this process's arguments plus `--upgrade`. Not `current_exe`: that
+/// is the old, replaced file.
+fn spawn_successor() -> std::io::Result<u32> {
+    let mut args = std::env::args_os();
+    let program = args
+        .next()
+        .ok_or_else(|| std::io::Error::other("no program name in argv"))?;
+    let mut rest: Vec<std::ffi::OsString> = args.collect();
+    if !rest.iter().any(|a| a == "--upgrade") {
+        rest.push("--upgrade".into());
+    }
+    // Its output goes where ours goes (the journal, under systemd). Not waited for: it
+    // outlives this process.
+    let child = std::process::Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child.id())
 }
 
 /// Pingora waits the whole grace period after SIGTERM even when nothing is in flight; this exits

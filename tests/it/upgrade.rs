@@ -211,3 +211,81 @@ async fn upgrade_with_nobody_to_hand_over_exits_1() {
     };
     assert_eq!(code, Some(1));
 }
+
+/// Reads the next systemd notification (bounded), as systemd's notify socket would.
+async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.recv(&mut buf))
+        .await
+        .expect("no notification within 30 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn main_pid(notification: &str) -> u32 {
+    notification
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .unwrap_or_else(|| panic!("no MAINPID in {notification:?}"))
+        .parse()
+        .unwrap()
+}
+
+/// The new process, which the old one started: ended by its id when the test ends.
+struct ByPid(u32);
+
+impl Drop for ByPid {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_starts_the_new_binary_and_systemd_is_told_its_pid() {
+    // What a `Type=notify`, `NotifyAccess=all` unit sees: READY=1 with the first process's
+    // pid, then, after SIGUSR2, READY=1 with the pid of the process it started.
+    let b = backend("b").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let sock = dir.path().join("upgrade.sock");
+    let mut old = GatewayHandle::start_binary_full(
+        &catch_all(&b.target(), ""),
+        "shutdown_grace = \"5s\"",
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+        &["--upgrade-sock", sock.to_str().unwrap()],
+    )
+    .await;
+    let first = next_notification(&notify).await;
+    assert!(first.contains("READY=1"), "{first:?}");
+    assert_eq!(main_pid(&first), old.pid().unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = client_loop(client(), old.url("/r/"), stop.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    old.signal("USR2");
+    let second = next_notification(&notify).await;
+    let new = ByPid(main_pid(&second));
+    assert!(second.contains("READY=1"), "{second:?}");
+    assert_ne!(new.0, old.pid().unwrap());
+
+    let old_exit = tokio::task::spawn_blocking(move || {
+        let code = old.wait_exit(Duration::from_secs(30));
+        (code, old)
+    });
+    let (code, old) = old_exit.await.unwrap();
+    assert_eq!(code, Some(0), "old process: {}", old.stderr());
+    let served = b.count();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let tally = requests.await.unwrap();
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+    assert!(
+        b.count() > served,
+        "nothing served after the old process exited"
+    );
+    let r = client().get(old.url("/after")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

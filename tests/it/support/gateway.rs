@@ -192,7 +192,9 @@ impl GatewayHandle {
         GatewayHandle::start_binary_full(body, server_extra, &[], args).await
     }
 
-    async fn start_binary_full(
+    /// The built binary with these environment variables and more arguments after
+    /// `run -c FILE`.
+    pub async fn start_binary_full(
         body: &str,
         server_extra: &str,
         env: &[(&str, &str)],
