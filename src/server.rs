@@ -97,7 +97,7 @@ impl Instance {
         let access_log = Arc::new(access_log);
 
         let grace = server_cfg.shutdown_grace;
-        let conf = ServerConf {
+        let mut conf = ServerConf {
             threads: server_cfg.threads.unwrap_or_else(default_threads),
             // Pingora sleeps this long after SIGTERM; our drain watcher usually exits sooner.
             grace_period_seconds: Some(grace.as_secs() + 1),
@@ -111,9 +111,9 @@ impl Instance {
             fast_timeout_to_tokio_threshold_seconds: Some(
                 crate::proxy::UPSTREAM_POOL_IDLE.as_secs() - 1,
             ),
-            upgrade_sock: launch.upgrade_sock.to_string_lossy().into_owned(),
             ..ServerConf::default()
         };
+        conf.upgrade_sock = launch.upgrade_sock.to_string_lossy().into_owned();
         let opt = pingora::server::configuration::Opt {
             upgrade: launch.upgrade,
             ..Default::default()
