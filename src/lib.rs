@@ -15,7 +15,8 @@
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
 //! - [`tls`]: the HTTPS listener's live certificate and HTTPS to upstreams;
 //! - [`registry`]: state kept across reloads while its settings are unchanged;
-//! - [`server`]: assembling and running the Pingora server, signals and draining;
+//! - [`server`]: assembling and running the Pingora server, signals, draining, upgrades;
+//! - [`sd_notify`]: telling systemd the gateway is ready, and which process it is;
 //! - [`demo`]: demo backends for the quick start.
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod request_target;
 pub mod route;
+pub mod sd_notify;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

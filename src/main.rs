@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tollgate::config::{self, ConfigErrors};
 use tollgate::observe::{init_logging, AccessLog};
-use tollgate::server::Instance;
+use tollgate::server::{Instance, Launch, DEFAULT_UPGRADE_SOCK};
 use tollgate::snapshot::Snapshot;
 
 #[derive(Parser)]
@@ -26,6 +26,15 @@ enum Command {
         /// Config file (TOML).
         #[arg(short, long, default_value = "/etc/tollgate/tollgate.toml")]
         config: PathBuf,
+        /// Zero-downtime upgrade: take the listening sockets over from the Tollgate running
+        /// now instead of binding them. Start this, then send SIGQUIT to the old process: it
+        /// hands its sockets over through --upgrade-sock and drains. Exits 1 if no sockets
+        /// came within a few seconds.
+        #[arg(long)]
+        upgrade: bool,
+        /// Unix socket for the handover; the old and the new process need the same one.
+        #[arg(long, default_value = DEFAULT_UPGRADE_SOCK)]
+        upgrade_sock: PathBuf,
     },
     /// Validate a config file, like `nginx -t`: exit 0 with a summary (and any warnings on
     /// stderr), or 1 with every error.
@@ -46,8 +55,19 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config, false),
-        Command::Demo { config } => run(&config, true),
+        Command::Run {
+            config,
+            upgrade,
+            upgrade_sock,
+        } => run(
+            &config,
+            &Launch {
+                upgrade,
+                upgrade_sock,
+            },
+            false,
+        ),
+        Command::Demo { config } => run(&config, &Launch::default(), true),
         Command::DemoBackends => demo_backends(),
     }
 }
@@ -98,7 +118,7 @@ fn count(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
-fn run(path: &std::path::Path, demo: bool) -> ExitCode {
+fn run(path: &std::path::Path, launch: &Launch, demo: bool) -> ExitCode {
     // SIGHUP's default action kills the process; until the reload service listens for it, a
     // reload request (say, from a deploy script racing the start) must not do that. The reload
     // service also reloads once when it starts, so nothing is lost.
@@ -112,7 +132,7 @@ fn run(path: &std::path::Path, demo: bool) -> ExitCode {
         Err(errors) => return report(&errors),
     };
     init_logging(log_format, &log_level);
-    let mut instance = match Instance::build(path, AccessLog::stdout()) {
+    let mut instance = match Instance::build_with(path, AccessLog::stdout(), launch) {
         Ok(i) => i,
         Err(errors) => return report(&errors),
     };
@@ -130,6 +150,7 @@ fn run(path: &std::path::Path, demo: bool) -> ExitCode {
         listen = ?snap.server.listen,
         admin = ?snap.server.admin_listen,
         version = env!("CARGO_PKG_VERSION"),
+        upgrade = launch.upgrade,
         "tollgate starting"
     );
     drop(snap);

@@ -1,6 +1,8 @@
 //! Assembles a running Tollgate: the Pingora server with the proxy service on `server.listen`,
 //! the admin service, the reload watcher, readiness tracking and shutdown handling (SIGTERM
-//! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once).
+//! drains in-flight requests for up to `server.shutdown_grace`, SIGINT exits at once, SIGQUIT
+//! hands the listening sockets to a new process started with `--upgrade`, then drains; SIGUSR2
+//! starts that new process itself first).
 
 use crate::admin::{AdminApp, Readiness};
 use crate::auth::jwt::{JwksService, KeyRegistry};
@@ -18,10 +20,37 @@ use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownS
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
+
+/// Where a new process waits for the listening sockets of the running one, unless
+/// `--upgrade-sock` says otherwise.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/tollgate-upgrade.sock";
+
+/// How a process gets its listening sockets: by binding them, or from the Tollgate serving now
+/// (Pingora's graceful upgrade).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Take the listening sockets over from the running process (which then gets SIGQUIT)
+    /// instead of binding them.
+    pub upgrade: bool,
+    /// The Unix socket of the handover: where this process waits for the sockets when
+    /// `upgrade` is set, and where it sends its own when it gets SIGQUIT. The old and the new
+    /// process must be given the same path.
+    pub upgrade_sock: PathBuf,
+}
+
+impl Default for Launch {
+    fn default() -> Launch {
+        Launch {
+            upgrade: false,
+            upgrade_sock: PathBuf::from(DEFAULT_UPGRADE_SOCK),
+        }
+    }
+}
 
 /// A gateway ready to run.
 pub struct Instance {
@@ -30,18 +59,34 @@ pub struct Instance {
     pub ready: Arc<Readiness>,
     access_log: Arc<AccessLog>,
     server: Server,
+    upgrade_sock: PathBuf,
+    /// Set when SIGQUIT started a handover: the shutdown that follows drains and exits.
+    handing_over: Arc<AtomicBool>,
 }
 
 impl Instance {
     /// Loads the config and builds every service. Fails with all config errors, or with a single
     /// error if a listen address cannot be bound.
     pub fn build(config_path: &Path, access_log: AccessLog) -> Result<Instance, ConfigErrors> {
+        Instance::build_with(config_path, access_log, &Launch::default())
+    }
+
+    /// Like [`build`](Self::build); with `launch.upgrade`, waits (a few seconds at most) for the
+    /// running process to send its listening sockets, and exits with status 1 if none came.
+    pub fn build_with(
+        config_path: &Path,
+        access_log: AccessLog,
+        launch: &Launch,
+    ) -> Result<Instance, ConfigErrors> {
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(Registries::new(metrics.clone()));
         let snapshot = Snapshot::from_source(&Source::read(config_path)?, &registry)?;
         let server_cfg = snapshot.server.clone();
         let snapshot_limits = snapshot.limits;
-        check_bindable(config_path, &server_cfg)?;
+        // A process taking over finds every address in use (by the process handing over).
+        if !launch.upgrade {
+            check_bindable(config_path, &server_cfg)?;
+        }
 
         load_jwt_keys(&registry.keys);
         let keys = registry.keys.clone();
@@ -52,7 +97,7 @@ impl Instance {
         let access_log = Arc::new(access_log);
 
         let grace = server_cfg.shutdown_grace;
-        let conf = ServerConf {
+        let mut conf = ServerConf {
             threads: server_cfg.threads.unwrap_or_else(default_threads),
             // Pingora sleeps this long after SIGTERM; our drain watcher usually exits sooner.
             grace_period_seconds: Some(grace.as_secs() + 1),
@@ -66,7 +111,13 @@ impl Instance {
             fast_timeout_to_tokio_threshold_seconds: Some(crate::upstream::POOL_IDLE.as_secs() - 1),
             ..ServerConf::default()
         };
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        conf.upgrade_sock = launch.upgrade_sock.to_string_lossy().into_owned();
+        let opt = pingora::server::configuration::Opt {
+            upgrade: launch.upgrade,
+            ..Default::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        // With `upgrade`, this is where the listening sockets of the running process arrive.
         server.bootstrap();
 
         let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
@@ -136,6 +187,8 @@ impl Instance {
             ready,
             access_log,
             server,
+            upgrade_sock: launch.upgrade_sock.clone(),
+            handing_over: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -147,7 +200,13 @@ impl Instance {
     /// Runs until the shutdown signal says so. Blocks the calling thread; must not be called
     /// from inside a tokio runtime.
     pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
-        track_readiness(&self.server, self.ready.clone());
+        let after_handover = DrainExit {
+            handing_over: self.handing_over.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            access_log: self.access_log.clone(),
+        };
+        track_readiness(&self.server, self.ready.clone(), after_handover);
         self.server.run(RunArgs {
             shutdown_signal: shutdown,
         });
@@ -155,13 +214,15 @@ impl Instance {
     }
 
     /// Signals of a real process: SIGTERM drains, SIGINT exits, SIGQUIT hands sockets over to a
-    /// new process (Pingora's graceful upgrade).
+    /// new process (Pingora's graceful upgrade), SIGUSR2 starts that process first.
     pub fn process_signals(&self) -> Box<dyn ShutdownSignalWatch> {
         Box::new(ProcessSignals {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),
             access_log: self.access_log.clone(),
+            upgrade_sock: self.upgrade_sock.clone(),
+            handing_over: self.handing_over.clone(),
         })
     }
 }
@@ -239,21 +300,58 @@ fn check_bindable(path: &Path, server: &ServerSettings) -> Result<(), ConfigErro
     }
 }
 
-/// Marks the instance ready once Pingora runs its services, not ready once shutdown begins.
-fn track_readiness(server: &Server, ready: Arc<Readiness>) {
+/// What ends a process that handed its listeners over: once Pingora has stopped its listeners,
+/// exit as soon as the requests in flight are done (Pingora alone would sleep the whole
+/// grace period).
+struct DrainExit {
+    handing_over: Arc<AtomicBool>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    access_log: Arc<AccessLog>,
+}
+
+impl DrainExit {
+    fn start_if_handing_over(&self) {
+        if !self.handing_over.load(Ordering::SeqCst) {
+            return;
+        }
+        let grace = self.store.snapshot().server.shutdown_grace;
+        tracing::info!(
+            grace_seconds = grace.as_secs_f64(),
+            "listeners handed over; draining in-flight requests"
+        );
+        // Wait out the edge's last call first: keep-alive clients get `Connection: close` on
+        // their next request and reconnect to the new process instead of seeing a close.
+        exit_when_drained(
+            self.metrics.clone(),
+            self.access_log.clone(),
+            grace.max(crate::edge::LAST_CALL),
+            crate::edge::LAST_CALL + Duration::from_millis(100),
+        );
+    }
+}
+
+/// Marks the instance ready once Pingora runs its services, not ready once shutdown begins;
+/// after a handover, starts the drain that ends the process.
+fn track_readiness(server: &Server, ready: Arc<Readiness>, after_handover: DrainExit) {
     let mut phases = server.watch_execution_phase();
     std::thread::Builder::new()
         .name("tollgate-readiness".into())
         .spawn(move || loop {
             match phases.blocking_recv() {
-                Ok(ExecutionPhase::Running) => ready.set(true),
+                Ok(ExecutionPhase::Running) => {
+                    ready.set(true);
+                    crate::sd_notify::ready();
+                }
                 Ok(ExecutionPhase::Terminated)
                 | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     ready.set(false);
                     break;
                 }
-                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
-                    ready.set(false)
+                Ok(ExecutionPhase::GracefulTerminate) => ready.set(false),
+                Ok(ExecutionPhase::ShutdownStarted) => {
+                    ready.set(false);
+                    after_handover.start_if_handing_over();
                 }
                 _ => {}
             }
@@ -267,48 +365,146 @@ struct ProcessSignals {
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
     access_log: Arc<AccessLog>,
+    upgrade_sock: PathBuf,
+    handing_over: Arc<AtomicBool>,
+}
+
+/// How long SIGQUIT waits for a new process to be listening on the upgrade socket (it may
+/// still be loading its config, or waiting for JWKS).
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether a process waits for the listening sockets at `sock`: the socket file exists (the new
+/// process creates it, Pingora removes it after a handover). Not connected to: the new process
+/// accepts exactly one connection there, the handover itself.
+async fn new_process_waiting(sock: &Path, limit: Duration) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let end = Instant::now() + limit;
+    loop {
+        if std::fs::symlink_metadata(sock).is_ok_and(|m| m.file_type().is_socket()) {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for ProcessSignals {
     async fn recv(&self) -> ShutdownSignal {
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::quit()),
+            signal(SignalKind::user_defined2()),
         ) else {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
-        tokio::select! {
-            _ = term.recv() => {
-                let grace = self.store.snapshot().server.shutdown_grace;
-                tracing::info!(grace_seconds = grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
-                self.ready.set(false);
-                exit_when_drained(self.metrics.clone(), self.access_log.clone(), grace);
-                ShutdownSignal::GracefulTerminate
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: exiting now");
-                ShutdownSignal::FastShutdown
-            }
-            _ = quit.recv() => {
-                tracing::info!("SIGQUIT: handing listeners to the new process");
-                ShutdownSignal::GracefulUpgrade
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    let grace = self.store.snapshot().server.shutdown_grace;
+                    tracing::info!(grace_seconds = grace.as_secs_f64(), "SIGTERM: draining in-flight requests");
+                    self.ready.set(false);
+                    crate::sd_notify::notify("STOPPING=1\n");
+                    exit_when_drained(
+                        self.metrics.clone(),
+                        self.access_log.clone(),
+                        grace,
+                        Duration::from_millis(250),
+                    );
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    return ShutdownSignal::FastShutdown;
+                }
+                _ = quit.recv() => {
+                    if self.new_process_ready("SIGQUIT").await {
+                        return self.hand_over("SIGQUIT");
+                    }
+                }
+                _ = usr2.recv() => {
+                    // The new binary as a child of this process: under systemd it stays in the
+                    // unit, which follows it once it says MAINPID (see sd_notify).
+                    match spawn_successor() {
+                        Ok(pid) => tracing::info!(pid, "SIGUSR2: started the new binary with --upgrade"),
+                        Err(e) => {
+                            tracing::error!("SIGUSR2: cannot start the new binary ({e}); still serving");
+                            continue;
+                        }
+                    }
+                    if self.new_process_ready("SIGUSR2").await {
+                        return self.hand_over("SIGUSR2");
+                    }
+                }
             }
         }
     }
 }
 
+impl ProcessSignals {
+    /// Whether a new process waits for the listeners. Pingora would stop serving even with
+    /// nobody to take the sockets: refuse to, rather than drop every listener.
+    async fn new_process_ready(&self, trigger: &str) -> bool {
+        if new_process_waiting(&self.upgrade_sock, HANDOVER_WAIT).await {
+            return true;
+        }
+        tracing::error!(
+            upgrade_sock = %self.upgrade_sock.display(),
+            "{trigger}: no new process is waiting for the listeners (start one with `tollgate run --upgrade`); still serving"
+        );
+        false
+    }
+
+    fn hand_over(&self, trigger: &str) -> ShutdownSignal {
+        tracing::info!(
+            upgrade_sock = %self.upgrade_sock.display(),
+            "{trigger}: handing listeners to the new process"
+        );
+        self.ready.set(false);
+        self.handing_over.store(true, Ordering::SeqCst);
+        ShutdownSignal::GracefulUpgrade
+    }
+}
+
+/// Starts the binary at the path this process was started with (a new version, once it was
+/// replaced on disk) with this process's arguments plus `--upgrade`. Not `current_exe`: that
+/// is the old, replaced file.
+fn spawn_successor() -> std::io::Result<u32> {
+    let mut args = std::env::args_os();
+    let program = args
+        .next()
+        .ok_or_else(|| std::io::Error::other("no program name in argv"))?;
+    let mut rest: Vec<std::ffi::OsString> = args.collect();
+    if !rest.iter().any(|a| a == "--upgrade") {
+        rest.push("--upgrade".into());
+    }
+    // Its output goes where ours goes (the journal, under systemd). Not waited for: it
+    // outlives this process.
+    let child = std::process::Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    Ok(child.id())
+}
+
 /// Pingora waits the whole grace period after SIGTERM even when nothing is in flight; this exits
-/// as soon as the last in-flight request finished (or the grace period ran out).
-fn exit_when_drained(metrics: Arc<Metrics>, access_log: Arc<AccessLog>, grace: Duration) {
+/// as soon as the last in-flight request finished (or the grace period ran out). Nothing is
+/// checked during `settle`: listeners close and requests already accepted reach the gateway.
+fn exit_when_drained(
+    metrics: Arc<Metrics>,
+    access_log: Arc<AccessLog>,
+    grace: Duration,
+    settle: Duration,
+) {
     let spawned = std::thread::Builder::new()
         .name("tollgate-drain".into())
         .spawn(move || {
             let deadline = Instant::now() + grace;
-            // Let listeners close and requests already accepted reach the gateway first.
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(settle);
             while metrics.in_flight().get() > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }

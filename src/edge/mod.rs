@@ -26,6 +26,13 @@ use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long, once the listeners stopped (shutdown or handover to a new process), HTTP/1
+/// connections waiting for their next request stay open. Closed at once, a connection whose
+/// client is sending its next request at that moment gives that client an error (most clients
+/// do not retry it); kept open, the request is answered with `Connection: close` (the shutdown
+/// flag is set) and the client reconnects: to the new process, after a handover.
+pub const LAST_CALL: Duration = Duration::from_secs(1);
+
 /// Wraps an HTTP application (Tollgate's `HttpProxy`) with the connection guard.
 pub struct EdgeApp<A> {
     inner: Arc<A>,
@@ -145,7 +152,10 @@ where
         None
     }
 
+    /// Runs once the listeners stopped: closes the connections waiting for a request, after
+    /// [`LAST_CALL`].
     async fn cleanup(&self) {
+        tokio::time::sleep(LAST_CALL).await;
         self.inner.http_cleanup().await;
     }
 }

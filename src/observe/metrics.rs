@@ -397,6 +397,12 @@ impl Metrics {
         self.retries.with_label_values(&[upstream, reason]).inc();
     }
 
+    /// Makes the upstream's own counters exist at zero, so dashboards and alerts can rate()
+    /// them before the first event.
+    pub fn declare_upstream(&self, upstream: &str) {
+        self.budget_exhausted.with_label_values(&[upstream]);
+    }
+
     pub fn retry_budget_exhausted(&self, upstream: &str) {
         self.budget_exhausted.with_label_values(&[upstream]).inc();
     }

@@ -172,6 +172,9 @@ impl UpstreamState {
     /// snapshot using it goes live (start-up, applied reload).
     pub fn publish_metrics(&self) {
         let now = Instant::now();
+        if let Some(t) = self.targets.first() {
+            t.metrics.declare_upstream(&t.upstream);
+        }
         for t in &self.targets {
             t.publish_metrics(now);
         }

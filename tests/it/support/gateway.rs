@@ -142,6 +142,31 @@ impl GatewayHandle {
         GatewayHandle::when_ready(file, runner).await
     }
 
+    /// Starts Tollgate in this process on a config file that `place` lays out: it gets the
+    /// gateway's temp dir and the whole config text, writes it where it wants (a Kubernetes
+    /// volume's symlinks, say) and returns the path the gateway is to run with.
+    pub async fn start_placed(
+        body: &str,
+        server_extra: &str,
+        place: impl FnOnce(&std::path::Path, &str) -> PathBuf,
+    ) -> GatewayHandle {
+        let mut file = ConfigFile::write(body, server_extra);
+        std::fs::remove_file(&file.path).unwrap();
+        file.path = place(file.dir.path(), &format!("{}{body}", file.header));
+        let access_log = SharedBuf::default();
+        let instance = Instance::build(&file.path, AccessLog::to_writer(access_log.clone()))
+            .unwrap_or_else(|e| panic!("gateway config rejected:\n{e}"));
+        let stop = Arc::new(Notify::new());
+        let signal = Box::new(TestSignal(stop.clone()));
+        let thread = std::thread::spawn(move || instance.run(signal));
+        let runner = Runner::InProcess {
+            stop,
+            thread: Some(thread),
+            access_log,
+        };
+        GatewayHandle::when_ready(file, runner).await
+    }
+
     /// Starts the built `tollgate` binary with `tollgate run -c FILE`; stdout (the access log)
     /// and stderr go to files in the gateway's temp dir.
     pub async fn start_binary(body: &str, server_extra: &str) -> GatewayHandle {
@@ -155,12 +180,33 @@ impl GatewayHandle {
         server_extra: &str,
         env: &[(&str, &str)],
     ) -> GatewayHandle {
+        GatewayHandle::start_binary_full(body, server_extra, env, &[]).await
+    }
+
+    /// Like [`start_binary`](Self::start_binary), with more arguments after `run -c FILE`.
+    pub async fn start_binary_with_args(
+        body: &str,
+        server_extra: &str,
+        args: &[&str],
+    ) -> GatewayHandle {
+        GatewayHandle::start_binary_full(body, server_extra, &[], args).await
+    }
+
+    /// The built binary with these environment variables and more arguments after
+    /// `run -c FILE`.
+    pub async fn start_binary_full(
+        body: &str,
+        server_extra: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> GatewayHandle {
         let file = ConfigFile::write(body, server_extra);
         let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
         let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "-c"])
             .arg(&file.path)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -281,6 +327,29 @@ impl GatewayHandle {
         text.lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Starts another `tollgate run -c FILE ARGS` on this gateway's config file (a second
+    /// process, as for an upgrade); its stdout and stderr go to `NAME.stdout.log` and
+    /// `NAME.stderr.log` in the gateway's dir. The caller owns (and must end) the child.
+    pub fn spawn_another(&self, name: &str, args: &[&str]) -> Child {
+        let out = |kind: &str| {
+            std::fs::File::create(self.dir.path().join(format!("{name}.{kind}.log"))).unwrap()
+        };
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out("stdout"))
+            .stderr(out("stderr"))
+            .spawn()
+            .expect("spawn tollgate")
+    }
+
+    /// A file in the gateway's temp dir, as text (empty when absent).
+    pub fn file_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
     /// The gateway's own log (binary only).
