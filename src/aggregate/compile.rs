@@ -186,3 +186,95 @@ fn order(parts: Vec<(Part, Vec<String>)>, base: &str) -> Result<Vec<Part>, Vec<C
     }
     Ok(ordered)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts' names in compiled order, with what each depends on (by name), from
+    /// `(name, path)` pairs.
+    fn order_of(parts: &[(&str, &str)]) -> Result<Vec<(String, Vec<String>)>, Vec<ConfigError>> {
+        let registry = crate::upstream::StateRegistry::new(std::sync::Arc::new(
+            crate::observe::Metrics::new(),
+        ));
+        let cfg: crate::config::UpstreamConfig =
+            toml::from_str("targets = [\"127.0.0.1:9\"]").unwrap();
+        let upstream =
+            Arc::new(Upstream::compile("u", &cfg, &registry, std::path::Path::new(".")).unwrap());
+        let upstreams = BTreeMap::from([("u".to_string(), upstream)]);
+        let caches = BTreeMap::new();
+        let aggregate = AggregateConfig {
+            meta: MetaMember::default(),
+            max_part_bytes: None,
+            parts: parts
+                .iter()
+                .map(|(name, path)| {
+                    let part: PartConfig =
+                        toml::from_str(&format!("upstream = \"u\"\npath = \"{path}\"")).unwrap();
+                    (name.to_string(), part)
+                })
+                .collect(),
+        };
+        let cx = Context {
+            base: "routes.r",
+            upstreams: &upstreams,
+            caches: &caches,
+            params: &[],
+            personal: false,
+        };
+        let compiled = compile(&aggregate, &cx)?;
+        Ok(compiled
+            .parts
+            .iter()
+            .map(|p| {
+                let deps = p
+                    .depends_on
+                    .iter()
+                    .map(|&d| compiled.parts[d].name.to_string())
+                    .collect();
+                (p.name.to_string(), deps)
+            })
+            .collect())
+    }
+
+    #[test]
+    fn parts_come_after_the_parts_they_read() {
+        let order = order_of(&[
+            ("a", "/a/{parts.c.id}"),
+            ("b", "/b"),
+            ("c", "/c/{parts.b.id}/{parts.b.x}"),
+        ])
+        .unwrap();
+        assert_eq!(
+            order,
+            vec![
+                ("b".to_string(), vec![]),
+                ("c".to_string(), vec!["b".to_string()]),
+                ("a".to_string(), vec!["c".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cycle_is_an_error_on_each_of_its_parts() {
+        let errors = order_of(&[
+            ("a", "/a/{parts.b.id}"),
+            ("b", "/b/{parts.a.id}"),
+            ("c", "/c"),
+        ])
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "routes.r.aggregate.parts.a.path",
+                "routes.r.aggregate.parts.b.path"
+            ]
+        );
+        let self_read = order_of(&[("a", "/a/{parts.a.id}")]).unwrap_err();
+        assert!(
+            self_read[0].message.contains("its own answer"),
+            "{self_read:?}"
+        );
+    }
+}

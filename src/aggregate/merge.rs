@@ -180,3 +180,56 @@ fn cache_control(aggregate: &Aggregate, results: &[PartResult], partial: bool) -
         None => "no-store".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keep_takes_nested_members_and_skips_missing_ones() {
+        let v = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        let fields = vec![
+            vec!["a".to_string()],
+            vec!["b".to_string(), "c".to_string()],
+            vec!["nope".to_string()],
+            vec!["e".to_string(), "0".to_string()],
+        ];
+        assert_eq!(
+            Value::Object(keep(&v, &fields)),
+            json!({"a": 1, "b": {"c": 2}})
+        );
+        assert_eq!(
+            keep(&json!([1, 2]), &fields),
+            Map::new(),
+            "not an object: nothing kept"
+        );
+    }
+
+    #[test]
+    fn the_meta_member_is_appended_after_the_content() {
+        let mut out = b"{\"a\":1}".to_vec();
+        append_member(&mut out, "_parts", &json!({"a": {"ms": 3}}));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            json!({"a": 1, "_parts": {"a": {"ms": 3}}})
+        );
+        let mut empty = b"{}".to_vec();
+        append_member(&mut empty, "m\"x", &json!(1));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&empty).unwrap(),
+            json!({"m\"x": 1})
+        );
+    }
+
+    #[test]
+    fn the_etag_names_the_content_only() {
+        assert_eq!(etag(b"{}"), etag(b"{}"));
+        assert_ne!(etag(b"{}"), etag(b"{ }"));
+        let tag = etag(b"{}");
+        assert!(
+            tag.starts_with('"') && tag.ends_with('"') && tag.len() == 34,
+            "{tag}"
+        );
+    }
+}

@@ -654,3 +654,51 @@ aggregate.parts.live = {{ upstream = "live", path = "/" }}
     let _ = call(&gw, "/home", &[]).await;
     assert_eq!(feed.count(), 2, "fetched again after the purge");
 }
+
+#[tokio::test]
+async fn a_part_reaches_its_upstream_over_verified_https() {
+    use crate::support::tls::TestCa;
+    let ca = TestCa::new("Internal CA");
+    let stranger = TestCa::new("Some other CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("internal-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let trusted = backend("trusted")
+        .body(json!({"secure": true}).to_string())
+        .tls(ca.leaf(&["users.internal"], 1).acceptor())
+        .start()
+        .await;
+    let impostor = backend("impostor")
+        .tls(stranger.leaf(&["users.internal"], 2).acceptor())
+        .start()
+        .await;
+    let upstream = |name: &str, target: String| {
+        format!(
+            "[upstreams.{name}]\ntargets = [\"{target}\"]\ntls = true\nsni = \"users.internal\"\nca_file = \"{}\"\n",
+            ca_file.display()
+        )
+    };
+    let config = format!(
+        r#"{}{}
+[routes.home]
+path = "/home"
+aggregate.parts.trusted = {{ upstream = "trusted", path = "/me" }}
+aggregate.parts.impostor = {{ upstream = "impostor", path = "/me" }}
+"#,
+        upstream("trusted", trusted.target()),
+        upstream("impostor", impostor.target())
+    );
+    let gw = GatewayHandle::start(&config).await;
+    let a = call(&gw, "/home", &[]).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let v = body(&a);
+    assert_eq!(v["trusted"], json!({"secure": true}));
+    assert_eq!(trusted.received()[0].uri, "/me");
+    assert_eq!(v["_parts"]["impostor"]["outcome"], "error", "{v}");
+    assert_eq!(v["_parts"]["impostor"]["status"], 502);
+    assert_eq!(
+        impostor.count(),
+        0,
+        "no request over an unverified connection"
+    );
+}
