@@ -131,6 +131,15 @@ impl GatewayHandle {
             }
         };
         before_run(&file.path, &file.header);
+        GatewayHandle::run_in_process(file, access_log, instance).await
+    }
+
+    /// Runs a built instance on its own thread until the handle stops it.
+    async fn run_in_process(
+        file: ConfigFile,
+        access_log: SharedBuf,
+        instance: Instance,
+    ) -> GatewayHandle {
         let stop = Arc::new(Notify::new());
         let signal = Box::new(TestSignal(stop.clone()));
         let thread = std::thread::spawn(move || instance.run(signal));
@@ -156,15 +165,7 @@ impl GatewayHandle {
         let access_log = SharedBuf::default();
         let instance = Instance::build(&file.path, AccessLog::to_writer(access_log.clone()))
             .unwrap_or_else(|e| panic!("gateway config rejected:\n{e}"));
-        let stop = Arc::new(Notify::new());
-        let signal = Box::new(TestSignal(stop.clone()));
-        let thread = std::thread::spawn(move || instance.run(signal));
-        let runner = Runner::InProcess {
-            stop,
-            thread: Some(thread),
-            access_log,
-        };
-        GatewayHandle::when_ready(file, runner).await
+        GatewayHandle::run_in_process(file, access_log, instance).await
     }
 
     /// Starts the built `tollgate` binary with `tollgate run -c FILE`; stdout (the access log)
