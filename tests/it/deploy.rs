@@ -269,6 +269,10 @@ upstream = "good"
 auth = "partners"
 rate_limits = ["tight"]
 
+[routes.home]
+path = "/home"
+aggregate.parts.profile = {{ upstream = "good", path = "/me" }}
+
 [routes.broken]
 path = "/broken"
 upstream = "dead"
@@ -279,7 +283,7 @@ fallback = {{ status = 503, body = "down" }}
     );
     let gw = GatewayHandle::start(&body).await;
     let c = client();
-    for path in ["/public", "/public", "/cached", "/cached", "/cached"] {
+    for path in ["/public", "/public", "/cached", "/cached", "/cached", "/home"] {
         assert_eq!(c.get(gw.url(path)).send().await.unwrap().status(), 200);
     }
     for _ in 0..3 {
@@ -297,7 +301,7 @@ fallback = {{ status = 503, body = "down" }}
     }
     // The scrape is read once every request is counted.
     let counted = eventually(Duration::from_secs(5), || async {
-        prom::sum(&gw.metrics().await, "tollgate_requests_total", &[]) >= 13.0
+        prom::sum(&gw.metrics().await, "tollgate_requests_total", &[]) >= 14.0
     })
     .await;
     assert!(counted, "{}", gw.metrics().await);
