@@ -38,4 +38,5 @@ pub mod sd_notify;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

@@ -6,8 +6,11 @@
 
 use super::Part;
 use crate::observe::{Metrics, UpstreamOutcome};
+use crate::trace::{AttemptTrace, RequestTrace};
 use crate::upstream::backoff::jittered_backoff;
-use crate::upstream::{failure_outcome, RetryFacts, RetryPolicy, RetryReason, POOL_IDLE};
+use crate::upstream::{
+    failure_outcome, Attempt, RetryFacts, RetryPolicy, RetryReason, Upstream, POOL_IDLE,
+};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use pingora::connectors::http::Connector;
@@ -41,6 +44,8 @@ pub struct Fetch<'a> {
     /// The bytes the upstream's hash balancer hashes.
     pub hash_input: &'a [u8],
     pub max_bytes: usize,
+    /// The client request's trace: each attempt is a child span.
+    pub trace: Option<&'a RequestTrace>,
 }
 
 /// One outcome of one attempt.
@@ -86,17 +91,29 @@ impl Fetch<'_> {
                 }
             };
             tried.push(attempt.index);
+            let label = &upstream.targets[attempt.index].label;
+            let span = self.trace.map(|t| {
+                t.attempt(
+                    part.method.as_str(),
+                    &upstream.name,
+                    label,
+                    attempts - 1,
+                    Some(&part.name),
+                )
+            });
             let peer = upstream.timed_peer(attempt.index, remaining, false);
             let mut header = head.clone();
             // A config label is always a valid header value.
-            let _ =
-                header.insert_header(http::header::HOST, &*upstream.targets[attempt.index].label);
+            let _ = header.insert_header(http::header::HOST, &**label);
+            if let Some(span) = &span {
+                inject(span, &mut header);
+            }
             let exchange = self.exchange(&peer, header);
             let result = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), exchange).await {
                     Ok(result) => result,
                     Err(_) => {
-                        attempt.finish(upstream, UpstreamOutcome::Timeout);
+                        finish(attempt, span, upstream, UpstreamOutcome::Timeout);
                         return Fetched::Timeout;
                     }
                 },
@@ -105,7 +122,7 @@ impl Fetch<'_> {
             let (reason, failed) = match result {
                 Ok(Exchanged::Answer(header, body)) => {
                     let status = header.status.as_u16();
-                    attempt.finish(upstream, UpstreamOutcome::Response(status));
+                    finish(attempt, span, upstream, UpstreamOutcome::Response(status));
                     if !matches!(status, 502..=504) {
                         return Fetched::Answer { header, body };
                     }
@@ -113,12 +130,12 @@ impl Fetch<'_> {
                     (RetryReason::Status(status), failed)
                 }
                 Ok(Exchanged::TooLarge(status)) => {
-                    attempt.finish(upstream, UpstreamOutcome::Response(status));
+                    finish(attempt, span, upstream, UpstreamOutcome::Response(status));
                     return Fetched::TooLarge { status };
                 }
                 Err(e) => {
                     let outcome = failure_outcome(&e);
-                    attempt.finish(upstream, outcome);
+                    finish(attempt, span, upstream, outcome);
                     match outcome {
                         UpstreamOutcome::Timeout => (RetryReason::Timeout, Fetched::Timeout),
                         UpstreamOutcome::ConnectError => (RetryReason::Connect, Fetched::Failed),
@@ -185,6 +202,31 @@ impl Fetch<'_> {
                 .release_http_session(session, peer, Some(POOL_IDLE))
                 .await;
             return Ok(Exchanged::Answer(response, body.freeze()));
+        }
+    }
+}
+
+/// Ends an attempt and its span with its outcome.
+fn finish(
+    attempt: Attempt,
+    span: Option<AttemptTrace>,
+    upstream: &Upstream,
+    outcome: UpstreamOutcome,
+) {
+    if let Some(span) = span {
+        span.finish(outcome);
+    }
+    attempt.finish(upstream, outcome);
+}
+
+/// `traceparent` (and `tracestate`) naming the attempt's span.
+fn inject(span: &AttemptTrace, header: &mut RequestHeader) {
+    let mut headers = HeaderMap::new();
+    span.inject(&mut headers);
+    for (name, value) in headers {
+        if let Some(name) = name {
+            // Names and values the propagator writes are always valid.
+            let _ = header.insert_header(name, value);
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Inputs<'a> {
     pub retry: Option<&'a RetryPolicy>,
     pub connector: &'a Connector,
     pub metrics: &'a Metrics,
+    /// The client request's trace (`[tracing]` on).
+    pub trace: Option<&'a crate::trace::RequestTrace>,
 }
 
 /// How a part went.
@@ -264,6 +266,7 @@ async fn run_part(
         retry: inputs.retry,
         hash_input: &hash_input,
         max_bytes: aggregate.max_part_bytes,
+        trace: inputs.trace,
     };
     let fetched = fetch.fetch(part, &head, deadline).await;
     let elapsed = started.elapsed();

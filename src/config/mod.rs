@@ -137,7 +137,12 @@ pub fn parse_partial(text: &str) -> Result<(Config, Vec<ConfigError>), Vec<Confi
                     config.failed_entries.insert(key);
                 }
             }
-            other if SECTIONS.contains(&other) => config.unsupported_sections.push(key),
+            "tracing" => {
+                config.tracing = section(&key, value, &mut errors);
+                if config.tracing.is_none() {
+                    config.failed_entries.insert(key);
+                }
+            }
             _ => errors.push(ConfigError::new(
                 key.clone(),
                 format!(

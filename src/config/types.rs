@@ -1,8 +1,5 @@
 //! The file format: serde types that mirror `CONFIG.md` one to one. They carry no runtime
 //! behaviour; `snapshot` compiles them into runtime types. Unknown keys are errors everywhere.
-//!
-//! Keys whose behaviour belongs to later work are parsed here (so their types are settled and a
-//! typo in them is still caught) and then refused by validation as "not supported yet".
 
 use super::units::{DurationStr, SizeStr};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -35,8 +32,7 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, RateLimitConfig>,
     pub caches: BTreeMap<String, CacheConfig>,
     pub cluster: Option<ClusterConfig>,
-    /// Sections owned by later features, kept raw so validation can name them.
-    pub unsupported_sections: Vec<String>,
+    pub tracing: Option<TracingConfig>,
     /// Named entries (`upstreams.NAME`) that failed to parse: references to them are not
     /// reported again as dangling.
     pub failed_entries: std::collections::BTreeSet<String>,
@@ -144,6 +140,23 @@ impl Default for LogConfig {
             access: true,
         }
     }
+}
+
+/// `[tracing]`: W3C trace context and spans exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://otel-collector:4318`); spans go to
+    /// `/v1/traces` under it.
+    pub otlp_endpoint: String,
+    /// Share of traces started here that are recorded, 0.0 to 1.0 (default 1.0). Parent-based:
+    /// a request whose incoming `traceparent` says sampled (or not) keeps that decision.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of the spans (default `tollgate`).
+    pub service_name: Option<String>,
+    /// Extra headers sent to the collector (an API key, a tenant).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]

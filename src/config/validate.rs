@@ -1,6 +1,5 @@
 //! Semantic checks on a parsed [`Config`]: addresses, names, references between sections, value
-//! ranges, and keys whose feature is not built yet. Every problem is collected, none stops the
-//! others. Checks that need compiled runtime types (route ambiguity, rewrite templates, DNS) live
+//! ranges. Every problem is collected, none stops the others. Checks that need compiled runtime types (route ambiguity, rewrite templates, DNS) live
 //! in `snapshot::compile`, which `check` and reload run right after this.
 
 mod aggregate;
@@ -27,9 +26,6 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     let mut v = Validator::default();
     v.server(&config.server);
     v.log(&config.log);
-    for section in &config.unsupported_sections {
-        v.not_yet(section, "this section");
-    }
     for (name, up) in &config.upstreams {
         v.upstream(name, up);
     }
@@ -45,6 +41,9 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     if let Some(c) = &config.cluster {
         v.cluster(c);
     }
+    if let Some(t) = &config.tracing {
+        v.tracing(t);
+    }
     for (name, route) in &config.routes {
         v.route(config, name, route);
     }
@@ -59,13 +58,6 @@ struct Validator {
 impl Validator {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
-    }
-
-    fn not_yet(&mut self, path: &str, what: &str) {
-        self.err(
-            path,
-            format!("{what} is part of the configuration contract but not supported yet by this version of Tollgate; remove it"),
-        );
     }
 
     fn positive(&mut self, path: &str, d: DurationStr) {
@@ -115,6 +107,39 @@ impl Validator {
         self.strip_request_headers(&s.strip_request_headers);
         if s.cache_capacity.is_some_and(|c| c.bytes() == 0) {
             self.err("server.cache_capacity", "must be greater than zero");
+        }
+    }
+
+    fn tracing(&mut self, t: &TracingConfig) {
+        match http::Uri::try_from(t.otlp_endpoint.as_str()) {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+            _ => self.err(
+                "tracing.otlp_endpoint",
+                format!(
+                    "\"{}\" is not an http(s) URL like \"http://otel-collector:4318\"",
+                    t.otlp_endpoint
+                ),
+            ),
+        }
+        if let Some(ratio) = t.sample_ratio {
+            if !(0.0..=1.0).contains(&ratio) {
+                self.err(
+                    "tracing.sample_ratio",
+                    format!("{ratio} is out of range: use a share from 0.0 to 1.0, like 0.01"),
+                );
+            }
+        }
+        if t.service_name.as_deref() == Some("") {
+            self.err("tracing.service_name", "must not be empty");
+        }
+        for (name, value) in &t.headers {
+            let path = format!("tracing.headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.err(path, format!("\"{name}\" is not a header name"));
+            } else if http::HeaderValue::from_str(value).is_err() {
+                self.err(path, "is not a valid header value");
+            }
         }
     }
 

@@ -44,6 +44,8 @@ pub struct AccessRecord<'a> {
     pub bytes_out: u64,
     /// An aggregate route's parts: `profile:200:12ms,feed:timeout:400ms`.
     pub parts: Option<&'a str>,
+    /// The request's W3C trace id (`[tracing]` on).
+    pub trace_id: Option<u128>,
 }
 
 /// Writes the record as one JSON object. Written by hand rather than through serde: the fields
@@ -97,6 +99,9 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(parts) = r.parts {
         out.extend_from_slice(b",\"parts\":");
         json_safe_str(out, parts);
+    }
+    if let Some(id) = r.trace_id {
+        let _ = write!(out, ",\"trace_id\":\"{id:032x}\"");
     }
     out.push(b'}');
 }
@@ -364,6 +369,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(parts) = r.parts {
         let _ = write!(out, " parts={parts}");
     }
+    if let Some(id) = r.trace_id {
+        let _ = write!(out, " trace_id={id:032x}");
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +394,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 42,
             parts: None,
+            trace_id: None,
         }
     }
 

@@ -45,7 +45,8 @@ impl UpstreamOutcome {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// The `outcome` label of `tollgate_upstream_requests_total`.
+    pub fn label(self) -> &'static str {
         match self {
             UpstreamOutcome::Response(s) if s < 200 => "1xx",
             UpstreamOutcome::Response(s) if s < 300 => "2xx",
@@ -111,6 +112,9 @@ pub struct Metrics {
     pub cache: super::cache_metrics::CacheMetrics,
     aggregate_parts: IntCounterVec,
     aggregate_part_duration: HistogramVec,
+    trace_spans_dropped: prometheus::IntCounter,
+    trace_spans_exported: prometheus::IntCounter,
+    trace_spans_failed: prometheus::IntCounter,
 }
 
 /// Why the gateway refused a request before it reached an upstream (the `reason` label of
@@ -178,6 +182,10 @@ impl Builder {
         self.add(
             IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"),
         )
+    }
+
+    pub(super) fn counter(&self, name: &str, help: &str) -> prometheus::IntCounter {
+        self.add(prometheus::IntCounter::new(name, help).expect("static metric definition"))
     }
 
     pub(super) fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -342,6 +350,18 @@ impl Metrics {
                 .expect("static metric definition"),
             ),
             cache: super::cache_metrics::CacheMetrics::new(&b),
+            trace_spans_dropped: b.counter(
+                "tollgate_trace_spans_dropped_total",
+                "Finished spans dropped because the export queue was full (the collector is slow or down).",
+            ),
+            trace_spans_exported: b.counter(
+                "tollgate_trace_spans_exported_total",
+                "Spans the collector accepted.",
+            ),
+            trace_spans_failed: b.counter(
+                "tollgate_trace_spans_failed_total",
+                "Spans lost because an export failed (the collector refused them or did not answer).",
+            ),
             aggregate_parts: b.counters(
                 "tollgate_aggregate_parts_total",
                 "Parts of aggregate routes, by route, part and outcome (ok, stale, error, timeout, circuit_open, not_json, too_large, skipped).",
@@ -362,6 +382,19 @@ impl Metrics {
 
     pub fn ratelimit_backend_duration(&self, took: std::time::Duration) {
         self.ratelimit_backend_duration.observe(took.as_secs_f64());
+    }
+
+    /// A finished span did not fit in the export queue.
+    pub fn trace_spans_dropped(&self) {
+        self.trace_spans_dropped.inc();
+    }
+
+    pub fn trace_spans_exported(&self, count: u64) {
+        self.trace_spans_exported.inc_by(count);
+    }
+
+    pub fn trace_export_failed(&self, count: u64) {
+        self.trace_spans_failed.inc_by(count);
     }
 
     pub fn log_suppressed(&self, kind: &str) {

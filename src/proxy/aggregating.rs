@@ -38,6 +38,7 @@ impl Gateway {
             retry: route.retry.as_ref(),
             connector: &self.parts,
             metrics: &self.metrics,
+            trace: ctx.trace.as_ref(),
         };
         let results = aggregate::run(aggregate, &inputs).await;
         for (part, result) in aggregate.parts.iter().zip(&results) {

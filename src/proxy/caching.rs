@@ -196,16 +196,21 @@ impl Gateway {
     }
 
     /// In `logging`: the cache's result in the metrics.
-    pub(super) fn account_cache(&self, session: &Session, ctx: &RequestCtx) {
-        let Some(cache) = ctx.cache.as_ref() else {
-            return;
-        };
+    /// Counts what the cache did for the request; returns it (`None`: no cache).
+    pub(super) fn account_cache(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<&'static str> {
+        let cache = ctx.cache.as_ref()?;
         let metrics = &self.metrics.cache;
         let name = cache.policy.name();
-        metrics.request(name, status::result(session.cache.phase(), cache));
+        let result = status::result(session.cache.phase(), cache);
+        metrics.request(name, result);
         if session.cache.lock_duration().is_some() {
             metrics.coalesced(name);
         }
+        Some(result)
     }
 }
 

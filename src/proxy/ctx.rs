@@ -32,6 +32,14 @@ pub struct Refused {
     pub path: String,
 }
 
+/// What the request's steps decided, as its span reports it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Decided {
+    pub auth: Option<&'static str>,
+    pub rate_limit: Option<&'static str>,
+    pub circuit_open: bool,
+}
+
 /// State of one request.
 pub struct RequestCtx {
     pub started: Instant,
@@ -74,6 +82,13 @@ pub struct RequestCtx {
     pub params: Vec<(String, String)>,
     /// An aggregate route's parts as the access log shows them.
     pub parts: Option<String>,
+    /// The request's span (`[tracing]` on).
+    pub trace: Option<crate::trace::RequestTrace>,
+    /// The span of the upstream attempt in flight.
+    pub attempt_trace: Option<crate::trace::AttemptTrace>,
+    /// What the steps decided, for the request's span: auth (`allowed` or the denial),
+    /// rate limit (`allowed` or `limited`), no target for open circuits.
+    pub decided: Decided,
     _in_flight: InFlight,
 }
 
@@ -101,6 +116,9 @@ impl RequestCtx {
             cache: None,
             params: Vec::new(),
             parts: None,
+            trace: None,
+            attempt_trace: None,
+            decided: Decided::default(),
             _in_flight: in_flight,
         }
     }

@@ -19,6 +19,7 @@ mod framing;
 mod headers;
 mod pipeline;
 mod resolve;
+mod spans;
 
 pub use answer::{problem_for, Answer, Flow};
 pub use ctx::{InFlight, Refused, RequestCtx};
@@ -63,6 +64,7 @@ impl Gateway {
 
     /// Ends the current upstream attempt, if one is open, and counts it.
     fn finish_attempt(&self, ctx: &mut RequestCtx, outcome: UpstreamOutcome) {
+        spans::finish_attempt(ctx, outcome);
         let upstream = ctx.route.as_ref().and_then(|r| r.upstream());
         if let (Some(attempt), Some(upstream)) = (ctx.attempt.take(), upstream) {
             attempt.finish(upstream, outcome);
@@ -151,6 +153,7 @@ impl ProxyHttp for Gateway {
             &session.req_header().headers,
             &snapshot.trusted_proxies,
         );
+        self.start_trace(session, ctx, &snapshot);
         ctx.snapshot = Some(snapshot);
         Ok(())
     }
@@ -217,12 +220,14 @@ impl ProxyHttp for Gateway {
         let attempt = upstream
             .pick(&key, &ctx.tried, Instant::now())
             .map_err(|none| {
+                ctx.decided.circuit_open = none.retry_after.is_some();
                 GatewayError::NoUsableTarget {
                     retry_after: none.retry_after,
                 }
                 .into_pingora()
             })?;
         let idx = attempt.index;
+        spans::start_attempt(ctx, upstream, idx, &session.req_header().method);
         ctx.tried.push(idx);
         ctx.attempt = Some(attempt);
         let peer = upstream.timed_peer(idx, remaining, ctx.declared.body);
@@ -255,6 +260,7 @@ impl ProxyHttp for Gateway {
             });
             result?;
         }
+        spans::inject(ctx, upstream_request)?;
         let forwarding = forwarding(session, ctx);
         headers::prepare_upstream_request(upstream_request, &forwarding)
     }
@@ -503,7 +509,8 @@ impl ProxyHttp for Gateway {
             status,
             elapsed,
         );
-        self.account_cache(session, ctx);
+        let cache = self.account_cache(session, ctx);
+        let trace_id = self.finish_trace(ctx, status, cache);
 
         let Some(snapshot) = ctx.snapshot.as_ref() else {
             return;
@@ -529,6 +536,7 @@ impl ProxyHttp for Gateway {
             bytes_in: ctx.bytes_in,
             bytes_out: session.body_bytes_sent() as u64,
             parts: ctx.parts.as_deref(),
+            trace_id,
         };
         if !self.access_log.write(snapshot.log.format, &record) {
             self.metrics.access_log_dropped();

@@ -125,11 +125,13 @@ impl Gateway {
         match decision {
             Ok(identity) => {
                 self.metrics.auth_decision(&auth.name, "allowed");
+                ctx.decided.auth = Some("allowed");
                 ctx.identity = Some(identity);
                 ControlFlow::Continue(())
             }
             Err(denial) => {
                 self.metrics.auth_decision(&auth.name, denial.label());
+                ctx.decided.auth = Some(denial.label());
                 let challenge = auth.policy.challenge(denial, &auth.scopes);
                 respond(Problem::auth_denied(denial, challenge))
             }
@@ -162,8 +164,10 @@ impl Gateway {
         let fields = (limits.policy.clone(), verdict.state);
         if verdict.allowed {
             ctx.rate_limit = Some(fields);
+            ctx.decided.rate_limit = Some("allowed");
             return ControlFlow::Continue(());
         }
+        ctx.decided.rate_limit = Some("limited");
         respond(Problem::too_many_requests(verdict.retry_after, fields))
     }
 

@@ -104,6 +104,9 @@ pub struct Registries {
         crate::ratelimit::cluster::Settings,
         crate::cache::bus::PurgeChannel,
     >,
+    /// Trace exporters, one per `[tracing]` settings in use.
+    pub tracers: crate::registry::Registry<crate::trace::TraceSettings, crate::trace::Tracing>,
+    metrics: Arc<crate::observe::Metrics>,
 }
 
 impl Registries {
@@ -113,11 +116,13 @@ impl Registries {
             keys: Arc::new(auth::jwt::KeyRegistry::new(metrics.clone())),
             caches: crate::cache::CacheRegistry::new(),
             purge_channels: crate::registry::Registry::new(),
+            tracers: crate::registry::Registry::new(),
             cache_store: crate::cache::MemoryStore::leak(
                 crate::config::DEFAULT_CACHE_CAPACITY,
                 metrics.cache.clone(),
             ),
-            limits: crate::ratelimit::LimitRegistry::new(metrics),
+            limits: crate::ratelimit::LimitRegistry::new(metrics.clone()),
+            metrics,
         }
     }
 }
@@ -182,6 +187,8 @@ pub struct Snapshot {
     pub cache_capacity: u64,
     /// With `[cluster]` and caches: where purges are shared with the other instances.
     pub purge_channel: Option<Arc<crate::cache::bus::PurgeChannel>>,
+    /// `[tracing]`: spans for every request, exported over OTLP; `None`: no tracing.
+    pub tracing: Option<Arc<crate::trace::Tracing>>,
     /// `server.admin_token_env`'s token: POST admin endpoints need it as a bearer token.
     pub admin_token: Option<String>,
     pub info: SnapshotInfo,
@@ -355,6 +362,26 @@ pub fn compile(
         }
         _ => None,
     };
+    let tracing = match &config.tracing {
+        Some(cfg) if !skip.contains("tracing") => {
+            let settings = crate::trace::TraceSettings::compile(cfg);
+            let started = registries
+                .tracers
+                .try_get_or_insert_with(settings.clone(), || {
+                    crate::trace::Tracing::start(&settings, registries.metrics.clone())
+                        .map(Arc::new)
+                });
+            match started {
+                Ok(tracing) => Some(tracing),
+                Err(e) => {
+                    let message = format!("cannot start the trace exporter: {e}");
+                    errors.push(ConfigError::new("tracing", message));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let admin_token = match &config.server.admin_token_env {
         Some(var) => match std::env::var(var) {
             Ok(token) if !token.is_empty() => Some(token),
@@ -515,6 +542,7 @@ pub fn compile(
             cache_capacity: config::cache_capacity(config),
             purge_channel,
             admin_token,
+            tracing,
         }),
         _ => Err(errors),
     }

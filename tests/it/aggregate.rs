@@ -134,11 +134,7 @@ aggregate.parts.notes = {{ upstream = "notes", path = "/notes" }}
     assert_eq!(changed.status, 200);
 
     // One log line for the client request, with each part's summary; metrics per part.
-    let line = gw
-        .access_log()
-        .into_iter()
-        .find(|l| l["route"] == "home")
-        .expect("access log line");
+    let line = gw.log_line(|l| l["route"] == "home").await;
     let parts = line["parts"].as_str().unwrap();
     assert!(
         parts.starts_with("feed:200:") && parts.contains(",notes:204:"),
@@ -286,11 +282,7 @@ aggregate.parts.user = {{ upstream = "good", path = "/u/{{header.x-user}}", requ
     // Both parts call this backend, in either order.
     assert!(good.received().iter().any(|r| r.uri == "/u/ada"));
 
-    let line = gw
-        .access_log()
-        .into_iter()
-        .find(|l| l["route"] == "error")
-        .expect("log line");
+    let line = gw.log_line(|l| l["route"] == "error").await;
     assert_eq!(line["status"], 502);
     assert!(
         line["parts"].as_str().unwrap().contains("erroring:error:"),

@@ -40,4 +40,5 @@ mod resilience_health;
 mod resilience_retries;
 mod routing;
 mod tls;
+mod traces;
 mod upgrade;

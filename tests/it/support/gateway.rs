@@ -270,6 +270,21 @@ impl GatewayHandle {
         std::fs::rename(&tmp, &self.config_path).unwrap();
     }
 
+    /// The first access-log line `matches` accepts, once it is written (lines are written
+    /// after the response, in batches); panics if none comes within 3 s.
+    pub async fn log_line(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let found = || async { self.access_log().iter().any(&matches) };
+        super::eventually(Duration::from_secs(3), found).await;
+        let lines = self.access_log();
+        match lines.iter().find(|l| matches(l)) {
+            Some(line) => line.clone(),
+            None => panic!("no such line in the access log: {lines:?}"),
+        }
+    }
+
     /// The `[server]`/`[log]` header this gateway was started with.
     pub fn header(&self) -> &str {
         &self.header

@@ -10,6 +10,7 @@ pub mod http2;
 pub mod jwks_server;
 pub mod logs;
 pub mod origin;
+pub mod otlp;
 pub mod prom;
 pub mod raw;
 pub mod recorder;
