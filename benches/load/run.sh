@@ -304,6 +304,11 @@ write_backend_conf() {
         location = /__backend_status {
             stub_status;
         }
+        # The trace collector of the tracing variants (@OTLP@): takes every export.
+        location = /v1/traces {
+            client_max_body_size 16m;
+            return 200 '';
+        }
     }
 }
 EOF
@@ -362,7 +367,7 @@ render_tollgate_conf() {
         -e "s|@JWKS_FILE@|$AUTH_DIR/jwks.json|g" -e "s|@HS_SECRET_FILE@|$AUTH_DIR/hs.secret|g" \
         -e "s|@RS256_TOKEN@|$(cat "$AUTH_DIR/rs256.token")|g" \
         -e "s|@HS256_TOKEN@|$(cat "$AUTH_DIR/hs256.token")|g" \
-        -e "s|@REDIS@|${REDIS_URL:-}|g" \
+        -e "s|@REDIS@|${REDIS_URL:-}|g" -e "s|@OTLP@|http://$BACKEND_ADDR|g" \
         "$CONFIG_DIR/$name.toml" >"$out"
     if grep -q '@[A-Z_]*@' "$out"; then
         log "$CONFIG_DIR/$name.toml has placeholders run.sh does not know: $(grep -o '@[A-Z_]*@' "$out" | sort -u | tr '\n' ' ')"
