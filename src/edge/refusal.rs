@@ -160,6 +160,7 @@ impl RefusedHead<'_> {
             bytes_in: self.head_bytes,
             bytes_out: self.response_bytes as u64,
             parts: None,
+            truncated: None,
         };
         log.access_log.write(log.format, &record)
     }

@@ -44,6 +44,9 @@ pub struct AccessRecord<'a> {
     pub bytes_out: u64,
     /// An aggregate route's parts: `profile:200:12ms,feed:timeout:400ms`.
     pub parts: Option<&'a str>,
+    /// Why the response was cut short after its head went out (`too_large`, `timeout`,
+    /// `upstream`): the client got `status` and `bytes_out` bytes of body, not the whole.
+    pub truncated: Option<&'static str>,
 }
 
 /// Writes the record as one JSON object. Written by hand rather than through serde: the fields
@@ -97,6 +100,10 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(parts) = r.parts {
         out.extend_from_slice(b",\"parts\":");
         json_safe_str(out, parts);
+    }
+    if let Some(truncated) = r.truncated {
+        out.extend_from_slice(b",\"truncated\":");
+        json_safe_str(out, truncated);
     }
     out.push(b'}');
 }
@@ -364,6 +371,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(parts) = r.parts {
         let _ = write!(out, " parts={parts}");
     }
+    if let Some(truncated) = r.truncated {
+        let _ = write!(out, " truncated={truncated}");
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +396,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 42,
             parts: None,
+            truncated: None,
         }
     }
 

@@ -74,6 +74,12 @@ pub struct RequestCtx {
     pub params: Vec<(String, String)>,
     /// An aggregate route's parts as the access log shows them.
     pub parts: Option<String>,
+    /// The request's places among the requests in flight (limits.rs), held until it ends.
+    pub admitted: Option<super::limits::Admitted>,
+    /// Response body bytes passed to the client so far (response.rs).
+    pub bytes_sent: u64,
+    /// Why the response was cut short after its head went out, if it was.
+    pub cut: Option<super::response::Cut>,
     _in_flight: InFlight,
 }
 
@@ -101,6 +107,9 @@ impl RequestCtx {
             cache: None,
             params: Vec::new(),
             parts: None,
+            admitted: None,
+            bytes_sent: 0,
+            cut: None,
             _in_flight: in_flight,
         }
     }
