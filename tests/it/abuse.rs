@@ -231,7 +231,9 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// A raw h2c connection with the preface and an empty SETTINGS frame sent.
 async fn raw_h2(addr: SocketAddr) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
     tcp.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
     tcp
 }
@@ -305,10 +307,8 @@ async fn access_line(gw: &GatewayHandle, path: &str) -> serde_json::Value {
 async fn rapid_reset_against_an_upstream_that_does_not_accept_cancels_the_connects() {
     let (_listener, addr) = never_accepting();
     // A connect waits up to 10 s: requests still held after the attack would show it.
-    let body = catch_all(&addr.to_string(), "").replace(
-        "[routes.app]",
-        "connect_timeout = \"10s\"\n\n[routes.app]",
-    );
+    let body = catch_all(&addr.to_string(), "")
+        .replace("[routes.app]", "connect_timeout = \"10s\"\n\n[routes.app]");
     let gw = GatewayHandle::start(&body).await;
     let watch = GaugeWatch::start(&gw);
     let opened = rapid_reset(gw.addr, 5, 100, Duration::from_millis(50)).await;
@@ -326,7 +326,10 @@ async fn rapid_reset_against_an_upstream_that_does_not_accept_cancels_the_connec
     );
     // One connection never holds more than its stream limit; the slack is requests being
     // refused (503) at the instant of a scrape, which have a context but no place.
-    assert!(max <= STREAM_LIMIT + 10.0, "{max} requests in flight at once");
+    assert!(
+        max <= STREAM_LIMIT + 10.0,
+        "{max} requests in flight at once"
+    );
     let cancelled = gw
         .metric("tollgate_requests_cancelled_total{reason=\"client_gone\"}")
         .await
@@ -396,7 +399,10 @@ async fn a_continuation_flood_ends_the_connection_with_memory_bounded() {
             Err(_) => break,
         }
     }
-    assert!(closed, "the connection stayed open after {sent} CONTINUATION frames");
+    assert!(
+        closed,
+        "the connection stayed open after {sent} CONTINUATION frames"
+    );
     let grown = rss(pid).saturating_sub(before);
     assert!(grown < 32 << 20, "RSS grew by {grown} bytes");
     let ok = crate::support::client()
@@ -464,14 +470,14 @@ async fn a_hung_upstream_is_cut_at_the_response_timeout() {
     let (status, body_bytes) =
         get_bounded(gw.addr, "/stalled", 1 << 20, Duration::from_secs(8)).await;
     assert_eq!(status, 200);
-    assert!(body_bytes < 1000, "{body_bytes} body bytes of a stalled response");
+    assert!(
+        body_bytes < 1000,
+        "{body_bytes} body bytes of a stalled response"
+    );
     let line = access_line(&gw, "/stalled").await;
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["truncated"], "timeout", "{line}");
-    assert_eq!(
-        cut(&gw, "stalled", "timeout").await,
-        1.0
-    );
+    assert_eq!(cut(&gw, "stalled", "timeout").await, 1.0);
     assert_eq!(gw.metric(IN_FLIGHT).await, Some(0.0));
 }
 
@@ -486,21 +492,23 @@ async fn an_endless_body_is_cut_at_max_response_bytes_and_at_the_response_timeou
     // Read up to 64 MiB: the gateway stops at 1 MiB (plus what was in flight).
     let (status, got) = get_bounded(gw.addr, "/big", 64 << 20, Duration::from_secs(10)).await;
     assert_eq!(status, 200);
-    assert!(got <= (1 << 20) + (256 << 10), "{got} bytes past a 1 MiB limit");
+    assert!(
+        got <= (1 << 20) + (256 << 10),
+        "{got} bytes past a 1 MiB limit"
+    );
     let line = access_line(&gw, "/big").await;
     assert_eq!(line["truncated"], "too_large", "{line}");
     assert_eq!(line["status"], 200, "{line}");
     // The same endless body on a route with a 1 s response timeout: cut by time.
-    let (_, got) =
-        get_bounded(gw.addr, "/slowly/x", 4 << 30, Duration::from_secs(10)).await;
+    let (_, got) = get_bounded(gw.addr, "/slowly/x", 4 << 30, Duration::from_secs(10)).await;
     assert!(got > 0);
     let line = access_line(&gw, "/slowly/x").await;
     assert_eq!(line["truncated"], "timeout", "{line}");
-    assert!(line["duration_ms"].as_f64().unwrap_or(0.0) < 5000.0, "{line}");
-    assert_eq!(
-        cut(&gw, "app", "too_large").await,
-        1.0
+    assert!(
+        line["duration_ms"].as_f64().unwrap_or(0.0) < 5000.0,
+        "{line}"
     );
+    assert_eq!(cut(&gw, "app", "too_large").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,10 +535,7 @@ async fn a_short_body_is_counted_and_logged_with_the_status_the_client_got() {
         .await,
         1.0
     );
-    assert_eq!(
-        cut(&gw, "app", "upstream").await,
-        1.0
-    );
+    assert_eq!(cut(&gw, "app", "upstream").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,12 +584,17 @@ async fn a_client_over_its_in_flight_limit_gets_503_with_retry_after() {
     let slow: Vec<_> = (0..3)
         .map(|i| tokio::spawn(http.get(gw.url(&format!("/held{i}"))).send()))
         .collect();
-    let held = eventually(Duration::from_secs(3), || async { upstream.requests() == 3 }).await;
+    let held = eventually(Duration::from_secs(3), || async {
+        upstream.requests() == 3
+    })
+    .await;
     assert!(held);
     let over = http.get(gw.url("/over")).send().await.unwrap();
     assert_eq!(over.status(), 503);
     assert_eq!(
-        over.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        over.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("1")
     );
     assert_eq!(
@@ -596,7 +606,11 @@ async fn a_client_over_its_in_flight_limit_gets_503_with_retry_after() {
     for h in slow {
         assert_eq!(h.await.unwrap().unwrap().status(), 200);
     }
-    assert_eq!(upstream.requests(), 3, "the refused request reached the upstream");
+    assert_eq!(
+        upstream.requests(),
+        3,
+        "the refused request reached the upstream"
+    );
     assert_eq!(
         gw.metric("tollgate_rejected_requests_total{reason=\"client_in_flight\"}")
             .await,
@@ -620,13 +634,20 @@ async fn connections_over_the_per_client_limits_are_closed_at_accept() {
         gw.metric("tollgate_client_connections").await == Some(2.0)
     })
     .await;
-    assert!(both, "{:?} connections counted", gw.metric("tollgate_client_connections").await);
+    assert!(
+        both,
+        "{:?} connections counted",
+        gw.metric("tollgate_client_connections").await
+    );
     let (status, _) = get_bounded(gw.addr, "/third", 4096, Duration::from_secs(3)).await;
     assert_eq!(status, 0, "a third connection was served");
     drop((a, b));
     // Four connections an hour: three were made, the fourth is served, the fifth is not.
     let served = eventually(Duration::from_secs(3), || async {
-        get_bounded(gw.addr, "/fourth", 4096, Duration::from_secs(2)).await.0 == 200
+        get_bounded(gw.addr, "/fourth", 4096, Duration::from_secs(2))
+            .await
+            .0
+            == 200
     })
     .await;
     assert!(served);
