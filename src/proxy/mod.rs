@@ -241,9 +241,12 @@ impl ProxyHttp for Gateway {
         ctx.tried.push(idx);
         ctx.attempt = Some(attempt);
         let mut peer = upstream.timed_peer(idx, remaining, ctx.declared.body);
-        // No single read may outlast the whole response (response.rs).
-        peer.options.read_timeout =
-            response::cap_read_timeout(peer.options.read_timeout, ctx.response_deadline());
+        // No single read may outlast the whole response (response.rs); an upgrade
+        // (WebSocket) is a conversation, not a response, and keeps its own timeouts.
+        if !session.is_upgrade_req() {
+            peer.options.read_timeout =
+                response::cap_read_timeout(peer.options.read_timeout, ctx.response_deadline());
+        }
         self.connect_ahead(session, ctx, &mut peer).await?;
         Ok(Box::new(peer))
     }
@@ -351,12 +354,15 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
-        self.bound_response_body(body, ctx)?;
+        // After an upgrade (WebSocket) the bytes are a conversation, not a response body.
+        if !session.was_upgraded() {
+            self.bound_response_body(body, ctx)?;
+        }
         Ok(None)
     }
 

@@ -7,7 +7,8 @@
 //! The route's `timeout` covers only the wait for the response head; an upstream sending an
 //! endless body was streamed to the client without end. The timeout is checked as body chunks
 //! pass; an upstream that stops sending altogether is caught by its read timeout, which
-//! `upstream_peer` caps to the time the response has left.
+//! `upstream_peer` caps to the time the response has left. Upgraded connections (WebSocket)
+//! are conversations, not responses: neither bound applies to them.
 
 use super::ctx::RequestCtx;
 use super::Gateway;
@@ -111,7 +112,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) {
         let Some(e) = e else { return };
-        if session.response_written().is_none() || ctx.cut.is_some() {
+        if session.response_written().is_none() || ctx.cut.is_some() || session.was_upgraded() {
             return;
         }
         if e.esource() == &pingora::ErrorSource::Downstream {
