@@ -15,6 +15,7 @@
 //! - [`admin`]: the admin listener (metrics, health, readiness, loaded config);
 //! - [`tls`]: the HTTPS listener's live certificate and HTTPS to upstreams;
 //! - [`registry`]: state kept across reloads while its settings are unchanged;
+//! - [`counts`]: counts held per key with a limit (requests per client, connections);
 //! - [`server`]: assembling and running the Pingora server, signals, draining, upgrades;
 //! - [`sd_notify`]: telling systemd the gateway is ready, and which process it is;
 //! - [`demo`]: demo backends for the quick start.
@@ -25,6 +26,7 @@ pub mod aggregate;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod counts;
 pub mod demo;
 pub mod edge;
 pub mod observe;

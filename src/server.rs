@@ -133,6 +133,9 @@ impl Instance {
         h2.max_header_list_size(
             u32::try_from(snapshot_limits.max_header_bytes).unwrap_or(u32::MAX),
         );
+        // The stream limit the proxy's per-connection in-flight count enforces too (a stream
+        // the client reset is free for h2 but its request may still run).
+        h2.max_concurrent_streams(crate::proxy::H2_MAX_STREAMS);
         app.h2_options = Some(h2);
         // Every connection of every listener of this service passes the edge guard first
         // (request head size and time limits).

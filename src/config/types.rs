@@ -66,6 +66,29 @@ pub struct ServerConfig {
     pub strip_request_headers: Vec<String>,
     /// Optional HTTPS listener (HTTP/2 by ALPN).
     pub tls: Option<ServerTlsConfig>,
+    /// Extension: requests in flight in the whole gateway; past it, 503.
+    pub max_in_flight: Option<u64>,
+    /// Extension: requests in flight per client address (behind `trusted_proxies`: the
+    /// forwarded one); past it, 503.
+    pub max_in_flight_per_client: Option<u64>,
+    /// Extension: open connections per socket peer (trusted proxies exempt); past it, closed.
+    pub max_connections_per_client: Option<u64>,
+    /// Extension: new connections per socket peer over time (GCRA; trusted proxies exempt).
+    pub connection_rate_per_client: Option<ConnectionRateConfig>,
+    /// Extension: largest response body sent to a client (a route may set its own).
+    pub max_response_bytes: Option<SizeStr>,
+    /// Extension: time for a whole response, body included (a route may set its own).
+    pub response_timeout: Option<DurationStr>,
+}
+
+/// `server.connection_rate_per_client`: `connections` per `per`, bursts up to `burst`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRateConfig {
+    pub connections: u64,
+    pub per: DurationStr,
+    /// Default: `connections`.
+    pub burst: Option<u64>,
 }
 
 /// What `%2F` (an encoded `/`) in a request path does.
@@ -110,6 +133,12 @@ impl Default for ServerConfig {
             escaped_slashes: EscapedSlashes::Reject,
             strip_request_headers: Vec::new(),
             tls: None,
+            max_in_flight: None,
+            max_in_flight_per_client: None,
+            max_connections_per_client: None,
+            connection_rate_per_client: None,
+            max_response_bytes: None,
+            response_timeout: None,
         }
     }
 }
@@ -384,6 +413,10 @@ pub struct RouteConfig {
     /// Request aggregation: the route answers from several upstream calls (no `upstream`).
     pub aggregate: Option<AggregateConfig>,
     pub max_body_bytes: Option<SizeStr>,
+    /// Extension: overrides `server.max_response_bytes` for this route.
+    pub max_response_bytes: Option<SizeStr>,
+    /// Extension: overrides `server.response_timeout` for this route.
+    pub response_timeout: Option<DurationStr>,
     /// Overrides `server.escaped_slashes` for this route.
     pub escaped_slashes: Option<EscapedSlashes>,
 }

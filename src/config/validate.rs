@@ -367,6 +367,7 @@ impl Validator {
         if let Some(size) = r.max_body_bytes {
             self.body_limit(&format!("{base}.max_body_bytes"), size);
         }
+        self.response_bounds(&base, r.max_response_bytes, r.response_timeout);
         self.route_cache(config, &base, r);
     }
 }
@@ -449,6 +450,51 @@ impl Validator {
         }
         if let Some(t) = s.client_header_timeout {
             self.positive("server.client_header_timeout", t);
+        }
+        for (key, value) in [
+            ("server.max_in_flight", s.max_in_flight),
+            (
+                "server.max_in_flight_per_client",
+                s.max_in_flight_per_client,
+            ),
+            (
+                "server.max_connections_per_client",
+                s.max_connections_per_client,
+            ),
+        ] {
+            if value == Some(0) {
+                self.err(key, "must be at least 1 (0 would refuse everything)");
+            }
+        }
+        if let Some(rate) = s.connection_rate_per_client {
+            let base = "server.connection_rate_per_client";
+            if rate.connections == 0 {
+                self.err(format!("{base}.connections"), "must be at least 1");
+            }
+            self.positive(&format!("{base}.per"), rate.per);
+            if rate.burst == Some(0) {
+                self.err(format!("{base}.burst"), "must be at least 1");
+            }
+        }
+        self.response_bounds("server", s.max_response_bytes, s.response_timeout);
+    }
+
+    /// `max_response_bytes` and `response_timeout` of `[server]` or a route: zero would cut
+    /// every response.
+    fn response_bounds(
+        &mut self,
+        base: &str,
+        bytes: Option<SizeStr>,
+        timeout: Option<DurationStr>,
+    ) {
+        if bytes.is_some_and(|b| b.bytes() == 0) {
+            self.err(
+                format!("{base}.max_response_bytes"),
+                "must be at least \"1B\"",
+            );
+        }
+        if let Some(t) = timeout {
+            self.positive(&format!("{base}.response_timeout"), t);
         }
     }
 

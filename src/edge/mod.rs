@@ -4,14 +4,20 @@
 //! `server.client_header_timeout`) before Pingora's HTTP code sees a byte, then hands the
 //! connection to the proxy.
 //!
+//! Before that, [`ConnectionAdmission`] applies the per-client connection limits
+//! (`server.max_connections_per_client`, `server.connection_rate_per_client`): a connection
+//! over them is closed before a byte is read.
+//!
 //! Why a stream wrapper: Pingora reads request heads itself, caps them only at 1 MiB and times
 //! each read rather than the whole head (cloudflare/pingora#447), and no `ProxyHttp` hook runs
 //! before a head is complete. Only the stream it reads from sees a head while it arrives.
 
+mod admission;
 mod head;
 mod refusal;
 mod stream;
 
+pub use admission::{AdmittedConnection, ConnectionAdmission};
 pub use head::HeadScanner;
 pub use refusal::RefusalLog;
 pub use stream::{GuardedStream, HeadLimits, H2_PREFACE};
@@ -40,6 +46,8 @@ pub struct EdgeApp<A> {
     metrics: Arc<Metrics>,
     /// For the access-log lines of requests the guard refuses.
     access_log: Arc<AccessLog>,
+    /// Open connections and connection rate per client.
+    connections: ConnectionAdmission,
 }
 
 impl<A> EdgeApp<A> {
@@ -54,6 +62,7 @@ impl<A> EdgeApp<A> {
             store,
             metrics,
             access_log,
+            connections: ConnectionAdmission::default(),
         }
     }
 
@@ -86,6 +95,22 @@ where
         let snapshot = self.store.snapshot();
         let limits = snapshot.limits;
         let log = snapshot.log;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        // Held for the connection's life (this function serves it to the end).
+        let _admitted =
+            match self
+                .connections
+                .admit(peer, &limits, &snapshot.trusted_proxies, &self.metrics)
+            {
+                Ok(admitted) => admitted,
+                Err(reason) => {
+                    // Closed before a byte is read: the cheapest answer to a flood.
+                    self.metrics.abuse.connection_refused(reason);
+                    return None;
+                }
+            };
         // Not held for the connection's life: a reload must be able to free the old config.
         drop(snapshot);
         let mut guarded = GuardedStream::new(stream, head_limits(&limits), self.metrics.clone());

@@ -161,6 +161,7 @@ impl RefusedHead<'_> {
             bytes_out: self.response_bytes as u64,
             parts: None,
             trace_id: None,
+            truncated: None,
         };
         log.access_log.write(log.format, &record)
     }

@@ -46,6 +46,9 @@ pub struct AccessRecord<'a> {
     pub parts: Option<&'a str>,
     /// The request's W3C trace id (`[tracing]` on).
     pub trace_id: Option<u128>,
+    /// Why the response was cut short after its head went out (`too_large`, `timeout`,
+    /// `upstream`): the client got `status` and `bytes_out` bytes of body, not the whole.
+    pub truncated: Option<&'static str>,
 }
 
 /// Writes the record as one JSON object. Written by hand rather than through serde: the fields
@@ -102,6 +105,10 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     }
     if let Some(id) = r.trace_id {
         let _ = write!(out, ",\"trace_id\":\"{id:032x}\"");
+    }
+    if let Some(truncated) = r.truncated {
+        out.extend_from_slice(b",\"truncated\":");
+        json_safe_str(out, truncated);
     }
     out.push(b'}');
 }
@@ -372,6 +379,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(id) = r.trace_id {
         let _ = write!(out, " trace_id={id:032x}");
     }
+    if let Some(truncated) = r.truncated {
+        let _ = write!(out, " truncated={truncated}");
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +405,7 @@ mod tests {
             bytes_out: 42,
             parts: None,
             trace_id: None,
+            truncated: None,
         }
     }
 

@@ -1,7 +1,11 @@
 //! The gateway's own log (start-up, reloads, upstream trouble) on stderr, as JSON or text per
-//! `[log] format`, filtered by `[log] level`. Pingora's `log` records are bridged in.
+//! `[log] format`, filtered by `[log] level`. Pingora's `log` records are bridged in. WARN and
+//! ERROR lines go through the log throttle (`log_throttle.rs`).
 
+use super::log_throttle::ThrottleLayer;
 use crate::config::LogFormat;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Safe to call twice (the second call does nothing), which
@@ -28,8 +32,14 @@ pub fn init_logging(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(true);
+    // WARN and ERROR lines are rate-limited per kind before any formatting (log_throttle.rs).
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(ThrottleLayer::new())
+            .try_init(),
+        LogFormat::Text => builder.finish().with(ThrottleLayer::new()).try_init(),
     };
 }

@@ -110,6 +110,7 @@ pub struct Metrics {
     ratelimit_backend_errors: prometheus::IntCounter,
     ratelimit_backend_duration: prometheus::Histogram,
     pub cache: super::cache_metrics::CacheMetrics,
+    pub abuse: super::abuse_metrics::AbuseMetrics,
     aggregate_parts: IntCounterVec,
     aggregate_part_duration: HistogramVec,
     trace_spans_dropped: prometheus::IntCounter,
@@ -138,10 +139,17 @@ pub enum Rejection {
     MissingHost,
     /// A host that is not `host[:port]` (400).
     BadHost,
+    /// `server.max_in_flight` reached (503).
+    InFlight,
+    /// `server.max_in_flight_per_client` reached for the client's address (503).
+    ClientInFlight,
+    /// An HTTP/2 connection has as many requests in flight as its stream limit, counting
+    /// requests whose streams the client already reset (503).
+    ConnectionInFlight,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::HeaderTooLarge,
         Rejection::BodyTooLarge,
         Rejection::HeaderTimeout,
@@ -150,6 +158,9 @@ impl Rejection {
         Rejection::BadPath,
         Rejection::MissingHost,
         Rejection::BadHost,
+        Rejection::InFlight,
+        Rejection::ClientInFlight,
+        Rejection::ConnectionInFlight,
     ];
 
     pub fn label(self) -> &'static str {
@@ -162,6 +173,9 @@ impl Rejection {
             Rejection::BadPath => "bad_path",
             Rejection::MissingHost => "missing_host",
             Rejection::BadHost => "bad_host",
+            Rejection::InFlight => "in_flight",
+            Rejection::ClientInFlight => "client_in_flight",
+            Rejection::ConnectionInFlight => "connection_in_flight",
         }
     }
 }
@@ -171,7 +185,7 @@ impl Rejection {
 pub(super) struct Builder(Registry);
 
 impl Builder {
-    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+    pub(super) fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
         self.0
             .register(Box::new(metric.clone()))
             .expect("metric names are unique");
@@ -186,6 +200,10 @@ impl Builder {
 
     pub(super) fn counter(&self, name: &str, help: &str) -> prometheus::IntCounter {
         self.add(prometheus::IntCounter::new(name, help).expect("static metric definition"))
+    }
+
+    pub(super) fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("static metric definition"))
     }
 
     pub(super) fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -219,9 +237,10 @@ impl Metrics {
         .set(1);
         let rejected = b.counters(
             "tollgate_rejected_requests_total",
-            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request (framing), bad_target, bad_path, missing_host, bad_host).",
+            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request (framing), bad_target, bad_path, missing_host, bad_host; 503s: in_flight, client_in_flight, connection_in_flight).",
             &["reason"],
         );
+        b.add(super::log_throttle::SuppressedLogCollector::new());
         // Every reason exists from the start so an alert can rate() it before the first refusal.
         for r in Rejection::ALL {
             rejected.with_label_values(&[r.label()]);
@@ -362,6 +381,7 @@ impl Metrics {
                 "tollgate_trace_spans_failed_total",
                 "Spans lost because an export failed (the collector refused them or did not answer).",
             ),
+            abuse: super::abuse_metrics::AbuseMetrics::new(&b),
             aggregate_parts: b.counters(
                 "tollgate_aggregate_parts_total",
                 "Parts of aggregate routes, by route, part and outcome (ok, stale, error, timeout, circuit_open, not_json, too_large, skipped).",

@@ -32,6 +32,10 @@ pub enum GatewayError {
     /// the first open circuit of a healthy target lets probes through.
     #[error("no usable upstream target")]
     NoUsableTarget { retry_after: Option<Duration> },
+    /// 503: a concurrency limit (`reason`: the gateway's, the client's, the HTTP/2
+    /// connection's) is reached; the client may retry in a moment.
+    #[error("too many requests in flight")]
+    Overloaded { reason: Rejection },
     /// 504: the route's deadline passed before the upstream answered.
     #[error("the route's deadline passed")]
     DeadlinePassed,
@@ -79,7 +83,7 @@ impl GatewayError {
             GatewayError::HeadTimeout => 408,
             GatewayError::BodyTooLarge => 413,
             GatewayError::HeadTooLarge => 431,
-            GatewayError::NoUsableTarget { .. } => 503,
+            GatewayError::NoUsableTarget { .. } | GatewayError::Overloaded { .. } => 503,
             GatewayError::DeadlinePassed => 504,
             GatewayError::UpstreamStatus(_) => 502,
             GatewayError::PartFailed { timed_out, .. } => {
@@ -101,6 +105,7 @@ impl GatewayError {
             GatewayError::HeadTimeout => Some(Rejection::HeaderTimeout),
             GatewayError::BodyTooLarge => Some(Rejection::BodyTooLarge),
             GatewayError::HeadTooLarge => Some(Rejection::HeaderTooLarge),
+            GatewayError::Overloaded { reason } => Some(*reason),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@ mod error;
 
 pub use error::GatewayError;
 
+use crate::observe::Rejection;
 use bytes::Bytes;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -161,6 +162,23 @@ impl From<&GatewayError> for Problem {
                 // Whole seconds, rounded up: a client retrying earlier would find the circuit open.
                 retry_after: retry_after.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
                 ..Problem::new(503, "no healthy upstream target can take the request")
+            },
+            GatewayError::Overloaded { reason } => Problem {
+                // Slots free up as requests finish: a second is long for a request, short
+                // for a client to wait.
+                retry_after: Some(1),
+                ..Problem::new(
+                    503,
+                    match reason {
+                        Rejection::ClientInFlight => {
+                            "too many requests from this client are in flight; retry later"
+                        }
+                        Rejection::ConnectionInFlight => {
+                            "too many requests on this connection are in flight; retry later"
+                        }
+                        _ => "the gateway has too many requests in flight; retry later",
+                    },
+                )
             },
             GatewayError::DeadlinePassed => Problem::new(
                 504,

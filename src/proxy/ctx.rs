@@ -89,6 +89,12 @@ pub struct RequestCtx {
     /// What the steps decided, for the request's span: auth (`allowed` or the denial),
     /// rate limit (`allowed` or `limited`), no target for open circuits.
     pub decided: Decided,
+    /// The request's places among the requests in flight (limits.rs), held until it ends.
+    pub admitted: Option<super::limits::Admitted>,
+    /// Response body bytes passed to the client so far (response.rs).
+    pub bytes_sent: u64,
+    /// Why the response was cut short after its head went out, if it was.
+    pub cut: Option<super::response::Cut>,
     _in_flight: InFlight,
 }
 
@@ -119,6 +125,9 @@ impl RequestCtx {
             trace: None,
             attempt_trace: None,
             decided: Decided::default(),
+            admitted: None,
+            bytes_sent: 0,
+            cut: None,
             _in_flight: in_flight,
         }
     }

@@ -14,17 +14,23 @@
 mod aggregating;
 mod answer;
 mod caching;
+mod connect;
 mod ctx;
 mod framing;
 mod headers;
+mod limits;
 mod pipeline;
 mod resolve;
+mod response;
 mod spans;
 
 pub use answer::{problem_for, Answer, Flow};
 pub use ctx::{InFlight, Refused, RequestCtx};
+pub use limits::H2_MAX_STREAMS;
 
-use crate::observe::{AccessLog, AccessRecord, LogThrottle, Metrics, Rejection, UpstreamOutcome};
+use crate::observe::{
+    bounded, AccessLog, AccessRecord, LogThrottle, Metrics, Rejection, UpstreamOutcome,
+};
 use crate::problem::GatewayError;
 use crate::snapshot::Store;
 use async_trait::async_trait;
@@ -47,6 +53,12 @@ pub struct Gateway {
     access_log: Arc<AccessLog>,
     /// Pingora's own "Fail to proxy" error lines: one per error type per second.
     error_log: LogThrottle,
+    /// Pingora's warnings about failed attempts: one per error type per second.
+    warn_log: LogThrottle,
+    /// Requests in flight, per client and per HTTP/2 connection (limits.rs).
+    admission: limits::Admission,
+    /// Which targets' requests made new connections lately (connect.rs).
+    connects: connect::ConnectHistory,
     /// Connections (pooled) for the parts of aggregate routes.
     parts: pingora::connectors::http::Connector,
 }
@@ -58,6 +70,9 @@ impl Gateway {
             metrics,
             access_log,
             error_log: LogThrottle::new(),
+            warn_log: LogThrottle::new(),
+            admission: Default::default(),
+            connects: Default::default(),
             parts: pingora::connectors::http::Connector::new(None),
         }
     }
@@ -230,7 +245,14 @@ impl ProxyHttp for Gateway {
         spans::start_attempt(ctx, upstream, idx, &session.req_header().method);
         ctx.tried.push(idx);
         ctx.attempt = Some(attempt);
-        let peer = upstream.timed_peer(idx, remaining, ctx.declared.body);
+        let mut peer = upstream.timed_peer(idx, remaining, ctx.declared.body);
+        // No single read may outlast the whole response (response.rs); an upgrade
+        // (WebSocket) is a conversation, not a response, and keeps its own timeouts.
+        if !session.is_upgrade_req() {
+            peer.options.read_timeout =
+                response::cap_read_timeout(peer.options.read_timeout, ctx.response_deadline());
+        }
+        self.connect_ahead(session, ctx, &mut peer).await?;
         Ok(Box::new(peer))
     }
 
@@ -318,6 +340,36 @@ impl ProxyHttp for Gateway {
             _ => Vec::new(),
         };
         headers::prepare_client_response(upstream_response, Some(&ctx.request_id), rate_limit)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(addr) = peer._address.as_inet() {
+            self.connects.record(addr, reused);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        // After an upgrade (WebSocket) the bytes are a conversation, not a response body.
+        if !session.was_upgraded() {
+            self.bound_response_body(body, ctx)?;
+        }
+        Ok(None)
     }
 
     fn request_cache_filter(
@@ -474,12 +526,48 @@ impl ProxyHttp for Gateway {
     /// Pingora writes an ERROR line for every request that fails; under a flood of them the
     /// log would drown. One line per error type per second gets through; the rest are counted
     /// in `tollgate_log_lines_suppressed_total` (every request is still in the access log).
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    ///
+    /// Pingora's line quotes the error whole, which may hold what the upstream sent (its
+    /// response head, escaped, hundreds of bytes of garbage): the line written is Tollgate's,
+    /// with a short escaped prefix of it.
+    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
         let kind = error.etype().as_str();
         if self.error_log.allow(kind) {
-            return false;
+            let status = session.response_written().map_or(0, |r| r.status.as_u16());
+            tracing::error!(
+                target: "pingora_proxy",
+                request_id = %ctx.request_id.text(),
+                route = ctx.route_name(),
+                "Fail to proxy: {}, status: {status}",
+                bounded(error, 200)
+            );
+        } else {
+            self.metrics.log_suppressed(kind);
         }
-        self.metrics.log_suppressed(kind);
+        true
+    }
+
+    /// Pingora's warning for a failed attempt that is retried (or a downstream error ignored
+    /// while a cache fills), written as Tollgate's bounded line, one per error type per second.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        error: &Error,
+        _context: pingora::proxy::ProxyWarnLogContext,
+    ) -> bool {
+        let kind = error.etype().as_str();
+        if self.warn_log.allow(kind) {
+            tracing::warn!(
+                target: "pingora_proxy",
+                request_id = %ctx.request_id.text(),
+                route = ctx.route_name(),
+                "proxy attempt failed: {}",
+                bounded(error, 200)
+            );
+        } else {
+            self.metrics.log_suppressed(kind);
+        }
         true
     }
 
@@ -499,6 +587,7 @@ impl ProxyHttp for Gateway {
             (None, None) => UpstreamOutcome::Error,
         };
         self.finish_attempt(ctx, attempt_outcome);
+        self.note_truncation(session, e, ctx);
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();
         let route_metrics = ctx.route.as_ref().map(|r| &r.metrics);
@@ -537,6 +626,7 @@ impl ProxyHttp for Gateway {
             bytes_out: session.body_bytes_sent() as u64,
             parts: ctx.parts.as_deref(),
             trace_id,
+            truncated: ctx.cut.map(response::Cut::label),
         };
         if !self.access_log.write(snapshot.log.format, &record) {
             self.metrics.access_log_dropped();

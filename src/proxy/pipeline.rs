@@ -2,6 +2,8 @@
 //! another, in this order. Each step either lets the request go on or answers it
 //! ([`Flow`]); the first answer ends the pipeline and is written once, by the caller.
 //!
+//! 0. [`admit`](Gateway::admit): a place among the requests in flight (the gateway's, the
+//!    client's, the HTTP/2 connection's) → 503;
 //! 1. [`strip_identity_headers`](Gateway::strip_identity_headers): headers only a verified
 //!    identity may set are removed from the client's request;
 //! 2. [`check_framing`](Gateway::check_framing): ambiguous HTTP/1 framing → 400;
@@ -36,6 +38,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
     ) -> Flow {
+        self.admit(session, ctx, snapshot)?;
         self.strip_identity_headers(session, snapshot);
         self.check_framing(session, ctx)?;
         self.route(session, ctx, snapshot)?;

@@ -42,6 +42,10 @@ pub struct Route {
     pub fallback: Option<Fallback>,
     /// Largest request body: the route's `max_body_bytes`, else the server's.
     pub max_body_bytes: u64,
+    /// Largest response body: the route's `max_response_bytes`, else the server's.
+    pub max_response_bytes: u64,
+    /// Time for the whole response: the route's `response_timeout`, else the server's.
+    pub response_timeout: Duration,
     /// Who may call the route; `None`: a public route.
     pub auth: Option<RouteAuth>,
     /// The route's `rate_limits`; `None`: unlimited.
@@ -482,6 +486,12 @@ pub fn compile(
                 max_body_bytes: r
                     .max_body_bytes
                     .map_or(limits.max_body_bytes, |s| s.bytes()),
+                max_response_bytes: r
+                    .max_response_bytes
+                    .map_or(limits.max_response_bytes, |s| s.bytes()),
+                response_timeout: r
+                    .response_timeout
+                    .map_or(limits.response_timeout, |d| d.get()),
                 keep_escaped_slashes,
                 metrics: Default::default(),
                 cache: r.cache.as_deref().and_then(|c| caches.get(c).cloned()),

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod abuse;
 mod aggregate;
 mod auth_api_key;
 mod auth_jwt;
