@@ -283,7 +283,9 @@ fallback = {{ status = 503, body = "down" }}
     );
     let gw = GatewayHandle::start(&body).await;
     let c = client();
-    for path in ["/public", "/public", "/cached", "/cached", "/cached", "/home"] {
+    for path in [
+        "/public", "/public", "/cached", "/cached", "/cached", "/home",
+    ] {
         assert_eq!(c.get(gw.url(path)).send().await.unwrap().status(), 200);
     }
     for _ in 0..3 {
