@@ -5,6 +5,7 @@
 //! typo in them is still caught) and then refused by validation as "not supported yet".
 
 use super::units::{DurationStr, SizeStr};
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ pub struct Config {
     pub failed_entries: std::collections::BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Plain HTTP listeners (HTTP/1.1 and h2c). Restart needed to change.
@@ -73,7 +74,7 @@ pub struct ServerConfig {
 }
 
 /// What `%2F` (an encoded `/`) in a request path does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EscapedSlashes {
     /// 400: many backends decode it into a separator the gateway never matched.
@@ -86,7 +87,7 @@ pub enum EscapedSlashes {
 /// `[server.tls]`: HTTPS listeners. `listen` needs a restart to change; the certificate and key
 /// (paths and contents) are reloaded with the rest of the config. Relative paths are relative to
 /// the config file's directory.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     pub listen: Vec<String>,
@@ -118,7 +119,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -126,7 +127,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -146,7 +147,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]
@@ -156,7 +157,7 @@ pub enum Balance {
     Hash,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub targets: Vec<TargetConfig>,
@@ -179,7 +180,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[upstreams.NAME.health_check]`: active HTTP checks of every target, in the background.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheckConfig {
     /// Path requested with GET; a 2xx or 3xx answer is a success.
@@ -205,7 +206,7 @@ impl Default for HealthCheckConfig {
 }
 
 /// `[upstreams.NAME.circuit_breaker]`: passive failure detection per target.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerConfig {
     /// Share of failed requests over `window` that opens the circuit.
@@ -232,7 +233,7 @@ impl Default for CircuitBreakerConfig {
 }
 
 /// `retry_budget = { ratio, window, min_per_second }`: retries at most `ratio` of requests.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryBudgetConfig {
     pub ratio: f64,
@@ -302,7 +303,7 @@ impl<'de> Deserialize<'de> for TargetConfig {
 }
 
 /// The kinds of `[auth.NAME]` policy.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthKind {
     /// Bearer JWTs from an identity provider.
@@ -313,7 +314,7 @@ pub enum AuthKind {
 
 /// `[auth.NAME]`: one flat table for both kinds, so every key is reported with its own path and
 /// line (a serde-tagged enum would lose both); validation refuses keys of the other kind.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(rename = "type")]
@@ -349,7 +350,7 @@ pub struct AuthConfig {
     pub forward_consumer: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Exact host or `*.example.com`; absent: any host.
@@ -376,7 +377,7 @@ pub struct RouteConfig {
 }
 
 /// A route's `aggregate`: the parts it calls and how their answers are merged.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
     /// The body member listing each part's outcome (default `"_parts"`; `false`: none).
@@ -424,7 +425,7 @@ impl<'de> Deserialize<'de> for MetaMember {
 }
 
 /// `aggregate.parts.NAME`: one upstream call of an aggregate route.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PartConfig {
     pub upstream: String,
@@ -450,7 +451,7 @@ pub struct PartConfig {
 }
 
 /// Route `retry = { attempts, backoff, max_backoff, methods }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total attempts, the first one included.
@@ -472,7 +473,7 @@ fn default_max_backoff() -> DurationStr {
 }
 
 /// Route `fallback = { status, body, content_type }`: served when the upstream cannot answer.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
     pub status: u16,
@@ -488,7 +489,7 @@ fn default_fallback_type() -> String {
 
 /// `[rate_limits.NAME]`: a GCRA token bucket, `requests` per `per`, bursts up to `burst`, one
 /// bucket per value of `key`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub requests: u64,
@@ -503,7 +504,7 @@ pub struct RateLimitConfig {
 }
 
 /// What a cluster limit does while Redis is unreachable or slow.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// This instance's own bucket stands in.
@@ -514,7 +515,7 @@ pub enum OnError {
 }
 
 /// `[caches.NAME]`: a shared HTTP cache (RFC 9111) in memory, used by routes with `cache = NAME`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Freshness when the upstream gives none; absent: such responses are not stored.
@@ -573,7 +574,7 @@ impl<'de> Deserialize<'de> for CacheQuery {
 }
 
 /// Who may be served an entry.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheScope {
     /// Everyone; with credentials only responses marked `public` or with `s-maxage` are stored.
@@ -584,7 +585,7 @@ pub enum CacheScope {
 }
 
 /// `[cluster]`: state shared by every instance through Redis.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub redis_url: String,

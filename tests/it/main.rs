@@ -39,5 +39,6 @@ mod resilience_fallback;
 mod resilience_health;
 mod resilience_retries;
 mod routing;
+mod schema;
 mod tls;
 mod upgrade;
