@@ -15,6 +15,9 @@ mod store;
 mod verify;
 
 pub use claims::Claims;
+/// For the fuzz targets (`fuzz/`): JWKS parsing on arbitrary documents.
+#[doc(hidden)]
+pub use keys::KeySet;
 pub use jsonwebtoken::Algorithm;
 pub use jwks::MAX_JWKS_BYTES;
 pub use service::JwksService;
