@@ -1,9 +1,10 @@
-//! The `tollgate` command: `run` a gateway, `check` a config file, or start the `demo`.
+//! The `tollgate` command: `run` a gateway, `check` a config file, print the config `schema`, or
+//! start the `demo`.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate::config::{self, ConfigErrors};
+use tollgate::config::{self, ConfigErrors, Diagnostic};
 use tollgate::observe::{init_logging, AccessLog};
 use tollgate::server::{Instance, Launch, DEFAULT_UPGRADE_SOCK};
 use tollgate::snapshot::Snapshot;
@@ -41,7 +42,14 @@ enum Command {
     Check {
         #[arg(short, long, default_value = "/etc/tollgate/tollgate.toml")]
         config: PathBuf,
+        /// `json`: every error and warning as a JSON object on stdout (file, path, line,
+        /// column, message, severity), for CI annotations. Same exit codes.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
+    /// Print the JSON Schema of the config file, for editors with TOML schema support (the
+    /// repository ships it as config/tollgate.schema.json).
+    Schema,
     /// Run the gateway on the demo config together with demo backends on 127.0.0.1:9001-9003.
     Demo {
         #[arg(short, long, default_value = "config/demo.toml")]
@@ -52,9 +60,20 @@ enum Command {
     DemoBackends,
 }
 
+/// How `check` reports.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, format } => check(&config, format),
+        Command::Schema => {
+            print!("{}", config::schema::schema_text());
+            ExitCode::SUCCESS
+        }
         Command::Run {
             config,
             upgrade,
@@ -88,8 +107,20 @@ fn demo_backends() -> ExitCode {
     server.run_forever()
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match Snapshot::load(path) {
+fn check(path: &std::path::Path, format: Format) -> ExitCode {
+    let loaded = Snapshot::load(path);
+    if format == Format::Json {
+        let (diagnostics, code) = match &loaded {
+            Ok(s) => (
+                Diagnostic::warnings(&s.info.source.display().to_string(), &s.warnings),
+                ExitCode::SUCCESS,
+            ),
+            Err(errors) => (Diagnostic::errors(errors), ExitCode::FAILURE),
+        };
+        print!("{}", Diagnostic::to_json(&diagnostics));
+        return code;
+    }
+    match loaded {
         Ok(s) => {
             // Warnings do not fail the check: the config would load and serve as it is.
             for line in s.warning_lines() {

@@ -2,13 +2,16 @@
 //! its key path and line, and semantic validation. Nothing here knows about runtime types; the
 //! `snapshot` module compiles a validated [`Config`] into what the proxy uses.
 
+mod diagnostic;
 mod error;
+pub mod schema;
 mod types;
 mod units;
 mod validate;
 
 pub use validate::{cache_capacity, parse_proxy_net, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_ENTRY};
 
+pub use diagnostic::{Diagnostic, Severity};
 pub use error::{line_col, ConfigError, ConfigErrors, ConfigWarning, Locator};
 pub use types::*;
 pub use units::{parse_duration, parse_size, DurationStr, SizeStr};

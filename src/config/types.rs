@@ -2,6 +2,7 @@
 //! behaviour; `snapshot` compiles them into runtime types. Unknown keys are errors everywhere.
 
 use super::units::{DurationStr, SizeStr};
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -38,7 +39,7 @@ pub struct Config {
     pub failed_entries: std::collections::BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Plain HTTP listeners (HTTP/1.1 and h2c). Restart needed to change.
@@ -82,17 +83,19 @@ pub struct ServerConfig {
 }
 
 /// `server.connection_rate_per_client`: `connections` per `per`, bursts up to `burst`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRateConfig {
+    /// New connections allowed per `per`.
     pub connections: u64,
+    /// The period `connections` is counted over (`"1s"`, `"1m"`).
     pub per: DurationStr,
     /// Default: `connections`.
     pub burst: Option<u64>,
 }
 
 /// What `%2F` (an encoded `/`) in a request path does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EscapedSlashes {
     /// 400: many backends decode it into a separator the gateway never matched.
@@ -105,7 +108,7 @@ pub enum EscapedSlashes {
 /// `[server.tls]`: HTTPS listeners. `listen` needs a restart to change; the certificate and key
 /// (paths and contents) are reloaded with the rest of the config. Relative paths are relative to
 /// the config file's directory.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsConfig {
     pub listen: Vec<String>,
@@ -143,7 +146,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -151,7 +154,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -172,7 +175,7 @@ impl Default for LogConfig {
 }
 
 /// `[tracing]`: W3C trace context and spans exported over OTLP/HTTP (protobuf).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     /// The collector's OTLP/HTTP base URL (`http://otel-collector:4318`); spans go to
@@ -188,7 +191,7 @@ pub struct TracingConfig {
     pub headers: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]
@@ -198,7 +201,7 @@ pub enum Balance {
     Hash,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub targets: Vec<TargetConfig>,
@@ -221,7 +224,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[upstreams.NAME.health_check]`: active HTTP checks of every target, in the background.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheckConfig {
     /// Path requested with GET; a 2xx or 3xx answer is a success.
@@ -247,7 +250,7 @@ impl Default for HealthCheckConfig {
 }
 
 /// `[upstreams.NAME.circuit_breaker]`: passive failure detection per target.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerConfig {
     /// Share of failed requests over `window` that opens the circuit.
@@ -274,7 +277,7 @@ impl Default for CircuitBreakerConfig {
 }
 
 /// `retry_budget = { ratio, window, min_per_second }`: retries at most `ratio` of requests.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryBudgetConfig {
     pub ratio: f64,
@@ -344,7 +347,7 @@ impl<'de> Deserialize<'de> for TargetConfig {
 }
 
 /// The kinds of `[auth.NAME]` policy.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthKind {
     /// Bearer JWTs from an identity provider.
@@ -355,7 +358,7 @@ pub enum AuthKind {
 
 /// `[auth.NAME]`: one flat table for both kinds, so every key is reported with its own path and
 /// line (a serde-tagged enum would lose both); validation refuses keys of the other kind.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(rename = "type")]
@@ -391,7 +394,7 @@ pub struct AuthConfig {
     pub forward_consumer: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Exact host or `*.example.com`; absent: any host.
@@ -422,7 +425,7 @@ pub struct RouteConfig {
 }
 
 /// A route's `aggregate`: the parts it calls and how their answers are merged.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
     /// The body member listing each part's outcome (default `"_parts"`; `false`: none).
@@ -470,7 +473,7 @@ impl<'de> Deserialize<'de> for MetaMember {
 }
 
 /// `aggregate.parts.NAME`: one upstream call of an aggregate route.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PartConfig {
     pub upstream: String,
@@ -496,7 +499,7 @@ pub struct PartConfig {
 }
 
 /// Route `retry = { attempts, backoff, max_backoff, methods }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total attempts, the first one included.
@@ -518,7 +521,7 @@ fn default_max_backoff() -> DurationStr {
 }
 
 /// Route `fallback = { status, body, content_type }`: served when the upstream cannot answer.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
     pub status: u16,
@@ -534,7 +537,7 @@ fn default_fallback_type() -> String {
 
 /// `[rate_limits.NAME]`: a GCRA token bucket, `requests` per `per`, bursts up to `burst`, one
 /// bucket per value of `key`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub requests: u64,
@@ -549,7 +552,7 @@ pub struct RateLimitConfig {
 }
 
 /// What a cluster limit does while Redis is unreachable or slow.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// This instance's own bucket stands in.
@@ -560,7 +563,7 @@ pub enum OnError {
 }
 
 /// `[caches.NAME]`: a shared HTTP cache (RFC 9111) in memory, used by routes with `cache = NAME`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Freshness when the upstream gives none; absent: such responses are not stored.
@@ -619,7 +622,7 @@ impl<'de> Deserialize<'de> for CacheQuery {
 }
 
 /// Who may be served an entry.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheScope {
     /// Everyone; with credentials only responses marked `public` or with `s-maxage` are stored.
@@ -630,7 +633,7 @@ pub enum CacheScope {
 }
 
 /// `[cluster]`: state shared by every instance through Redis.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     pub redis_url: String,

@@ -630,3 +630,79 @@ upstream = "usrs"
     );
     assert!(stderr.trim_end().ends_with(": 4 errors"), "{stderr}");
 }
+
+/// `check --format json` on `file`: the exit code and the parsed stdout; stderr must be empty
+/// (CI reads stdout only).
+fn check_json(path: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = tollgate(&["check", "-c", path.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "nothing on stderr with --format json"
+    );
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", text(&out.stdout)));
+    (out.status.code(), json)
+}
+
+#[test]
+fn json_format_lists_every_error_with_path_line_and_column() {
+    let toml = repo_dir("tests/configs/broken/many_errors.toml");
+    let expected = read_expectations(&toml.with_extension("expect"));
+    let (code, json) = check_json(&toml);
+    assert_eq!(code, Some(1));
+    let items = json.as_array().expect("a JSON array");
+    assert_eq!(items.len(), expected.len(), "{json:#}");
+    // In the order the text form lists them, which is not file order: matched by key path.
+    for want in &expected {
+        let item = items
+            .iter()
+            .find(|i| i["path"] == want.head.as_str())
+            .unwrap_or_else(|| panic!("no object for {}: {json:#}", want.head));
+        let (line, column) = want.location.split_once(':').unwrap();
+        assert_eq!(item["file"], toml.to_str().unwrap(), "{item}");
+        assert_eq!(item["line"], line.parse::<u64>().unwrap(), "{item}");
+        assert_eq!(item["column"], column.parse::<u64>().unwrap(), "{item}");
+        assert_eq!(item["severity"], "error", "{item}");
+        let message = item["message"].as_str().unwrap();
+        assert!(
+            message.contains(&want.tail),
+            "{message:?} lacks {:?}",
+            want.tail
+        );
+    }
+}
+
+#[test]
+fn json_format_reports_warnings_and_exits_0() {
+    let (_dir, path, _) = check_text(&with_routes("0.0.0.0:19901", PUBLIC_SITE));
+    let (code, json) = check_json(&path);
+    assert_eq!(code, Some(0));
+    let [warning] = json.as_array().expect("a JSON array").as_slice() else {
+        panic!("one warning expected: {json:#}");
+    };
+    assert_eq!(warning["severity"], "warning");
+    assert_eq!(warning["path"], "server.admin_listen");
+    assert_eq!(
+        (&warning["line"], &warning["column"]),
+        (&3.into(), &1.into())
+    );
+    assert!(warning["message"]
+        .as_str()
+        .unwrap()
+        .contains("is not a loopback address"));
+}
+
+#[test]
+fn json_format_of_a_clean_or_missing_file() {
+    let (_dir, path, _) = check_text(&with_routes("127.0.0.1:19901", PUBLIC_SITE));
+    assert_eq!(check_json(&path), (Some(0), serde_json::json!([])));
+    let missing = path.with_file_name("nope.toml");
+    let (code, json) = check_json(&missing);
+    assert_eq!(code, Some(1));
+    assert_eq!(json[0]["line"], serde_json::Value::Null, "{json:#}");
+    assert!(json[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("cannot read config file"));
+}

@@ -40,6 +40,7 @@ mod resilience_fallback;
 mod resilience_health;
 mod resilience_retries;
 mod routing;
+mod schema;
 mod tls;
 mod traces;
 mod upgrade;

@@ -17,6 +17,9 @@ mod verify;
 pub use claims::Claims;
 pub use jsonwebtoken::Algorithm;
 pub use jwks::MAX_JWKS_BYTES;
+/// For the fuzz targets (`fuzz/`): JWKS parsing on arbitrary documents.
+#[doc(hidden)]
+pub use keys::KeySet;
 pub use service::JwksService;
 pub use settings::{
     JwtSettings, KeySource, DEFAULT_CACHE_ENTRIES, DEFAULT_JWKS_REFRESH, MIN_SECRET_BYTES,
