@@ -51,6 +51,7 @@ fn fill_placeholders(text: &str, name: &str) -> String {
         ("@ADMIN@", "127.0.0.1:9901"),
         ("@BACKEND@", "127.0.0.1:9001"),
         ("@REDIS@", "redis://127.0.0.1:6379/0"),
+        ("@OTLP@", "http://127.0.0.1:4318"),
         ("@HS_SECRET_FILE@", "secret.key"),
         ("@JWKS_FILE@", "jwks.json"),
         ("@HS256_TOKEN@", "token"),

@@ -67,10 +67,17 @@ pub struct GatewayHandle {
     runner: Runner,
 }
 
-/// The `[server]` and `[log]` part every test config shares: free ports, 2 threads.
+/// The `[server]` and `[log]` part every test config shares: free ports, 2 threads. Every
+/// test client is 127.0.0.1 and most open a connection per call, hundreds a second: far over
+/// the default connection rate per client, which a test of its own sets in `extra`.
 fn server_header(addr: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    let rate = if extra.contains("connection_rate_per_client") {
+        ""
+    } else {
+        "connection_rate_per_client = { connections = 100000, per = \"1s\" }\n"
+    };
     format!(
-        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{extra}\n[log]\nformat = \"json\"\nlevel = \"warn\"\naccess = true\n\n"
+        "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\nthreads = 2\n{rate}{extra}\n[log]\nformat = \"json\"\nlevel = \"warn\"\naccess = true\n\n"
     )
 }
 
