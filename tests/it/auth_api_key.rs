@@ -167,10 +167,13 @@ async fn the_keys_file_reloads_with_the_config() {
     std::fs::write(&path, "acme = \"not-a-digest\"\n").unwrap();
     let hash_before = gw.config_hash().await;
     gw.write_body(&format!("{}\n# broken keys\n", config(&path, &b.target())));
+    // The keys file and the config are two writes: on a loaded machine they may fall in two
+    // debounce windows and be two failed reloads.
     let rejected = eventually(Duration::from_secs(5), || async {
         gw.metric("tollgate_config_reloads_total{result=\"failure\"}")
             .await
-            == Some(1.0)
+            .unwrap_or(0.0)
+            >= 1.0
     })
     .await;
     assert!(rejected, "broken keys file was not rejected");
