@@ -94,7 +94,7 @@ impl Fetch<'_> {
             let label = &upstream.targets[attempt.index].label;
             let span = self.trace.map(|t| {
                 t.attempt(
-                    part.method.as_str(),
+                    &part.method,
                     &upstream.name,
                     label,
                     attempts - 1,
@@ -106,7 +106,7 @@ impl Fetch<'_> {
             // A config label is always a valid header value.
             let _ = header.insert_header(http::header::HOST, &**label);
             if let Some(span) = &span {
-                inject(span, &mut header);
+                span.inject(&mut header);
             }
             let exchange = self.exchange(&peer, header);
             let result = match deadline {
@@ -217,18 +217,6 @@ fn finish(
         span.finish(outcome);
     }
     attempt.finish(upstream, outcome);
-}
-
-/// `traceparent` (and `tracestate`) naming the attempt's span.
-fn inject(span: &AttemptTrace, header: &mut RequestHeader) {
-    let mut headers = HeaderMap::new();
-    span.inject(&mut headers);
-    for (name, value) in headers {
-        if let Some(name) = name {
-            // Names and values the propagator writes are always valid.
-            let _ = header.insert_header(name, value);
-        }
-    }
 }
 
 /// The request head a part sends: its method and filled target, the headers prepared for it,

@@ -282,7 +282,7 @@ impl ProxyHttp for Gateway {
             });
             result?;
         }
-        spans::inject(ctx, upstream_request)?;
+        spans::inject(ctx, upstream_request);
         let forwarding = forwarding(session, ctx);
         headers::prepare_upstream_request(upstream_request, &forwarding)
     }

@@ -15,12 +15,8 @@ impl Gateway {
     pub(super) fn start_trace(&self, session: &Session, ctx: &mut RequestCtx, snapshot: &Snapshot) {
         if let Some(tracing) = &snapshot.tracing {
             let req = session.req_header();
-            ctx.trace = Some(tracing.request(
-                &req.headers,
-                req.method.as_str(),
-                req.uri.path(),
-                ctx.client,
-            ));
+            ctx.trace =
+                Some(tracing.request(&req.headers, &req.method, req.uri.path(), ctx.client));
         }
     }
 
@@ -55,27 +51,15 @@ pub(super) fn start_attempt(
     if let Some(trace) = &ctx.trace {
         let target = &upstream.targets[index].label;
         let resend = ctx.attempts.saturating_sub(1);
-        ctx.attempt_trace =
-            Some(trace.attempt(method.as_str(), &upstream.name, target, resend, None));
+        ctx.attempt_trace = Some(trace.attempt(method, &upstream.name, target, resend, None));
     }
 }
 
 /// `upstream_request_filter`: `traceparent` (and `tracestate`) naming the attempt's span.
-pub(super) fn inject(
-    ctx: &RequestCtx,
-    upstream_request: &mut RequestHeader,
-) -> pingora::Result<()> {
-    let Some(attempt) = &ctx.attempt_trace else {
-        return Ok(());
-    };
-    let mut headers = http::HeaderMap::new();
-    attempt.inject(&mut headers);
-    for (name, value) in headers {
-        if let Some(name) = name {
-            upstream_request.insert_header(name, value)?;
-        }
+pub(super) fn inject(ctx: &RequestCtx, upstream_request: &mut RequestHeader) {
+    if let Some(attempt) = &ctx.attempt_trace {
+        attempt.inject(upstream_request);
     }
-    Ok(())
 }
 
 /// When an attempt ends: its span ends with the outcome.
