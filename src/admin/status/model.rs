@@ -13,6 +13,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Frames in "the last minute" (plus the step in progress).
 const MINUTE_FRAMES: usize = 6;
+/// Seconds a step in progress must have run to be drawn.
+const MIN_STEP_SHOWN: f64 = 2.0;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -378,7 +380,13 @@ fn points(
     bounds: &[f64],
     pick: impl Fn(&Tallies) -> Tally,
 ) -> Vec<Point> {
-    frames
+    // A step in progress that began a moment ago says nothing yet (a rate over a few
+    // milliseconds): it is left out of the charts, not out of the summaries.
+    let shown = match frames.split_last() {
+        Some((last, kept)) if !kept.is_empty() && last.seconds < MIN_STEP_SHOWN => kept.len(),
+        _ => frames.len(),
+    };
+    frames[..shown]
         .iter()
         .zip(tallies)
         .map(|(frame, tallies)| {

@@ -130,7 +130,7 @@ fn traffic(h: &mut String, s: &Status) {
         tile("5xx/s", &num(rate(m.errors_5xx, m.seconds)), "rps-5xx"),
         tile("p99", &ms(m.p99_ms), "p99"),
     );
-    let series = |f: fn(&Point) -> f64| t.points.iter().map(f).collect::<Vec<_>>();
+    let series = |f: fn(&Point) -> f64| steps(&t.points, f);
     chart(
         h,
         "Requests per second",
@@ -160,10 +160,10 @@ const W: f64 = 300.0;
 const H: f64 = 80.0;
 
 /// A chart of several series over the same points, with its largest value as the scale.
-fn chart(h: &mut String, title: &str, series: &[(&str, Vec<f64>)]) {
+fn chart(h: &mut String, title: &str, series: &[(&str, Vec<(f64, f64, f64)>)]) {
     let max = series
         .iter()
-        .flat_map(|(_, v)| v.iter().copied())
+        .flat_map(|(_, v)| v.iter().map(|s| s.2))
         .fold(0.0_f64, f64::max);
     let _ = write!(
         h,
@@ -187,30 +187,53 @@ fn chart(h: &mut String, title: &str, series: &[(&str, Vec<f64>)]) {
     h.push_str("</p></figure>");
 }
 
-/// SVG polyline points for `values` scaled into `w` x `h` (y grows downward).
-fn polyline(values: &[f64], max: f64, w: f64, h: f64) -> String {
-    let n = values.len();
-    let mut out = String::new();
-    for (i, v) in values.iter().enumerate() {
-        let x = if n > 1 {
-            w * i as f64 / (n - 1) as f64
+/// SVG polyline points for a step chart scaled into `w` x `h` (y grows downward): each point
+/// holds its value over its own step (`(start, end, value)`, times in seconds), and the x axis
+/// spans the steps there are, so a gateway up for seconds already draws a line.
+fn polyline(steps: &[(f64, f64, f64)], max: f64, w: f64, h: f64) -> String {
+    let first = steps.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+    let last = steps.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+    let span = last - first;
+    let x = |t: f64| {
+        if span > 0.0 {
+            w * (t - first) / span
         } else {
             w
-        };
-        let y = if max > 0.0 {
+        }
+    };
+    let y = |v: f64| {
+        if max > 0.0 {
             h - (v / max) * (h - 2.0) - 1.0
         } else {
             h - 1.0
-        };
-        let _ = write!(out, "{x:.1},{y:.1} ");
+        }
+    };
+    let mut out = String::new();
+    for &(start, end, value) in steps {
+        let _ = write!(
+            out,
+            "{:.1},{:.1} {:.1},{:.1} ",
+            x(start),
+            y(value),
+            x(end),
+            y(value)
+        );
     }
     out.trim_end().to_string()
 }
 
+/// The steps of `points` with the value `f` picks, for [`polyline`].
+fn steps(points: &[Point], f: impl Fn(&Point) -> f64) -> Vec<(f64, f64, f64)> {
+    points
+        .iter()
+        .map(|p| (p.t as f64 - p.seconds, p.t as f64, f(p)))
+        .collect()
+}
+
 /// A small chart of one route's requests per second.
 fn sparkline(points: &[Point]) -> String {
-    let values: Vec<f64> = points.iter().map(|p| p.rps).collect();
-    let max = values.iter().copied().fold(0.0_f64, f64::max);
+    let values = steps(points, |p| p.rps);
+    let max = values.iter().map(|s| s.2).fold(0.0_f64, f64::max);
     format!(
         "<svg class=\"spark\" viewBox=\"0 0 100 20\" preserveAspectRatio=\"none\" role=\"img\" \
 aria-label=\"requests per second, max {}\"><polyline class=\"line s0\" fill=\"none\" points=\"{}\"/></svg>",
@@ -468,10 +491,19 @@ mod tests {
 
     #[test]
     fn charts_scale_into_their_box() {
+        let steps = [(0.0, 10.0, 0.0), (10.0, 20.0, 5.0), (20.0, 25.0, 10.0)];
         assert_eq!(
-            polyline(&[0.0, 5.0, 10.0], 10.0, 100.0, 20.0),
-            "0.0,19.0 50.0,10.0 100.0,1.0"
+            polyline(&steps, 10.0, 100.0, 20.0),
+            "0.0,19.0 40.0,19.0 40.0,10.0 80.0,10.0 80.0,1.0 100.0,1.0"
         );
-        assert_eq!(polyline(&[0.0], 0.0, 100.0, 20.0), "100.0,19.0");
+        // One short step (a gateway just started) spans the whole chart.
+        assert_eq!(
+            polyline(&[(3.0, 5.0, 2.0)], 2.0, 100.0, 20.0),
+            "0.0,1.0 100.0,1.0"
+        );
+        assert_eq!(
+            polyline(&[(3.0, 5.0, 0.0)], 0.0, 100.0, 20.0),
+            "0.0,19.0 100.0,19.0"
+        );
     }
 }
