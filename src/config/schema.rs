@@ -159,7 +159,7 @@ fn size_text(bytes: u64) -> String {
     ];
     let (unit, size) = UNITS
         .into_iter()
-        .find(|(_, size)| bytes != 0 && bytes % size == 0)
+        .find(|(_, size)| bytes != 0 && bytes.is_multiple_of(*size))
         .unwrap_or(("B", 1));
     let text = format!("{}{unit}", bytes / size);
     debug_assert_eq!(parse_size(&text), Ok(bytes));
