@@ -491,16 +491,16 @@ fn upstreams(snap: &Snapshot, frames: &[Frame]) -> Vec<UpstreamStatus> {
         .collect()
 }
 
+/// Counts by (name, result): decisions per limit, lookups per cache.
+type ResultCounts = BTreeMap<(String, String), u64>;
+
 /// Counts of a series kind since start-up (`now`) and over the kept frames, by (name, result).
 fn counts(
     view: &View,
     pick: impl Fn(&Series) -> Option<(&str, &str)>,
-) -> (
-    BTreeMap<(String, String), u64>,
-    BTreeMap<(String, String), u64>,
-) {
+) -> (ResultCounts, ResultCounts) {
     let collect = |values: &mut dyn Iterator<Item = (&Series, &u64)>| {
-        let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut out = ResultCounts::new();
         for (series, &n) in values {
             if let Some((name, result)) = pick(series) {
                 *out.entry((name.to_string(), result.to_string()))
@@ -515,7 +515,7 @@ fn counts(
 }
 
 /// The results counted for one name.
-fn of(counts: &BTreeMap<(String, String), u64>, name: &str) -> BTreeMap<String, u64> {
+fn of(counts: &ResultCounts, name: &str) -> BTreeMap<String, u64> {
     counts
         .iter()
         .filter(|((n, _), _)| n == name)

@@ -160,7 +160,7 @@ const W: f64 = 300.0;
 const H: f64 = 80.0;
 
 /// A chart of several series over the same points, with its largest value as the scale.
-fn chart(h: &mut String, title: &str, series: &[(&str, Vec<(f64, f64, f64)>)]) {
+fn chart(h: &mut String, title: &str, series: &[(&str, Vec<Step>)]) {
     let max = series
         .iter()
         .flat_map(|(_, v)| v.iter().map(|s| s.2))
@@ -187,10 +187,13 @@ fn chart(h: &mut String, title: &str, series: &[(&str, Vec<(f64, f64, f64)>)]) {
     h.push_str("</p></figure>");
 }
 
+/// One point of a chart: (start, end, value), times in Unix seconds.
+type Step = (f64, f64, f64);
+
 /// SVG polyline points for a step chart scaled into `w` x `h` (y grows downward): each point
 /// holds its value over its own step (`(start, end, value)`, times in seconds), and the x axis
 /// spans the steps there are, so a gateway up for seconds already draws a line.
-fn polyline(steps: &[(f64, f64, f64)], max: f64, w: f64, h: f64) -> String {
+fn polyline(steps: &[Step], max: f64, w: f64, h: f64) -> String {
     let first = steps.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
     let last = steps.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
     let span = last - first;
@@ -223,7 +226,7 @@ fn polyline(steps: &[(f64, f64, f64)], max: f64, w: f64, h: f64) -> String {
 }
 
 /// The steps of `points` with the value `f` picks, for [`polyline`].
-fn steps(points: &[Point], f: impl Fn(&Point) -> f64) -> Vec<(f64, f64, f64)> {
+fn steps(points: &[Point], f: impl Fn(&Point) -> f64) -> Vec<Step> {
     points
         .iter()
         .map(|p| (p.t as f64 - p.seconds, p.t as f64, f(p)))
