@@ -146,6 +146,13 @@ path = "/x"
 upstream = "users"
 "#;
 
+/// One upstream `u` on `target` and one route `r` (`/r`) to it.
+fn one_route(target: &str) -> String {
+    format!(
+        "[upstreams.u]\ntargets = [\"{target}\"]\n[routes.r]\npath = \"/r\"\nupstream = \"u\"\n"
+    )
+}
+
 pub async fn status(gw: &GatewayHandle) -> Value {
     let r = client()
         .get(gw.admin_url("/api/status"))
@@ -309,10 +316,7 @@ async fn a_failed_reload_shows_its_errors_as_check_prints_them() {
 
     // A config that loads again is reported as applied.
     let users = backend("u2").start().await;
-    gw.write_body(&format!(
-        "[upstreams.u]\ntargets = [\"{}\"]\n[routes.r]\npath = \"/r\"\nupstream = \"u\"\n",
-        users.target()
-    ));
+    gw.write_body(&one_route(&users.target()));
     let s = status_when(gw, "an applied reload", |s| s["last_reload"]["ok"] == true).await;
     assert_eq!(s["last_reload"]["errors"], serde_json::json!([]));
     assert_eq!(s["routes"].as_array().unwrap().len(), 1);
@@ -395,10 +399,7 @@ async fn the_page_is_complete_without_javascript_and_locked_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_admin_token_the_status_needs_it_and_probes_stay_open() {
     let users = backend("users").start().await;
-    let body = format!(
-        "[upstreams.u]\ntargets = [\"{}\"]\n[routes.r]\npath = \"/r\"\nupstream = \"u\"\n",
-        users.target()
-    );
+    let body = one_route(&users.target());
     let env = [("TOLLGATE_TEST_ADMIN_TOKEN", "s3cret-token")];
     let gw = GatewayHandle::start_binary_with_env(
         &body,
