@@ -147,7 +147,7 @@ upstream = "users"
 "#;
 
 /// One upstream `u` on `target` and one route `r` (`/r`) to it.
-fn one_route(target: &str) -> String {
+pub fn one_route(target: &str) -> String {
     format!(
         "[upstreams.u]\ntargets = [\"{target}\"]\n[routes.r]\npath = \"/r\"\nupstream = \"u\"\n"
     )

@@ -142,3 +142,80 @@ async fn chromium_renders_the_live_state_and_keeps_markup_as_text() {
         browser.console
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_token_the_login_form_shows_the_status_once_given_the_token() {
+    let users = crate::support::backend("users").start().await;
+    let env = [("TOLLGATE_TEST_ADMIN_TOKEN", "s3cret-token")];
+    let gw = crate::support::GatewayHandle::start_binary_with_env(
+        &crate::status::one_route(&users.target()),
+        "admin_token_env = \"TOLLGATE_TEST_ADMIN_TOKEN\"",
+        &env,
+    )
+    .await;
+    let mut browser = Browser::launch().await;
+    browser.viewport(1280, 900, false).await;
+    browser.open(&gw.admin_url("/")).await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('tr[data-route]').length")
+            .await,
+        0
+    );
+    let submit = |token: &str| {
+        format!(
+            "document.getElementById('token').value = {}; \
+             document.getElementById('login').requestSubmit(); true",
+            serde_json::to_string(token).unwrap()
+        )
+    };
+    browser.eval(&submit("wrong")).await;
+    let mut refused = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if browser
+            .eval("!document.getElementById('login-error').hidden")
+            .await
+            == true
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a wrong token is said to be wrong");
+    browser.eval(&submit("s3cret-token")).await;
+    let mut shown = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if browser
+            .eval("document.querySelectorAll('tr[data-route=\"r\"]').length")
+            .await
+            == 1
+        {
+            shown = true;
+            break;
+        }
+    }
+    assert!(shown, "the status appears once the token is given");
+    // In memory only: not in the URL, not in storage, not left in a form field.
+    assert_eq!(browser.eval("location.search + location.hash").await, "");
+    assert_eq!(
+        browser
+            .eval("localStorage.length + sessionStorage.length")
+            .await,
+        0
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('token') === null")
+            .await,
+        true
+    );
+    // The browser's 401 for the wrong token is logged as a failed load; nothing else is.
+    let others: Vec<_> = browser
+        .console_problems()
+        .into_iter()
+        .filter(|l| !l.contains("401"))
+        .collect();
+    assert!(others.is_empty(), "{:#?}", browser.console);
+}
