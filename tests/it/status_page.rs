@@ -98,17 +98,12 @@ async fn chromium_renders_the_live_state_and_keeps_markup_as_text() {
     for _ in 0..40 {
         call(gw, "/users/1", &[]).await;
     }
-    let mut refreshed = false;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let marked = browser
-            .eval("document.getElementById('status').dataset.mark || ''")
-            .await;
-        if marked == "" {
-            refreshed = true;
-            break;
-        }
-    }
+    let refreshed = browser
+        .wait_until(
+            "document.getElementById('status').dataset.mark === undefined",
+            Duration::from_secs(15),
+        )
+        .await;
     assert!(refreshed, "the page did not refresh within 15 s");
     assert_eq!(browser.eval("window.__same_document === true").await, true);
     let after = browser.text("#tile-rps").await;
@@ -170,32 +165,20 @@ async fn with_an_admin_token_the_login_form_shows_the_status_once_given_the_toke
         )
     };
     browser.eval(&submit("wrong")).await;
-    let mut refused = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if browser
-            .eval("!document.getElementById('login-error').hidden")
-            .await
-            == true
-        {
-            refused = true;
-            break;
-        }
-    }
+    let refused = browser
+        .wait_until(
+            "!document.getElementById('login-error').hidden",
+            Duration::from_secs(4),
+        )
+        .await;
     assert!(refused, "a wrong token is said to be wrong");
     browser.eval(&submit("s3cret-token")).await;
-    let mut shown = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if browser
-            .eval("document.querySelectorAll('tr[data-route=\"r\"]').length")
-            .await
-            == 1
-        {
-            shown = true;
-            break;
-        }
-    }
+    let shown = browser
+        .wait_until(
+            "document.querySelectorAll('tr[data-route=\"r\"]').length === 1",
+            Duration::from_secs(4),
+        )
+        .await;
     assert!(shown, "the status appears once the token is given");
     // In memory only: not in the URL, not in storage, not left in a form field.
     assert_eq!(browser.eval("location.search + location.hash").await, "");

@@ -175,6 +175,21 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Polls `expression` every 100 ms until it is `true` or `limit` passes; returns whether it
+    /// became true.
+    pub async fn wait_until(&mut self, expression: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.eval(expression).await == true {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The rendered text of the element matching `selector` (`null` when none matches).
     pub async fn text(&mut self, selector: &str) -> Value {
         let selector = serde_json::to_string(selector).unwrap();
