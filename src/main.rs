@@ -184,6 +184,12 @@ fn run(path: &std::path::Path, launch: &Launch, demo: bool) -> ExitCode {
         upgrade = launch.upgrade,
         "tollgate starting"
     );
+    if demo {
+        match &snap.server.admin_listen {
+            Some(admin) => eprintln!("status page: http://{admin}/"),
+            None => eprintln!("no server.admin_listen: no status page"),
+        }
+    }
     drop(snap);
     let signals = instance.process_signals();
     instance.run(signals);

@@ -162,6 +162,7 @@ impl Instance {
 
         if let Some(addr) = &server_cfg.admin_listen {
             let app = AdminApp::new(store.clone(), metrics.clone(), ready.clone());
+            server.add_service(background_service("tollgate status history", app.sampler()));
             let mut admin = Service::new("tollgate admin".to_string(), HttpServer::new_app(app));
             admin.add_tcp(addr);
             admin.threads = Some(1);

@@ -1,10 +1,12 @@
 //! The admin listener (`server.admin_listen`): `GET /metrics` (Prometheus), `/healthz` (alive),
 //! `/readyz` (config loaded and listeners up, false while draining) and `/config` (what config is
-//! loaded: hash, source, load time, counts; never secrets), and `POST /cache/purge` (see
-//! [`purge`]; with `server.admin_token_env`, POSTs need its bearer token). Keep it on a private
+//! loaded: hash, source, load time, counts; never secrets), the status page at `/` and its JSON
+//! at `/api/status` (see [`status`]), and `POST /cache/purge` (see [`purge`]). With
+//! `server.admin_token_env`, POSTs and the status need its bearer token. Keep it on a private
 //! address.
 
 mod purge;
+pub mod status;
 
 use crate::observe::Metrics;
 use crate::snapshot::Store;
@@ -15,7 +17,8 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
+use subtle::ConstantTimeEq;
 
 /// Whether this instance should receive traffic: set once the server runs, cleared on drain.
 #[derive(Default)]
@@ -34,15 +37,25 @@ pub struct AdminApp {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    /// The status page's traffic history (sampled by [`AdminApp::sampler`]).
+    history: Arc<status::history::History>,
+    started: SystemTime,
 }
 
 impl AdminApp {
     pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, ready: Arc<Readiness>) -> AdminApp {
         AdminApp {
+            history: Arc::new(status::history::History::new(metrics.clone())),
             store,
             metrics,
             ready,
+            started: SystemTime::now(),
         }
+    }
+
+    /// The background task that fills the status page's history: run it beside the listener.
+    pub fn sampler(&self) -> status::history::Sampler {
+        status::history::Sampler(self.history.clone())
     }
 
     fn config_info(&self) -> serde_json::Value {
@@ -82,6 +95,35 @@ fn problem(status: StatusCode, detail: &str) -> Response<Vec<u8>> {
     respond(status, "application/problem+json", body)
 }
 
+/// 401 with `WWW-Authenticate: Bearer`, for an endpoint that needs the admin token.
+fn unauthorized(detail: &str) -> Response<Vec<u8>> {
+    let mut r = problem(StatusCode::UNAUTHORIZED, detail);
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+fn bearer_matches(session: &ServerSession, token: &str) -> bool {
+    let Some(value) = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+    else {
+        return false;
+    };
+    let given = value.as_bytes();
+    let Some(given) = given
+        .strip_prefix(b"Bearer ")
+        .or_else(|| given.strip_prefix(b"bearer "))
+    else {
+        return false;
+    };
+    given.ct_eq(token.as_bytes()).into()
+}
+
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>> {
     let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
     body.push(b'\n');
@@ -100,6 +142,9 @@ impl ServeHttp for AdminApp {
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"status": 405, "title": "Method Not Allowed"}),
             );
+        }
+        if let Some(response) = self.status_page(session) {
+            return response;
         }
         match req.uri.path() {
             "/metrics" => respond(
@@ -121,7 +166,7 @@ impl ServeHttp for AdminApp {
             "/config" => json_response(StatusCode::OK, self.config_info()),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"status": 404, "title": "Not Found", "detail": "try /metrics, /healthz, /readyz or /config"}),
+                json!({"status": 404, "title": "Not Found", "detail": "try /, /api/status, /metrics, /healthz, /readyz or /config"}),
             ),
         }
     }

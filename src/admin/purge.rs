@@ -3,27 +3,20 @@
 //! `200 {"purged": N}` (and `"propagated"` with `[cluster]`), a 400 problem naming what is
 //! wrong with the body, 401 without the admin token when `server.admin_token_env` is set.
 
-use super::{json_response, problem, AdminApp};
+use super::{bearer_matches, json_response, problem, unauthorized, AdminApp};
 use crate::cache::purge::{parse, MAX_BODY};
 use http::{Response, StatusCode};
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 impl AdminApp {
     pub(super) async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let snapshot = self.store.snapshot();
         if let Some(token) = &snapshot.admin_token {
             if !bearer_matches(session, token) {
-                let mut r = problem(
-                    StatusCode::UNAUTHORIZED,
+                return unauthorized(
                     "this endpoint needs the admin token: Authorization: Bearer <token>",
                 );
-                r.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return r;
             }
         }
         let body = match read_body(session).await {
@@ -45,24 +38,6 @@ impl AdminApp {
         };
         json_response(StatusCode::OK, answer)
     }
-}
-
-fn bearer_matches(session: &ServerSession, token: &str) -> bool {
-    let Some(value) = session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)
-    else {
-        return false;
-    };
-    let given = value.as_bytes();
-    let Some(given) = given
-        .strip_prefix(b"Bearer ")
-        .or_else(|| given.strip_prefix(b"bearer "))
-    else {
-        return false;
-    };
-    given.ct_eq(token.as_bytes()).into()
 }
 
 /// The request body, up to [`MAX_BODY`] bytes (413 past it, 400 if it cannot be read).

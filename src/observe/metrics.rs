@@ -586,6 +586,12 @@ impl Metrics {
         &self.in_flight
     }
 
+    /// Every metric family's current values (what a scrape reads), for readers inside the
+    /// process such as the status page's sampler.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The registry in Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(8 * 1024);

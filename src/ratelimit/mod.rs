@@ -160,6 +160,11 @@ impl Limiter {
         Limiter { cluster }
     }
 
+    /// The cluster backend of this config's `cluster = true` limits, if any.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// Checks a request against all of its route's limits; charges them only if all admit.
     pub async fn check(&self, route: &RouteLimits, facts: &KeyFacts<'_>) -> Verdict {
         let now = local::now_nanos();

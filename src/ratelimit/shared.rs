@@ -20,6 +20,19 @@ pub trait SharedBuckets: Send + Sync {
     /// unreachable or slow (it logs and counts that itself); `on_error` decides. With a Redis
     /// Cluster, the keys of one call share a hash slot.
     async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, ClusterError>;
+
+    /// Whether the last call reached the backend, and where it is (no secrets), for the status
+    /// page; read from atomics, never waiting on a request.
+    fn status(&self) -> BackendStatus;
+}
+
+/// What the status page shows of the shared backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// `redis_url` with its password masked.
+    pub url: String,
+    /// False from the first failed call of an outage until the next successful one.
+    pub reachable: bool,
 }
 
 /// Builds the backend of `[cluster]` (no I/O: it connects lazily and reconnects by itself).
@@ -57,5 +70,12 @@ pub fn settings(cfg: &ClusterConfig, base_dir: &Path) -> Result<Settings, Settin
 impl SharedBuckets for ClusterLimiter {
     async fn check_all(&self, checks: &[(String, Quota)]) -> Result<Vec<Outcome>, ClusterError> {
         ClusterLimiter::check_all(self, checks).await
+    }
+
+    fn status(&self) -> BackendStatus {
+        BackendStatus {
+            url: self.shown_url().to_string(),
+            reachable: self.reachable(),
+        }
     }
 }

@@ -891,6 +891,11 @@ impl<T> RouteTable<T> {
         }
     }
 
+    /// Every route's name and value, in the order they were given (for the status page).
+    pub fn values(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.routes.iter().map(|e| (&*e.name, &e.value))
+    }
+
     /// Number of routes in the table.
     pub fn len(&self) -> usize {
         self.routes.len()

@@ -15,7 +15,7 @@ pub use files::ReferencedFiles;
 pub use limits::Limits;
 pub use rewrite::{path_params, Rewrite};
 pub use server::ServerSettings;
-pub use store::{ReloadOutcome, Store};
+pub use store::{ReloadOutcome, ReloadRecord, Store};
 
 use crate::auth::{self, AuthPolicy};
 use crate::config::{
@@ -33,6 +33,10 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    /// `host`, `path` and `methods` as configured (empty: any method), for the status page.
+    pub host: Option<String>,
+    pub path: String,
+    pub methods: Vec<String>,
     /// Where the route's answers come from.
     pub backend: Backend,
     pub rewrite: Option<Rewrite>,
@@ -469,6 +473,9 @@ pub fn compile(
             methods,
             value: Arc::new(Route {
                 name: Arc::from(name.as_str()),
+                host: r.host.clone(),
+                path: r.path.clone(),
+                methods: r.methods.clone().unwrap_or_default(),
                 backend,
                 rewrite,
                 timeout: r.timeout.map(|t| t.get()),

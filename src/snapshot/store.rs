@@ -7,6 +7,21 @@ use crate::observe::Metrics;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// The result of the last reload that changed something (applied or rejected), for the admin
+/// status page. Kept in an `ArcSwap` beside the snapshot: the page reads it without a lock.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    pub at: SystemTime,
+    /// False: the file was rejected and the previous config keeps serving.
+    pub ok: bool,
+    /// Hash of the text that was loaded or rejected.
+    pub hash: String,
+    /// A rejected file's errors, one line each, exactly as `tollgate check` prints them
+    /// (`FILE:LINE:COL: KEY: message`); for an applied one, its warnings.
+    pub lines: Vec<String>,
+}
 
 /// What one reload did.
 #[derive(Debug)]
@@ -35,6 +50,8 @@ pub struct Store {
     /// The last config that was rejected (text hash, fingerprint of the files it names), so the
     /// same broken config is reported once. Its lock also serialises reloads.
     last_rejected: Mutex<Option<(String, u64)>>,
+    /// The last reload that was applied or rejected (`None` until one happens after start-up).
+    last_reload: ArcSwap<Option<ReloadRecord>>,
 }
 
 impl Store {
@@ -53,6 +70,7 @@ impl Store {
             path: path.to_path_buf(),
             metrics,
             last_rejected: Mutex::new(None),
+            last_reload: ArcSwap::from_pointee(None),
         }
     }
 
@@ -63,6 +81,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the last reload that changed something did (`None`: none since start-up).
+    pub fn last_reload(&self) -> Arc<Option<ReloadRecord>> {
+        self.last_reload.load_full()
     }
 
     /// Re-reads the file and swaps in the new config if it is valid. Blocking (file I/O, DNS):
@@ -79,6 +102,7 @@ impl Store {
             Ok(s) => s,
             Err(errors) => {
                 self.metrics.config_loaded(false);
+                self.record(false, String::new(), error_lines(&errors));
                 return ReloadOutcome::Rejected(errors);
             }
         };
@@ -98,7 +122,7 @@ impl Store {
         }
         let outcome = match Snapshot::from_source(&source, &self.registry) {
             Err(errors) => {
-                *last_rejected = Some(version);
+                *last_rejected = Some(version.clone());
                 ReloadOutcome::Rejected(errors)
             }
             Ok(mut next) => {
@@ -117,12 +141,32 @@ impl Store {
             }
         };
         match &outcome {
-            ReloadOutcome::Applied { .. } => self.metrics.config_loaded(true),
-            ReloadOutcome::Rejected(_) => self.metrics.config_loaded(false),
+            ReloadOutcome::Applied { hash, warnings, .. } => {
+                self.metrics.config_loaded(true);
+                self.record(true, hash.clone(), warnings.clone());
+            }
+            ReloadOutcome::Rejected(errors) => {
+                self.metrics.config_loaded(false);
+                self.record(false, version.0, error_lines(errors));
+            }
             ReloadOutcome::Unchanged => {}
         }
         outcome
     }
+
+    fn record(&self, ok: bool, hash: String, lines: Vec<String>) {
+        self.last_reload.store(Arc::new(Some(ReloadRecord {
+            at: SystemTime::now(),
+            ok,
+            hash,
+            lines,
+        })));
+    }
+}
+
+/// A rejected config's errors as `tollgate check` prints them, one line each.
+fn error_lines(errors: &ConfigErrors) -> Vec<String> {
+    errors.to_string().lines().map(str::to_string).collect()
 }
 
 /// Keys read once at start-up (listeners, thread pools, the log filter). A change to them is

@@ -230,6 +230,11 @@ pub struct Circuit {
     /// `generation << 2 | state code`, a copy of `inner`'s state written under the lock, read
     /// without it on the closed fast path. One word, so state and generation are read together.
     mode: AtomicU64,
+    /// While open: when probes may go, in nanoseconds since `born`; written before `mode`, so a
+    /// reader that sees "open" in `mode` sees this round's time. Lets [`Circuit::view`] report
+    /// the state without the lock.
+    probe_at: AtomicU64,
+    born: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -265,6 +270,8 @@ impl Circuit {
         Circuit {
             settings,
             mode: AtomicU64::new(CircuitState::Closed.code()),
+            probe_at: AtomicU64::new(0),
+            born: now,
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 generation: 0,
@@ -450,6 +457,24 @@ impl Circuit {
         }
     }
 
+    /// The state as of `now` and, while open, the time until probes go through, read from
+    /// atomics only: for the status page, which must not contend with requests for the lock.
+    /// Agrees with [`Circuit::state`] and [`Circuit::retry_after`].
+    pub fn view(&self, now: Instant) -> (CircuitState, Option<Duration>) {
+        let mode = self.mode.load(Ordering::Acquire) & STATE_MASK;
+        if mode == CircuitState::Closed.code() {
+            return (CircuitState::Closed, None);
+        }
+        if mode == CircuitState::HalfOpen.code() {
+            return (CircuitState::HalfOpen, None);
+        }
+        let probe_at = self.born + Duration::from_nanos(self.probe_at.load(Ordering::Relaxed));
+        match probe_at.checked_duration_since(now) {
+            Some(left) if !left.is_zero() => (CircuitState::Open, Some(left)),
+            _ => (CircuitState::HalfOpen, None),
+        }
+    }
+
     /// Switches phase under the lock, bumping the generation so that every ticket issued before
     /// is stale, and mirrors the result into `mode`.
     fn enter(&self, inner: &mut Inner, phase: Phase) {
@@ -457,7 +482,12 @@ impl Circuit {
         inner.generation = inner.generation.wrapping_add(1) & GENERATION_MASK;
         let state = match phase {
             Phase::Closed => CircuitState::Closed,
-            Phase::Open { .. } => CircuitState::Open,
+            Phase::Open { since } => {
+                let at = (since + self.settings.open_for).saturating_duration_since(self.born);
+                let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
+                self.probe_at.store(nanos, Ordering::Relaxed);
+                CircuitState::Open
+            }
             Phase::HalfOpen { .. } => CircuitState::HalfOpen,
         };
         self.mode
@@ -531,6 +561,34 @@ mod tests {
     }
 
     use CircuitState::{Closed, HalfOpen, Open};
+
+    #[test]
+    fn view_agrees_with_state_and_retry_after_without_the_lock() {
+        let t0 = Instant::now();
+        let c = Circuit::new(settings(), t0);
+        assert_eq!(c.view(t0), (Closed, None));
+        let c = opened(t0);
+        for at in [
+            t0,
+            t0 + ms(1200),
+            t0 + ms(4999),
+            t0 + ms(5000),
+            t0 + ms(9000),
+        ] {
+            assert_eq!(c.view(at), (c.state(at), c.retry_after(at)), "at {at:?}");
+        }
+        assert_eq!(c.view(t0 + ms(1200)), (Open, Some(ms(3800))));
+        // A failed probe reopens for another `open_for`, counted from the failure.
+        let t1 = t0 + ms(6000);
+        c.record(probe(&c, t1), false, t1);
+        assert_eq!(c.view(t1 + ms(1000)), (Open, Some(ms(4000))));
+        let t2 = t1 + ms(5000);
+        for _ in 0..3 {
+            let ticket = probe(&c, t2);
+            c.record(ticket, true, t2);
+        }
+        assert_eq!(c.view(t2), (Closed, None));
+    }
 
     #[test]
     fn validate_rejects_out_of_range_settings() {

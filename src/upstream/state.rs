@@ -113,6 +113,12 @@ impl TargetState {
         self.circuit.as_ref()?.retry_after(now)
     }
 
+    /// The circuit's state and time until it lets probes through, without its lock (see
+    /// [`Circuit::view`]); `None` for an upstream without a circuit breaker.
+    pub fn circuit_view(&self, now: Instant) -> Option<(CircuitState, Option<Duration>)> {
+        Some(self.circuit.as_ref()?.view(now))
+    }
+
     /// Feeds the outcome of a request to the circuit breaker; logs and counts transitions.
     pub fn record(&self, ticket: Ticket, success: bool, now: Instant) {
         let Some(c) = &self.circuit else { return };

@@ -41,6 +41,8 @@ mod resilience_health;
 mod resilience_retries;
 mod routing;
 mod schema;
+mod status;
+mod status_page;
 mod tls;
 mod traces;
 mod upgrade;

@@ -173,6 +173,8 @@ pub struct ClusterLimiter {
     /// `host:port` of Redis or of the cluster's seed nodes, for logs (never the URL: it may
     /// hold a password).
     addr: String,
+    /// `redis_url` with its password masked, for the status page.
+    shown_url: String,
 }
 
 impl ClusterLimiter {
@@ -190,7 +192,18 @@ impl ClusterLimiter {
             next_probe_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             addr: target::address(&settings.redis_url),
+            shown_url: target::masked_url(&settings.redis_url),
         })
+    }
+
+    /// False from the first failed call of an outage until the next successful one.
+    pub fn reachable(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// `redis_url` with its password masked.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
     }
 
     /// All-or-nothing over several limits in one round trip: if every limit admits, all are

@@ -259,6 +259,40 @@ pub fn address(redis_url: &str) -> String {
         .join(",")
 }
 
+/// `redis_url` as it may be shown (status page): the password of its user info and the value
+/// of any `pass`/`password` query parameter replaced by `****`, the rest as written.
+pub fn masked_url(redis_url: &str) -> String {
+    let Some((scheme, rest)) = redis_url.split_once("://") else {
+        return redis_url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        // `user:password@` keeps the user; a bare `secret@` is a password to the crate.
+        Some(at) => match authority[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:****{}", &authority[at..]),
+            None => format!("****{}", &authority[at..]),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("pass") => {
+                        format!("{key}=****")
+                    }
+                    _ => param.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 /// A client for one node of what `redis_url` names (the first seed node of a Redis Cluster),
 /// for pub/sub: a Redis Cluster passes a PUBLISH on to every node, so one node hears them all.
 pub fn one_node_client(
@@ -280,6 +314,28 @@ pub fn one_node_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shown_url_never_holds_a_password() {
+        let cases = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:s3cret@h:6379/0", "redis://:****@h:6379/0"),
+            ("rediss://app:s3cr@t@h:6380", "rediss://app:****@h:6380"),
+            ("redis://s3cret@h", "redis://****@h"),
+            (
+                "redis+cluster://u:pw@10.0.0.1:7000,10.0.0.2:7001",
+                "redis+cluster://u:****@10.0.0.1:7000,10.0.0.2:7001",
+            ),
+            (
+                "unix:///run/r.sock?db=1&pass=s3cret",
+                "unix:///run/r.sock?db=1&pass=****",
+            ),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(masked_url(url), shown);
+            assert!(!masked_url(url).contains("s3cr"));
+        }
+    }
 
     #[test]
     fn a_cluster_url_lists_seed_nodes_with_shared_credentials_and_path() {

@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod auth;
 pub mod backend;
+pub mod browser;
 pub mod faulty;
 pub mod gateway;
 pub mod http2;
