@@ -105,7 +105,8 @@ impl RequestLine {
                 if self.after_space || self.spaces == 2 {
                     self.refuse(BAD_LINE);
                 }
-                self.spaces += 1;
+                // Saturating: a line of spaces must not wrap the count back to a valid one.
+                self.spaces = self.spaces.saturating_add(1);
                 self.after_space = true;
             }
             _ => {
@@ -148,9 +149,10 @@ impl RequestLine {
                 self.method_len += run;
             }
             1 => {
-                let room = KEPT_TARGET.saturating_sub(self.target_len).min(run);
-                self.target[self.target_len..self.target_len + room]
-                    .copy_from_slice(&run_bytes[..room]);
+                // Past KEPT_TARGET nothing more is kept (target_len keeps counting).
+                let start = self.target_len.min(KEPT_TARGET);
+                let room = (KEPT_TARGET - start).min(run);
+                self.target[start..start + room].copy_from_slice(&run_bytes[..room]);
                 self.target_len += run;
                 self.in_query |= run_bytes.contains(&b'?');
             }
@@ -386,6 +388,29 @@ mod tests {
         long.extend_from_slice(&[b'a'; 600]);
         long.extend_from_slice(b" HTTP/1.1\r\n");
         assert_eq!(refusal(&long), Some(Refusal::BadHost));
+    }
+
+    #[test]
+    fn a_request_line_of_many_spaces_stays_refused() {
+        // Found by the edge_head fuzz target: the space count overflowed after 255.
+        let line = format!("GET /a{}HTTP/1.1\r\n", " ".repeat(300));
+        assert!(bad_line(line.as_bytes()));
+    }
+
+    #[test]
+    fn a_long_target_arriving_in_several_reads_is_scanned() {
+        // Found by the edge_head fuzz target: a second run of target bytes after the kept
+        // start was full sliced past the end of it (a panic on client input).
+        let target = format!("/{}", "a".repeat(KEPT_TARGET + 100));
+        let line = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let bytes = line.as_bytes();
+        for cut in [KEPT_TARGET, KEPT_TARGET + 10, KEPT_TARGET + 50] {
+            let mut s = HeadScanner::new();
+            s.feed(&bytes[..cut]);
+            s.feed(&bytes[cut..cut + 40]);
+            s.feed(&bytes[cut + 40..]);
+            assert_eq!(s.request_line_refusal(), None, "cut at {cut}");
+        }
     }
 
     #[test]
