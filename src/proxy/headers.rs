@@ -142,6 +142,8 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What the gateway says about a request to its upstream.
 pub struct Forwarding<'a> {
@@ -152,6 +154,8 @@ pub struct Forwarding<'a> {
     pub id: &'a RequestId,
     /// Client headers only a trusted proxy may send; empty when the peer is one.
     pub strip: &'a [HeaderName],
+    /// The trace context naming the attempt's span (`[tracing]` on), replacing the client's.
+    pub trace: Option<crate::trace::TraceHeaders>,
 }
 
 /// Prepares a request for the upstream: hop-by-hop headers and `strip` out; `X-Forwarded-For`
@@ -198,7 +202,18 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
     for name in headers_to_remove(h, None, forwarding.strip) {
         h.remove(&name);
     }
-    h.reserve(4);
+    h.reserve(6);
+    if let Some(trace) = &forwarding.trace {
+        h.insert(TRACEPARENT, trace.traceparent.clone());
+        match &trace.tracestate {
+            Some(state) => {
+                h.insert(TRACESTATE, state.clone());
+            }
+            None => {
+                h.remove(TRACESTATE);
+            }
+        }
+    }
     if let Some(ip) = forwarding.peer {
         if let Some(xff) = forwarded_for(h, ip) {
             h.insert(X_FORWARDED_FOR, xff);
@@ -233,8 +248,8 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
 const PART_DEFAULTS: [HeaderName; 6] = [
     http::header::HOST,
     http::header::ACCEPT_LANGUAGE,
-    HeaderName::from_static("traceparent"),
-    HeaderName::from_static("tracestate"),
+    TRACEPARENT,
+    TRACESTATE,
     X_FORWARDED_FOR,
     X_REQUEST_ID,
 ];
@@ -352,6 +367,7 @@ mod tests {
             proto: "http",
             id: &id,
             strip: &[],
+            trace: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
@@ -387,6 +403,7 @@ mod tests {
             proto: "https",
             id: &id,
             strip: &strip,
+            trace: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
@@ -413,6 +430,7 @@ mod tests {
             proto: "http",
             id: &id,
             strip: &[],
+            trace: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         assert_eq!(req.headers["upgrade"], "websocket");

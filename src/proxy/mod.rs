@@ -105,6 +105,7 @@ fn forwarding<'c>(session: &Session, ctx: &'c RequestCtx) -> headers::Forwarding
         proto: if tls { "https" } else { "http" },
         id: &ctx.request_id,
         strip,
+        trace: spans::trace_headers(ctx),
     }
 }
 
@@ -282,7 +283,6 @@ impl ProxyHttp for Gateway {
             });
             result?;
         }
-        spans::inject(ctx, upstream_request);
         let forwarding = forwarding(session, ctx);
         headers::prepare_upstream_request(upstream_request, &forwarding)
     }

@@ -7,7 +7,6 @@ use super::{Gateway, RequestCtx};
 use crate::observe::UpstreamOutcome;
 use crate::snapshot::Snapshot;
 use crate::upstream::Upstream;
-use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 
 impl Gateway {
@@ -56,10 +55,8 @@ pub(super) fn start_attempt(
 }
 
 /// `upstream_request_filter`: `traceparent` (and `tracestate`) naming the attempt's span.
-pub(super) fn inject(ctx: &RequestCtx, upstream_request: &mut RequestHeader) {
-    if let Some(attempt) = &ctx.attempt_trace {
-        attempt.inject(upstream_request);
-    }
+pub(super) fn trace_headers(ctx: &RequestCtx) -> Option<crate::trace::TraceHeaders> {
+    ctx.attempt_trace.as_ref()?.headers()
 }
 
 /// When an attempt ends: its span ends with the outcome.

@@ -268,22 +268,44 @@ pub struct AttemptTrace {
     cx: Context,
 }
 
+/// The trace context an upstream request carries: `traceparent` naming the attempt's span, and
+/// the `tracestate` passed on (`None`: the upstream gets none, also not the client's).
+pub struct TraceHeaders {
+    pub traceparent: HeaderValue,
+    pub tracestate: Option<HeaderValue>,
+}
+
 impl AttemptTrace {
-    /// Sets `traceparent` (and `tracestate`) naming this attempt's span on the upstream
-    /// request, replacing the client's.
-    pub fn inject(&self, upstream_request: &mut RequestHeader) {
+    /// The headers naming this attempt's span (`None` for an invalid context, never made here).
+    pub fn headers(&self) -> Option<TraceHeaders> {
         let span = self.cx.span();
         let context = span.span_context();
         if !context.is_valid() {
-            return;
+            return None;
         }
-        // Valid header values by construction (hex digits and dashes; a trace state the
-        // propagator accepted): insert_header cannot fail on them.
-        let _ = upstream_request.insert_header("traceparent", traceparent(context));
         let state = context.trace_state().header();
-        if !state.is_empty() {
-            if let Ok(value) = HeaderValue::from_str(&state) {
-                let _ = upstream_request.insert_header("tracestate", value);
+        Some(TraceHeaders {
+            traceparent: traceparent(context),
+            // A trace state the propagator accepted is a valid header value.
+            tracestate: (!state.is_empty())
+                .then(|| HeaderValue::from_str(&state).ok())
+                .flatten(),
+        })
+    }
+
+    /// Sets [`headers`](Self::headers) on a request head, replacing the client's.
+    pub fn inject(&self, upstream_request: &mut RequestHeader) {
+        let Some(headers) = self.headers() else {
+            return;
+        };
+        // Static names and valid values: insert_header cannot fail on them.
+        let _ = upstream_request.insert_header("traceparent", headers.traceparent);
+        match headers.tracestate {
+            Some(state) => {
+                let _ = upstream_request.insert_header("tracestate", state);
+            }
+            None => {
+                upstream_request.remove_header("tracestate");
             }
         }
     }
