@@ -95,6 +95,9 @@ pub struct RequestCtx {
     pub bytes_sent: u64,
     /// Why the response was cut short after its head went out, if it was.
     pub cut: Option<super::response::Cut>,
+    /// The gateway answered a failed request itself (a problem or the route's fallback, in
+    /// `fail_to_proxy`): that answer was whole, whatever error led to it.
+    pub answered_failure: bool,
     _in_flight: InFlight,
 }
 
@@ -128,6 +131,7 @@ impl RequestCtx {
             admitted: None,
             bytes_sent: 0,
             cut: None,
+            answered_failure: false,
             _in_flight: in_flight,
         }
     }

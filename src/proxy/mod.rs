@@ -513,6 +513,7 @@ impl ProxyHttp for Gateway {
                 None => Answer::Problem(problem),
             };
             status = answer.status();
+            ctx.answered_failure = true;
             if let Err(write_err) = answer.write(session, ctx.request_id.text()).await {
                 tracing::debug!(request_id = %ctx.request_id.text(), "could not send error response: {write_err}");
             }

@@ -112,7 +112,11 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) {
         let Some(e) = e else { return };
-        if session.response_written().is_none() || ctx.cut.is_some() || session.was_upgraded() {
+        if session.response_written().is_none()
+            || ctx.answered_failure
+            || ctx.cut.is_some()
+            || session.was_upgraded()
+        {
             return;
         }
         if e.esource() == &pingora::ErrorSource::Downstream {

@@ -287,19 +287,6 @@ async fn cut(gw: &GatewayHandle, route: &str, reason: &str) -> f64 {
     crate::support::prom::metric(gw, "tollgate_responses_cut_total", &labels).await
 }
 
-async fn access_line(gw: &GatewayHandle, path: &str) -> serde_json::Value {
-    let mut line = serde_json::Value::Null;
-    eventually(Duration::from_secs(3), || {
-        let found = gw.access_log().into_iter().find(|l| l["path"] == path);
-        if let Some(l) = found {
-            line = l;
-        }
-        std::future::ready(!line.is_null())
-    })
-    .await;
-    line
-}
-
 // ---------------------------------------------------------------------------------------------
 // HTTP/2 rapid reset.
 
@@ -474,7 +461,7 @@ async fn a_hung_upstream_is_cut_at_the_response_timeout() {
         body_bytes < 1000,
         "{body_bytes} body bytes of a stalled response"
     );
-    let line = access_line(&gw, "/stalled").await;
+    let line = gw.log_line(|l| l["path"] == "/stalled").await;
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["truncated"], "timeout", "{line}");
     assert_eq!(cut(&gw, "stalled", "timeout").await, 1.0);
@@ -496,13 +483,13 @@ async fn an_endless_body_is_cut_at_max_response_bytes_and_at_the_response_timeou
         got <= (1 << 20) + (256 << 10),
         "{got} bytes past a 1 MiB limit"
     );
-    let line = access_line(&gw, "/big").await;
+    let line = gw.log_line(|l| l["path"] == "/big").await;
     assert_eq!(line["truncated"], "too_large", "{line}");
     assert_eq!(line["status"], 200, "{line}");
     // The same endless body on a route with a 1 s response timeout: cut by time.
     let (_, got) = get_bounded(gw.addr, "/slowly/x", 4 << 30, Duration::from_secs(10)).await;
     assert!(got > 0);
-    let line = access_line(&gw, "/slowly/x").await;
+    let line = gw.log_line(|l| l["path"] == "/slowly/x").await;
     assert_eq!(line["truncated"], "timeout", "{line}");
     assert!(
         line["duration_ms"].as_f64().unwrap_or(0.0) < 5000.0,
@@ -523,7 +510,7 @@ async fn a_short_body_is_counted_and_logged_with_the_status_the_client_got() {
     let (status, got) = get_bounded(gw.addr, "/short", 1 << 20, Duration::from_secs(5)).await;
     assert_eq!(status, 200);
     assert!(got < 100_000, "{got} bytes");
-    let line = access_line(&gw, "/short").await;
+    let line = gw.log_line(|l| l["path"] == "/short").await;
     assert_eq!(line["status"], 200, "{line}");
     assert_eq!(line["truncated"], "upstream", "{line}");
     assert_eq!(

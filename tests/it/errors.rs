@@ -114,6 +114,16 @@ upstream = "dead"
         ("dead", "GET", "502"),
     )
     .await;
+    // The 502 the gateway wrote is whole: not a response cut short by the upstream.
+    let line = gw.log_line(|l| l["path"] == "/dead").await;
+    assert_eq!(line["status"], 502, "{line}");
+    assert!(line.get("truncated").is_none(), "{line}");
+    let page = gw.metrics().await;
+    assert_eq!(
+        prom::sum(&page, "tollgate_responses_cut_total", &[]),
+        0.0,
+        "{page}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
