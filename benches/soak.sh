@@ -12,6 +12,7 @@
 #   MINUTES=10 (or DURATION_S=seconds)  H1_CONNECTIONS=16  H2_CONNECTIONS=4  H2_STREAMS=16  THREADS=2
 #   REWRITE_EVERY=20  REDIS_RESTART_EVERY=60  SAMPLE_EVERY=5
 #   TOLLGATE_BIN=target/release/tollgate  SKIP_BUILD=1  KEEP_TMP=1  OUT=benches/soak-out
+#   ACCESS_LOG=1 (the gateway's access log, to OUT/access.log: find what each failed request met)
 set -euo pipefail
 
 MINUTES=${MINUTES:-10}
@@ -65,9 +66,16 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 ThreadingHTTPServer.daemon_threads = True
+# The default listen backlog (5) drops connections when the gateway opens its pool at once:
+# they would fail as the backend's fault, not the gateway's.
+ThreadingHTTPServer.request_queue_size = 1024
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 EOF
 python3 "$TMP/backend.py" "$BACKEND_PORT" 2>/dev/null & PIDS+=($!)
+for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$BACKEND_PORT/" >/dev/null && break
+    sleep 0.1
+done
 
 start_redis() {
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
@@ -78,6 +86,7 @@ start_redis
 
 # The config, with a version number that each rewrite bumps (a header value the route sets
 # nowhere else, so every rewrite is a real change and a real reload).
+ACCESS=false; [[ -n "${ACCESS_LOG:-}" ]] && ACCESS=true
 write_config() {
     cat >"$TMP/tollgate.toml.new" <<EOF
 [server]
@@ -88,7 +97,7 @@ strip_request_headers = ["x-soak-$1"]
 
 [log]
 level = "warn"
-access = false
+access = $ACCESS
 
 [cluster]
 redis_url = "redis://127.0.0.1:$REDIS_PORT/0"
@@ -115,7 +124,7 @@ EOF
 }
 write_config 0
 
-"$TOLLGATE_BIN" run -c "$TMP/tollgate.toml" >/dev/null 2>"$TMP/tollgate.err" & GW_PID=$!
+"$TOLLGATE_BIN" run -c "$TMP/tollgate.toml" >"$TMP/access.log" 2>"$TMP/tollgate.err" & GW_PID=$!
 for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break
     sleep 0.1
@@ -162,7 +171,8 @@ done
 wait "${PIDS[1]}" "${PIDS[2]}" 2>/dev/null || true
 sample "$SECONDS_TOTAL"
 
-cp "$TMP/wrk.txt" "$TMP/h2load.txt" "$OUT/"
+cp "$TMP/wrk.txt" "$TMP/h2load.txt" "$TMP/tollgate.err" "$OUT/"
+if [[ -n "${ACCESS_LOG:-}" ]]; then cp "$TMP/access.log" "$OUT/"; fi
 python3 - "$CSV" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
