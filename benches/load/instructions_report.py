@@ -151,7 +151,10 @@ def main():
             # A cache-hit variant answers from its cache: the backend must see none of the
             # window's requests; every other variant forwards each one.
             expected = 0 if "cache_hit" in name else w["requests"]
-            if w["backend_reqs"] != expected:
+            # A traced variant exports its spans to the same nginx (@OTLP@): those POSTs are
+            # counted there too, a few per window, and are not forwarded requests.
+            exports = "traced" in name and expected < w["backend_reqs"] <= expected + w["requests"] // 50
+            if w["backend_reqs"] != expected and not exports:
                 r["flags"].append(f"backend saw {w['backend_reqs']} of {w['requests']} requests (expected {expected})")
             if w["backend_conns"] > int(args.connections):
                 r["flags"].append(f"{w['backend_conns']} new backend connections")

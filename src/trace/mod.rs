@@ -16,12 +16,12 @@ use crate::observe::{Metrics, UpstreamOutcome};
 use http::{HeaderMap, HeaderValue, Method};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Span, Tracer};
 use opentelemetry_sdk::Resource;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
@@ -56,6 +56,9 @@ impl TraceSettings {
         f64::from_bits(self.ratio_bits)
     }
 }
+
+/// The W3C header that carries a trace context.
+const TRACEPARENT: &str = "traceparent";
 
 /// A running tracer: spans made here go to one exporter thread.
 pub struct Tracing {
@@ -114,15 +117,22 @@ impl Tracing {
         path: &str,
         client: Option<IpAddr>,
     ) -> RequestTrace {
-        let parent = self.propagator.extract(&HeaderExtractor(headers));
+        // Most clients send no trace context: the propagator (two header lookups, and the
+        // ambient context) runs only for one that does.
+        let parent = if headers.contains_key(TRACEPARENT) {
+            self.propagator.extract(&HeaderExtractor(headers))
+        } else {
+            Context::new()
+        };
         let span = self
             .tracer
             .span_builder(method_name(method))
             .with_kind(SpanKind::Server)
             .start_with_context(&self.tracer, &parent);
+        let recording = span.is_recording();
         let cx = parent.with_span(span);
-        let span = cx.span();
-        if span.is_recording() {
+        if recording {
+            let span = cx.span();
             span.set_attribute(KeyValue::new("http.request.method", method.to_string()));
             span.set_attribute(KeyValue::new("url.path", path.to_string()));
             if let Some(ip) = client {
@@ -131,6 +141,7 @@ impl Tracing {
         }
         RequestTrace {
             cx,
+            recording,
             tracing: self.clone(),
             method: method.clone(),
         }
@@ -161,7 +172,11 @@ fn method_name(method: &Method) -> Cow<'static, str> {
 
 /// A client request's span.
 pub struct RequestTrace {
+    /// The span in a context: the parent of the attempts' spans.
     cx: Context,
+    /// Whether the span records (is sampled), known when it starts: asking the context's span
+    /// again takes its lock.
+    recording: bool,
     tracing: Arc<Tracing>,
     /// The request's method: the span is renamed `METHOD route` once the route is known.
     method: Method,
@@ -200,12 +215,10 @@ impl RequestTrace {
         part: Option<&str>,
     ) -> AttemptTrace {
         let tracer = &self.tracing.tracer;
-        let span = tracer
+        let mut span = tracer
             .span_builder(method_name(method))
             .with_kind(SpanKind::Client)
             .start_with_context(tracer, &self.cx);
-        let cx = self.cx.with_span(span);
-        let span = cx.span();
         if span.is_recording() {
             let (host, port) = target.rsplit_once(':').unwrap_or((target, ""));
             span.set_attribute(KeyValue::new("http.request.method", method.to_string()));
@@ -224,15 +237,15 @@ impl RequestTrace {
                 span.set_attribute(KeyValue::new("tollgate.part", part.to_string()));
             }
         }
-        AttemptTrace { cx }
+        AttemptTrace { span }
     }
 
     /// Ends the request's span with what happened.
     pub fn finish(self, decisions: &Decisions<'_>) {
-        let span = self.cx.span();
-        if !span.is_recording() {
+        if !self.recording {
             return;
         }
+        let span = self.cx.span();
         if let Some(route) = decisions.route {
             span.update_name(format!("{} {route}", self.method));
             span.set_attribute(KeyValue::new("tollgate.route", route.to_string()));
@@ -263,9 +276,10 @@ impl RequestTrace {
     }
 }
 
-/// An upstream attempt's span.
+/// An upstream attempt's span. Held as the SDK's span, not in a context: nothing is its
+/// child, and a context would box it behind a lock.
 pub struct AttemptTrace {
-    cx: Context,
+    span: Span,
 }
 
 /// The trace context an upstream request carries: `traceparent` naming the attempt's span, and
@@ -278,8 +292,7 @@ pub struct TraceHeaders {
 impl AttemptTrace {
     /// The headers naming this attempt's span (`None` for an invalid context, never made here).
     pub fn headers(&self) -> Option<TraceHeaders> {
-        let span = self.cx.span();
-        let context = span.span_context();
+        let context = self.span.span_context();
         if !context.is_valid() {
             return None;
         }
@@ -311,8 +324,8 @@ impl AttemptTrace {
     }
 
     /// Ends the attempt's span with its outcome.
-    pub fn finish(self, outcome: UpstreamOutcome) {
-        let span = self.cx.span();
+    pub fn finish(mut self, outcome: UpstreamOutcome) {
+        let span = &mut self.span;
         if !span.is_recording() {
             return;
         }
