@@ -327,6 +327,7 @@ impl DrainExit {
         // Wait out the edge's last call first: keep-alive clients get `Connection: close` on
         // their next request and reconnect to the new process instead of seeing a close.
         exit_when_drained(
+            self.store.clone(),
             self.metrics.clone(),
             self.access_log.clone(),
             grace.max(crate::edge::LAST_CALL),
@@ -414,6 +415,7 @@ impl ShutdownSignalWatch for ProcessSignals {
                     self.ready.set(false);
                     crate::sd_notify::notify("STOPPING=1\n");
                     exit_when_drained(
+                        self.store.clone(),
                         self.metrics.clone(),
                         self.access_log.clone(),
                         grace,
@@ -495,10 +497,15 @@ fn spawn_successor() -> std::io::Result<u32> {
     Ok(child.id())
 }
 
+/// How long an exit waits for the last spans to reach the collector (one export's time on a
+/// healthy collector is milliseconds).
+const TRACE_FLUSH_LIMIT: Duration = Duration::from_secs(2);
+
 /// Pingora waits the whole grace period after SIGTERM even when nothing is in flight; this exits
 /// as soon as the last in-flight request finished (or the grace period ran out). Nothing is
 /// checked during `settle`: listeners close and requests already accepted reach the gateway.
 fn exit_when_drained(
+    store: Arc<Store>,
     metrics: Arc<Metrics>,
     access_log: Arc<AccessLog>,
     grace: Duration,
@@ -521,8 +528,12 @@ fn exit_when_drained(
             } else {
                 tracing::info!("drained; exiting");
             }
-            // `exit` runs no destructors: write the buffered access-log lines first.
+            // `exit` runs no destructors: write the buffered access-log lines and export the
+            // queued spans first.
             access_log.flush();
+            if let Some(tracing) = &store.snapshot().tracing {
+                tracing.flush(TRACE_FLUSH_LIMIT);
+            }
             std::process::exit(0);
         });
     if let Err(e) = spawned {

@@ -46,15 +46,21 @@ pub struct QueueProcessor {
 
 impl QueueProcessor {
     /// Starts the exporter thread for `destination` and returns the processor feeding it.
+    /// `finished` is dropped by the thread when it ends, after its last export: the other
+    /// end learns that everything queued before the shutdown has been sent (or given up).
     pub fn start(
         destination: Destination,
         metrics: Arc<Metrics>,
+        finished: std::sync::mpsc::Sender<()>,
     ) -> std::io::Result<QueueProcessor> {
         let (tx, rx) = mpsc::channel(QUEUE_SPANS);
         let exporter_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("tollgate-trace-export".into())
-            .spawn(move || export_loop(destination, rx, exporter_metrics))?;
+            .spawn(move || {
+                export_loop(destination, rx, exporter_metrics);
+                drop(finished);
+            })?;
         Ok(QueueProcessor {
             queue: Mutex::new(Some(tx)),
             metrics,

@@ -27,7 +27,9 @@ use pingora::http::RequestHeader;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// `[tracing]` as it is used: what identifies one exporter (kept across reloads while equal).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,6 +67,8 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: Tracer,
     propagator: TraceContextPropagator,
+    /// Disconnected once the exporter thread has ended (see [`Tracing::flush`]).
+    exporter_finished: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -91,7 +95,8 @@ impl Tracing {
             headers: settings.headers.clone().into_iter().collect(),
             resource: resource.clone(),
         };
-        let processor = export::QueueProcessor::start(destination, metrics)?;
+        let (finished, exporter_finished) = std::sync::mpsc::channel();
+        let processor = export::QueueProcessor::start(destination, metrics, finished)?;
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
@@ -104,7 +109,26 @@ impl Tracing {
             provider,
             tracer,
             propagator: TraceContextPropagator::new(),
+            exporter_finished: Mutex::new(exporter_finished),
         })
+    }
+
+    /// Before the process exits: no more spans are taken, the queued ones are exported, and
+    /// this returns when that is done or after `limit` (a collector that does not answer must
+    /// not hold up the exit). The process exits without running destructors, so without this
+    /// the last second's spans, those of the drained requests, would be lost.
+    pub fn flush(&self, limit: Duration) {
+        let _ = self.provider.shutdown();
+        let finished = self
+            .exporter_finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "exiting before the last spans were exported"
+            );
+        }
     }
 
     /// The server span of a client request, continuing the client's trace context when its

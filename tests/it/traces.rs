@@ -296,3 +296,26 @@ async fn without_tracing_the_client_traceparent_passes_through() {
     assert_eq!(app.received()[0].header("tracestate"), Some("v=1"));
     assert!(gw.log_line(|_| true).await.get("trace_id").is_none());
 }
+
+#[tokio::test]
+async fn spans_of_the_last_requests_are_exported_before_a_drained_exit() {
+    let collector = Collector::start().await;
+    let app = backend("app").start().await;
+    let config = format!(
+        "{}{}",
+        tracing_section(&collector.endpoint(), 0.0),
+        crate::support::gateway::catch_all(&app.target(), "")
+    );
+    let mut gw = GatewayHandle::start_binary(&config, "shutdown_grace = \"5s\"\n").await;
+    call(&gw, "/last", &[("traceparent", &traceparent(true))]).await;
+    // At once: the spans are still in the exporter's batch (it waits up to a second for more)
+    // when the drain finds nothing in flight and the process exits.
+    gw.signal("TERM");
+    let code = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "stderr:\n{}", gw.stderr());
+    let spans = trace_of(&collector, CLIENT_TRACE, 2).await;
+    assert!(
+        spans.iter().any(|s| s.attr("url.path") == Some("/last")),
+        "{spans:#?}"
+    );
+}
