@@ -12,7 +12,7 @@
 use super::answer::{respond, Flow};
 use super::ctx::RequestCtx;
 use super::Gateway;
-use crate::counts::{Counts, Ticket};
+use crate::counts::{Counts, Ticket, Total, TotalTicket};
 use crate::observe::Rejection;
 use crate::problem::{GatewayError, Problem};
 use crate::snapshot::Snapshot;
@@ -28,7 +28,7 @@ pub const H2_MAX_STREAMS: u32 = 100;
 /// The counts the limits are checked against, one set per gateway.
 #[derive(Default)]
 pub struct Admission {
-    total: Arc<Counts<()>>,
+    total: Arc<Total>,
     clients: Arc<Counts<IpAddr>>,
     /// HTTP/2 connections, by the client's socket address (unique while the connection lives).
     connections: Arc<Counts<SocketAddr>>,
@@ -36,7 +36,7 @@ pub struct Admission {
 
 /// What an admitted request holds until it ends.
 pub struct Admitted {
-    _total: Ticket<()>,
+    _total: TotalTicket,
     _client: Option<Ticket<IpAddr>>,
     _connection: Option<Ticket<SocketAddr>>,
 }
@@ -67,10 +67,7 @@ impl Admission {
             ),
             None => None,
         };
-        let total = self
-            .total
-            .try_take((), max_total)
-            .ok_or(Rejection::InFlight)?;
+        let total = self.total.try_take(max_total).ok_or(Rejection::InFlight)?;
         Ok(Admitted {
             _total: total,
             _client: client,
