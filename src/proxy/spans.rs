@@ -29,7 +29,7 @@ impl Gateway {
         let trace = ctx.trace.take()?;
         let id = trace.trace_id();
         trace.finish(&crate::trace::Decisions {
-            route: ctx.route.as_ref().map(|r| &*r.name),
+            route: ctx.route.as_ref().map(|r| (&*r.name, r.path.as_str())),
             status,
             auth: ctx.decided.auth,
             rate_limit: ctx.decided.rate_limit,

@@ -202,14 +202,15 @@ pub struct RequestTrace {
     /// again takes its lock.
     recording: bool,
     tracing: Arc<Tracing>,
-    /// The request's method: the span is renamed `METHOD route` once the route is known.
+    /// The request's method: the span is renamed `METHOD /route/{template}` once routed.
     method: Method,
 }
 
 /// What the gateway decided about a request, for its span.
 #[derive(Default)]
 pub struct Decisions<'a> {
-    pub route: Option<&'a str>,
+    /// The route's name and its path template (`/users/{id}`), once routed.
+    pub route: Option<(&'a str, &'a str)>,
     pub status: u16,
     /// `allowed` or the denial's label.
     pub auth: Option<&'a str>,
@@ -270,9 +271,12 @@ impl RequestTrace {
             return;
         }
         let span = self.cx.span();
-        if let Some(route) = decisions.route {
-            span.update_name(format!("{} {route}", self.method));
-            span.set_attribute(KeyValue::new("tollgate.route", route.to_string()));
+        if let Some((name, template)) = decisions.route {
+            // The semantic conventions' name: the method and the route's template (low
+            // cardinality: never the request's own path).
+            span.update_name(format!("{} {template}", self.method));
+            span.set_attribute(KeyValue::new("http.route", template.to_string()));
+            span.set_attribute(KeyValue::new("tollgate.route", name.to_string()));
         }
         if decisions.status > 0 {
             span.set_attribute(KeyValue::new(

@@ -101,7 +101,11 @@ retry = {{ attempts = 2, backoff = "1ms" }}
             server.parent_span_id, CLIENT_SPAN,
             "continues the client's span"
         );
-        assert_eq!(server.name, "GET r");
+        assert_eq!(
+            server.name, "GET /{*rest}",
+            "the route's template, not the path"
+        );
+        assert_eq!(server.attr("http.route"), Some("/{*rest}"));
         assert_eq!(server.service, "edge-gw");
         assert_eq!(server.attr("http.request.method"), Some("GET"));
         assert_eq!(server.attr("http.response.status_code"), Some("200"));
@@ -206,7 +210,7 @@ aggregate.parts.feed = {{ upstream = "feed", path = "/feed" }}
         server.parent_span_id, "",
         "a new trace starts at the gateway"
     );
-    assert_eq!(server.name, "GET home");
+    assert_eq!(server.name, "GET /home");
     for (b, part) in [(&users, "profile"), (&feed, "feed")] {
         let span = spans
             .iter()
