@@ -25,6 +25,19 @@ fn tracing_section(collector: &str, ratio: f64) -> String {
     )
 }
 
+/// A collector, a backend, and a config routing everything to the backend with tracing on at
+/// ratio 0 (only a client's sampled `traceparent` records).
+async fn catch_all_traced() -> (Collector, Backend, String) {
+    let collector = Collector::start().await;
+    let app = backend("app").start().await;
+    let config = format!(
+        "{}{}",
+        tracing_section(&collector.endpoint(), 0.0),
+        crate::support::gateway::catch_all(&app.target(), "")
+    );
+    (collector, app, config)
+}
+
 /// The parts of a `traceparent` header: trace id, parent span id, flags.
 fn parse(tp: &str) -> (String, String, String) {
     let f: Vec<&str> = tp.split('-').collect();
@@ -228,13 +241,7 @@ aggregate.parts.feed = {{ upstream = "feed", path = "/feed" }}
 
 #[tokio::test]
 async fn unsampled_requests_export_nothing_but_still_carry_a_trace() {
-    let collector = Collector::start().await;
-    let app = backend("app").start().await;
-    let config = format!(
-        "{}{}",
-        tracing_section(&collector.endpoint(), 0.0),
-        crate::support::gateway::catch_all(&app.target(), "")
-    );
+    let (collector, app, config) = catch_all_traced().await;
     let gw = GatewayHandle::start(&config).await;
     call(&gw, "/new", &[]).await;
     call(&gw, "/declined", &[("traceparent", &traceparent(false))]).await;
@@ -303,13 +310,7 @@ async fn without_tracing_the_client_traceparent_passes_through() {
 
 #[tokio::test]
 async fn spans_of_the_last_requests_are_exported_before_a_drained_exit() {
-    let collector = Collector::start().await;
-    let app = backend("app").start().await;
-    let config = format!(
-        "{}{}",
-        tracing_section(&collector.endpoint(), 0.0),
-        crate::support::gateway::catch_all(&app.target(), "")
-    );
+    let (collector, app, config) = catch_all_traced().await;
     let mut gw = GatewayHandle::start_binary(&config, "shutdown_grace = \"5s\"\n").await;
     call(&gw, "/last", &[("traceparent", &traceparent(true))]).await;
     // At once: the spans are still in the exporter's batch (it waits up to a second for more)
