@@ -310,7 +310,7 @@ async fn without_tracing_the_client_traceparent_passes_through() {
 
 #[tokio::test]
 async fn spans_of_the_last_requests_are_exported_before_a_drained_exit() {
-    let (collector, app, config) = catch_all_traced().await;
+    let (collector, _app, config) = catch_all_traced().await;
     let mut gw = GatewayHandle::start_binary(&config, "shutdown_grace = \"5s\"\n").await;
     call(&gw, "/last", &[("traceparent", &traceparent(true))]).await;
     // At once: the spans are still in the exporter's batch (it waits up to a second for more)
