@@ -25,7 +25,7 @@ mod response;
 mod spans;
 
 pub use answer::{problem_for, Answer, Flow};
-pub use ctx::{InFlight, Refused, RequestCtx};
+pub use ctx::{BoxedCtx, InFlight, Refused, RequestCtx};
 pub use limits::H2_MAX_STREAMS;
 
 use crate::observe::{
@@ -145,17 +145,17 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    type CTX = BoxedCtx;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(InFlight::new(self.metrics.in_flight()))
+    fn new_ctx(&self) -> BoxedCtx {
+        Box::new(RequestCtx::new(InFlight::new(self.metrics.in_flight())))
     }
 
     /// Always `Ok`: only sets up the context.
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         ctx.request_id =
             headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
@@ -179,7 +179,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<bool> {
         let Some(snapshot) = ctx.snapshot.clone() else {
             return Err(GatewayError::Internal("no config snapshot").into_pingora());
@@ -199,7 +199,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Err(GatewayError::Internal("no route selected").into_pingora());
@@ -261,7 +261,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         if let Some(target) = &ctx.upstream_target {
             upstream_request
@@ -292,7 +292,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         if let Some(b) = body {
             ctx.bytes_in += b.len() as u64;
@@ -314,7 +314,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         let status = upstream_response.status.as_u16();
         if matches!(status, 502..=504)
@@ -350,7 +350,7 @@ impl ProxyHttp for Gateway {
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&pingora::protocols::Digest>,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         if let Some(addr) = peer._address.as_inet() {
             self.connects.record(addr, reused);
@@ -363,7 +363,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
         // After an upgrade (WebSocket) the bytes are a conversation, not a response body.
         if !session.was_upgraded() {
@@ -375,7 +375,7 @@ impl ProxyHttp for Gateway {
     fn request_cache_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         self.start_cache(session, ctx);
         Ok(())
@@ -384,7 +384,7 @@ impl ProxyHttp for Gateway {
     fn cache_key_callback(
         &self,
         session: &Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<pingora::cache::CacheKey> {
         self.cache_key(session, ctx)
     }
@@ -393,7 +393,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &Session,
         resp: &ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<pingora::cache::RespCacheable> {
         Ok(self.cache_verdict(resp, ctx))
     }
@@ -401,7 +401,7 @@ impl ProxyHttp for Gateway {
     fn cache_vary_filter(
         &self,
         meta: &pingora::cache::CacheMeta,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut BoxedCtx,
         req: &RequestHeader,
     ) -> Option<pingora::cache::key::HashBinary> {
         caching::variance(meta, req)
@@ -410,7 +410,7 @@ impl ProxyHttp for Gateway {
     fn should_serve_stale(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
         error: Option<&Error>,
     ) -> bool {
         self.serve_stale(ctx, error)
@@ -420,7 +420,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
         self.finish_cached_response(session, upstream_response, ctx)
     }
@@ -431,7 +431,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.finish_attempt(ctx, failure_outcome(&e));
@@ -445,7 +445,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
@@ -489,7 +489,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut BoxedCtx,
     ) -> FailToProxy {
         let mut problem = problem_for(e);
         problem.rate_limit = ctx.rate_limit.clone();
@@ -531,7 +531,7 @@ impl ProxyHttp for Gateway {
     /// Pingora's line quotes the error whole, which may hold what the upstream sent (its
     /// response head, escaped, hundreds of bytes of garbage): the line written is Tollgate's,
     /// with a short escaped prefix of it.
-    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, session: &Session, ctx: &BoxedCtx, error: &Error) -> bool {
         let kind = error.etype().as_str();
         if self.error_log.allow(kind) {
             let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -553,7 +553,7 @@ impl ProxyHttp for Gateway {
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
-        ctx: &RequestCtx,
+        ctx: &BoxedCtx,
         error: &Error,
         _context: pingora::proxy::ProxyWarnLogContext,
     ) -> bool {
@@ -572,7 +572,7 @@ impl ProxyHttp for Gateway {
         true
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut BoxedCtx) {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
