@@ -58,6 +58,7 @@ impl<K: Hash + Eq + Clone> Counts<K> {
     }
 
     /// What `key` holds now.
+    #[cfg(test)]
     pub fn get(&self, key: &K) -> u64 {
         let map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
         map.get(key).copied().unwrap_or(0)
@@ -104,6 +105,7 @@ impl Total {
     }
 
     /// What is held now.
+    #[cfg(test)]
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }

@@ -1,6 +1,7 @@
 //! Header handling on the way through: request ids, `X-Forwarded-*`, and hop-by-hop headers that
 //! describe one connection and must not be forwarded (RFC 9110 §7.6.1).
 
+use crate::trace::{TRACEPARENT, TRACESTATE};
 use http::header::{
     HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, UPGRADE,
 };
@@ -142,8 +143,6 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What the gateway says about a request to its upstream.
 pub struct Forwarding<'a> {

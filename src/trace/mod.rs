@@ -13,7 +13,7 @@ pub mod export;
 
 use crate::config::TracingConfig;
 use crate::observe::{Metrics, UpstreamOutcome};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
@@ -59,8 +59,10 @@ impl TraceSettings {
     }
 }
 
-/// The W3C header that carries a trace context.
-const TRACEPARENT: &str = "traceparent";
+/// The W3C headers that carry a trace context (also what upstreams are sent, see
+/// [`TraceHeaders`]).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A running tracer: spans made here go to one exporter thread.
 pub struct Tracing {
@@ -340,13 +342,13 @@ impl AttemptTrace {
             return;
         };
         // Static names and valid values: insert_header cannot fail on them.
-        let _ = upstream_request.insert_header("traceparent", headers.traceparent);
+        let _ = upstream_request.insert_header(TRACEPARENT, headers.traceparent);
         match headers.tracestate {
             Some(state) => {
-                let _ = upstream_request.insert_header("tracestate", state);
+                let _ = upstream_request.insert_header(TRACESTATE, state);
             }
             None => {
-                upstream_request.remove_header("tracestate");
+                upstream_request.remove_header(&TRACESTATE);
             }
         }
     }
