@@ -15,6 +15,7 @@ use crate::upstream::health::HealthService;
 use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::ListenerConfig;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::background_service;
@@ -144,7 +145,9 @@ impl Instance {
             EdgeApp::new(app, store.clone(), metrics.clone(), access_log.clone()),
         );
         for addr in &server_cfg.listen {
-            proxy.add_tcp(addr);
+            proxy.add_listener(
+                ListenerConfig::tcp(addr.as_str()).l4_buffer(crate::edge::client_buffers()),
+            );
         }
         // HTTPS listeners on the same service: same gateway, same routes.
         if !server_cfg.tls_listen.is_empty() {

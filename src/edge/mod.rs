@@ -26,11 +26,25 @@ use crate::observe::{AccessLog, Metrics};
 use crate::snapshot::{Limits, Store};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::listeners::L4BufferSettings;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Bytes a client connection's writes gather before they go out. Pingora's default is one TCP
+/// segment (1,460 bytes), so an answer bigger than that left in two system calls and two
+/// segments: the head, then the body. With room for a head and a typical API body, the whole
+/// answer of a cache hit or of a proxied response up to this size leaves in one write. Pingora
+/// writes through at once whatever is chunked, close-delimited or finished, so only a
+/// `Content-Length` body still arriving from its upstream waits here, and at most this much.
+pub const CLIENT_WRITE_BUFFER: usize = 32 * 1024;
+
+/// The read and write buffers of every client connection (plain and TLS listeners).
+pub fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)
+}
 
 /// How long, once the listeners stopped (shutdown or handover to a new process), HTTP/1
 /// connections waiting for their next request stay open. Closed at once, a connection whose

@@ -5,7 +5,7 @@
 use super::TlsIdentity;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TlsAccept;
+use pingora::listeners::{ListenerConfig, TlsAccept};
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
 use std::sync::Arc;
@@ -62,7 +62,11 @@ pub fn add_https_listeners<A>(
     addrs: &[String],
 ) -> pingora::Result<()> {
     for addr in addrs {
-        service.add_tls_with_settings(addr, None, listener_settings(live.clone())?);
+        service.add_listener(
+            ListenerConfig::tcp(addr.as_str())
+                .tls(listener_settings(live.clone())?)
+                .l4_buffer(crate::edge::client_buffers()),
+        );
     }
     Ok(())
 }

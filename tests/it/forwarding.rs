@@ -515,6 +515,61 @@ async fn responses_stream_back_without_waiting_for_the_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sized_response_still_arriving_is_held_back_at_most_one_write_buffer() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    // Bodies with a Content-Length gather in the client connection's write buffer (one write
+    // for head and body); while the upstream is still sending, no more than that buffer may
+    // wait at the gateway.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = pseudo_random(64 * 1024, 17);
+    let first_copy = first.clone();
+    let backend = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        read_until(&mut s, &mut buf, |b| head_end(b).is_some()).await;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            first_copy.len() + 5
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // In pieces smaller than the buffer, apart, as a slow upstream sends: each piece
+        // reaches the gateway in a read of its own.
+        for piece in first_copy.chunks(4096) {
+            s.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(10), got_rx).await;
+        s.write_all(b"hello").await.unwrap();
+        waited.is_ok()
+    });
+    let gw = gateway_to(&target).await;
+    let mut r = client().get(gw.url("/sized")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let must_arrive = first.len() - tollgate::edge::CLIENT_WRITE_BUFFER;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while got.len() < must_arrive {
+            match r.chunk().await.unwrap() {
+                Some(c) => got.extend_from_slice(&c),
+                None => break,
+            }
+        }
+    })
+    .await
+    .expect("more than one write buffer of body waited at the gateway");
+    let _ = got_tx.send(());
+    while let Some(c) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(&got[..first.len()], &first[..]);
+    assert_eq!(&got[first.len()..], b"hello");
+    assert!(backend.await.unwrap(), "the backend was not released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_path_arrives_in_normal_form_and_query_and_header_values_byte_for_byte() {
     // The gateway edits headers on the plain request parts: every end-to-end header value and
     // the query must come through unchanged; the path arrives as it was routed (encoded
