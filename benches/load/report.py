@@ -214,6 +214,7 @@ def main():
     ap.add_argument("--nice", default="0")
     ap.add_argument("--build-note", default="")
     ap.add_argument("--keep-awake", default="0")
+    ap.add_argument("--nginx-access-log", default="0")
     a = ap.parse_args()
 
     configs = a.configs.split()
@@ -236,6 +237,11 @@ def main():
             "'other load' shares below include the loops)"
             if a.keep_awake == "1"
             else ""
+        )
+        + (
+            "; the nginx proxy writes a buffered JSON access log (NGINX_ACCESS_LOG=1)"
+            if a.nginx_access_log == "1"
+            else "; the nginx proxy writes no access log"
         )
         + "."
     )

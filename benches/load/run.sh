@@ -25,6 +25,8 @@
 #   START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
 #   TOLLGATE_BIN=path/to/another/tollgate  BARE_BIN=path/to/bare_pingora  NICE=-10
 #   REDIS_RTT_CALLS=20000  KEEP_AWAKE=1
+#   NGINX_ACCESS_LOG=1  (the nginx proxy logs every request as Tollgate's variants do: one JSON
+#                        line, buffered 64k, flushed every 200 ms; default: nginx logs nothing)
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -35,6 +37,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 REDIS_RTT_CALLS=${REDIS_RTT_CALLS:-20000}
 # 1: keep both CPUs from idling (a nice-19 busy loop on each), as on a loaded server.
 KEEP_AWAKE=${KEEP_AWAKE:-0}
+NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-0}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # Not "/": Tollgate's catch-all route "/{*rest}" (matchit) does not match an empty rest.
@@ -316,6 +319,25 @@ EOF
     printf '%s\n' "$BODY_16K" >"$prefix/bench16k.json"
 }
 
+# NGINX_ACCESS_LOG=1: the proxy's access log, as close to Tollgate's JSON line as nginx's
+# variables allow (the same fields, a generated request id), written the way Tollgate writes
+# its own: buffered, flushed at 64k or every 200 ms.
+nginx_proxy_access_log() {
+    local prefix=$1
+    [[ $NGINX_ACCESS_LOG == 1 ]] || return 0
+    echo "        access_log $prefix/access.log tollgate buffer=64k flush=200ms;"
+}
+
+nginx_proxy_log_format() {
+    [[ $NGINX_ACCESS_LOG == 1 ]] || return 0
+    cat <<'EOF'
+    log_format tollgate escape=json '{"time":"$time_iso8601","request_id":"$request_id",'
+        '"client":"$remote_addr","method":"$request_method","path":"$uri","route":"plain",'
+        '"upstream":"backend","target":"$upstream_addr","status":$status,'
+        '"duration_ms":$request_time,"bytes_in":$request_length,"bytes_out":$bytes_sent}';
+EOF
+}
+
 # The idle upstream pool must hold one connection per wrk connection, or nginx would close and
 # reopen upstream connections all the time (64, or CONNECTIONS when that is larger).
 write_nginx_proxy_conf() {
@@ -324,6 +346,7 @@ write_nginx_proxy_conf() {
         nginx_common "$prefix"
         echo "http {"
         nginx_http_common "$prefix"
+        nginx_proxy_log_format
         cat <<EOF
     upstream backend {
         server $backend;
@@ -332,6 +355,7 @@ write_nginx_proxy_conf() {
     }
     server {
         listen 127.0.0.1:$port;
+$(nginx_proxy_access_log "$prefix")
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -687,7 +711,7 @@ main() {
         --duration "$DURATION" --connections "$CONNECTIONS" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" \
         --nginx-version "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
         --git-rev "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo none)" --nice "$NICE" \
-        --build-note "$(build_note)" --keep-awake "$KEEP_AWAKE" \
+        --build-note "$(build_note)" --keep-awake "$KEEP_AWAKE" --nginx-access-log "$NGINX_ACCESS_LOG" \
         >"$REPORT"
     echo
     cat "$REPORT"
