@@ -463,36 +463,40 @@ fn dechunk(mut wire: &[u8]) -> Vec<u8> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responses_stream_back_without_waiting_for_the_end() {
-    use std::time::Duration;
+/// A backend for one request that sends `parts` (`gap` after each), then waits up to 10 s for
+/// the test to say its client has them, then sends `tail`. Resolves to whether the test said so.
+async fn pausing_backend(
+    parts: Vec<Vec<u8>>,
+    gap: std::time::Duration,
+    tail: &'static [u8],
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<bool>,
+) {
     use tokio::io::AsyncWriteExt;
-    // A backend that sends 64 KiB, then waits for the client to have it before finishing.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap().to_string();
     let (got_tx, got_rx) = tokio::sync::oneshot::channel::<()>();
-    let first = pseudo_random(64 * 1024, 13);
-    let first_copy = first.clone();
     let backend = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = Vec::new();
         read_until(&mut s, &mut buf, |b| head_end(b).is_some()).await;
-        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-        out.extend_from_slice(format!("{:x}\r\n", first_copy.len()).as_bytes());
-        out.extend_from_slice(&first_copy);
-        out.extend_from_slice(b"\r\n");
-        s.write_all(&out).await.unwrap();
-        let waited = tokio::time::timeout(Duration::from_secs(10), got_rx).await;
-        s.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.unwrap();
+        for part in parts {
+            s.write_all(&part).await.unwrap();
+            tokio::time::sleep(gap).await;
+        }
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), got_rx).await;
+        s.write_all(tail).await.unwrap();
         waited.is_ok()
     });
-    let gw = gateway_to(&target).await;
-    let mut r = client().get(gw.url("/stream")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let mut got = Vec::new();
-    // A gateway that buffered whole responses would deliver nothing before the backend ends.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while got.len() < first.len() {
+    (target, got_tx, backend)
+}
+
+/// Reads the response body into `got` until it holds `n` bytes or ends; false after 5 s.
+async fn read_at_least(r: &mut reqwest::Response, got: &mut Vec<u8>, n: usize) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while got.len() < n {
             match r.chunk().await.unwrap() {
                 Some(c) => got.extend_from_slice(&c),
                 None => break,
@@ -500,7 +504,32 @@ async fn responses_stream_back_without_waiting_for_the_end() {
         }
     })
     .await
-    .expect("no body reached the client while the backend was still sending");
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_stream_back_without_waiting_for_the_end() {
+    // A backend that sends 64 KiB, then waits for the client to have it before finishing.
+    let first = pseudo_random(64 * 1024, 13);
+    let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    out.extend_from_slice(format!("{:x}\r\n", first.len()).as_bytes());
+    out.extend_from_slice(&first);
+    out.extend_from_slice(b"\r\n");
+    let (target, got_tx, backend) = pausing_backend(
+        vec![out],
+        std::time::Duration::ZERO,
+        b"5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let gw = gateway_to(&target).await;
+    let mut r = client().get(gw.url("/stream")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut got = Vec::new();
+    // A gateway that buffered whole responses would deliver nothing before the backend ends.
+    assert!(
+        read_at_least(&mut r, &mut got, first.len()).await,
+        "no body reached the client while the backend was still sending"
+    );
     let _ = got_tx.send(());
     while let Some(c) = r.chunk().await.unwrap() {
         got.extend_from_slice(&c);
@@ -516,50 +545,29 @@ async fn responses_stream_back_without_waiting_for_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sized_response_still_arriving_is_held_back_at_most_one_write_buffer() {
-    use std::time::Duration;
-    use tokio::io::AsyncWriteExt;
     // Bodies with a Content-Length gather in the client connection's write buffer (one write
     // for head and body); while the upstream is still sending, no more than that buffer may
     // wait at the gateway.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap().to_string();
-    let (got_tx, got_rx) = tokio::sync::oneshot::channel::<()>();
     let first = pseudo_random(64 * 1024, 17);
-    let first_copy = first.clone();
-    let backend = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = Vec::new();
-        read_until(&mut s, &mut buf, |b| head_end(b).is_some()).await;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            first_copy.len() + 5
-        );
-        s.write_all(head.as_bytes()).await.unwrap();
-        // In pieces smaller than the buffer, apart, as a slow upstream sends: each piece
-        // reaches the gateway in a read of its own.
-        for piece in first_copy.chunks(4096) {
-            s.write_all(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-        let waited = tokio::time::timeout(Duration::from_secs(10), got_rx).await;
-        s.write_all(b"hello").await.unwrap();
-        waited.is_ok()
-    });
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        first.len() + 5
+    );
+    // In pieces smaller than the buffer, apart, as a slow upstream sends: each piece reaches
+    // the gateway in a read of its own.
+    let mut parts = vec![head.into_bytes()];
+    parts.extend(first.chunks(4096).map(<[u8]>::to_vec));
+    let (target, got_tx, backend) =
+        pausing_backend(parts, std::time::Duration::from_millis(3), b"hello").await;
     let gw = gateway_to(&target).await;
     let mut r = client().get(gw.url("/sized")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let must_arrive = first.len() - tollgate::edge::CLIENT_WRITE_BUFFER;
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while got.len() < must_arrive {
-            match r.chunk().await.unwrap() {
-                Some(c) => got.extend_from_slice(&c),
-                None => break,
-            }
-        }
-    })
-    .await
-    .expect("more than one write buffer of body waited at the gateway");
+    assert!(
+        read_at_least(&mut r, &mut got, must_arrive).await,
+        "more than one write buffer of body waited at the gateway"
+    );
     let _ = got_tx.send(());
     while let Some(c) = r.chunk().await.unwrap() {
         got.extend_from_slice(&c);
