@@ -1,42 +1,84 @@
-//! Free ports on 127.0.0.1 for servers a test starts (the gateway, redis-server).
+//! Ports on 127.0.0.1 for the servers a test starts (the gateway, backends, redis-server),
+//! each handed out at most once per process.
+//!
+//! Ports are taken at random below the kernel's ephemeral range, not from port 0, and this
+//! process remembers each one it handed out. A port from port 0 was sometimes handed to another socket (an outgoing connection's,
+//! another test's listener) before the gateway bound it; and a port once used comes back soon:
+//! a backend that a test had stopped (its gateway still sending to it) could be reborn as
+//! another test's backend and count requests that were not its own, and two gateways checked
+//! the same port free before either bound it. Handing each port out once closes all three.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
+use std::sync::Mutex;
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// The lowest port handed out (below it: well-known and registered services' ports).
+const FLOOR: u16 = 10_000;
+
+/// A port that was free a moment ago on 127.0.0.1 and that this process has not handed out
+/// before.
 pub fn free_port() -> u16 {
     free_ports::<1>()[0]
 }
 
-/// `N` distinct ports that were free a moment ago, all held open together while picked (so
-/// they are distinct). They are taken below the kernel's ephemeral range, at random: a port
-/// picked from that range (port 0) was sometimes handed to another socket, an outgoing
-/// connection's or another test's listener, before the gateway could bind it.
+/// `N` distinct ports that were free a moment ago and that this process has not handed out
+/// before (for servers that bind later, such as a gateway or a redis-server).
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    const FLOOR: u16 = 10_000;
+    std::array::from_fn(|_| loopback_listener().local_addr().expect("bound port").port())
+}
+
+/// A listener on 127.0.0.1, bound now on a port this process has not handed out before: for
+/// a server the test starts itself (no window in which another socket could take the port).
+pub fn loopback_listener() -> TcpListener {
     let ceiling = ephemeral_range_start().unwrap_or(32_768);
-    let mut held: Vec<(u16, TcpListener)> = Vec::new();
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..1_000 {
-        if held.len() == N || ceiling <= FLOOR {
+        if ceiling <= FLOOR {
             break;
         }
+        // At random, so that test processes running at once rarely meet on a port.
         let port = fastrand::u16(FLOOR..ceiling);
-        if held.iter().any(|(p, _)| *p == port) {
+        if handed_out.contains(&port) {
             continue;
         }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            held.push((port, listener));
+            handed_out.insert(port);
+            return listener;
         }
     }
-    while held.len() < N {
+    for _ in 0..1_000 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
-        let port = listener.local_addr().expect("bound port").port();
-        held.push((port, listener));
+        if handed_out.insert(listener.local_addr().expect("bound port").port()) {
+            return listener;
+        }
     }
-    std::array::from_fn(|i| held[i].0)
+    panic!("no port left on 127.0.0.1 that this process has not handed out");
 }
+
+/// Every port this process has handed out.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// The first port of the kernel's ephemeral range (Linux), if readable.
 fn ephemeral_range_start() -> Option<u16> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     text.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_not_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let [a, b] = free_ports::<2>();
+            assert!(seen.insert(a), "port {a} handed out twice");
+            assert!(seen.insert(b), "port {b} handed out twice");
+        }
+        let listener = loopback_listener();
+        let port = listener.local_addr().unwrap().port();
+        assert!(seen.insert(port), "port {port} handed out twice");
+        assert!(port >= FLOOR);
+    }
 }

@@ -59,7 +59,7 @@ impl Drop for Scripted {
 
 impl Scripted {
     async fn start(script: Script) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = crate::support::listener();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let counted = requests.clone();
@@ -143,7 +143,12 @@ async fn serve(mut sock: TcpStream, script: Script, counted: Arc<AtomicUsize>) {
 /// Once its queue holds a connection or two, the kernel drops further SYNs and connects wait.
 fn never_accepting() -> (TcpListener, SocketAddr) {
     let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    socket
+        .bind(SocketAddr::from((
+            [127, 0, 0, 1],
+            crate::support::free_port(),
+        )))
+        .unwrap();
     let listener = socket.listen(1).unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)

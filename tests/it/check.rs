@@ -7,7 +7,6 @@
 //! `FILE:LINE:COL: KEY.PATH: ...fragment...`, followed by the `FILE: N error(s)` summary.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -495,8 +494,8 @@ fn an_admin_listener_off_loopback_is_a_warning() {
 #[test]
 fn check_does_not_bind_the_listen_addresses() {
     // Like `nginx -t`, checking a config must work next to the instance that is serving it.
-    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = tollgate_testkit::ports::loopback_listener();
+    let admin = tollgate_testkit::ports::loopback_listener();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");
     std::fs::write(

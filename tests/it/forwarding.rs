@@ -371,7 +371,7 @@ async fn request_bodies_stream_through_without_waiting_for_the_end() {
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
     // A backend that reports when the first 64 KiB of body reached it, then reads the rest.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = crate::support::listener();
     let target = listener.local_addr().unwrap().to_string();
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let backend = tokio::spawn(async move {
@@ -475,7 +475,7 @@ async fn pausing_backend(
     tokio::task::JoinHandle<bool>,
 ) {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = crate::support::listener();
     let target = listener.local_addr().unwrap().to_string();
     let (got_tx, got_rx) = tokio::sync::oneshot::channel::<()>();
     let backend = tokio::spawn(async move {

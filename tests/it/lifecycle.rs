@@ -350,7 +350,7 @@ fn run_refuses_an_invalid_config_with_every_error() {
 
 #[test]
 fn run_refuses_a_listen_address_in_use() {
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = tollgate_testkit::ports::loopback_listener();
     let addr = busy.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");

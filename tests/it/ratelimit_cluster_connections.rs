@@ -298,7 +298,7 @@ enum Fake {
 /// A fake Redis on a local port; counts the connections it accepted. Ends with the test's
 /// runtime.
 async fn fake_redis(behaviour: Fake) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = crate::support::listener();
     let url = format!("redis://{}/0", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();

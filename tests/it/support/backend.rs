@@ -1,4 +1,4 @@
-//! A fake upstream: a real hyper HTTP/1.1 server on 127.0.0.1:0 that records every request and
+//! A fake upstream: a real hyper HTTP/1.1 server on 127.0.0.1 that records every request and
 //! answers with a chosen status, body, headers and delay.
 
 use bytes::Bytes;
@@ -95,9 +95,7 @@ impl BackendBuilder {
     }
 
     pub async fn start(self) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        let listener = super::listener();
         let addr = listener.local_addr().expect("local addr");
         self.serve(listener, addr)
     }

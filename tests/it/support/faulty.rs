@@ -1,4 +1,4 @@
-//! A fault-injecting TCP proxy on 127.0.0.1:0 to stand between the gateway and a backend (a
+//! A fault-injecting TCP proxy on 127.0.0.1 to stand between the gateway and a backend (a
 //! small stand-in for toxiproxy): pass-through, added latency, connection reset, refused
 //! connections, accept-then-blackhole, slow close, and a reset in the middle of a response.
 //!
@@ -97,9 +97,10 @@ struct Control {
 }
 
 impl FaultyProxy {
-    /// Starts a proxy on 127.0.0.1 (an ephemeral port) forwarding to `upstream`, with no fault.
+    /// Starts a proxy on 127.0.0.1 (a port of its own) forwarding to `upstream`, no fault.
     pub async fn start(upstream: SocketAddr) -> FaultyProxy {
-        let listener = bind_nonblocking("127.0.0.1:0".parse().unwrap()).expect("bind proxy");
+        let listener = tollgate_testkit::ports::loopback_listener();
+        listener.set_nonblocking(true).expect("nonblocking proxy");
         let addr = listener.local_addr().expect("proxy local addr");
         let (control, _) = watch::channel(Control { kills: 0, lifts: 0 });
         let shared = Arc::new(Shared {

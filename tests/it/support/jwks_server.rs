@@ -1,4 +1,4 @@
-//! A fake identity provider: a real hyper HTTP/1.1 server on 127.0.0.1:0 serving a JWKS whose
+//! A fake identity provider: a real hyper HTTP/1.1 server on 127.0.0.1 serving a JWKS whose
 //! answer (status, body, delay) a test changes while it runs, counting the requests it gets.
 
 use bytes::Bytes;
@@ -32,7 +32,7 @@ pub struct JwksServer {
 impl JwksServer {
     /// Serves `jwks` at any path.
     pub async fn start(jwks: &serde_json::Value) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = super::listener();
         JwksServer::serve(listener, jwks)
     }
 

@@ -1,5 +1,6 @@
-//! Test harness: real backends on 127.0.0.1 ephemeral ports that record what they received,
-//! and a real Tollgate (in-process Pingora server, or the built binary) on free ports.
+//! Test harness: real backends on 127.0.0.1 that record what they received, and a real
+//! Tollgate (in-process Pingora server, or the built binary), each on a port of its own
+//! (`tollgate_testkit::ports`: no port serves two servers in one run).
 
 pub mod answer;
 pub mod auth;
@@ -31,6 +32,16 @@ pub use recorder::{RecordedRequest, Recorder};
 pub use tollgate_testkit::jwt;
 
 use std::time::{Duration, Instant};
+
+/// A listener on 127.0.0.1 for a server the test runs, on a port no other server of this run
+/// had (a stopped backend's port is never another test's backend).
+pub fn listener() -> tokio::net::TcpListener {
+    let listener = tollgate_testkit::ports::loopback_listener();
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    tokio::net::TcpListener::from_std(listener).expect("tokio listener")
+}
 
 /// Polls `check` every 20 ms until it returns true or `limit` passes; returns the last result.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

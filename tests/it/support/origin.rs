@@ -1,4 +1,4 @@
-//! A scriptable upstream for cache tests: a real hyper HTTP/1.1 server on 127.0.0.1:0 whose
+//! A scriptable upstream for cache tests: a real hyper HTTP/1.1 server on 127.0.0.1 whose
 //! answer can be changed between requests (status, headers, delay), that numbers its bodies
 //! (`n=1`, `n=2`, ...: a test sees which fetch a client got), answers `304` to a matching
 //! `If-None-Match` when it has an ETag, and records every request.
@@ -55,7 +55,7 @@ pub struct Origin {
 
 impl Origin {
     pub async fn start(script: Script) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let listener = super::listener();
         Origin::serve(listener, script)
     }
 

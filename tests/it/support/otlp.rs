@@ -1,4 +1,4 @@
-//! An OTLP/HTTP trace receiver: a real HTTP server on 127.0.0.1:0 that takes
+//! An OTLP/HTTP trace receiver: a real HTTP server on 127.0.0.1 that takes
 //! `POST /v1/traces` (protobuf), decodes what the gateway exports with the OpenTelemetry
 //! protocol types and keeps every span, so tests can check names, kinds, attributes and the
 //! parent/child links. It can also refuse (a collector in trouble).
@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::net::TcpListener;
 
 /// One received span, with ids as lower-case hex.
 #[derive(Debug, Clone)]
@@ -51,9 +50,7 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start() -> Collector {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind collector");
+        let listener = super::listener();
         let addr = listener.local_addr().expect("addr");
         let spans = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// One complete request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -62,9 +62,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start() -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind recorder");
+        let listener = super::listener();
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
