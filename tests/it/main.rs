@@ -4,8 +4,8 @@
 //! (`cargo test --test it routing::`), one test with its full name.
 //!
 //! The areas share this process: no test sets environment variables or a global tracing
-//! subscriber (log capture is per thread, `support::logs`), and ports come from `free_ports`
-//! (testkit, through `support::gateway`), which holds them until it has picked them all.
+//! subscriber (log capture is per thread, `support::logs`), and every server gets a port of its
+//! own (`tollgate_testkit::ports`: none is handed out twice in this process).
 
 mod support;
 
