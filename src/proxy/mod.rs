@@ -151,6 +151,11 @@ impl ProxyHttp for Gateway {
         Box::new(RequestCtx::new(InFlight::new(self.metrics.in_flight())))
     }
 
+    /// No downstream modules: Tollgate compresses nothing, and Pingora's default adds a
+    /// disabled compression module that still costs every request its context (allocations)
+    /// and a call per response header and body chunk.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     /// Always `Ok`: only sets up the context.
     async fn early_request_filter(
         &self,
