@@ -4,6 +4,10 @@
 //! policies), so its CPU cost per request is the floor that Tollgate is compared against in
 //! `benches/load/run.sh`. Upstream keep-alive pooling is Pingora's default.
 //!
+//! With `--answer BODY` it proxies nothing: every request is answered from `request_filter`
+//! with that body (200, Content-Length). That is the floor for any answer Pingora serves from
+//! memory, such as a cache hit: reading the request, writing the response, finishing the session.
+//!
 //! ```text
 //! cargo run --release --example bare_pingora -- --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000 --threads 1
 //! ```
@@ -11,6 +15,7 @@
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use clap::Parser;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -27,10 +32,14 @@ struct Args {
     /// Worker threads of the proxy service (`ServerConf.threads`).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Answer every request with this body instead of proxying it.
+    #[arg(long)]
+    answer: Option<String>,
 }
 
 struct Passthrough {
     upstream: SocketAddr,
+    answer: Option<Bytes>,
 }
 
 #[async_trait]
@@ -38,6 +47,23 @@ impl ProxyHttp for Passthrough {
     type CTX = ();
 
     fn new_ctx(&self) -> Self::CTX {}
+
+    /// With `--answer`: the response, written here; `true` tells Pingora the request is done.
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let Some(body) = &self.answer else {
+            return Ok(false);
+        };
+        let mut header = ResponseHeader::build(200, Some(2))?;
+        header.insert_header("content-type", "application/json")?;
+        header.insert_header("content-length", body.len().to_string())?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(body.clone()), true)
+            .await?;
+        Ok(true)
+    }
 
     /// Always the one upstream, plain HTTP. Returning `Ok` means "connect to this peer";
     /// Pingora reuses a pooled keep-alive connection to it when one is idle.
@@ -63,6 +89,7 @@ fn main() {
         &server.configuration,
         Passthrough {
             upstream: args.upstream,
+            answer: args.answer.map(Bytes::from),
         },
     );
     proxy.add_tcp(&args.listen.to_string());

@@ -27,6 +27,7 @@
 #   TOLLGATE_BIN=path  BARE_BIN=path  BASELINE_BIN=path (each variant again as NAME@baseline)
 #   SKIP_BUILD=1       (only matters when TOLLGATE_BIN or BARE_BIN is left at target/release)
 #   REQUESTS=3000  WINDOWS=5  RATE=200  CONNECTIONS=8  WARMUP=65  STRACE=1  STRACE_REQUESTS=2000
+#   BARE_ANSWER=1     (also bare_pingora_answer: bare Pingora answering from memory, see run.sh)
 #   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench  START_TIMEOUT=120  KEEP_TMP=1
 #   DUMP_DIR=target/instructions (callgrind dumps are kept there, for callgrind_annotate)
 set -euo pipefail
@@ -173,7 +174,9 @@ instructions_main() {
     fi
     build
     select_variants
-    local configs=(bare_pingora "${VARIANT_CONFIGS[@]}")
+    local configs=(bare_pingora)
+    [[ $BARE_ANSWER == 1 ]] && configs+=(bare_pingora_answer)
+    configs+=("${VARIANT_CONFIGS[@]}")
     setup_run tollgate-instr "${configs[@]}"
     log "configs: ${configs[*]}; warm-up ${WARMUP}s, $WINDOWS windows of $REQUESTS requests at $RATE req/s over $CONNECTIONS connections"
     rm -f "$DUMP_DIR"/*.callgrind 2>/dev/null || true

@@ -5,6 +5,9 @@
 #   backend       nginx answering {"ok":true}\n directly (reference: no proxy at all)
 #   nginx         nginx as a keep-alive reverse proxy (the "good C proxy" baseline)
 #   bare_pingora  examples/bare_pingora.rs (the floor for anything built on Pingora)
+#   bare_pingora_answer  (BARE_ANSWER=1) the same binary answering every request itself with
+#                 the backend's body (`--answer`): the floor for an answer Pingora serves from
+#                 memory, such as a cache hit
 #   tollgate_*    target/release/tollgate with each benches/load/configs/*.toml (a config may
 #                 name a request header with a `# load-header: Name: value` line; JWT variants
 #                 send their token that way, the same token on every request; a config may
@@ -27,6 +30,7 @@
 #   REDIS_RTT_CALLS=20000  KEEP_AWAKE=1
 #   NGINX_ACCESS_LOG=1  (the nginx proxy logs every request as Tollgate's variants do: one JSON
 #                        line, buffered 64k, flushed every 200 ms; default: nginx logs nothing)
+#   BARE_ANSWER=1  (also measure bare_pingora_answer, above)
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -38,6 +42,7 @@ REDIS_RTT_CALLS=${REDIS_RTT_CALLS:-20000}
 # 1: keep both CPUs from idling (a nice-19 busy loop on each), as on a loaded server.
 KEEP_AWAKE=${KEEP_AWAKE:-0}
 NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-0}
+BARE_ANSWER=${BARE_ANSWER:-0}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 # Not "/": Tollgate's catch-all route "/{*rest}" (matchit) does not match an empty rest.
@@ -426,6 +431,13 @@ start_config() {
                 "${PROXY_WRAPPER[@]}" "$BARE_BIN" --listen "127.0.0.1:$port" --upstream "$BACKEND_ADDR" --threads 1
             CUR_PID=$START_PID CUR_PORT=$port
             ;;
+        bare_pingora_answer)
+            port=$(free_port)
+            start_pinned "$PROXY_CPU" "$dir/stdout" "$dir/stderr" \
+                "${PROXY_WRAPPER[@]}" "$BARE_BIN" --listen "127.0.0.1:$port" --upstream "$BACKEND_ADDR" --threads 1 \
+                --answer "$CUR_BODY"
+            CUR_PID=$START_PID CUR_PORT=$port
+            ;;
         *)
             # A Tollgate variant. stdout is the JSON access log and goes to a file, as it would
             # in production: formatting and write() are part of the measurement (the file is on
@@ -617,7 +629,7 @@ select_variants() {
     local v
     for v in "${variants[@]}"; do
         [[ -f $CONFIG_DIR/$v.toml ]] || die "VARIANTS: no $CONFIG_DIR/$v.toml"
-        case $v in backend | nginx | bare_pingora) die "variant name '$v' is reserved" ;; esac
+        case $v in backend | nginx | bare_pingora | bare_pingora_answer) die "variant name '$v' is reserved" ;; esac
     done
     VARIANT_CONFIGS=("${variants[@]}")
     if [[ -n $BASELINE_BIN ]]; then
@@ -683,7 +695,9 @@ main() {
     require_tools
     build
     select_variants
-    local configs=(backend nginx bare_pingora "${VARIANT_CONFIGS[@]}")
+    local configs=(backend nginx bare_pingora)
+    [[ $BARE_ANSWER == 1 ]] && configs+=(bare_pingora_answer)
+    configs+=("${VARIANT_CONFIGS[@]}")
     setup_run tollgate-load "${configs[@]}"
     log "configs: ${configs[*]}; $ROUNDS rounds of $DURATION (warm-up $WARMUP), $CONNECTIONS connections"
 
