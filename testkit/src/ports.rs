@@ -1,12 +1,13 @@
 //! Ports on 127.0.0.1 for the servers a test starts (the gateway, backends, redis-server),
 //! each handed out at most once per process.
 //!
-//! Ports are taken at random below the kernel's ephemeral range, not from port 0, and this
-//! process remembers each one it handed out. A port from port 0 was sometimes handed to another socket (an outgoing connection's,
-//! another test's listener) before the gateway bound it; and a port once used comes back soon:
-//! a backend that a test had stopped (its gateway still sending to it) could be reborn as
-//! another test's backend and count requests that were not its own, and two gateways checked
-//! the same port free before either bound it. Handing each port out once closes all three.
+//! Ports are taken at random below the kernel's ephemeral range (a port from port 0 was
+//! sometimes handed to an outgoing connection before the gateway bound it), and this process
+//! remembers each one it handed out. A port handed out twice failed tests in two ways: a
+//! gateway could get the port a redis-server of a cluster test was about to bind (whichever
+//! bound second lost it, and a request meant for the gateway reached Redis), and a backend
+//! that a test had stopped, its gateway still sending to it, could come back as another test's
+//! backend and count requests that were not its own.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
