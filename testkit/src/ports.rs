@@ -3,9 +3,9 @@
 //!
 //! Ports are taken at random below the kernel's ephemeral range (a port from port 0 was
 //! sometimes handed to an outgoing connection before the gateway bound it), and this process
-//! remembers each one it handed out. A port handed out twice failed tests in two ways: a
+//! remembers each one it handed out. A port handed out twice can fail a test in two ways: a
 //! gateway could get the port a redis-server of a cluster test was about to bind (whichever
-//! bound second lost it, and a request meant for the gateway reached Redis), and a backend
+//! bound second lost it, and a request meant for the gateway could reach Redis), and a backend
 //! that a test had stopped, its gateway still sending to it, could come back as another test's
 //! backend and count requests that were not its own.
 
