@@ -283,18 +283,23 @@ fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Binds each address once to fail early with a readable message (Pingora would only log it).
+/// Binds every address to fail early with a readable message: Pingora would retry an address
+/// in use for 30 s, then run without that service's listeners. All are held until the last is
+/// bound, so two addresses of this config that cannot both be bound (`[::]:8080` next to
+/// `0.0.0.0:8080` on a dual-stack system) are caught too.
 fn check_bindable(path: &Path, server: &ServerSettings) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
-    let all = server.addresses();
-    for (key, addr) in all {
-        if let Err(e) = TcpListener::bind(addr) {
-            errors.push(crate::config::ConfigError::new(
+    let mut held = Vec::new();
+    for (key, addr) in server.addresses() {
+        match TcpListener::bind(addr) {
+            Ok(listener) => held.push(listener),
+            Err(e) => errors.push(crate::config::ConfigError::new(
                 key,
                 format!("cannot listen on {addr}: {e}"),
-            ));
+            )),
         }
     }
+    drop(held);
     if errors.is_empty() {
         Ok(())
     } else {

@@ -94,6 +94,7 @@ impl Validator {
         if let Some(tls) = &s.tls {
             self.tls_listen(tls, &mut seen);
         }
+        self.overlapping_listeners(s);
         if let Some(t) = s.threads {
             if !(1..=1024).contains(&t) {
                 self.err("server.threads", format!("{t} is out of range 1..=1024"));
@@ -219,6 +220,38 @@ impl Validator {
     /// `server.tls.listen`: addresses that parse, at least one, none shared with `server.listen`,
     /// `server.admin_listen` or each other (`seen` holds those already taken). The certificate
     /// files are read and checked when the config is compiled (`tls::TlsIdentity::load`).
+    /// Two listeners on one port where one is the unspecified address of the other's family
+    /// (`0.0.0.0:8080` and `127.0.0.1:8080`): each binds alone, but not both, and the second
+    /// would only fail once the gateway runs. The same address twice is reported above.
+    fn overlapping_listeners(&mut self, s: &ServerConfig) {
+        let admin = s
+            .admin_listen
+            .iter()
+            .map(|a| ("server.admin_listen".to_owned(), a));
+        let tls = s.tls.iter().flat_map(|t| t.listen.iter().enumerate());
+        let all: Vec<(String, SocketAddr)> = s
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("server.listen[{i}]"), a))
+            .chain(admin)
+            .chain(tls.map(|(i, a)| (format!("server.tls.listen[{i}]"), a)))
+            .filter_map(|(path, a)| a.parse().ok().map(|a| (path, a)))
+            .collect();
+        for (j, (path, b)) in all.iter().enumerate() {
+            let earlier = all[..j].iter().find(|(_, a)| a != b && overlaps(*a, *b));
+            if let Some((first, a)) = earlier {
+                self.err(
+                    path.clone(),
+                    format!(
+                        "\"{b}\" overlaps {first} (\"{a}\"): an unspecified address listens on \
+                         every address of its family; use another port, or list only one of them"
+                    ),
+                );
+            }
+        }
+    }
+
     fn tls_listen(&mut self, tls: &ServerTlsConfig, seen: &mut BTreeSet<SocketAddr>) {
         if tls.listen.is_empty() {
             self.err(
@@ -577,6 +610,16 @@ impl Validator {
     }
 }
 
+/// Whether two listen addresses cannot both be bound: one port (not 0, which the system
+/// picks), one family, and the same address or an unspecified one. (An IPv6 `[::]` also takes IPv4 where the system binds it
+/// dual-stack; that depends on the machine and is left to the bind check at start.)
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 fn bad_socket_addr(addr: &str) -> String {
     format!("\"{addr}\" is not an IP:port address (examples: \"0.0.0.0:8080\", \"[::]:8080\")")
 }
@@ -676,6 +719,20 @@ mod tests {
             ],
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn listen_addresses_that_overlap() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(a("0.0.0.0:8080"), a("127.0.0.1:8080")));
+        assert!(overlaps(a("127.0.0.1:8080"), a("0.0.0.0:8080")));
+        assert!(overlaps(a("[::]:8080"), a("[::1]:8080")));
+        assert!(overlaps(a("10.0.0.1:8080"), a("10.0.0.1:8080")));
+        assert!(!overlaps(a("10.0.0.1:8080"), a("10.0.0.2:8080")));
+        assert!(!overlaps(a("0.0.0.0:8080"), a("0.0.0.0:8081")));
+        assert!(!overlaps(a("0.0.0.0:0"), a("127.0.0.1:0")));
+        // Across families it depends on the system (dual-stack): left to the bind at start.
+        assert!(!overlaps(a("[::]:8080"), a("0.0.0.0:8080")));
     }
 
     #[test]

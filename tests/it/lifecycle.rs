@@ -370,3 +370,33 @@ fn run_refuses_a_listen_address_in_use() {
     );
     assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
+
+/// `[::]:P` and `0.0.0.0:P` each bind alone, but not both on a dual-stack system (IPv6 sockets
+/// take IPv4 too): the start refuses the second instead of running without it.
+#[test]
+fn run_refuses_two_listen_addresses_that_cannot_both_be_bound() {
+    let port = crate::support::free_port();
+    let v6 = std::net::TcpListener::bind(("::", port)).expect("IPv6 [::] (this test needs it)");
+    assert!(
+        std::net::TcpListener::bind(("0.0.0.0", port)).is_err(),
+        "this test needs a dual-stack system (net.ipv6.bindv6only = 0)"
+    );
+    drop(v6);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = [\"[::]:{port}\", \"0.0.0.0:{port}\"]\nadmin_listen = \"127.0.0.1:{}\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n[routes.r]\npath = \"/\"\nupstream = \"u\"\n",
+            crate::support::free_port()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run_must_fail(&path);
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = format!(
+        "{}:2:1: server.listen[1]: cannot listen on 0.0.0.0:{port}",
+        path.display()
+    );
+    assert!(stderr.contains(&expected), "{expected}\n{stderr}");
+}
