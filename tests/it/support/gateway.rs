@@ -248,10 +248,19 @@ impl GatewayHandle {
         })
         .await;
         assert!(ready, "gateway did not become ready: {}", self.stderr());
-        // The proxy listener is started by its own service; wait until it accepts too.
+        // The proxy listener is started by its own service; wait until it accepts too. The
+        // probe hangs up and waits for the gateway to close its side, so that it is no longer
+        // counted against the per-client connection limits when the test starts.
         let addr = self.addr;
         let listening = super::eventually(Duration::from_secs(5), || async move {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(mut probe) = tokio::net::TcpStream::connect(addr).await else {
+                return false;
+            };
+            let _ = probe.shutdown().await;
+            let mut rest = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_secs(2), probe.read(&mut rest)).await;
+            true
         })
         .await;
         assert!(listening, "proxy listener not up");
