@@ -352,23 +352,10 @@ fn run_refuses_an_invalid_config_with_every_error() {
 fn run_refuses_a_listen_address_in_use() {
     let busy = tollgate_testkit::ports::loopback_listener();
     let addr = busy.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gw.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"127.0.0.1:{}\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n[routes.r]\npath = \"/\"\nupstream = \"u\"\n",
-            crate::support::free_port()
-        ),
-    )
-    .unwrap();
-    let (code, stderr) = run_must_fail(&path);
-    assert_eq!(code, Some(1), "{stderr}");
-    let expected = format!(
-        "{}:2:1: server.listen[0]: cannot listen on {addr}",
-        path.display()
+    assert_run_refuses_listen(
+        &format!("\"{addr}\""),
+        &format!("server.listen[0]: cannot listen on {addr}"),
     );
-    assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
 
 /// `[::]:P` and `0.0.0.0:P` each bind alone, but not both on a dual-stack system (IPv6 sockets
@@ -382,21 +369,27 @@ fn run_refuses_two_listen_addresses_that_cannot_both_be_bound() {
         "this test needs a dual-stack system (net.ipv6.bindv6only = 0)"
     );
     drop(v6);
+    assert_run_refuses_listen(
+        &format!("\"[::]:{port}\", \"0.0.0.0:{port}\""),
+        &format!("server.listen[1]: cannot listen on 0.0.0.0:{port}"),
+    );
+}
+
+/// `tollgate run` on a config whose `listen` list is `listen` exits 1 with `error` reported at
+/// line 2 (the `listen` line).
+fn assert_run_refuses_listen(listen: &str, error: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.toml");
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = [\"[::]:{port}\", \"0.0.0.0:{port}\"]\nadmin_listen = \"127.0.0.1:{}\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n[routes.r]\npath = \"/\"\nupstream = \"u\"\n",
+            "[server]\nlisten = [{listen}]\nadmin_listen = \"127.0.0.1:{}\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n[routes.r]\npath = \"/\"\nupstream = \"u\"\n",
             crate::support::free_port()
         ),
     )
     .unwrap();
     let (code, stderr) = run_must_fail(&path);
     assert_eq!(code, Some(1), "{stderr}");
-    let expected = format!(
-        "{}:2:1: server.listen[1]: cannot listen on 0.0.0.0:{port}",
-        path.display()
-    );
+    let expected = format!("{}:2:1: {error}", path.display());
     assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
