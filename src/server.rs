@@ -285,8 +285,8 @@ fn default_threads() -> usize {
 
 /// Binds every address to fail early with a readable message: Pingora would retry an address
 /// in use for 30 s (the instance looking ready, the service's listeners not serving), then
-/// panic. All are held until the last is bound, so two addresses of this config that cannot both be bound (`[::]:8080` next to
-/// `0.0.0.0:8080` on a dual-stack system) are caught too.
+/// panic. All are held until the last is bound, so two addresses of this config that cannot
+/// both be bound (`[::]:8080` next to `0.0.0.0:8080` on a dual-stack system) are caught too.
 fn check_bindable(path: &Path, server: &ServerSettings) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
     let mut held = Vec::new();

@@ -217,9 +217,6 @@ impl Validator {
         self.upstream_tls(&base, u);
     }
 
-    /// `server.tls.listen`: addresses that parse, at least one, none shared with `server.listen`,
-    /// `server.admin_listen` or each other (`seen` holds those already taken). The certificate
-    /// files are read and checked when the config is compiled (`tls::TlsIdentity::load`).
     /// Two listeners on one port where one is the unspecified address of the other's family
     /// (`0.0.0.0:8080` and `127.0.0.1:8080`): each binds alone, but not both, and the second
     /// would only fail once the gateway runs. The same address twice is reported above.
@@ -252,6 +249,9 @@ impl Validator {
         }
     }
 
+    /// `server.tls.listen`: addresses that parse, at least one, none shared with `server.listen`,
+    /// `server.admin_listen` or each other (`seen` holds those already taken). The certificate
+    /// files are read and checked when the config is compiled (`tls::TlsIdentity::load`).
     fn tls_listen(&mut self, tls: &ServerTlsConfig, seen: &mut BTreeSet<SocketAddr>) {
         if tls.listen.is_empty() {
             self.err(
@@ -611,8 +611,9 @@ impl Validator {
 }
 
 /// Whether two listen addresses cannot both be bound: one port (not 0, which the system
-/// picks), one family, and the same address or an unspecified one. (An IPv6 `[::]` also takes IPv4 where the system binds it
-/// dual-stack; that depends on the machine and is left to the bind check at start.)
+/// picks), one family, and the same address or an unspecified one. (An IPv6 `[::]` also takes
+/// IPv4 where the system binds it dual-stack; that depends on the machine and is left to the
+/// bind check at start.)
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()
         && a.port() != 0
