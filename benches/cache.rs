@@ -9,7 +9,7 @@ use pingora::cache::trace::Span;
 use pingora::cache::{CacheKey, CacheMeta, Storage};
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
-use tollgate::cache::key::{key_host, key_query, primary_key};
+use tollgate::cache::key::cache_key;
 use tollgate::cache::{policy, CacheRegistry, CacheSettings, EntryLabel, MemoryStore};
 use tollgate::config::{CacheConfig, CacheQuery, CacheScope};
 
@@ -48,16 +48,7 @@ fn request(path: &str) -> RequestHeader {
 
 /// The key as `cache_key_callback` builds it.
 fn key_of(req: &RequestHeader, policy: &tollgate::cache::CachePolicy) -> CacheKey {
-    let label = EntryLabel {
-        cache: policy.settings.clone(),
-        cache_id: policy.id,
-        host: key_host(req),
-        path: req.uri.path().to_owned(),
-        query: key_query(&policy.settings.query, req.uri.query()),
-    };
-    let mut key = CacheKey::new(primary_key(&label, "products", req, None), "");
-    key.extensions.insert(label);
-    key
+    cache_key(policy, "products", req, None)
 }
 
 fn meta() -> CacheMeta {
@@ -71,10 +62,18 @@ fn meta() -> CacheMeta {
     CacheMeta::new(now + Duration::from_secs(3600), now, 0, 0, header)
 }
 
-fn store_one(store: &'static MemoryStore, key: &CacheKey) {
+/// Stores the response to `req` as a miss does (its label travels with the meta).
+fn store_one(
+    store: &'static MemoryStore,
+    key: &CacheKey,
+    req: &RequestHeader,
+    policy: &tollgate::cache::CachePolicy,
+) {
     let span = Span::inactive().handle();
+    let mut meta = meta();
+    meta.extensions_mut().insert(EntryLabel::of(policy, req));
     block_on(async {
-        let mut miss = store.get_miss_handler(key, &meta(), &span).await.unwrap();
+        let mut miss = store.get_miss_handler(key, &meta, &span).await.unwrap();
         miss.write_body(bytes::Bytes::from_static(BODY), true)
             .await
             .unwrap();
@@ -103,7 +102,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let key = key_of(&req, &policy);
-    store_one(store, &key);
+    store_one(store, &key, &req, &policy);
     c.bench_function("cache/lookup, 1 entry", |b| b.iter(|| lookup(store, &key)));
 
     let before = rss();
@@ -111,8 +110,8 @@ fn bench(c: &mut Criterion) {
         .map(|i| key_of(&request(&format!("/v1/products/{i}")), &policy))
         .collect();
     let keys_rss = rss();
-    for key in &keys {
-        store_one(store, key);
+    for (i, key) in keys.iter().enumerate() {
+        store_one(store, key, &request(&format!("/v1/products/{i}")), &policy);
     }
     let (entries, weight) = store.usage();
     assert!(entries >= ENTRIES, "every entry is held: {entries}");

@@ -75,7 +75,7 @@ fn key_of(settings: &Arc<CacheSettings>, r: &Request) -> Option<(Vec<u8>, Parts)
         query: key_query(&settings.query, req.uri.query()),
     };
     check_query(&settings.query, req.uri.query(), &label.query);
-    let key = primary_key(&label, &r.route, &req, r.consumer.as_deref());
+    let key = primary_key(&label.fields(), &r.route, &req, r.consumer.as_deref());
     let vary = settings
         .vary
         .iter()

@@ -10,12 +10,12 @@
 //! (stale-while-revalidate) and no coalescing of concurrent misses for parts.
 
 use crate::cache::decide::{decide, Verdict};
-use crate::cache::key::{key_query, primary_key};
+use crate::cache::key::{key_hash, key_query, primary_key};
 use crate::cache::store::Entry;
 use crate::cache::{CachePolicy, EntryLabel};
 use crate::config::CacheScope;
 use bytes::Bytes;
-use pingora::cache::key::{hash_key, HashBinary};
+use pingora::cache::key::HashBinary;
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,6 +24,7 @@ use std::time::SystemTime;
 pub struct PartCache<'a> {
     policy: &'a CachePolicy,
     key: HashBinary,
+    primary: Vec<u8>,
     label: EntryLabel,
     /// The route authenticates its callers: only `public` or `s-maxage` answers are stored
     /// for everyone (RFC 9111 §3.5).
@@ -65,10 +66,11 @@ impl<'a> PartCache<'a> {
             query: key_query(&policy.settings.query, query),
         };
         let consumer = consumer.filter(|_| policy.settings.scope == CacheScope::Consumer);
-        let key = hash_key(primary_key(&entry, label, request, consumer));
+        let primary = primary_key(&entry.fields(), label, request, consumer);
         PartCache {
             policy,
-            key,
+            key: key_hash(&primary),
+            primary,
             label: entry,
             credentials,
         }
@@ -102,12 +104,12 @@ impl<'a> PartCache<'a> {
         ) {
             let store = self.policy.store();
             // A header the store cannot keep only costs this answer its entry.
-            let _ = store.put(self.key, &meta, body, self.label.clone());
+            let _ = store.put((self.key, &self.primary), &meta, body, self.label.clone());
         }
     }
 
     fn lookup(&self, now: SystemTime) -> Option<Cached> {
-        let entry = self.policy.store().get(&self.key)?;
+        let entry = self.policy.store().get(&self.key, &self.primary)?;
         let age = now.duration_since(entry.updated()).unwrap_or_default();
         let fresh_for = entry.fresh_until().duration_since(now).unwrap_or_default();
         Some(Cached {
@@ -119,9 +121,6 @@ impl<'a> PartCache<'a> {
     }
 
     fn count(&self, result: &str) {
-        self.policy
-            .store()
-            .metrics()
-            .request(self.policy.name(), result);
+        self.policy.results.inc(result);
     }
 }

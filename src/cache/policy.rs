@@ -3,6 +3,7 @@
 
 use super::store::MemoryStore;
 use crate::config::{CacheConfig, CacheQuery, CacheScope, DEFAULT_MAX_ENTRY};
+use crate::observe::ResultCounters;
 use crate::registry::Registry;
 use http::HeaderName;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +80,8 @@ pub struct CachePolicy {
     /// Unique for the life of the process: entries of a changed cache are never served.
     pub id: u64,
     store: &'static MemoryStore,
+    /// `tollgate_cache_requests_total{cache}` by result.
+    pub results: ResultCounters,
 }
 
 impl CachePolicy {
@@ -110,6 +113,7 @@ pub fn policy(
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     registry.get_or_insert_with(settings.clone(), || {
         Arc::new(CachePolicy {
+            results: store.metrics().result_counters(&settings.name),
             settings: Arc::new(settings),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             store,

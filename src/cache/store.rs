@@ -31,7 +31,7 @@ use std::time::SystemTime;
 
 /// The response header that tags an entry for purges (space-separated); removed before the
 /// client sees the response.
-pub const SURROGATE_KEY: &str = "surrogate-key";
+pub const SURROGATE_KEY: http::HeaderName = http::HeaderName::from_static("surrogate-key");
 /// Bytes counted per entry beyond its key, headers and body: moka's node and bookkeeping, the
 /// `Entry` and its label's allocations, the header map's table, the index, the allocator's
 /// own overhead. Measured with `benches/cache.rs` (1,000,000 entries of a 12-byte body with
@@ -49,6 +49,9 @@ pub struct Entry {
     /// (zstd), which a hit would pay to undo every time.
     header: ResponseHeader,
     body: Bytes,
+    /// The whole primary key (`key::primary_key`): the store is keyed by its hash, and answers
+    /// only for the key itself (see `key::key_hash`).
+    primary: Box<[u8]>,
     pub label: EntryLabel,
     pub tags: Vec<String>,
     weight: u32,
@@ -58,21 +61,29 @@ impl Entry {
     fn new(
         (internal, header): (Freshness, ResponseHeader),
         body: Bytes,
+        primary: Box<[u8]>,
         label: EntryLabel,
         tags: Vec<String>,
     ) -> Entry {
-        let weight = Entry::weigh(&header, &body, &label, &tags);
+        let weight = Entry::weigh(&header, &body, &primary, &label, &tags);
         Entry {
             internal,
             header,
             body,
+            primary,
             label,
             tags,
             weight,
         }
     }
 
-    fn weigh(header: &ResponseHeader, body: &Bytes, label: &EntryLabel, tags: &[String]) -> u32 {
+    fn weigh(
+        header: &ResponseHeader,
+        body: &Bytes,
+        primary: &[u8],
+        label: &EntryLabel,
+        tags: &[String],
+    ) -> u32 {
         let header_bytes: usize = header
             .headers
             .iter()
@@ -82,10 +93,16 @@ impl Entry {
             + std::mem::size_of::<Freshness>() as u64
             + header_bytes as u64
             + body.len() as u64
+            + primary.len() as u64
             + (label.host.len() + label.path.len() + label.query.len()) as u64
             + tags.iter().map(|t| t.len() as u64 + 24).sum::<u64>()
             + ENTRY_OVERHEAD;
         u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    /// Whether this is the entry of `primary` (and not of another key with the same hash).
+    pub fn matches(&self, primary: &[u8]) -> bool {
+        *self.primary == *primary
     }
 
     /// The stored response header.
@@ -175,7 +192,9 @@ impl Freshness {
     }
 }
 
-type Entries = moka::sync::Cache<HashBinary, Arc<Entry>>;
+/// Keyed by the keys' own hashes (`key::key_hash`), secret-keyed: nobody can aim keys at one
+/// of moka's buckets, so its table hashes them with foldhash rather than SipHash.
+type Entries = moka::sync::Cache<HashBinary, Arc<Entry>, foldhash::fast::RandomState>;
 
 /// Keys by path and by tag. It may keep a key that is no longer stored (a removal raced an
 /// insert); purges check each key against the store, so such a key only costs a lookup.
@@ -362,16 +381,17 @@ impl MemoryStore {
         purged
     }
 
-    /// The entry under `key`, read outside pingora-cache's request flow (an aggregate's part).
-    pub fn get(&self, key: &HashBinary) -> Option<Arc<Entry>> {
-        self.entries().1.get(key)
+    /// The entry of `primary` (stored under its hash `key`), read outside pingora-cache's
+    /// request flow (an aggregate's part).
+    pub fn get(&self, key: &HashBinary, primary: &[u8]) -> Option<Arc<Entry>> {
+        self.entries().1.get(key).filter(|e| e.matches(primary))
     }
 
     /// Stores a response outside pingora-cache's request flow (an aggregate's part), fresh as
     /// `meta` says; a body over the cache's `max_entry` is not stored.
     pub fn put(
         &self,
-        key: HashBinary,
+        (key, primary): (HashBinary, &[u8]),
         meta: &CacheMeta,
         body: Bytes,
         label: EntryLabel,
@@ -380,7 +400,8 @@ impl MemoryStore {
             return Ok(());
         }
         let tags = surrogate_tags(meta);
-        self.insert(key, Arc::new(Entry::new(parts(meta)?, body, label, tags)));
+        let entry = Entry::new(parts(meta)?, body, primary.into(), label, tags);
+        self.insert(key, Arc::new(entry));
         Ok(())
     }
 
@@ -436,7 +457,7 @@ fn build(capacity: u64, index: &Arc<Mutex<Index>>, metrics: &CacheMetrics) -> En
                     .remove(&key, &entry);
             }
         })
-        .build()
+        .build_with_hasher(foldhash::fast::RandomState::default())
 }
 
 /// A stored body, served whole or as one range.
@@ -491,6 +512,7 @@ impl HandleHit for BodyReader {
 struct BodyWriter {
     store: &'static MemoryStore,
     key: HashBinary,
+    primary: Box<[u8]>,
     meta: (Freshness, ResponseHeader),
     label: EntryLabel,
     tags: Vec<String>,
@@ -512,6 +534,7 @@ impl HandleMiss for BodyWriter {
         let BodyWriter {
             store,
             key,
+            primary,
             meta,
             label,
             tags,
@@ -519,7 +542,7 @@ impl HandleMiss for BodyWriter {
         } = *self;
         let body = Bytes::from(body);
         let size = body.len();
-        store.insert(key, Arc::new(Entry::new(meta, body, label, tags)));
+        store.insert(key, Arc::new(Entry::new(meta, body, primary, label, tags)));
         Ok(MissFinishType::Created(size))
     }
 }
@@ -547,7 +570,7 @@ impl MemoryStore {
 /// The purge tags a response carries in `Surrogate-Key` (space-separated).
 fn surrogate_tags(meta: &CacheMeta) -> Vec<String> {
     meta.headers()
-        .get_all(SURROGATE_KEY)
+        .get_all(&SURROGATE_KEY)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(str::split_ascii_whitespace)
@@ -578,8 +601,8 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         match self.entries().1.get(&key.combined_bin()) {
-            Some(entry) => entry.hit().map(Some),
-            None => Ok(None),
+            Some(entry) if entry.matches(key.primary_key()) => entry.hit().map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -589,13 +612,15 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let Some(label) = key.extensions.get::<EntryLabel>().cloned() else {
-            return Error::e_explain(ErrorType::InternalError, "cache key without its label");
+        // Put there by `response_cache_filter` (`proxy::caching`).
+        let Some(label) = meta.extensions().get::<EntryLabel>().cloned() else {
+            return Error::e_explain(ErrorType::InternalError, "cache meta without its label");
         };
         let tags = surrogate_tags(meta);
         Ok(Box::new(BodyWriter {
             store: self,
             key: key.combined_bin(),
+            primary: key.primary_key().into(),
             meta: parts(meta)?,
             label,
             tags,
@@ -624,12 +649,17 @@ impl Storage for MemoryStore {
     ) -> Result<bool> {
         let hash = key.combined_bin();
         let entries = self.entries();
-        let Some(old) = entries.1.get(&hash) else {
+        let Some(old) = entries
+            .1
+            .get(&hash)
+            .filter(|e| e.matches(key.primary_key()))
+        else {
             return Ok(false);
         };
         let entry = Entry::new(
             parts(meta)?,
             old.body.clone(),
+            old.primary.clone(),
             old.label.clone(),
             old.tags.clone(),
         );
@@ -640,5 +670,72 @@ impl Storage for MemoryStore {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::cache_key;
+    use crate::cache::{policy, CacheRegistry, CacheSettings};
+    use crate::config::{CacheConfig, CacheQuery, CacheScope};
+    use futures::executor::block_on;
+    use pingora::cache::trace::Span;
+    use pingora::http::RequestHeader;
+    use std::time::Duration;
+
+    fn request(path: &str) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+        req.insert_header("host", "api.example.com").unwrap();
+        req
+    }
+
+    /// A key whose hash is another key's (a collision, or a forged hash) is not answered with
+    /// that key's entry, and the key itself still is.
+    #[test]
+    fn an_entry_answers_only_its_own_key() {
+        let metrics = crate::observe::Metrics::new();
+        let store = MemoryStore::leak(1 << 20, metrics.cache.clone());
+        let cfg = CacheConfig {
+            ttl: None,
+            max_ttl: None,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            statuses: None,
+            vary: Vec::new(),
+            query: CacheQuery::All,
+            scope: CacheScope::Shared,
+            max_entry: None,
+        };
+        let registry = CacheRegistry::new();
+        let policy = policy::policy(&registry, CacheSettings::compile("t", &cfg), store);
+        let stored_req = request("/products/7");
+        let stored = cache_key(&policy, "r", &stored_req, None);
+
+        let span = Span::inactive().handle();
+        let now = SystemTime::now();
+        let header = ResponseHeader::build(200, None).unwrap();
+        let mut meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        meta.extensions_mut()
+            .insert(EntryLabel::of(&policy, &stored_req));
+        block_on(async {
+            let mut miss = store.get_miss_handler(&stored, &meta, &span).await.unwrap();
+            miss.write_body(Bytes::from_static(b"seven"), true)
+                .await
+                .unwrap();
+            miss.finish().await.unwrap();
+        });
+
+        let lookup = |key: &CacheKey| block_on(store.lookup(key, &span)).unwrap().is_some();
+        assert!(lookup(&stored));
+        let mut forged = cache_key(&policy, "r", &request("/products/8"), None);
+        assert_ne!(forged.combined_bin(), stored.combined_bin());
+        forged.set_primary_bin_override(stored.combined_bin());
+        assert!(!lookup(&forged), "another key under the same hash");
+        let entry = store.get(&stored.combined_bin(), forged.primary_key());
+        assert!(entry.is_none());
+        assert!(store
+            .get(&stored.combined_bin(), stored.primary_key())
+            .is_some());
     }
 }

@@ -3,12 +3,25 @@
 //! purge-kind words.
 
 use super::metrics::Builder;
-use prometheus::{IntCounterVec, IntGaugeVec};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec};
 
 /// What a cached route's request found (`result` of `tollgate_cache_requests_total`).
 pub const CACHE_RESULTS: [&str; 6] = ["hit", "miss", "stale", "revalidated", "bypass", "expired"];
 /// How entries were purged (`kind` of `tollgate_cache_purges_total`).
 pub const PURGE_KINDS: [&str; 5] = ["url", "prefix", "tag", "cache", "method"];
+
+/// One cache's request counters, one per [`CACHE_RESULTS`] word.
+#[derive(Clone, Debug)]
+pub struct ResultCounters([IntCounter; CACHE_RESULTS.len()]);
+
+impl ResultCounters {
+    /// Counts a request with this `result` (one of [`CACHE_RESULTS`]).
+    pub fn inc(&self, result: &str) {
+        if let Some(i) = CACHE_RESULTS.iter().position(|r| *r == result) {
+            self.0[i].inc();
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct CacheMetrics {
@@ -71,8 +84,12 @@ impl CacheMetrics {
         self.coalesced.with_label_values(&[cache]);
     }
 
-    pub fn request(&self, cache: &str, result: &str) {
-        self.requests.with_label_values(&[cache, result]).inc();
+    /// The `tollgate_cache_requests_total` series of a cache, looked up once for its policy
+    /// rather than by label values on every request.
+    pub fn result_counters(&self, cache: &str) -> ResultCounters {
+        ResultCounters(
+            CACHE_RESULTS.map(|result| self.requests.with_label_values(&[cache, result])),
+        )
     }
 
     pub fn stored(&self, cache: &str, weight: u64) {

@@ -3,9 +3,9 @@
 //! request pipeline (auth and rate limits first: a cached answer never reaches a caller the
 //! route refuses) and before `upstream_peer`.
 
-use super::{Gateway, RequestCtx};
+use super::{headers, Gateway, RequestCtx};
 use crate::cache::decide::{decide, Verdict};
-use crate::cache::key::{key_host, key_query, primary_key};
+use crate::cache::key::{cache_key, key_host};
 use crate::cache::{status, CacheUse, EntryLabel, Purge, SURROGATE_KEY};
 use crate::problem::GatewayError;
 use pingora::cache::key::HashBinary;
@@ -15,6 +15,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Error;
 use std::time::{Instant, SystemTime};
+
+/// RFC 9211's response header.
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
 
 impl Gateway {
     /// `request_cache_filter`: turns the cache on for a GET or HEAD on a cached route. Other
@@ -87,26 +90,19 @@ impl Gateway {
             );
         };
         let req = session.req_header();
-        let label = EntryLabel {
-            cache: cache.policy.settings.clone(),
-            cache_id: cache.policy.id,
-            host: key_host(req),
-            path: req.uri.path().to_owned(),
-            query: key_query(&cache.policy.settings.query, req.uri.query()),
-        };
-        let primary = primary_key(&label, ctx.route_name(), req, cache.consumer.as_deref());
-        // Hashed once here: pingora-cache asks for the hash several times per request.
-        let hash = pingora::cache::key::hash_key(&primary);
-        let mut key = CacheKey::new(primary, "");
-        key.set_primary_bin_override(hash);
-        key.extensions.insert(label);
-        Ok(key)
+        Ok(cache_key(
+            &cache.policy,
+            ctx.route_name(),
+            req,
+            cache.consumer.as_deref(),
+        ))
     }
 
     /// `response_cache_filter`: whether the upstream's response may be stored, and how long it
     /// is fresh.
     pub(super) fn cache_verdict(
         &self,
+        session: &Session,
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> RespCacheable {
@@ -119,9 +115,12 @@ impl Gateway {
             resp,
             SystemTime::now(),
         ) {
-            Verdict::Store(meta) => {
+            Verdict::Store(mut meta) => {
                 cache.stored = true;
                 cache.pass = None;
+                // What the store keeps beside the entry, for its purges and metrics.
+                let label = EntryLabel::of(&cache.policy, session.req_header());
+                meta.extensions_mut().insert(label);
                 RespCacheable::Cacheable(meta)
             }
             Verdict::Pass(detail) => {
@@ -182,17 +181,18 @@ impl Gateway {
         let value = status::header(phase, cache, ttl, collapsed, ctx.upstream_status);
         let value = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
             .map_err(|_| GatewayError::Internal("Cache-Status value").into_pingora())?;
-        // Names as static strings: Pingora turns a `HeaderName` into its title-cased spelling
-        // (an allocation) for the response's header-case map.
-        resp.remove_header(SURROGATE_KEY);
-        resp.insert_header("cache-status", value)?;
-        resp.insert_header("x-request-id", ctx.request_id.value().clone())?;
-        if let Some(fields) = &ctx.rate_limit {
-            for (name, value) in crate::ratelimit::response_fields(fields) {
-                resp.insert_header(name, value)?;
+        let rate_limit = ctx
+            .rate_limit
+            .as_ref()
+            .map(crate::ratelimit::response_fields);
+        headers::edit_response_headers(resp, |_, headers| {
+            headers.remove(&SURROGATE_KEY);
+            headers.insert(CACHE_STATUS, value);
+            headers.insert(headers::X_REQUEST_ID, ctx.request_id.value().clone());
+            for (name, value) in rate_limit.into_iter().flatten() {
+                headers.insert(name, value);
             }
-        }
-        Ok(())
+        })
     }
 
     /// In `logging`: the cache's result in the metrics.
@@ -203,12 +203,10 @@ impl Gateway {
         ctx: &RequestCtx,
     ) -> Option<&'static str> {
         let cache = ctx.cache.as_ref()?;
-        let metrics = &self.metrics.cache;
-        let name = cache.policy.name();
         let result = status::result(session.cache.phase(), cache);
-        metrics.request(name, result);
+        cache.policy.results.inc(result);
         if session.cache.lock_duration().is_some() {
-            metrics.coalesced(name);
+            self.metrics.cache.coalesced(cache.policy.name());
         }
         Some(result)
     }

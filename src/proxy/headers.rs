@@ -299,22 +299,35 @@ pub fn prepare_client_response(
     id: Option<&RequestId>,
     extra: Vec<(HeaderName, HeaderValue)>,
 ) -> pingora::Result<()> {
+    edit_response_headers(resp, |status, headers| {
+        let upgrade = status == http::StatusCode::SWITCHING_PROTOCOLS;
+        for name in headers_to_remove(headers, Some(upgrade), &[]) {
+            headers.remove(&name);
+        }
+        if let Some(id) = id {
+            headers.insert(X_REQUEST_ID, id.value().clone());
+        }
+        for (name, value) in extra {
+            headers.insert(name, value);
+        }
+    })
+}
+
+/// Edits a response's headers on the plain `http` map (for the same reason as the request, see
+/// `prepare_upstream_request`): Pingora's `insert_header` parses the name again and, for a name
+/// it does not know, copies it, each time. The response leaves without the map of its header
+/// names' original case (HTTP/2 clients never see it either; stored responses have none).
+pub fn edit_response_headers(
+    resp: &mut ResponseHeader,
+    edit: impl FnOnce(http::StatusCode, &mut HeaderMap),
+) -> pingora::Result<()> {
     // Only a reason other than the status's own needs keeping (and a copy).
     let reason = resp
         .get_reason_phrase()
         .filter(|r| Some(*r) != resp.status.canonical_reason())
         .map(str::to_owned);
     let mut parts: http::response::Parts = std::mem::replace(resp, placeholder_response()).into();
-    let upgrade = parts.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    for name in headers_to_remove(&parts.headers, Some(upgrade), &[]) {
-        parts.headers.remove(&name);
-    }
-    if let Some(id) = id {
-        parts.headers.insert(X_REQUEST_ID, id.value().clone());
-    }
-    for (name, value) in extra {
-        parts.headers.insert(name, value);
-    }
+    edit(parts.status, &mut parts.headers);
     let mut rebuilt = ResponseHeader::from(parts);
     if reason.is_some() {
         rebuilt.set_reason_phrase(reason.as_deref())?;

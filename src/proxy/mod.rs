@@ -396,11 +396,11 @@ impl ProxyHttp for Gateway {
 
     fn response_cache_filter(
         &self,
-        _session: &Session,
+        session: &Session,
         resp: &ResponseHeader,
         ctx: &mut BoxedCtx,
     ) -> pingora::Result<pingora::cache::RespCacheable> {
-        Ok(self.cache_verdict(resp, ctx))
+        Ok(self.cache_verdict(session, resp, ctx))
     }
 
     fn cache_vary_filter(

@@ -244,8 +244,13 @@ impl<T> fmt::Debug for RouteTable<T> {
 /// How a conflict message refers to a host group.
 /// The host a request names, as the route table reads it: port and trailing dot removed, lower
 /// case. `None` when no configured host could match it (empty, too long, malformed literal).
-pub fn host_name(raw: &str) -> Option<String> {
-    host::strip(raw.as_bytes()).map(|h| String::from_utf8_lossy(h).to_ascii_lowercase())
+/// Borrowed when `raw` already is in that form.
+pub fn host_name(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let name = String::from_utf8_lossy(host::strip(raw.as_bytes())?);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(name.to_ascii_lowercase().into());
+    }
+    Some(name)
 }
 
 fn describe_host(host: Option<&HostPattern>) -> String {
