@@ -11,7 +11,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
 use tollgate::cache::key::cache_key;
 use tollgate::cache::{policy, CacheRegistry, CacheSettings, EntryLabel, MemoryStore};
-use tollgate::config::{CacheConfig, CacheQuery, CacheScope};
+use tollgate::config::CacheConfig;
 
 const ENTRIES: u64 = 1_000_000;
 /// The load benchmark's body.
@@ -25,15 +25,8 @@ fn rss() -> Option<u64> {
 
 fn settings() -> CacheSettings {
     let cfg = CacheConfig {
-        ttl: None,
-        max_ttl: None,
-        stale_while_revalidate: None,
-        stale_if_error: None,
-        statuses: None,
         vary: vec!["accept-language".into()],
-        query: CacheQuery::All,
-        scope: CacheScope::Shared,
-        max_entry: None,
+        ..CacheConfig::default()
     };
     CacheSettings::compile("bench", &cfg)
 }

@@ -563,7 +563,8 @@ pub enum OnError {
 }
 
 /// `[caches.NAME]`: a shared HTTP cache (RFC 9111) in memory, used by routes with `cache = NAME`.
-#[derive(Debug, Clone, Deserialize, JsonSchema, PartialEq)]
+/// `Default`: a table with no keys.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Freshness when the upstream gives none; absent: such responses are not stored.
