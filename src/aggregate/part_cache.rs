@@ -104,7 +104,7 @@ impl<'a> PartCache<'a> {
         ) {
             let store = self.policy.store();
             // A header the store cannot keep only costs this answer its entry.
-            let _ = store.put((self.key, &self.primary), &meta, body, self.label.clone());
+            let _ = store.put(self.key, &self.primary, &meta, body, self.label.clone());
         }
     }
 

@@ -391,7 +391,8 @@ impl MemoryStore {
     /// `meta` says; a body over the cache's `max_entry` is not stored.
     pub fn put(
         &self,
-        (key, primary): (HashBinary, &[u8]),
+        key: HashBinary,
+        primary: &[u8],
         meta: &CacheMeta,
         body: Bytes,
         label: EntryLabel,

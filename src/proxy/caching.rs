@@ -185,12 +185,12 @@ impl Gateway {
             .rate_limit
             .as_ref()
             .map(crate::ratelimit::response_fields);
-        headers::edit_response_headers(resp, |_, headers| {
-            headers.remove(&SURROGATE_KEY);
-            headers.insert(CACHE_STATUS, value);
-            headers.insert(headers::X_REQUEST_ID, ctx.request_id.value().clone());
+        headers::edit_response_headers(resp, |_, map| {
+            map.remove(&SURROGATE_KEY);
+            map.insert(CACHE_STATUS, value);
+            map.insert(headers::X_REQUEST_ID, ctx.request_id.value().clone());
             for (name, value) in rate_limit.into_iter().flatten() {
-                headers.insert(name, value);
+                map.insert(name, value);
             }
         })
     }
