@@ -563,7 +563,6 @@ pub enum OnError {
 }
 
 /// `[caches.NAME]`: a shared HTTP cache (RFC 9111) in memory, used by routes with `cache = NAME`.
-/// `Default`: a table with no keys.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
