@@ -73,11 +73,9 @@ impl CacheMetrics {
         }
     }
 
-    /// Makes every series of a cache exist at zero, so dashboards can rate() them at once.
+    /// Makes every series of a cache exist at zero, so dashboards can rate() them at once (its
+    /// request series exist from its policy's [`ResultCounters`]).
     pub fn declare(&self, cache: &str) {
-        for result in CACHE_RESULTS {
-            self.requests.with_label_values(&[cache, result]);
-        }
         self.entries.with_label_values(&[cache]);
         self.bytes.with_label_values(&[cache]);
         self.evictions.with_label_values(&[cache]);

@@ -241,7 +241,6 @@ impl<T> fmt::Debug for RouteTable<T> {
     }
 }
 
-/// How a conflict message refers to a host group.
 /// The host a request names, as the route table reads it: port and trailing dot removed, lower
 /// case. `None` when no configured host could match it (empty, too long, malformed literal).
 /// Borrowed when `raw` already is in that form.
@@ -253,6 +252,7 @@ pub fn host_name(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     Some(name)
 }
 
+/// How a conflict message refers to a host group.
 fn describe_host(host: Option<&HostPattern>) -> String {
     match host {
         None => "on any host".to_string(),
