@@ -1,5 +1,6 @@
 //! Tests of the routing table: every matching rule and every build error.
 
+use super::pattern::{bare_path, catch_all_prefix, param_names, placeholders};
 use super::*;
 
 fn def(name: &str, host: Option<&str>, path: &str, methods: Option<&[Method]>) -> RouteDef<String> {
