@@ -20,15 +20,8 @@ import re
 import statistics
 import subprocess
 
-
-def read_kv(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            key, _, value = line.strip().partition("=")
-            if key:
-                values[key] = value
-    return values
+# The key=value files are the load benchmark's format (report.py, beside this script).
+from report import read_kv
 
 
 def load_windows(results, name, windows, dump_dir):
