@@ -17,6 +17,7 @@
 //! - [`registry`]: state kept across reloads while its settings are unchanged;
 //! - [`counts`]: counts held per key with a limit (requests per client, connections);
 //! - [`server`]: assembling and running the Pingora server, signals, draining, upgrades;
+//! - [`listening`]: whether this process listens on its configured addresses yet (readiness);
 //! - [`sd_notify`]: telling systemd the gateway is ready, and which process it is;
 //! - [`demo`]: demo backends for the quick start.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod config;
 pub mod counts;
 pub mod demo;
 pub mod edge;
+pub mod listening;
 pub mod observe;
 pub mod problem;
 pub mod proxy;

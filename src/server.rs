@@ -213,7 +213,15 @@ impl Instance {
             metrics: self.metrics.clone(),
             access_log: self.access_log.clone(),
         };
-        track_readiness(&self.server, self.ready.clone(), after_handover);
+        let listen = self.store.snapshot().server.clone();
+        let expected = crate::listening::expected(
+            &listen
+                .addresses()
+                .iter()
+                .map(|(_, a)| *a)
+                .collect::<Vec<_>>(),
+        );
+        track_readiness(&self.server, self.ready.clone(), expected, after_handover);
         self.server.run(RunArgs {
             shutdown_signal: shutdown,
         });
@@ -344,26 +352,39 @@ impl DrainExit {
     }
 }
 
-/// Marks the instance ready once Pingora runs its services, not ready once shutdown begins;
-/// after a handover, starts the drain that ends the process.
-fn track_readiness(server: &Server, ready: Arc<Readiness>, after_handover: DrainExit) {
+/// Marks the instance ready once Pingora runs its services and this process listens on every
+/// configured address (`listening::wait_for`), not ready once shutdown begins; after a handover,
+/// starts the drain that ends the process.
+fn track_readiness(
+    server: &Server,
+    ready: Arc<Readiness>,
+    expected: Vec<std::net::SocketAddr>,
+    after_handover: DrainExit,
+) {
     let mut phases = server.watch_execution_phase();
+    // Whether Pingora is running; held while readiness changes, so that a wait for the
+    // listeners that ends as shutdown begins cannot mark a stopping instance ready.
+    let running = Arc::new(std::sync::Mutex::new(false));
+    let stop = |running: &std::sync::Mutex<bool>, ready: &Readiness| {
+        *running.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        ready.set(false);
+    };
     std::thread::Builder::new()
         .name("tollgate-readiness".into())
         .spawn(move || loop {
             match phases.blocking_recv() {
                 Ok(ExecutionPhase::Running) => {
-                    ready.set(true);
-                    crate::sd_notify::ready();
+                    *running.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    announce_when_listening(expected.clone(), running.clone(), ready.clone());
                 }
                 Ok(ExecutionPhase::Terminated)
                 | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    ready.set(false);
+                    stop(&running, &ready);
                     break;
                 }
-                Ok(ExecutionPhase::GracefulTerminate) => ready.set(false),
+                Ok(ExecutionPhase::GracefulTerminate) => stop(&running, &ready),
                 Ok(ExecutionPhase::ShutdownStarted) => {
-                    ready.set(false);
+                    stop(&running, &ready);
                     after_handover.start_if_handing_over();
                 }
                 _ => {}
@@ -371,6 +392,33 @@ fn track_readiness(server: &Server, ready: Arc<Readiness>, after_handover: Drain
         })
         .map(drop)
         .unwrap_or_else(|e| tracing::warn!("cannot track readiness: {e}"));
+}
+
+/// Waits (on its own thread) until every expected address is listened on, then marks the
+/// instance ready and tells systemd, unless shutdown began meanwhile.
+fn announce_when_listening(
+    expected: Vec<std::net::SocketAddr>,
+    running: Arc<std::sync::Mutex<bool>>,
+    ready: Arc<Readiness>,
+) {
+    let is_running = {
+        let running = running.clone();
+        move || *running.lock().unwrap_or_else(|p| p.into_inner())
+    };
+    std::thread::Builder::new()
+        .name("tollgate-listening".into())
+        .spawn(move || {
+            if !crate::listening::wait_for(&expected, || !is_running()) {
+                return;
+            }
+            let running = running.lock().unwrap_or_else(|p| p.into_inner());
+            if *running {
+                ready.set(true);
+                crate::sd_notify::ready();
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::warn!("cannot wait for the listeners: {e}"));
 }
 
 struct ProcessSignals {
