@@ -100,9 +100,9 @@ fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
 /// The addresses of `listen` values to wait for: a value naming a host is resolved as the
 /// listener resolves it (first address); one that does not resolve, or asks for any free
 /// port (`:0`), cannot be recognised and is not waited for.
-pub fn expected(listen: &[&str]) -> Vec<SocketAddr> {
+pub fn expected<'a>(listen: impl IntoIterator<Item = &'a str>) -> Vec<SocketAddr> {
     listen
-        .iter()
+        .into_iter()
         .filter_map(|a| a.to_socket_addrs().ok()?.next())
         .filter(|a| a.port() != 0)
         .collect()
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn values_to_wait_for() {
-        let expected = expected(&["127.0.0.1:8080", "[::1]:8443", "127.0.0.1:0", "bad value"]);
+        let expected = expected(["127.0.0.1:8080", "[::1]:8443", "127.0.0.1:0", "bad value"]);
         assert_eq!(
             expected,
             vec![

@@ -213,14 +213,12 @@ impl Instance {
             metrics: self.metrics.clone(),
             access_log: self.access_log.clone(),
         };
-        let listen = self.store.snapshot().server.clone();
-        let expected = crate::listening::expected(
-            &listen
-                .addresses()
-                .iter()
-                .map(|(_, a)| *a)
-                .collect::<Vec<_>>(),
-        );
+        // The snapshot is dropped at the end of this block: `run` lasts as long as the process, and a
+        // reload must be able to free the config it replaces.
+        let expected = {
+            let snapshot = self.store.snapshot();
+            crate::listening::expected(snapshot.server.addresses().iter().map(|a| a.1))
+        };
         track_readiness(&self.server, self.ready.clone(), expected, after_handover);
         self.server.run(RunArgs {
             shutdown_signal: shutdown,
@@ -401,16 +399,14 @@ fn announce_when_listening(
     running: Arc<std::sync::Mutex<bool>>,
     ready: Arc<Readiness>,
 ) {
-    let is_running = {
-        let running = running.clone();
-        move || *running.lock().unwrap_or_else(|p| p.into_inner())
-    };
     std::thread::Builder::new()
         .name("tollgate-listening".into())
         .spawn(move || {
+            let is_running = || *running.lock().unwrap_or_else(|p| p.into_inner());
             if !crate::listening::wait_for(&expected, || !is_running()) {
                 return;
             }
+            // Held while readiness is set, so shutdown cannot begin in between.
             let running = running.lock().unwrap_or_else(|p| p.into_inner());
             if *running {
                 ready.set(true);
