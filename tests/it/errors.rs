@@ -35,6 +35,18 @@ async fn assert_metric(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)], 
     );
 }
 
+/// A 504 problem that came once the 300 ms limit had passed, and before the backend's
+/// delay (3 s or more) would have ended the request.
+async fn assert_timed_out(r: reqwest::Response, started: Instant) {
+    let took = started.elapsed();
+    assert_problem(r, 504).await;
+    assert!(
+        took >= Duration::from_millis(250),
+        "504 came too early: {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "504 came too late: {took:?}");
+}
+
 /// One upstream attempt counted as `(upstream, target, outcome)`, and the request as
 /// `(route, method, status)`.
 async fn assert_counted_once(
@@ -144,13 +156,7 @@ upstream = "slow"
     .await;
     let started = Instant::now();
     let r = client().get(gw.url("/slow")).send().await.unwrap();
-    let took = started.elapsed();
-    assert_problem(r, 504).await;
-    assert!(
-        took >= Duration::from_millis(250),
-        "504 came too early: {took:?}"
-    );
-    assert!(took < Duration::from_secs(3), "504 came too late: {took:?}");
+    assert_timed_out(r, started).await;
     // Sent once: a timed-out request is not sent again.
     assert_eq!(slow.count(), 1);
 
@@ -186,13 +192,7 @@ timeout = "300ms"
         .send()
         .await
         .unwrap();
-    let took = started.elapsed();
-    assert_problem(r, 504).await;
-    assert!(
-        took >= Duration::from_millis(250),
-        "504 came too early: {took:?}"
-    );
-    assert!(took < Duration::from_secs(3), "504 came too late: {took:?}");
+    assert_timed_out(r, started).await;
     assert_eq!(slow.count(), 1);
     assert_eq!(slow.received()[0].body, b"payload");
 

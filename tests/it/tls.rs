@@ -29,28 +29,28 @@ async fn users_over_https(
     (gw, tls_addr, be, certs)
 }
 
+/// `GET /users/1` over the HTTPS listener at `addr`, trusting `ca`.
+async fn get_user_over_https(ca: &TestCa, addr: SocketAddr, http1_only: bool) -> reqwest::Response {
+    https_client(ca, addr, http1_only)
+        .get(format!("https://localhost:{}/users/1", addr.port()))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn https_listener_serves_http2_and_http1_next_to_the_plain_listener() {
     let ca = TestCa::new("Tollgate test CA");
     let (gw, tls_addr, be, _certs) = users_over_https(&ca, &["localhost", "127.0.0.1"]).await;
 
     // ALPN picks HTTP/2 when the client offers it; the chain verifies against the test CA.
-    let url = format!("https://localhost:{}/users/1", tls_addr.port());
-    let r = https_client(&ca, tls_addr, false)
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
+    let r = get_user_over_https(&ca, tls_addr, false).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#"{"backend":"users"}"#);
 
     // A client that only speaks HTTP/1.1 falls back to it.
-    let r = https_client(&ca, tls_addr, true)
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
+    let r = get_user_over_https(&ca, tls_addr, true).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), r#"{"backend":"users"}"#);
@@ -157,12 +157,7 @@ async fn reload_swaps_the_certificate_for_new_connections_and_rejects_a_broken_o
         hs.leaf, second.der,
         "the previous certificate keeps serving"
     );
-    let url = format!("https://localhost:{}/users/1", tls_addr.port());
-    let r = https_client(&ca, tls_addr, false)
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
+    let r = get_user_over_https(&ca, tls_addr, false).await;
     assert_eq!(r.status(), 200);
 
     // A renewal in place (same paths, same config text) with the matching key is applied.
@@ -387,12 +382,7 @@ async fn plain_http_or_garbage_on_the_https_port_is_dropped_and_service_goes_on(
         .expect("the connection should be closed");
         assert!(!read.starts_with(b"HTTP/"), "{read:?}");
     }
-    let url = format!("https://localhost:{}/users/1", tls_addr.port());
-    let r = https_client(&ca, tls_addr, false)
-        .get(&url)
-        .send()
-        .await
-        .unwrap();
+    let r = get_user_over_https(&ca, tls_addr, false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(be.count(), 1);
 }
