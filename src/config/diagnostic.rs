@@ -70,21 +70,10 @@ impl Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ConfigError;
 
     #[test]
     fn an_error_without_a_place_has_null_line_and_column() {
-        let errors = ConfigErrors {
-            source: "gw.toml".into(),
-            errors: vec![
-                ConfigError {
-                    path: "routes.home.upstream".into(),
-                    location: Some((6, 1)),
-                    message: "no upstream named \"usrs\"".into(),
-                },
-                ConfigError::new("", "cannot read config file"),
-            ],
-        };
+        let errors = crate::config::error::tests::placed_and_unplaced();
         let json: serde_json::Value =
             serde_json::from_str(&Diagnostic::to_json(&Diagnostic::errors(&errors))).unwrap();
         assert_eq!(

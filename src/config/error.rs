@@ -174,7 +174,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::config) mod tests {
     use super::*;
 
     #[test]
@@ -205,9 +205,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn display_names_file_line_and_path() {
-        let errs = ConfigErrors {
+    /// Two errors of `gw.toml`: one at a key's line, one about the whole file (no place).
+    pub(in crate::config) fn placed_and_unplaced() -> ConfigErrors {
+        ConfigErrors {
             source: "gw.toml".into(),
             errors: vec![
                 ConfigError {
@@ -215,12 +215,16 @@ mod tests {
                     location: Some((6, 1)),
                     message: "no upstream named \"usrs\"".into(),
                 },
-                ConfigError::new("", "whole file"),
+                ConfigError::new("", "cannot read config file"),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn display_names_file_line_and_path() {
         assert_eq!(
-            errs.to_string(),
-            "gw.toml:6:1: routes.home.upstream: no upstream named \"usrs\"\ngw.toml: whole file"
+            placed_and_unplaced().to_string(),
+            "gw.toml:6:1: routes.home.upstream: no upstream named \"usrs\"\ngw.toml: cannot read config file"
         );
     }
 }
