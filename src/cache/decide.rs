@@ -65,7 +65,9 @@ pub fn decide(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(Duration::ZERO, Duration::from_secs);
-    let fresh = lifetime.min(settings.max_ttl).saturating_sub(age);
+    // What is left of the upstream's lifetime once its Age is taken off, then capped: an
+    // answer that spent a minute in another cache still gets up to `max_ttl` here.
+    let fresh = lifetime.saturating_sub(age).min(settings.max_ttl);
     let no_cache = cc.as_ref().is_some_and(|cc| cc.no_cache());
     // `no-cache` is stored but never used without revalidation, so never served stale either.
     let (swr, sie) = if no_cache {
@@ -97,9 +99,11 @@ pub fn decide(
     if let Some(cc) = &cc {
         cc.strip_private_headers(&mut stored);
     }
+    // Made `age` ago, as far as anyone can tell: the `Age` a hit reports counts from there.
+    let created = now.checked_sub(age).unwrap_or(now);
     Verdict::Store(CacheMeta::new(
         fresh_until,
-        now,
+        created,
         secs(swr),
         secs(sie),
         stored,
@@ -130,4 +134,59 @@ fn freshness_lifetime(
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CacheConfig, DurationStr};
+
+    fn settings(max_ttl_secs: u64) -> CacheSettings {
+        let cfg = CacheConfig {
+            max_ttl: Some(DurationStr::from_secs(max_ttl_secs)),
+            ..CacheConfig::default()
+        };
+        CacheSettings::compile("c", &cfg)
+    }
+
+    fn stored(settings: &CacheSettings, headers: &[(&str, &str)], now: SystemTime) -> CacheMeta {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in headers {
+            resp.append_header(name.to_string(), *value).unwrap();
+        }
+        match decide(settings, false, &resp, now) {
+            Verdict::Store(meta) => meta,
+            Verdict::Pass(why) => panic!("not stored: {why}"),
+        }
+    }
+
+    #[test]
+    fn the_upstreams_age_counts_from_when_the_answer_was_made() {
+        let now = SystemTime::now();
+        let meta = stored(
+            &settings(3600),
+            &[("cache-control", "max-age=100"), ("age", "40")],
+            now,
+        );
+        assert_eq!(meta.fresh_until(), now + Duration::from_secs(60));
+        // A hit's Age goes on from the upstream's 40 s, not from 0.
+        assert_eq!(meta.created(), now - Duration::from_secs(40));
+    }
+
+    #[test]
+    fn max_ttl_caps_what_is_left_after_the_age() {
+        let now = SystemTime::now();
+        let meta = stored(
+            &settings(5),
+            &[("cache-control", "max-age=100"), ("age", "98")],
+            now,
+        );
+        assert_eq!(meta.fresh_until(), now + Duration::from_secs(2));
+        let meta = stored(
+            &settings(5),
+            &[("cache-control", "max-age=100"), ("age", "10")],
+            now,
+        );
+        assert_eq!(meta.fresh_until(), now + Duration::from_secs(5));
+    }
 }

@@ -96,10 +96,34 @@ fn push_ttl(s: &mut String, ttl: Option<i64>) {
     }
 }
 
-/// Seconds of freshness left at `now` for an entry fresh until `fresh_until`.
+/// Seconds of freshness left at `now` for an entry fresh until `fresh_until`: whole seconds
+/// left while fresh, and at most -1 once stale (RFC 9211: a negative `ttl` is a stale entry;
+/// half a second past its freshness is not `ttl=0`).
 pub fn ttl_at(fresh_until: SystemTime, now: SystemTime) -> i64 {
     match fresh_until.duration_since(now) {
-        Ok(left) => left.as_secs() as i64,
-        Err(past) => -(past.duration().as_secs() as i64),
+        Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        Err(past) => {
+            let past = past.duration();
+            let whole = past.as_secs() + u64::from(past.subsec_nanos() > 0);
+            -i64::try_from(whole).unwrap_or(i64::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ttl_is_negative_as_soon_as_an_entry_is_stale() {
+        let now = SystemTime::now();
+        let ms = Duration::from_millis;
+        assert_eq!(ttl_at(now + ms(25_500), now), 25);
+        assert_eq!(ttl_at(now + ms(500), now), 0);
+        assert_eq!(ttl_at(now, now), 0);
+        assert_eq!(ttl_at(now - ms(500), now), -1);
+        assert_eq!(ttl_at(now - ms(2_000), now), -2);
+        assert_eq!(ttl_at(now - ms(2_001), now), -3);
     }
 }
