@@ -16,7 +16,6 @@ use pingora::cache::key::HashBinary;
 use pingora::cache::CacheKey;
 use pingora::http::RequestHeader;
 use siphasher::sip128::SipHasher13;
-use std::borrow::Cow;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, OnceLock};
 
@@ -64,7 +63,7 @@ impl EntryLabel {
 pub struct KeyFields<'a> {
     pub cache: &'a CacheSettings,
     pub cache_id: u64,
-    /// Lower case, without port.
+    /// The route's key: the host as forwarded ([`forwarded_host`]); a part's: its upstream.
     pub host: &'a str,
     /// The path in normal form, without query.
     pub path: &'a str,
@@ -81,12 +80,11 @@ pub fn cache_key(
     req: &RequestHeader,
     consumer: Option<&str>,
 ) -> CacheKey {
-    let host = request_host(req);
     let query = key_query(&policy.settings.query, req.uri.query());
     let fields = KeyFields {
         cache: &policy.settings,
         cache_id: policy.id,
-        host: &host,
+        host: forwarded_host(req),
         path: req.uri.path(),
         query: &query,
     };
@@ -184,21 +182,24 @@ fn param_name(param: &str) -> &str {
     param.split('=').next().unwrap_or_default()
 }
 
-/// The host part of the key, read as the route table reads it (`route::host_name`: lower case,
-/// port and trailing dot removed).
+/// The host an entry is found by for purges and invalidations, read as the route table reads
+/// it (`route::host_name`: lower case, port and trailing dot removed).
 pub fn key_host(req: &RequestHeader) -> String {
-    request_host(req).into_owned()
+    crate::route::host_name(forwarded_host(req))
+        .unwrap_or_default()
+        .into_owned()
 }
 
-/// [`key_host`], borrowed from the request when it already is in that form.
-fn request_host(req: &RequestHeader) -> Cow<'_, str> {
-    let raw = req
-        .headers
+/// The host in the key: the Host header (or the authority of an HTTP/2 or absolute-form
+/// request) exactly as it is forwarded. Not the normal form the routes match: the upstream
+/// sees the port, the case and a trailing dot, and may build links from them, so
+/// `GW.example.:6666` and `gw.example` must not share an entry (cache poisoning).
+fn forwarded_host(req: &RequestHeader) -> &str {
+    req.headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or_default();
-    crate::route::host_name(raw).unwrap_or_default()
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

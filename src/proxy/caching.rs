@@ -33,8 +33,12 @@ impl Gateway {
         let safe = matches!(req.method, http::Method::GET | http::Method::HEAD);
         let credentials =
             route.auth.is_some() || req.headers.contains_key(http::header::AUTHORIZATION);
-        let consumer = ctx.identity.as_ref().and_then(|i| i.consumer.clone());
         let per_consumer = policy.settings.scope == crate::config::CacheScope::Consumer;
+        // Only per-consumer entries are keyed by the caller: a shared entry (marked `public`
+        // when the request had credentials) is meant for every caller the route admits.
+        let consumer = per_consumer
+            .then(|| ctx.identity.as_ref().and_then(|i| i.consumer.clone()))
+            .flatten();
         let mut cache = CacheUse {
             policy,
             consumer,
@@ -161,17 +165,6 @@ impl Gateway {
         let Some(cache) = ctx.cache.as_ref() else {
             return Ok(());
         };
-        // A successful unsafe request invalidates its path's entries (RFC 9111 §4.4), before
-        // its answer leaves: the client's next read never sees what it just changed.
-        if cache.unsafe_method && (200..400).contains(&resp.status.as_u16()) {
-            if let Some(snapshot) = ctx.snapshot.as_ref() {
-                let req = session.req_header();
-                snapshot.cache_store.purge(&Purge::Path {
-                    host: key_host(req),
-                    path: req.uri.path().to_owned(),
-                });
-            }
-        }
         let phase = session.cache.phase();
         let ttl = session
             .cache
@@ -193,6 +186,28 @@ impl Gateway {
                 map.insert(name, value);
             }
         })
+    }
+
+    /// `response_filter` on every route: a successful unsafe request (POST, PUT, PATCH,
+    /// DELETE...) invalidates the entries of its host and path (RFC 9111 §4.4), whichever route
+    /// cached them (reads and writes of one path are often two routes), before its answer
+    /// leaves: the client's next read never sees what it just changed.
+    pub(super) fn invalidate_after_write(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &RequestCtx,
+    ) {
+        let req = session.req_header();
+        if req.method.is_safe() || !(200..400).contains(&resp.status.as_u16()) {
+            return;
+        }
+        if let Some(snapshot) = ctx.snapshot.as_ref() {
+            snapshot.cache_store.purge(&Purge::Path {
+                host: key_host(req),
+                path: req.uri.path().to_owned(),
+            });
+        }
     }
 
     /// In `logging`: the cache's result in the metrics.

@@ -427,6 +427,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
+        self.invalidate_after_write(session, upstream_response, ctx);
         self.finish_cached_response(session, upstream_response, ctx)
     }
 

@@ -265,6 +265,49 @@ async fn an_unsafe_method_passes_through_and_its_success_invalidates_the_path() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_another_route_invalidates_the_path_too() {
+    let origin = Origin::start(script(&[("cache-control", "max-age=60")])).await;
+    let body = format!(
+        r#"
+[upstreams.o]
+targets = ["{}"]
+
+[caches.c]
+
+[routes.items_read]
+path = "/items/{{id}}"
+methods = ["GET", "HEAD"]
+upstream = "o"
+cache = "c"
+
+[routes.items_write]
+path = "/items/{{id}}"
+methods = ["POST", "PUT", "PATCH", "DELETE"]
+upstream = "o"
+"#,
+        origin.target()
+    );
+    let gw = GatewayHandle::start(&body).await;
+    assert_stored_miss(&call(&gw, "/items/1", &[]).await, "n=1");
+    assert_stored_miss(&call(&gw, "/items/2", &[]).await, "n=2");
+    let delete = send(client().delete(gw.url("/items/1"))).await.unwrap();
+    assert_eq!(delete.status, 200, "{delete:?}");
+    assert_eq!(delete.header("cache-status"), None, "not a cached route");
+    assert_stored_miss(&call(&gw, "/items/1", &[]).await, "n=4");
+    assert_hit(&call(&gw, "/items/2", &[]).await, "n=2");
+    // A failed write changes nothing, so it invalidates nothing.
+    origin.set(Script {
+        status: 409,
+        ..script(&[])
+    });
+    let refused = send(client().put(gw.url("/items/1")).body("{}"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 409);
+    assert_hit(&call(&gw, "/items/1", &[]).await, "n=4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_need_a_public_response_in_a_shared_cache() {
     let (gw, origin) = start(&[("cache-control", "max-age=60")], "").await;
     let auth = [("authorization", "Bearer abc")];
@@ -281,9 +324,9 @@ async fn credentials_need_a_public_response_in_a_shared_cache() {
     assert_hit(&call(&gw, "/c/me", &auth).await, "n=3");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_scope_keeps_each_callers_entries_to_itself() {
-    let origin = Origin::start(script(&[("cache-control", "max-age=60")])).await;
+/// Route `/c/{*rest}` behind API keys (consumers `acme` and `globex`), cached in `c` with
+/// this `scope`, in front of `origin`.
+async fn partners_gateway(origin: &Origin, scope: &str) -> (GatewayHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys_file(&dir, &[("acme", "acme-key-1"), ("globex", "globex-key-2")]);
     let body = format!(
@@ -296,7 +339,7 @@ keys_file = "{keys}"
 targets = ["{}"]
 
 [caches.c]
-scope = "consumer"
+scope = "{scope}"
 
 [routes.cached]
 path = "/c/{{*rest}}"
@@ -306,7 +349,13 @@ auth = "partners"
 "#,
         origin.target()
     );
-    let gw = GatewayHandle::start(&body).await;
+    (GatewayHandle::start(&body).await, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_scope_keeps_each_callers_entries_to_itself() {
+    let origin = Origin::start(script(&[("cache-control", "max-age=60")])).await;
+    let (gw, _keys) = partners_gateway(&origin, "consumer").await;
     let acme = [("x-api-key", "acme-key-1")];
     let globex = [("x-api-key", "globex-key-2")];
     assert_stored_miss(&call(&gw, "/c/orders", &acme).await, "n=1");
@@ -316,6 +365,19 @@ auth = "partners"
     // No key: refused before the cache is looked at.
     assert_eq!(call(&gw, "/c/orders", &[]).await.status, 401);
     assert_eq!(origin.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_scope_serves_a_public_entry_to_every_admitted_caller() {
+    let origin = Origin::start(script(&[("cache-control", "public, max-age=60")])).await;
+    let (gw, _keys) = partners_gateway(&origin, "shared").await;
+    let acme = [("x-api-key", "acme-key-1")];
+    let globex = [("x-api-key", "globex-key-2")];
+    assert_stored_miss(&call(&gw, "/c/catalogue", &acme).await, "n=1");
+    assert_hit(&call(&gw, "/c/catalogue", &globex).await, "n=1");
+    // Still only for callers the route admits.
+    assert_eq!(call(&gw, "/c/catalogue", &[]).await.status, 401);
+    assert_eq!(origin.count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,6 +636,19 @@ async fn what_a_client_sends_cannot_poison_the_next_callers_answer() {
         "tollgate; fwd=bypass; detail=request-body"
     );
     assert_hit(&call(&gw, "/c/q", &[]).await, "n=3");
+    // The Host goes to the origin as the client wrote it (port, case, trailing dot), and an
+    // origin may build links from it: another spelling of the same host is another entry.
+    let odd_host = call(&gw, "/c/h", &[("host", "LOCALHOST.:6666")]).await;
+    assert_stored_miss(&odd_host, "n=5");
+    assert_eq!(
+        origin.received().pop().unwrap().header("host"),
+        Some("LOCALHOST.:6666")
+    );
+    assert_stored_miss(&call(&gw, "/c/h", &[("host", "localhost")]).await, "n=6");
+    assert_hit(
+        &call(&gw, "/c/h", &[("host", "LOCALHOST.:6666")]).await,
+        "n=5",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
