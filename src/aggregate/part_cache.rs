@@ -6,11 +6,16 @@
 //!
 //! The key is the cache's key rule (`cache::key::primary_key`) over the request the part
 //! sends: the route and part, the part's target, the cache's `vary` headers as the part sends
-//! them, and the caller for `scope = "consumer"`. There is no background refresh
-//! (stale-while-revalidate) and no coalescing of concurrent misses for parts.
+//! them, and the caller for `scope = "consumer"` (a part of a route without callers is then
+//! not cached). An answer whose `Vary` names request headers is one variant of its key: the
+//! first variant stored holds the key's own slot, the others are stored beside it under the
+//! key and their variance, as pingora-cache does for routes. An answer to a part request that
+//! carries `Authorization` is stored in a `shared` cache only when it says `public` or
+//! `s-maxage`, like a route's. There is no background refresh (stale-while-revalidate) and no
+//! coalescing of concurrent misses for parts.
 
 use crate::cache::decide::{decide, Verdict};
-use crate::cache::key::{key_hash, key_query, primary_key};
+use crate::cache::key::{key_hash, key_query, primary_key, variance, variant_hash};
 use crate::cache::store::Entry;
 use crate::cache::{CachePolicy, EntryLabel};
 use crate::config::CacheScope;
@@ -26,9 +31,11 @@ pub struct PartCache<'a> {
     key: HashBinary,
     primary: Vec<u8>,
     label: EntryLabel,
-    /// The route authenticates its callers: only `public` or `s-maxage` answers are stored
-    /// for everyone (RFC 9111 §3.5).
+    /// The route authenticates its callers or the part sends `Authorization`: only `public`
+    /// or `s-maxage` answers are stored for everyone (RFC 9111 §3.5).
     credentials: bool,
+    /// What the part sends: its headers pick the variant of an answer that has `Vary`.
+    request: &'a RequestHeader,
 }
 
 /// A stored answer as a part uses it.
@@ -44,15 +51,22 @@ pub struct Cached {
 
 impl<'a> PartCache<'a> {
     /// `label`: `route/part`; `host`: the part's upstream name; `request`: what the part sends;
-    /// `consumer`: the caller, for `scope = "consumer"`.
+    /// `consumer`: the caller; `personal`: the route authenticates its callers. `None` (counted
+    /// as a bypass) for a per-consumer cache without a caller: an anonymous request shares
+    /// nothing.
     pub fn new(
         policy: &'a CachePolicy,
         label: &str,
         host: &str,
-        request: &RequestHeader,
+        request: &'a RequestHeader,
         consumer: Option<&str>,
-        credentials: bool,
-    ) -> PartCache<'a> {
+        personal: bool,
+    ) -> Option<PartCache<'a>> {
+        let per_consumer = policy.settings.scope == CacheScope::Consumer;
+        if per_consumer && consumer.is_none() {
+            policy.results.inc("bypass");
+            return None;
+        }
         let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
         let (path, query) = match target.split_once('?') {
             Some((path, query)) => (path, Some(query)),
@@ -65,15 +79,17 @@ impl<'a> PartCache<'a> {
             path: path.to_string(),
             query: key_query(&policy.settings.query, query),
         };
-        let consumer = consumer.filter(|_| policy.settings.scope == CacheScope::Consumer);
+        let consumer = consumer.filter(|_| per_consumer);
         let primary = primary_key(&entry.fields(), label, request, consumer);
-        PartCache {
+        let credentials = personal || request.headers.contains_key(http::header::AUTHORIZATION);
+        Some(PartCache {
             policy,
             key: key_hash(&primary),
             primary,
             label: entry,
             credentials,
-        }
+            request,
+        })
     }
 
     /// A fresh stored answer.
@@ -94,22 +110,46 @@ impl<'a> PartCache<'a> {
         usable.then_some(cached)
     }
 
-    /// Stores a fetched answer if the cache's rules allow it.
+    /// Stores a fetched answer if the cache's rules allow it: in the key's own slot unless
+    /// another variant holds it.
     pub fn store(&self, header: &ResponseHeader, body: Bytes) {
-        if let Verdict::Store(meta) = decide(
+        let Verdict::Store(mut meta) = decide(
             &self.policy.settings,
             self.credentials,
             header,
             SystemTime::now(),
-        ) {
-            let store = self.policy.store();
-            // A header the store cannot keep only costs this answer its entry.
-            let _ = store.put(self.key, &self.primary, &meta, body, self.label.clone());
+        ) else {
+            return;
+        };
+        let store = self.policy.store();
+        let mut key = self.key;
+        if let Some(variance) = variance(&header.headers, self.request) {
+            meta.set_variance(variance);
+            let slot_taken_by_another = store
+                .get(&self.key, &self.primary)
+                .and_then(|held| held.variance())
+                .is_some_and(|held| held != variance);
+            if slot_taken_by_another {
+                key = variant_hash(self.key, variance);
+            }
         }
+        // A header the store cannot keep only costs this answer its entry.
+        let _ = store.put(key, &self.primary, &meta, body, self.label.clone());
     }
 
+    /// The stored answer for this request: the key's own slot, or, when that holds another
+    /// variant, this request's variant beside it.
     fn lookup(&self, now: SystemTime) -> Option<Cached> {
-        let entry = self.policy.store().get(&self.key, &self.primary)?;
+        let store = self.policy.store();
+        let mut entry = store.get(&self.key, &self.primary)?;
+        if let Some(held) = entry.variance() {
+            let wanted = variance(&entry.header().headers, self.request)?;
+            if wanted != held {
+                entry = store
+                    .get(&variant_hash(self.key, wanted), &self.primary)
+                    .filter(|e| e.variance() == Some(wanted))?;
+            }
+        }
         let age = now.duration_since(entry.updated()).unwrap_or_default();
         let fresh_for = entry.fresh_until().duration_since(now).unwrap_or_default();
         Some(Cached {

@@ -236,7 +236,7 @@ async fn run_part(
     inputs: &Inputs<'_>,
 ) -> PartResult {
     let started = Instant::now();
-    let cache = part.cache.as_deref().map(|policy| {
+    let cache = part.cache.as_deref().and_then(|policy| {
         let label = format!("{}/{}", aggregate.route, part.name);
         let consumer = inputs.identity.and_then(|id| id.consumer.as_deref());
         PartCache::new(

@@ -12,8 +12,9 @@
 
 use super::policy::{CachePolicy, CacheSettings};
 use crate::config::CacheQuery;
+use pingora::cache::key::CacheHashKey;
 use pingora::cache::key::HashBinary;
-use pingora::cache::CacheKey;
+use pingora::cache::{CacheKey, VarianceBuilder};
 use pingora::http::RequestHeader;
 use siphasher::sip128::SipHasher13;
 use std::hash::{BuildHasher, RandomState};
@@ -200,6 +201,45 @@ fn forwarded_host(req: &RequestHeader) -> &str {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or_default()
+}
+
+/// The variant of a request within its key, from a stored response's own `Vary` header names
+/// (the cache's `vary` headers are already in the key); `None` when the response names none.
+pub fn variance(response: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = response
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut builder = VarianceBuilder::new();
+    for name in names {
+        let mut value = Vec::new();
+        for (i, v) in req.headers.get_all(name.as_str()).iter().enumerate() {
+            if i > 0 {
+                value.extend_from_slice(b", ");
+            }
+            value.extend_from_slice(v.as_bytes());
+        }
+        builder.add_owned_name_value(name, value);
+    }
+    builder.finalize()
+}
+
+/// Where the variant `variance` of the key hashed `primary` is stored when another variant
+/// holds the key's own slot: pingora-cache's combined hash, as route entries use.
+pub fn variant_hash(primary: HashBinary, variance: HashBinary) -> HashBinary {
+    let mut key = CacheKey::new(Vec::new(), "");
+    key.set_primary_bin_override(primary);
+    key.set_variance_key(variance);
+    key.combined_bin()
 }
 
 #[cfg(test)]

@@ -77,6 +77,11 @@ impl Entry {
         }
     }
 
+    /// The variant of its key this entry is (from its response's `Vary`), if any.
+    pub fn variance(&self) -> Option<HashBinary> {
+        self.internal.variance
+    }
+
     fn weigh(
         header: &ResponseHeader,
         body: &Bytes,

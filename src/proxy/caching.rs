@@ -8,10 +8,8 @@ use crate::cache::decide::{decide, Verdict};
 use crate::cache::key::{cache_key, key_host};
 use crate::cache::{status, CacheUse, EntryLabel, Purge, SURROGATE_KEY};
 use crate::problem::GatewayError;
-use pingora::cache::key::HashBinary;
-use pingora::cache::VarianceBuilder;
-use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, NoCacheReason, RespCacheable};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::cache::{CacheKey, CacheOptionOverrides, NoCacheReason, RespCacheable};
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Error;
 use std::time::{Instant, SystemTime};
@@ -225,35 +223,4 @@ impl Gateway {
         }
         Some(result)
     }
-}
-
-/// `cache_vary_filter`: the variant of the request within its key, from the response's own
-/// `Vary` header names (the cache's `vary` headers are already in the key).
-pub(super) fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
-    let mut names: Vec<String> = meta
-        .headers()
-        .get_all(http::header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    names.sort();
-    names.dedup();
-    let mut builder = VarianceBuilder::new();
-    for name in names {
-        let mut value = Vec::new();
-        for (i, v) in req.headers.get_all(name.as_str()).iter().enumerate() {
-            if i > 0 {
-                value.extend_from_slice(b", ");
-            }
-            value.extend_from_slice(v.as_bytes());
-        }
-        builder.add_owned_name_value(name, value);
-    }
-    builder.finalize()
 }

@@ -409,7 +409,7 @@ impl ProxyHttp for Gateway {
         _ctx: &mut BoxedCtx,
         req: &RequestHeader,
     ) -> Option<pingora::cache::key::HashBinary> {
-        caching::variance(meta, req)
+        crate::cache::key::variance(meta.headers(), req)
     }
 
     fn should_serve_stale(

@@ -647,6 +647,81 @@ aggregate.parts.live = {{ upstream = "live", path = "/" }}
     assert_eq!(feed.count(), 2, "fetched again after the purge");
 }
 
+/// A gateway whose route `/home` has one part, `p`, on backend `b`, cached in `c` (with
+/// `cache_extra` in `[caches.c]`), forwarding `forward` from the client.
+async fn cached_part_gateway(b: &Backend, cache_extra: &str, forward: &str) -> GatewayHandle {
+    let config = format!(
+        r#"{}
+[caches.c]
+{cache_extra}
+
+[routes.home]
+path = "/home"
+aggregate.parts.p = {{ upstream = "b", path = "/p", cache = "c", forward_headers = ["{forward}"] }}
+"#,
+        upstreams(&[("b", b)])
+    );
+    GatewayHandle::start(&config).await
+}
+
+#[tokio::test]
+async fn a_cached_part_keeps_one_callers_answer_from_another() {
+    // Forwarded credentials: an answer that is not `public` is nobody else's.
+    let b = backend("b")
+        .body(json!({"me": 1}).to_string())
+        .header("cache-control", "max-age=60")
+        .start()
+        .await;
+    let gw = cached_part_gateway(&b, "", "authorization").await;
+    for token in ["Bearer alice", "Bearer bob", "Bearer alice"] {
+        call(&gw, "/home", &[("authorization", token)]).await;
+    }
+    assert_eq!(b.count(), 3, "an answer to credentials is not stored");
+    call(&gw, "/home", &[]).await;
+    call(&gw, "/home", &[]).await;
+    assert_eq!(b.count(), 4, "an anonymous answer is");
+
+    // The answer's own Vary: one entry per value of the headers it names.
+    let b = backend("b")
+        .body(json!({"v": 1}).to_string())
+        .header("cache-control", "max-age=60")
+        .header("vary", "X-V")
+        .start()
+        .await;
+    let gw = cached_part_gateway(&b, "", "x-v").await;
+    for v in ["1", "2", "1", "2"] {
+        let a = call(&gw, "/home", &[("x-v", v)]).await;
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    assert_eq!(b.count(), 2, "one fetch per variant, then hits");
+    let seen: Vec<_> = b
+        .received()
+        .iter()
+        .map(|r| r.header("x-v").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(seen, ["1", "2"]);
+
+    // A per-consumer cache on a route without callers caches nothing.
+    let b = backend("b")
+        .body(json!({"c": 1}).to_string())
+        .header("cache-control", "max-age=60")
+        .start()
+        .await;
+    let gw = cached_part_gateway(&b, r#"scope = "consumer""#, "x-v").await;
+    call(&gw, "/home", &[]).await;
+    call(&gw, "/home", &[]).await;
+    assert_eq!(b.count(), 2);
+    assert_eq!(
+        metric(
+            &gw,
+            "tollgate_cache_requests_total",
+            &[("cache", "c"), ("result", "bypass")]
+        )
+        .await,
+        2.0
+    );
+}
+
 #[tokio::test]
 async fn a_part_reaches_its_upstream_over_verified_https() {
     use crate::support::tls::TestCa;
