@@ -594,6 +594,12 @@ impl ProxyHttp for Gateway {
             (None, None) => UpstreamOutcome::Error,
         };
         self.finish_attempt(ctx, attempt_outcome);
+        // The cache's background refresh of a stale entry (stale-while-revalidate): its upstream
+        // attempt is counted above, but it is no client's request, so it is not in the request
+        // metrics, the cache's results or the access log (as nginx does not log subrequests).
+        if session.subrequest_ctx.is_some() {
+            return;
+        }
         self.note_truncation(session, e, ctx);
         let elapsed = ctx.started.elapsed();
         let req = session.req_header();

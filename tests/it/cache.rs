@@ -6,7 +6,7 @@
 
 use crate::support::auth::keys_file;
 use crate::support::origin::{Origin, Script};
-use crate::support::prom::metric;
+use crate::support::prom::{metric, metric_sum};
 use crate::support::{call, client, eventually, send, Answer, GatewayHandle};
 use std::time::Duration;
 
@@ -74,6 +74,14 @@ fn assert_stored_miss(a: &Answer, body: &str) {
 async fn settles(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)], want: f64) -> bool {
     eventually(Duration::from_secs(5), || async {
         metric(gw, name, labels).await == want
+    })
+    .await
+}
+
+/// [`settles`] for the sum of every sample of `name` carrying `labels`.
+async fn settles_sum(gw: &GatewayHandle, name: &str, labels: &[(&str, &str)], want: f64) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        metric_sum(gw, name, labels).await == want
     })
     .await
 }
@@ -466,12 +474,36 @@ async fn a_stale_entry_is_served_at_once_while_one_request_refreshes_it() {
         // Not waiting for the 500 ms upstream (a bound far from the machine's noise).
         assert!(a.took < Duration::from_millis(400), "{:?}", a.took);
     }
+    let calls = std::sync::atomic::AtomicUsize::new(4);
     let refreshed = eventually(Duration::from_secs(5), || async {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         call(&gw, "/c/feed", &[]).await.body == "n=2"
     })
     .await;
     assert!(refreshed);
     assert_eq!(origin.bodies(), 2, "exactly one background refresh");
+    // The refresh is the cache's own request, not a client's: not in the request count, nor
+    // among the cache's results (it would read as an `expired` no client saw).
+    let calls = calls.into_inner() as f64;
+    assert!(
+        settles_sum(
+            &gw,
+            "tollgate_requests_total",
+            &[("route", "cached")],
+            calls
+        )
+        .await,
+        "{calls} client requests"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "tollgate_cache_requests_total",
+            &[("cache", "c"), ("result", "expired")]
+        )
+        .await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
