@@ -579,6 +579,47 @@ async fn a_stale_entry_with_an_etag_is_revalidated_without_a_body() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_or_conditional_miss_fills_the_entry_for_the_next_get() {
+    // pingora-cache fetches the whole GET for a HEAD or a conditional request that misses, and
+    // keeps reading it into the entry after the client got its header-only answer (a body in
+    // pieces, slow to come).
+    let origin = Origin::start(Script {
+        chunked: true,
+        delay: Duration::from_millis(50),
+        ..script(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")])
+    })
+    .await;
+    let gw = GatewayHandle::start(&config(&origin.target(), "")).await;
+    let head = send(client().head(gw.url("/c/h"))).await.unwrap();
+    assert_eq!(head.status, 200, "{head:?}");
+    // The client already holds what the upstream answers: a 304 from the miss.
+    let conditional = call(&gw, "/c/i", &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(conditional.status, 304, "{conditional:?}");
+    for (path, answer) in [(head, "/c/h"), (conditional, "/c/i")].map(|(a, p)| (p, a)) {
+        // What the response says is what happened: the next GET finds it stored, or it
+        // was not stored and says so.
+        let next = call(&gw, path, &[]).await;
+        assert!(
+            next.took < Duration::from_secs(2),
+            "waited on a lock: {next:?}"
+        );
+        if cache_status(&answer).ends_with("; stored") {
+            assert!(
+                cache_status(&next).starts_with("tollgate; hit"),
+                "{answer:?} {next:?}"
+            );
+        } else {
+            assert!(
+                cache_status(&next).ends_with("; stored"),
+                "{answer:?} {next:?}"
+            );
+            assert_hit(&call(&gw, path, &[]).await, &next.body);
+        }
+    }
+    assert!(origin.count() <= 4, "{}", origin.count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_an_unchanged_cache_and_drops_a_changed_one() {
     let (gw, origin) = start(&[("cache-control", "max-age=60")], "ttl = \"30s\"").await;
     assert_stored_miss(&call(&gw, "/c/x", &[]).await, "n=1");
