@@ -4,7 +4,7 @@
 //! wrong with the body, 401 without the admin token when `server.admin_token_env` is set.
 
 use super::{bearer_matches, json_response, problem, unauthorized, AdminApp};
-use crate::cache::purge::{parse, MAX_BODY};
+use crate::cache::purge::{in_normal_form, parse, MAX_BODY};
 use http::{Response, StatusCode};
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
@@ -23,7 +23,7 @@ impl AdminApp {
             Ok(body) => body,
             Err(response) => return response,
         };
-        let purge = match parse(&body) {
+        let purge = match parse(&body).and_then(|p| in_normal_form(p, snapshot.merge_slashes)) {
             Ok(p) => p,
             Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
         };

@@ -72,6 +72,45 @@ pub fn parse(body: &[u8]) -> Result<Purge, String> {
     )?))
 }
 
+/// The purge as entries are labelled: a URL's host in the form the routes read it (lower
+/// case, without port or trailing dot) and its path, like a prefix, in the normal form a
+/// request's path is routed and stored in (`%61` is `a`, `//` merged when the server merges
+/// them). `/v1//items` and `/v1/%69tems` then purge what a request spelled so would have
+/// stored. `Err` names what is wrong, for a 400.
+pub fn in_normal_form(purge: Purge, merge_slashes: bool) -> Result<Purge, String> {
+    let normal_path = |field: &str, path: &str| {
+        crate::request_target::normalize(path.as_bytes(), merge_slashes)
+            .map(|p| p.path.into_owned())
+            .map_err(|e| format!("\"{field}\": {}", e.detail()))
+    };
+    Ok(match purge {
+        Purge::Url { host, url } => {
+            let (path, query) = match url.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (url.as_str(), None),
+            };
+            let mut normal = normal_path("url", path)?;
+            if let Some(query) = query {
+                normal.push('?');
+                normal.push_str(query);
+            }
+            let host = match host {
+                Some(h) => Some(
+                    crate::request_target::host::is_valid(h.as_bytes())
+                        .then(|| crate::route::host_name(&h))
+                        .flatten()
+                        .ok_or_else(|| format!("\"host\": {h:?} is not a host name"))?
+                        .into_owned(),
+                ),
+                None => None,
+            };
+            Purge::Url { host, url: normal }
+        }
+        Purge::Prefix(prefix) => Purge::Prefix(normal_path("prefix", &prefix)?),
+        other => other,
+    })
+}
+
 /// The JSON form of a purge, as [`parse`] reads it (`None` for the local-only kind).
 pub fn to_json(purge: &Purge) -> Option<Vec<u8>> {
     let mut wire = Wire::default();

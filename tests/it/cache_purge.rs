@@ -96,6 +96,11 @@ async fn purges_by_url_prefix_tag_and_cache() {
     // A host that is not the entry's purges nothing.
     let other_host = r#"{"url": "/c/p/2", "host": "elsewhere.example"}"#;
     assert_eq!(purged(&purge(&gw, other_host, None).await), 0);
+    // The URL and host are read as a request's: another spelling of the same path (merged
+    // slashes, an escaped digit), the host with a port and in capitals.
+    let spelled = r#"{"url": "/c//p/%32", "host": "127.0.0.1:1"}"#;
+    assert_eq!(purged(&purge(&gw, spelled, None).await), 1);
+    assert!(!hit(&gw, "/c/p/2", &[("accept-language", "en")]).await);
     // A prefix.
     warm(&gw).await;
     assert_eq!(purged(&purge(&gw, r#"{"prefix": "/c/p/"}"#, None).await), 3);
@@ -107,7 +112,7 @@ async fn purges_by_url_prefix_tag_and_cache() {
     warm(&gw).await;
     assert_eq!(purged(&purge(&gw, r#"{"cache": "d"}"#, None).await), 1);
     assert!(hit(&gw, "/c/p/2", &[("accept-language", "en")]).await);
-    for (kind, n) in [("url", 2.0), ("prefix", 3.0), ("tag", 4.0), ("cache", 1.0)] {
+    for (kind, n) in [("url", 3.0), ("prefix", 3.0), ("tag", 4.0), ("cache", 1.0)] {
         assert_eq!(
             metric(&gw, "tollgate_cache_purges_total", &[("kind", kind)]).await,
             n,
@@ -126,6 +131,8 @@ async fn a_malformed_purge_is_a_problem_naming_the_mistake() {
         (r#"{"url": "/a", "prefix": "/"}"#, "exactly one"),
         (r#"{"tag": "x", "host": "h"}"#, "only goes with"),
         (r#"{"url": "relative"}"#, "starting with '/'"),
+        (r#"{"url": "/c/../admin"}"#, "'.' or '..' segments"),
+        (r#"{"url": "/c/x", "host": "a b"}"#, "not a host name"),
     ] {
         let a = purge(&gw, body, None).await;
         assert_eq!(a.status, 400, "{body}: {a:?}");
