@@ -2,7 +2,7 @@
 //! `Cache-Status` (RFC 9211, cache name `tollgate`) and the `result` label.
 
 use super::CacheUse;
-use pingora::cache::CachePhase;
+use pingora::cache::{CachePhase, NoCacheReason};
 use std::time::SystemTime;
 
 /// The metrics `result` of a request on a cached route.
@@ -57,12 +57,27 @@ pub fn header(
             s.push_str("fwd=stale; fwd-status=304");
             push_ttl(&mut s, ttl);
         }
+        // The upstream failed and no stale entry could stand in: pingora-cache turns itself
+        // off then, so whether an unusable stale entry was there is no longer known.
+        CachePhase::Disabled(NoCacheReason::UpstreamError)
+            if cache.pass.is_none() && !cache.unsafe_method =>
+        {
+            s.push_str("fwd=miss; detail=upstream-error");
+        }
         _ => {
             s.push_str("fwd=bypass");
             let detail = if cache.unsafe_method {
                 "method"
+            } else if let Some(detail) = cache.pass {
+                detail
             } else {
-                cache.pass.unwrap_or("uncacheable")
+                match phase {
+                    CachePhase::Disabled(
+                        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge,
+                    ) => "too-large",
+                    CachePhase::Disabled(NoCacheReason::CacheLockTimeout) => "lock-timeout",
+                    _ => "uncacheable",
+                }
             };
             s.push_str("; detail=");
             s.push_str(detail);

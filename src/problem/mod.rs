@@ -25,6 +25,9 @@ pub struct Problem {
     pub challenge: Option<String>,
     /// `RateLimit-Policy` and `RateLimit` of a rate-limited route.
     pub rate_limit: Option<RateLimitFields>,
+    /// `Cache-Status` when the cache took part in the request (a cached route's upstream
+    /// failed and no stale entry could stand in).
+    pub cache_status: Option<String>,
 }
 
 /// The two rate limit fields of a response on a limited route: the route's policy list and the
@@ -55,6 +58,7 @@ impl Problem {
             retry_after: None,
             challenge: None,
             rate_limit: None,
+            cache_status: None,
         }
     }
 

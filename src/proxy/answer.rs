@@ -119,7 +119,7 @@ async fn write_problem(
     request_id: &str,
 ) -> pingora::Result<()> {
     let retry_after = problem.retry_after.map(|secs| secs.to_string());
-    let mut extra = Vec::with_capacity(5);
+    let mut extra = Vec::with_capacity(6);
     push_rate_limit(&mut extra, problem.rate_limit.as_ref());
     if let Some(challenge) = &problem.challenge {
         extra.push((http::header::WWW_AUTHENTICATE.as_str(), challenge.as_str()));
@@ -129,6 +129,9 @@ async fn write_problem(
     }
     if let Some(allow) = &problem.allow {
         extra.push((http::header::ALLOW.as_str(), allow.as_str()));
+    }
+    if let Some(cache_status) = &problem.cache_status {
+        extra.push(("cache-status", cache_status.as_str()));
     }
     let head = Head::new(problem.status, "application/problem+json", &extra);
     write_own_response(session, head, problem.body(request_id), request_id).await

@@ -208,6 +208,24 @@ impl Gateway {
         }
     }
 
+    /// `Cache-Status` of a problem answered for a cached route whose upstream failed (no stale
+    /// entry could stand in): what the cache did, e.g. `tollgate; fwd=miss`.
+    pub(super) fn failed_cache_status(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<String> {
+        let cache = ctx.cache.as_ref()?;
+        let collapsed = session.cache.lock_duration().is_some();
+        Some(status::header(
+            session.cache.phase(),
+            cache,
+            None,
+            collapsed,
+            ctx.upstream_status,
+        ))
+    }
+
     /// In `logging`: the cache's result in the metrics.
     /// Counts what the cache did for the request; returns it (`None`: no cache).
     pub(super) fn account_cache(

@@ -499,6 +499,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let mut problem = problem_for(e);
         problem.rate_limit = ctx.rate_limit.clone();
+        problem.cache_status = self.failed_cache_status(session, ctx);
         let mut status = problem.status;
         if status > 0 && session.response_written().is_none() {
             // The connection is not reused after an error (below, and Pingora closes it after a

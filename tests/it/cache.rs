@@ -240,6 +240,7 @@ async fn a_response_over_max_entry_streams_through_whole_and_uncached() {
             a.body.len()
         );
         assert!(a.body.starts_with(&format!("n={n}")), "{}", &a.body[..5]);
+        assert_eq!(cache_status(&a), "tollgate; fwd=bypass; detail=too-large");
     }
     assert_eq!(origin.count(), 2);
     assert_eq!(
@@ -520,6 +521,12 @@ async fn a_stale_entry_stands_in_for_a_failed_upstream_within_the_window() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let late = call(&gw, "/c/menu", &[]).await;
     assert_eq!(late.status, 502, "{late:?}");
+    // The gateway's own answer says what the cache did, as for a path never stored.
+    let upstream_error = "tollgate; fwd=miss; detail=upstream-error";
+    assert_eq!(cache_status(&late), upstream_error, "{late:?}");
+    let never = call(&gw, "/c/other", &[]).await;
+    assert_eq!(never.status, 502, "{never:?}");
+    assert_eq!(cache_status(&never), upstream_error, "{never:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
