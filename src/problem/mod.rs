@@ -149,6 +149,9 @@ impl From<&GatewayError> for Problem {
             GatewayError::HeadTimeout => {
                 Problem::new(408, "the request head was not received in time")
             }
+            GatewayError::BodyTimeout => {
+                Problem::new(408, "the request body was not received in time")
+            }
             GatewayError::BodyTooLarge => Problem::body_too_large(),
             GatewayError::HeadTooLarge => Problem::new(
                 431,

@@ -205,6 +205,55 @@ timeout = "300ms"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
+    // Same route as above, but the client sends 5 of the 100 bytes it declared and stops: the
+    // deadline ended a wait for the client, not for the target (whose own slowness stays a 504
+    // timeout, above).
+    let slow = backend("slow").delay(Duration::from_secs(4)).start().await;
+    let gw = GatewayHandle::start(&format!(
+        r#"
+[upstreams.slow]
+targets = ["{}"]
+
+[routes.deadline]
+path = "/deadline"
+upstream = "slow"
+timeout = "300ms"
+"#,
+        slow.target()
+    ))
+    .await;
+    let started = Instant::now();
+    let mut conn = crate::support::RawConn::connect(gw.addr).await;
+    conn.send(b"POST /deadline HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\nabcde")
+        .await
+        .unwrap();
+    let a = conn.read_response().await;
+    let took = started.elapsed();
+    assert_eq!(a.status, 408, "{a:?}");
+    assert_eq!(a.header("content-type"), Some("application/problem+json"));
+    assert_eq!(a.json()["request_id"], a.header("x-request-id").unwrap());
+    assert!(took < Duration::from_secs(3), "408 came too late: {took:?}");
+
+    assert_counted_once(
+        &gw,
+        ("slow", &slow.target(), "client_closed"),
+        ("deadline", "POST", "408"),
+    )
+    .await;
+    assert_metric(
+        &gw,
+        "tollgate_rejected_requests_total",
+        &[("reason", "body_timeout")],
+        1.0,
+    )
+    .await;
+    let line = gw.log_line(|l| l["path"] == "/deadline").await;
+    assert_eq!(line["status"], 408, "{line}");
+    assert_eq!(line["reason"], "body_timeout", "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_error_status_passes_through_unchanged() {
     // A 5xx the upstream answered is the upstream's response, not a gateway problem.
     let b = backend("flaky")
