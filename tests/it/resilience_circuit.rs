@@ -384,7 +384,8 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     // Nor are the hang-ups counted as the target's errors: they are `client_closed` (or the
     // target's own 2xx when it answered before the gateway noticed).
     for outcome in ["error", "timeout", "5xx"] {
-        let n = crate::support::prom::metric(
+        // Summed over targets: `metric` wants the whole label set and read 0 for any outcome.
+        let n = crate::support::prom::metric_sum(
             &gw,
             "tollgate_upstream_requests_total",
             &[("upstream", UPSTREAM), ("outcome", outcome)],
