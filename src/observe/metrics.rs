@@ -134,6 +134,11 @@ pub enum Rejection {
     BodyTimeout,
     /// Ambiguous or malformed framing refused by Tollgate's own checks (400).
     BadRequest,
+    /// A request head Pingora's HTTP/1 parser refused before any hook ran (bad bytes, obs-fold,
+    /// duplicate Host, conflicting lengths, an unknown version...), answered by the guard (400).
+    MalformedHead,
+    /// A `CONNECT` request: the gateway does not tunnel (405).
+    ConnectMethod,
     /// A request line with stray whitespace or control bytes, or a target that is neither a
     /// path nor an http(s) URL (400).
     BadTarget,
@@ -153,12 +158,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 12] = [
+    pub const ALL: [Rejection; 14] = [
         Rejection::HeaderTooLarge,
         Rejection::BodyTooLarge,
         Rejection::HeaderTimeout,
         Rejection::BodyTimeout,
         Rejection::BadRequest,
+        Rejection::MalformedHead,
+        Rejection::ConnectMethod,
         Rejection::BadTarget,
         Rejection::BadPath,
         Rejection::MissingHost,
@@ -175,6 +182,8 @@ impl Rejection {
             Rejection::HeaderTimeout => "header_timeout",
             Rejection::BodyTimeout => "body_timeout",
             Rejection::BadRequest => "bad_request",
+            Rejection::MalformedHead => "malformed_head",
+            Rejection::ConnectMethod => "connect_method",
             Rejection::BadTarget => "bad_target",
             Rejection::BadPath => "bad_path",
             Rejection::MissingHost => "missing_host",
@@ -243,7 +252,7 @@ impl Metrics {
         .set(1);
         let rejected = b.counters(
             "tollgate_rejected_requests_total",
-            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), body_timeout, bad_request (framing), bad_target, bad_path, missing_host, bad_host; 503s: in_flight, client_in_flight, connection_in_flight).",
+            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), body_timeout, bad_request (framing), malformed_head (refused by the HTTP/1 parser), connect_method (405), bad_target, bad_path, missing_host, bad_host; 503s: in_flight, client_in_flight, connection_in_flight).",
             &["reason"],
         );
         b.add(super::log_throttle::SuppressedLogCollector::new());

@@ -23,6 +23,9 @@ pub enum GatewayError {
     /// it until a read timeout (or the route's deadline) ended the attempt.
     #[error("the request body was not received in time")]
     BodyTimeout,
+    /// 405: a `CONNECT` request; the gateway does not tunnel.
+    #[error("CONNECT is not supported")]
+    Connect,
     /// 413: the body is over the route's `max_body_bytes` (declared or counted).
     #[error("the request body is larger than this route accepts")]
     BodyTooLarge,
@@ -85,6 +88,7 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest { .. } | GatewayError::BadRewrite => 400,
             GatewayError::HeadTimeout | GatewayError::BodyTimeout => 408,
+            GatewayError::Connect => 405,
             GatewayError::BodyTooLarge => 413,
             GatewayError::HeadTooLarge => 431,
             GatewayError::NoUsableTarget { .. } | GatewayError::Overloaded { .. } => 503,
@@ -108,6 +112,7 @@ impl GatewayError {
             GatewayError::BadRequest { reason, .. } => Some(*reason),
             GatewayError::HeadTimeout => Some(Rejection::HeaderTimeout),
             GatewayError::BodyTimeout => Some(Rejection::BodyTimeout),
+            GatewayError::Connect => Some(Rejection::ConnectMethod),
             GatewayError::BodyTooLarge => Some(Rejection::BodyTooLarge),
             GatewayError::HeadTooLarge => Some(Rejection::HeaderTooLarge),
             GatewayError::Overloaded { reason } => Some(*reason),

@@ -184,6 +184,9 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
+        // From here on, what goes to the client is the gateway's answer; before, only
+        // Pingora's refusal of a head could be written, which the edge guard replaces.
+        crate::edge::request_reached_proxy(session.as_downstream());
         ctx.request_id =
             headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
         let snapshot = self.store.snapshot();
