@@ -168,9 +168,9 @@ upstream = "slow"
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_timeout_shorter_than_the_upstream_is_504() {
-    // The upstream's read_timeout (30 s by default) is not what cuts the request: the route's is.
+/// A backend slower (4 s) than the route `/deadline`'s 300 ms timeout, which is shorter than
+/// the upstream's read_timeout (30 s by default), and a gateway in front of it.
+async fn behind_a_route_deadline() -> (crate::support::Backend, GatewayHandle) {
     let slow = backend("slow").delay(Duration::from_secs(4)).start().await;
     let gw = GatewayHandle::start(&format!(
         r#"
@@ -185,6 +185,13 @@ timeout = "300ms"
         slow.target()
     ))
     .await;
+    (slow, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_shorter_than_the_upstream_is_504() {
+    // The upstream's read_timeout is not what cuts the request: the route's is.
+    let (slow, gw) = behind_a_route_deadline().await;
     let started = Instant::now();
     let r = client()
         .post(gw.url("/deadline"))
@@ -209,20 +216,7 @@ async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
     // Same route as above, but the client sends 5 of the 100 bytes it declared and stops: the
     // deadline ended a wait for the client, not for the target (whose own slowness stays a 504
     // timeout, above).
-    let slow = backend("slow").delay(Duration::from_secs(4)).start().await;
-    let gw = GatewayHandle::start(&format!(
-        r#"
-[upstreams.slow]
-targets = ["{}"]
-
-[routes.deadline]
-path = "/deadline"
-upstream = "slow"
-timeout = "300ms"
-"#,
-        slow.target()
-    ))
-    .await;
+    let (slow, gw) = behind_a_route_deadline().await;
     let started = Instant::now();
     let mut conn = crate::support::RawConn::connect(gw.addr).await;
     conn.send(b"POST /deadline HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\nabcde")
