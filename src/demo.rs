@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
 use pingora::services::listening::Service;
 use serde_json::json;
 
@@ -64,6 +66,25 @@ pub fn backend_services() -> impl Iterator<Item = Service<HttpServer<EchoApp>>> 
     DEMO_BACKENDS
         .iter()
         .map(|(name, addr)| echo_service(name, addr))
+}
+
+/// A Pingora server running every demo backend, stopped by SIGTERM or SIGINT within a second.
+///
+/// Pingora's default grace period after SIGTERM is 300 s, slept through with the listeners
+/// already closed and no signal heeded any more; an echo answers at once, so there is nothing
+/// to wait for.
+pub fn backends_server() -> Server {
+    let conf = ServerConf {
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    for service in backend_services() {
+        server.add_service(service);
+    }
+    server
 }
 
 /// The backends `config/demo.toml` routes to.

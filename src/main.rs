@@ -92,19 +92,10 @@ fn main() -> ExitCode {
 }
 
 fn demo_backends() -> ExitCode {
-    let mut server = match pingora::server::Server::new(None) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cannot start the demo backends: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    server.bootstrap();
-    for service in tollgate::demo::backend_services() {
-        server.add_service(service);
-    }
+    let server = tollgate::demo::backends_server();
     eprintln!("demo backends on 127.0.0.1:9001-9003; Ctrl-C stops them");
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path, format: Format) -> ExitCode {

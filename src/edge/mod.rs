@@ -10,7 +10,10 @@
 //!
 //! Why a stream wrapper: Pingora reads request heads itself, caps them only at 1 MiB and times
 //! each read rather than the whole head (cloudflare/pingora#447), and no `ProxyHttp` hook runs
-//! before a head is complete. Only the stream it reads from sees a head while it arrives.
+//! before a head is complete. Only the stream it reads from sees a head while it arrives, and
+//! only that stream sees the bare answer Pingora writes when it refuses a head before any hook
+//! runs; the guard replaces it with the gateway's own ([`request_reached_proxy`] marks where
+//! the gateway's answers begin).
 
 mod admission;
 mod head;
@@ -211,6 +214,19 @@ where
     ) -> Option<Stream> {
         guarded.open();
         ServerApp::process_new(&self.inner, Box::new(guarded), shutdown).await
+    }
+}
+
+/// Tells the guard of an HTTP/1 session's connection that the proxy's hooks have its request,
+/// so that the answer written next is not taken for Pingora's refusal of the head (see
+/// [`GuardedStream`]). Called first thing in the proxy's first hook. HTTP/2 and subrequests
+/// have no guarded stream of their own: nothing to do.
+pub fn request_reached_proxy(session: &ServerSession) {
+    let guard = session
+        .stream()
+        .and_then(|stream| (**stream).as_any().downcast_ref::<GuardedStream>());
+    if let Some(guard) = guard {
+        guard.reached_proxy();
     }
 }
 

@@ -5,10 +5,18 @@
 //! is malformed. It also closes a keep-alive connection that stays idle before a request
 //! (`server.idle_timeout`), with the same timer. Outside the head phase (bodies, responses,
 //! upgraded connections, HTTP/2) it only passes bytes through.
+//!
+//! Pingora's own refusals of an HTTP/1 head are replaced here too. Its parser and its CONNECT
+//! check answer before any `ProxyHttp` hook runs (a bare 400 or 405: no body, no request id,
+//! nothing counted or logged), and no hook or option lets the gateway answer instead. But
+//! nothing else writes to a client before the proxy's first hook has seen the request, so a
+//! write in that window is exactly such a refusal: the guard keeps its bytes from the client
+//! and answers with its own problem (400 `malformed_head`, 405 `connect_method`), then closes
+//! the connection. The reasons Pingora refuses for stay Pingora's; no rule is repeated here.
 
 use super::head::HeadScanner;
 use super::refusal::{Refusal, RefusalLog, RefusedHead};
-use crate::observe::Metrics;
+use crate::observe::{Metrics, Rejection};
 use crate::problem::{GatewayError, Problem};
 use crate::request_target::escape_for_log;
 use async_trait::async_trait;
@@ -19,6 +27,7 @@ use pingora::protocols::{
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -58,6 +67,12 @@ pub struct GuardedStream {
     head_started: Instant,
     /// Where a refusal gets its access-log line (`None`: access log off).
     refusal_log: Option<RefusalLog>,
+    /// The current HTTP/1 request has not reached the proxy's hooks yet (see the module
+    /// doc): set for each head, cleared by [`GuardedStream::reached_proxy`] and for HTTP/2.
+    /// Atomic: the proxy clears it through a shared reference to the session's stream.
+    before_proxy: AtomicBool,
+    /// Pingora's refusal is being replaced: what it still writes goes nowhere.
+    replacing: bool,
 }
 
 enum Phase {
@@ -89,6 +104,8 @@ impl GuardedStream {
             metrics,
             head_started: Instant::now(),
             refusal_log: None,
+            before_proxy: AtomicBool::new(true),
+            replacing: false,
         }
     }
 
@@ -108,6 +125,7 @@ impl GuardedStream {
             self.head_started = Instant::now();
             self.phase = Phase::Head { deadline: None };
             self.scanner = HeadScanner::new();
+            *self.before_proxy.get_mut() = true;
         }
     }
 
@@ -116,6 +134,51 @@ impl GuardedStream {
         if matches!(self.phase, Phase::Head { .. }) {
             self.phase = Phase::Open;
         }
+        *self.before_proxy.get_mut() = false;
+    }
+
+    /// The proxy's first hook has the current request: what is written from now on is the
+    /// gateway's answer, not Pingora's refusal of the head.
+    pub fn reached_proxy(&self) {
+        self.before_proxy.store(false, Ordering::Relaxed);
+    }
+
+    /// Drives a refusal in progress to its end (answer written, input drained for a moment),
+    /// after which the connection is closed.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Phase::Refusing(refusal) = &mut self.phase {
+            ready!(refusal.poll(&mut self.inner, &mut self.timer, cx));
+            self.phase = Phase::Closed { silent: false };
+        }
+        Poll::Ready(())
+    }
+
+    /// Called before every write: a write before the request reached the proxy is Pingora
+    /// refusing the head (see the module doc), replaced with the gateway's own answer.
+    /// True when the write is to be swallowed.
+    fn intercept(&mut self, written: &[u8]) -> bool {
+        if !self.replacing
+            && matches!(self.phase, Phase::Head { .. } | Phase::Open)
+            && self.before_proxy.load(Ordering::Relaxed)
+        {
+            // Pingora's only answers here are its parser's 400 and its CONNECT check's 405
+            // (`HTTP/1.1 405 ...`).
+            let error = if written.get(9..12) == Some(b"405") {
+                GatewayError::Connect
+            } else {
+                GatewayError::BadRequest {
+                    reason: Rejection::MalformedHead,
+                    detail: "the request head is malformed or ambiguous (RFC 9110, RFC 9112)",
+                }
+            };
+            tracing::debug!(
+                "Pingora refused a request head: {:?}",
+                String::from_utf8_lossy(&written[..written.len().min(12)])
+            );
+            self.refuse(error);
+            self.replacing = true;
+        }
+        self.replacing
     }
 
     /// When the current head must be complete, if its clock runs.
@@ -321,10 +384,7 @@ impl AsyncRead for GuardedStream {
                         return Poll::Ready(result);
                     }
                 }
-                Phase::Refusing(ref mut refusal) => {
-                    ready!(refusal.poll(&mut this.inner, &mut this.timer, cx));
-                    this.phase = Phase::Closed { silent: false };
-                }
+                Phase::Refusing(_) => ready!(this.poll_refusal(cx)),
                 // Silent: end of stream, so Pingora closes without a word.
                 Phase::Closed { silent: true } => return Poll::Ready(Ok(())),
                 Phase::Closed { silent: false } => return Poll::Ready(Err(refused())),
@@ -340,6 +400,9 @@ impl AsyncWrite for GuardedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.intercept(buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
         match this.phase {
             Phase::Refusing(_) | Phase::Closed { .. } => Poll::Ready(Err(refused())),
             _ => Pin::new(&mut this.inner).poll_write(cx, buf),
@@ -352,6 +415,13 @@ impl AsyncWrite for GuardedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.intercept(first) {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
         match this.phase {
             Phase::Refusing(_) | Phase::Closed { .. } => Poll::Ready(Err(refused())),
             _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
@@ -370,10 +440,17 @@ impl AsyncWrite for GuardedStream {
         }
     }
 
+    /// A refusal still pending is written and lingered over before the connection closes:
+    /// Pingora's replaced answer is followed by a shutdown, not by more reads that would drive
+    /// it.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match this.phase {
-            Phase::Refusing(_) | Phase::Closed { silent: false } => Poll::Ready(Ok(())),
+            Phase::Refusing(_) => {
+                ready!(this.poll_refusal(cx));
+                Poll::Ready(Ok(()))
+            }
+            Phase::Closed { silent: false } => Poll::Ready(Ok(())),
             _ => Pin::new(&mut this.inner).poll_shutdown(cx),
         }
     }
@@ -381,7 +458,9 @@ impl AsyncWrite for GuardedStream {
 
 #[async_trait]
 impl Shutdown for GuardedStream {
+    /// A refusal still pending is written and lingered over first (see `poll_shutdown`).
     async fn shutdown(&mut self) {
+        std::future::poll_fn(|cx| self.poll_refusal(cx)).await;
         if !matches!(self.phase, Phase::Closed { silent: false }) {
             self.inner.shutdown().await;
         }
@@ -608,6 +687,44 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
         assert!(!count(&metrics, "header_timeout"));
+    }
+
+    #[tokio::test]
+    async fn pingoras_refusal_before_the_proxy_is_replaced_and_later_answers_pass() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        let bare = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n";
+
+        // Written before any hook had the request: Pingora's refusal, replaced at shutdown.
+        let (mut g, mut client, metrics) = guarded(1024, 1000);
+        client.write_all(head).await.unwrap();
+        let mut got = vec![0u8; head.len()];
+        g.read_exact(&mut got).await.unwrap();
+        g.write_all(bare).await.unwrap();
+        g.flush().await.unwrap();
+        AsyncWriteExt::shutdown(&mut client).await.unwrap();
+        // As Pingora shuts a session down (tokio's shutdown, not its own `Shutdown`).
+        AsyncWriteExt::shutdown(&mut g).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("x-request-id: "), "{answer}");
+        assert!(!answer.contains("Pingora"), "{answer}");
+        assert!(count(&metrics, "malformed_head"));
+
+        // The same bytes once the proxy has the request are the gateway's answer: passed on.
+        let (mut g, mut client, metrics) = guarded(1024, 1000);
+        client.write_all(head).await.unwrap();
+        let mut got = vec![0u8; head.len()];
+        g.read_exact(&mut got).await.unwrap();
+        g.reached_proxy();
+        g.write_all(bare).await.unwrap();
+        AsyncWriteExt::shutdown(&mut g).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, bare);
+        assert!(!count(&metrics, "malformed_head"));
     }
 
     #[tokio::test]

@@ -26,7 +26,9 @@ pub enum UpstreamOutcome {
     ConnectError,
     Timeout,
     Error,
-    /// The client went away before the target answered.
+    /// The attempt ended for the client's reason before the target answered: the client went
+    /// away, stalled its request body, or sent more body than the route accepts. Never a
+    /// verdict on the target.
     ClientClosed,
 }
 
@@ -128,8 +130,15 @@ pub enum Rejection {
     BodyTooLarge,
     /// Request head not complete within `server.client_header_timeout` (408 or closed).
     HeaderTimeout,
+    /// The client stopped sending its request body while the upstream waited for it (408).
+    BodyTimeout,
     /// Ambiguous or malformed framing refused by Tollgate's own checks (400).
     BadRequest,
+    /// A request head Pingora's HTTP/1 parser refused before any hook ran (bad bytes, obs-fold,
+    /// duplicate Host, conflicting lengths, an unknown version...), answered by the guard (400).
+    MalformedHead,
+    /// A `CONNECT` request: the gateway does not tunnel (405).
+    ConnectMethod,
     /// A request line with stray whitespace or control bytes, or a target that is neither a
     /// path nor an http(s) URL (400).
     BadTarget,
@@ -149,11 +158,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 14] = [
         Rejection::HeaderTooLarge,
         Rejection::BodyTooLarge,
         Rejection::HeaderTimeout,
+        Rejection::BodyTimeout,
         Rejection::BadRequest,
+        Rejection::MalformedHead,
+        Rejection::ConnectMethod,
         Rejection::BadTarget,
         Rejection::BadPath,
         Rejection::MissingHost,
@@ -168,7 +180,10 @@ impl Rejection {
             Rejection::HeaderTooLarge => "header_too_large",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::HeaderTimeout => "header_timeout",
+            Rejection::BodyTimeout => "body_timeout",
             Rejection::BadRequest => "bad_request",
+            Rejection::MalformedHead => "malformed_head",
+            Rejection::ConnectMethod => "connect_method",
             Rejection::BadTarget => "bad_target",
             Rejection::BadPath => "bad_path",
             Rejection::MissingHost => "missing_host",
@@ -237,7 +252,7 @@ impl Metrics {
         .set(1);
         let rejected = b.counters(
             "tollgate_rejected_requests_total",
-            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), bad_request (framing), bad_target, bad_path, missing_host, bad_host; 503s: in_flight, client_in_flight, connection_in_flight).",
+            "Requests refused by the gateway's limits and framing checks, by reason (header_too_large, body_too_large, header_timeout (connections that sent nothing in time included), body_timeout, bad_request (framing), malformed_head (refused by the HTTP/1 parser), connect_method (405), bad_target, bad_path, missing_host, bad_host; 503s: in_flight, client_in_flight, connection_in_flight).",
             &["reason"],
         );
         b.add(super::log_throttle::SuppressedLogCollector::new());

@@ -19,6 +19,13 @@ pub enum GatewayError {
     /// 408: the request head did not arrive in time.
     #[error("the request head was not received in time")]
     HeadTimeout,
+    /// 408: the client stopped sending its request body: the upstream waited for the rest of
+    /// it until a read timeout (or the route's deadline) ended the attempt.
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    /// 405: a `CONNECT` request; the gateway does not tunnel.
+    #[error("CONNECT is not supported")]
+    Connect,
     /// 413: the body is over the route's `max_body_bytes` (declared or counted).
     #[error("the request body is larger than this route accepts")]
     BodyTooLarge,
@@ -80,7 +87,8 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadRequest { .. } | GatewayError::BadRewrite => 400,
-            GatewayError::HeadTimeout => 408,
+            GatewayError::HeadTimeout | GatewayError::BodyTimeout => 408,
+            GatewayError::Connect => 405,
             GatewayError::BodyTooLarge => 413,
             GatewayError::HeadTooLarge => 431,
             GatewayError::NoUsableTarget { .. } | GatewayError::Overloaded { .. } => 503,
@@ -103,6 +111,8 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest { reason, .. } => Some(*reason),
             GatewayError::HeadTimeout => Some(Rejection::HeaderTimeout),
+            GatewayError::BodyTimeout => Some(Rejection::BodyTimeout),
+            GatewayError::Connect => Some(Rejection::ConnectMethod),
             GatewayError::BodyTooLarge => Some(Rejection::BodyTooLarge),
             GatewayError::HeadTooLarge => Some(Rejection::HeaderTooLarge),
             GatewayError::Overloaded { reason } => Some(*reason),

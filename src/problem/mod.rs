@@ -12,6 +12,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::borrow::Cow;
 
+/// The methods the gateway's routes may take (`Allow` of `OPTIONS *` and of a refused
+/// `CONNECT`).
+pub const SERVER_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// A response the gateway makes on its own.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -126,16 +130,20 @@ impl Problem {
     }
 
     /// The whole response as HTTP/1.1 bytes, for answers written straight to a connection
-    /// before Pingora has a request (a request head too large or too slow). The connection is
-    /// closed afterwards, and says so.
+    /// before Pingora has a request (a request head too large or too slow, or one Pingora's
+    /// parser refused). The connection is closed afterwards, and says so.
     pub fn http1_response(&self, request_id: &str) -> Vec<u8> {
         let body = self.body(request_id);
         let reason = http::StatusCode::from_u16(self.status)
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
+        let allow = match &self.allow {
+            Some(methods) => format!("allow: {methods}\r\n"),
+            None => String::new(),
+        };
         let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {} {reason}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nx-request-id: {request_id}\r\ncache-control: no-store\r\n{allow}connection: close\r\n\r\n",
             self.status,
             body.len()
         )
@@ -153,6 +161,13 @@ impl From<&GatewayError> for Problem {
             GatewayError::HeadTimeout => {
                 Problem::new(408, "the request head was not received in time")
             }
+            GatewayError::BodyTimeout => {
+                Problem::new(408, "the request body was not received in time")
+            }
+            GatewayError::Connect => Problem {
+                allow: Some(SERVER_METHODS.to_string()),
+                ..Problem::new(405, "CONNECT is not supported: the gateway does not tunnel")
+            },
             GatewayError::BodyTooLarge => Problem::body_too_large(),
             GatewayError::HeadTooLarge => Problem::new(
                 431,

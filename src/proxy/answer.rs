@@ -2,7 +2,7 @@
 //! that answers returns an [`Answer`]; a failure is mapped to one by [`problem_for`].
 
 use crate::aggregate::Merged;
-use crate::problem::{GatewayError, Problem, RateLimitFields};
+use crate::problem::{GatewayError, Problem, RateLimitFields, SERVER_METHODS};
 use crate::snapshot::Fallback;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -35,9 +35,6 @@ pub type Flow = ControlFlow<Answer>;
 pub fn respond(problem: Problem) -> Flow {
     ControlFlow::Break(Answer::Problem(problem))
 }
-
-/// The methods `OPTIONS *` announces: the gateway's routes may take any of them.
-const SERVER_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 impl Answer {
     /// The status written.

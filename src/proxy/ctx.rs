@@ -63,6 +63,9 @@ pub struct RequestCtx {
     pub upstream_target: Option<Vec<u8>>,
     /// Why the gateway refused the request as malformed, for its access-log line.
     pub refusal: Option<Refused>,
+    /// Why the gateway answered a routed request with a refusal of its own (the client's
+    /// body stalled), for its access-log line; the path logged stays the normal one.
+    pub rejected: Option<crate::observe::Rejection>,
     /// When the route's total deadline passes.
     pub deadline: Option<Instant>,
     /// Target indexes tried by this request, in order (the last is the current or final one),
@@ -119,6 +122,7 @@ impl RequestCtx {
             identity: None,
             upstream_target: None,
             refusal: None,
+            rejected: None,
             deadline: None,
             tried: SmallVec::new(),
             attempts: 0,

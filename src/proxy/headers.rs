@@ -294,6 +294,10 @@ fn forwarded_for(h: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
 /// Cleans an upstream response for the client: hop-by-hop headers out, request id in (`None`:
 /// the response may be stored, and the request's own headers are added after that). Edited on
 /// the plain `http` parts for the same reason as the request (see `prepare_upstream_request`).
+///
+/// With an id the response goes straight to the client, so `Surrogate-Key` (the purge tags,
+/// the cache's business) goes too; a response that may be stored keeps it for the cache, which
+/// reads its tags and removes it before the client sees it.
 pub fn prepare_client_response(
     resp: &mut ResponseHeader,
     id: Option<&RequestId>,
@@ -305,6 +309,7 @@ pub fn prepare_client_response(
             headers.remove(&name);
         }
         if let Some(id) = id {
+            headers.remove(&crate::cache::SURROGATE_KEY);
             headers.insert(X_REQUEST_ID, id.value().clone());
         }
         for (name, value) in extra {

@@ -136,6 +136,28 @@ fn should_retry(
     upstream.may_retry(route.retry.as_ref(), &facts(session, ctx), reason, metrics)
 }
 
+/// Whether an attempt that timed out was waiting on the client's request body rather than on
+/// the target: a read timed out, before any response, while the body had not arrived whole.
+///
+/// Pingora forwards body chunks as they come and re-arms the upstream read timeout after each
+/// one, so an upstream read timeout with the body unfinished means no byte of it came for the
+/// whole timeout (or the route's deadline, which caps it). A target that stops reading the
+/// body fails a write instead (`WriteTimedout`), which stays the target's failure. Pingora's
+/// own read of the client (`Downstream`) timing out is the same stall seen from the other side.
+fn client_stalled(session: &mut Session, e: &Error, ctx: &RequestCtx) -> bool {
+    if e.etype() != &pingora::ErrorType::ReadTimedout
+        || ctx.upstream_status.is_some()
+        || session.was_upgraded()
+    {
+        return false;
+    }
+    match e.esource() {
+        pingora::ErrorSource::Downstream => true,
+        pingora::ErrorSource::Upstream => !session.is_body_done(),
+        _ => false,
+    }
+}
+
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     session
         .client_addr()
@@ -162,6 +184,9 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut BoxedCtx,
     ) -> pingora::Result<()> {
+        // From here on, what goes to the client is the gateway's answer; before, only
+        // Pingora's refusal of a head could be written, which the edge guard replaces.
+        crate::edge::request_reached_proxy(session.as_downstream());
         ctx.request_id =
             headers::request_id(session.req_header().headers.get(&headers::X_REQUEST_ID));
         let snapshot = self.store.snapshot();
@@ -461,6 +486,18 @@ impl ProxyHttp for Gateway {
             e.set_retry(false);
             return e;
         }
+        if client_stalled(session, &e, ctx) {
+            // The wait was for the client's body, not for the target: 408 to the client, no
+            // retry (the body still would not come), no verdict against the target.
+            self.finish_attempt(ctx, UpstreamOutcome::ClientClosed);
+            self.metrics.rejected(Rejection::BodyTimeout);
+            ctx.rejected = Some(Rejection::BodyTimeout);
+            let mut stalled = GatewayError::BodyTimeout
+                .into_pingora()
+                .more_context(format!("peer: {peer}"));
+            stalled.set_retry(false);
+            return stalled;
+        }
         if matches!(GatewayError::of(&e), Some(GatewayError::UpstreamStatus(_))) {
             // A 502/503/504 answer for which upstream_response_filter already decided to retry.
             e.set_retry(true);
@@ -630,7 +667,11 @@ impl ProxyHttp for Gateway {
             client: ctx.client,
             method: req.method.as_str(),
             path: ctx.refusal.as_ref().map_or(req.uri.path(), |r| &r.path),
-            reason: ctx.refusal.as_ref().map(|r| r.reason),
+            reason: ctx
+                .refusal
+                .as_ref()
+                .map(|r| r.reason)
+                .or(ctx.rejected.map(Rejection::label)),
             route: ctx.route_name(),
             upstream: upstream.map(|u| &*u.name),
             target: target.map(|t| &*t.label),

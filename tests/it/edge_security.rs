@@ -214,7 +214,15 @@ async fn a_refused_request_line_closes_the_connection_and_a_pipelined_request_go
 async fn the_new_rejection_reasons_exist_from_the_start() {
     let edge = Edge::start(Policy::ApiKey, Settings::Default).await;
     let reasons = edge.rejections().await;
-    for reason in ["bad_target", "bad_path", "missing_host", "bad_host"] {
+    for reason in [
+        "bad_target",
+        "bad_path",
+        "missing_host",
+        "bad_host",
+        "malformed_head",
+        "connect_method",
+        "body_timeout",
+    ] {
         assert_eq!(reasons.get(reason), Some(&0.0), "{reason}: {reasons:?}");
     }
 }

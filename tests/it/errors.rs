@@ -168,9 +168,9 @@ upstream = "slow"
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn route_timeout_shorter_than_the_upstream_is_504() {
-    // The upstream's read_timeout (30 s by default) is not what cuts the request: the route's is.
+/// A backend slower (4 s) than the route `/deadline`'s 300 ms timeout, which is shorter than
+/// the upstream's read_timeout (30 s by default), and a gateway in front of it.
+async fn behind_a_route_deadline() -> (crate::support::Backend, GatewayHandle) {
     let slow = backend("slow").delay(Duration::from_secs(4)).start().await;
     let gw = GatewayHandle::start(&format!(
         r#"
@@ -185,6 +185,13 @@ timeout = "300ms"
         slow.target()
     ))
     .await;
+    (slow, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_shorter_than_the_upstream_is_504() {
+    // The upstream's read_timeout is not what cuts the request: the route's is.
+    let (slow, gw) = behind_a_route_deadline().await;
     let started = Instant::now();
     let r = client()
         .post(gw.url("/deadline"))
@@ -202,6 +209,42 @@ timeout = "300ms"
         ("deadline", "POST", "504"),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
+    // Same route as above, but the client sends 5 of the 100 bytes it declared and stops: the
+    // deadline ended a wait for the client, not for the target (whose own slowness stays a 504
+    // timeout, above).
+    let (slow, gw) = behind_a_route_deadline().await;
+    let started = Instant::now();
+    let mut conn = crate::support::RawConn::connect(gw.addr).await;
+    conn.send(b"POST /deadline HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\nabcde")
+        .await
+        .unwrap();
+    let a = conn.read_response().await;
+    let took = started.elapsed();
+    assert_eq!(a.status, 408, "{a:?}");
+    assert_eq!(a.header("content-type"), Some("application/problem+json"));
+    assert_eq!(a.json()["request_id"], a.header("x-request-id").unwrap());
+    assert!(took < Duration::from_secs(3), "408 came too late: {took:?}");
+
+    assert_counted_once(
+        &gw,
+        ("slow", &slow.target(), "client_closed"),
+        ("deadline", "POST", "408"),
+    )
+    .await;
+    assert_metric(
+        &gw,
+        "tollgate_rejected_requests_total",
+        &[("reason", "body_timeout")],
+        1.0,
+    )
+    .await;
+    let line = gw.log_line(|l| l["path"] == "/deadline").await;
+    assert_eq!(line["status"], 408, "{line}");
+    assert_eq!(line["reason"], "body_timeout", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,34 @@ async fn hop_by_hop_headers_are_not_forwarded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn surrogate_key_never_reaches_clients_of_a_route_without_a_cache() {
+    // `Surrogate-Key` carries the upstream's purge tags, the gateway's business only; a
+    // route with no cache used to pass it on. Over HTTP/1.1 and h2c alike.
+    let b = backend("users")
+        .header("surrogate-key", "users")
+        .header("x-resp-end", "end-value")
+        .start()
+        .await;
+    let gw = gateway_to(&b.target()).await;
+    let resp = raw_request(gw.addr, &["GET /users/1 HTTP/1.1", "Host: gw.test"], b"").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("x-resp-end"), Some("end-value"), "{resp:?}");
+    assert_eq!(resp.header("surrogate-key"), None, "{resp:?}");
+
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = h2c.get(gw.url("/users/2")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-resp-end"], "end-value");
+    assert!(r.headers().get("surrogate-key").is_none(), "{r:?}");
+    assert_eq!(b.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sane_client_request_id_is_kept() {
     let b = backend("app").start().await;
     let gw = gateway_to(&b.target()).await;

@@ -393,3 +393,86 @@ fn assert_run_refuses_listen(listen: &str, error: &str) {
     let expected = format!("{}:2:1: {error}", path.display());
     assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
+
+/// A `tollgate demo-backends` child, killed (SIGKILL) if the test ends with it still running:
+/// a leftover would hold the demo ports.
+struct DemoBackends(std::process::Child);
+
+impl Drop for DemoBackends {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tollgate demo-backends` and waits (bounded) until its first backend answers.
+async fn start_demo_backends(stderr: &std::path::Path) -> DemoBackends {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("demo-backends")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("spawn tollgate demo-backends");
+    let mut demo = DemoBackends(child);
+    let (name, addr) = tollgate::demo::DEMO_BACKENDS[0];
+    let url = format!("http://{addr}/ping");
+    let up = eventually(Duration::from_secs(10), || async {
+        match client().get(&url).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["service"] == format!("{name}@{addr}")),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let exited = demo.0.try_wait().unwrap();
+    assert!(
+        up,
+        "demo backends did not answer on {addr} (exited: {exited:?}): {}",
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+    demo
+}
+
+/// Sends `sig` to the demo backends and waits (at most 3 s) for them to exit.
+async fn signal_demo_backends(mut demo: DemoBackends, sig: &str) -> Option<i32> {
+    let pid = demo.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{sig} {pid}");
+    tokio::task::spawn_blocking(move || {
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            if let Some(status) = demo.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_backends_exit_0_promptly_on_sigterm_and_on_sigint() {
+    // One test for both signals: the demo backends listen on fixed ports, so two runs at once
+    // would collide. SIGTERM used to close the listeners, then sleep through Pingora's 300 s
+    // grace period deaf to every further SIGTERM and SIGINT.
+    let dir = tempfile::tempdir().unwrap();
+    for sig in ["TERM", "INT"] {
+        let stderr = dir.path().join(format!("demo-{sig}.stderr"));
+        let demo = start_demo_backends(&stderr).await;
+        let code = signal_demo_backends(demo, sig).await;
+        assert_eq!(
+            code,
+            Some(0),
+            "demo-backends did not exit 0 within 3 s of SIG{sig}: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+    }
+}

@@ -395,8 +395,10 @@ struct Case {
     bytes: &'static [u8],
     /// Status the client gets.
     status: u16,
-    /// Tollgate's own answer (problem+json) rather than Pingora's parser's plain 400.
-    ours: bool,
+    /// The refusal's `tollgate_rejected_requests_total` reason: `bad_request` for Tollgate's
+    /// framing checks, `malformed_head` for a head Pingora's parser refused (answered by the
+    /// edge guard); `None` for an answer that is no refusal. Every 4xx is problem+json.
+    reason: Option<&'static str>,
     /// Complete requests the backend may receive (0, or 1 with this body).
     forwarded: Option<&'static [u8]>,
 }
@@ -406,140 +408,140 @@ const CASES: &[Case] = &[
         name: "Content-Length and Transfer-Encoding",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api\r\n\r\n",
         status: 400,
-        ours: true,
+        reason: Some("bad_request"),
         forwarded: None,
     },
     Case {
         name: "Transfer-Encoding and Content-Length, other order and case",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\ntransfer-encoding: chunked\r\ncontent-length: 40\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api\r\n\r\n",
         status: 400,
-        ours: true,
+        reason: Some("bad_request"),
         forwarded: None,
     },
     Case {
         name: "two different Content-Lengths",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "two equal Content-Lengths",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
         status: 400,
-        ours: true,
+        reason: Some("bad_request"),
         forwarded: None,
     },
     Case {
         name: "Content-Length with a sign",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length: +4\r\n\r\nabcd",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "Content-Length with non-digits",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length: 4a\r\n\r\nabcd",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "Transfer-Encoding: chunked, identity",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "Transfer-Encoding: xchunked",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "Transfer-Encoding: identity, chunked",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
         status: 400,
-        ours: true,
+        reason: Some("bad_request"),
         forwarded: None,
     },
     Case {
         name: "Transfer-Encoding twice",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         status: 400,
-        ours: true,
+        reason: Some("bad_request"),
         forwarded: None,
     },
     Case {
         name: "Transfer-Encoding in HTTP/1.0",
         bytes: b"POST /s HTTP/1.0\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "obs-fold continuation line",
         bytes: b"GET /s HTTP/1.1\r\nHost: api\r\nX-A: b\r\n Content-Length: 5\r\n\r\nabcde",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "whitespace before the colon",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length : 5\r\n\r\nabcde",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "invalid chunk size",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
         status: 400,
-        ours: true,
+        reason: None,
         forwarded: None,
     },
     Case {
         name: "header name with a bad byte",
         bytes: b"GET /s HTTP/1.1\r\nHost: api\r\nX-A\x01b: c\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "header name with a space",
         bytes: b"GET /s HTTP/1.1\r\nHost: api\r\nX A: c\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "NUL in a value",
         bytes: b"GET /s HTTP/1.1\r\nHost: api\r\nX-A: b\x00c\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "bare CR in a value",
         bytes: b"GET /s HTTP/1.1\r\nHost: api\r\nX-A: b\rContent-Length: 5\r\n\r\nabcde",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "two Host headers",
         bytes: b"GET /s HTTP/1.1\r\nHost: api\r\nHost: admin\r\n\r\n",
         status: 400,
-        ours: false,
+        reason: Some("malformed_head"),
         forwarded: None,
     },
     Case {
         name: "a second request hidden in a body",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nContent-Length: 5\r\n\r\nhelloGET /smuggled HTTP/1.1\r\nHost: api\r\n\r\n",
         status: 200,
-        ours: false,
+        reason: None,
         forwarded: Some(b"hello"),
     },
 ];
@@ -563,7 +565,7 @@ async fn smuggling_attempts_never_reach_the_backend_as_two_requests() {
             None => got.is_empty(),
             Some(body) => got.len() == 1 && got[0].body == body,
         };
-        if status != Some(case.status) || (case.ours && !problem) || !forwarded_ok {
+        if status != Some(case.status) || (case.status >= 400 && !problem) || !forwarded_ok {
             failures.push(format!(
                 "{}: status {status:?} (want {}), problem+json {problem}, backend got {:?}",
                 case.name,
@@ -577,11 +579,10 @@ async fn smuggling_attempts_never_reach_the_backend_as_two_requests() {
     // Nothing smuggled ever showed up, whatever the case.
     assert!(rec.requests().iter().all(|r| !r.head.contains("/smuggled")));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let ours = CASES
-        .iter()
-        .filter(|c| c.ours && c.name != "invalid chunk size")
-        .count();
-    assert_eq!(rejected(&gw, "bad_request").await, ours as f64);
+    for reason in ["bad_request", "malformed_head"] {
+        let cases = CASES.iter().filter(|c| c.reason == Some(reason)).count();
+        assert_eq!(rejected(&gw, reason).await, cases as f64, "{reason}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -645,4 +646,158 @@ async fn a_large_upload_over_the_limit_still_gets_its_413() {
         );
     }
     assert_eq!(rec.connections(), 0);
+}
+
+/// Heads that Pingora's HTTP/1 parser (or its CONNECT check) refuses before any hook of the
+/// gateway runs: the status each must get.
+fn heads_refused_while_parsed() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let many_headers: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    vec![
+        (
+            "absolute-form authority differing from Host",
+            b"GET http://GW.TEST/pub/x HTTP/1.1\r\nHost: gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "two Host headers",
+            b"GET /pub/x HTTP/1.1\r\nHost: gw.test\r\nHost: gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "space before the colon of Host",
+            b"GET /pub/x HTTP/1.1\r\nHost : gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "obs-fold",
+            b"GET /pub/x HTTP/1.1\r\nHost: gw.test\r\nX-A: b\r\n c\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "bare CR in a value",
+            b"GET /pub/x HTTP/1.1\r\nHost: gw.test\r\nX-A: b\rc\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "NUL in a value",
+            b"GET /pub/x HTTP/1.1\r\nHost: gw.test\r\nX-A: b\x00c\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "Transfer-Encoding: xchunked",
+            b"POST /pub/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "Transfer-Encoding: chunked, identity",
+            b"POST /pub/x HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "Transfer-Encoding in HTTP/1.0",
+            b"POST /pub/x HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "two different Content-Lengths",
+            b"POST /pub/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"
+                .to_vec(),
+            400,
+        ),
+        (
+            "Content-Length: -1",
+            b"POST /pub/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "300 headers",
+            format!("GET /pub/x HTTP/1.1\r\nHost: gw.test\r\n{many_headers}\r\n").into_bytes(),
+            400,
+        ),
+        (
+            "HTTP/1.2",
+            b"GET /pub/x HTTP/1.2\r\nHost: gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "HTTP/0.9",
+            b"GET /pub/x HTTP/0.9\r\nHost: gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "method G@T",
+            b"G@T /pub/x HTTP/1.1\r\nHost: gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "< and > in the path",
+            b"GET /pub/<x> HTTP/1.1\r\nHost: gw.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "CONNECT",
+            b"CONNECT gw.test:443 HTTP/1.1\r\nHost: gw.test:443\r\n\r\n".to_vec(),
+            405,
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_refused_while_parsed_get_the_gateways_own_answer() {
+    // Pingora refuses these while it reads the head, before any hook: it used to answer with
+    // its own bare 400/405 (`Server: Pingora`, no body, no request id), uncounted and unlogged.
+    let rec = Recorder::start().await;
+    let gw = gateway(&rec.target(), "", "").await;
+    let cases = heads_refused_while_parsed();
+    let mut failures = Vec::new();
+    let mut ids = Vec::new();
+    for (name, bytes, status) in &cases {
+        let mut conn = RawConn::connect(gw.addr).await;
+        conn.send(bytes).await.unwrap();
+        let (out, closed) = conn.read_until_close(Duration::from_secs(5)).await;
+        let Ok(r) = crate::support::try_parse_response(&out_head_and_body(&out)) else {
+            failures.push(format!("{name}: no answer ({} bytes)", out.len()));
+            continue;
+        };
+        let id = r.header("x-request-id").unwrap_or_default().to_string();
+        let problem = r.header("content-type") == Some("application/problem+json")
+            && serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|b| b["status"] == *status && b["request_id"] == id.as_str());
+        if r.status != *status || !problem || id.is_empty() || !closed {
+            failures.push(format!(
+                "{name}: status {} (want {status}), problem+json with the request id {problem}, \
+                 closed {closed}, headers {:?}",
+                r.status, r.headers
+            ));
+            continue;
+        }
+        if r.header("server").is_some() {
+            failures.push(format!("{name}: Server {:?}", r.header("server")));
+        }
+        ids.push((*name, id, *status));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(rec.raw().is_empty(), "the backend received bytes");
+
+    // Counted, and logged with the reason under the request id the client got.
+    let malformed = cases.iter().filter(|c| c.2 == 400).count() as f64;
+    assert_eq!(rejected(&gw, "malformed_head").await, malformed);
+    assert_eq!(rejected(&gw, "connect_method").await, 1.0);
+    for (name, id, status) in ids {
+        let line = gw.log_line(|l| l["request_id"] == id.as_str()).await;
+        let reason = if status == 405 {
+            "connect_method"
+        } else {
+            "malformed_head"
+        };
+        assert_eq!(line["status"], status, "{name}: {line}");
+        assert_eq!(line["reason"], reason, "{name}: {line}");
+    }
+
+    // A sane request on the same gateway is still served.
+    let r = raw_request(gw.addr, &["GET /pub/x HTTP/1.1", "Host: gw.test"], b"").await;
+    assert_eq!(r.status, 200);
 }

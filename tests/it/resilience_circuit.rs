@@ -384,7 +384,8 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     // Nor are the hang-ups counted as the target's errors: they are `client_closed` (or the
     // target's own 2xx when it answered before the gateway noticed).
     for outcome in ["error", "timeout", "5xx"] {
-        let n = crate::support::prom::metric(
+        // Summed over targets: `metric` wants the whole label set and read 0 for any outcome.
+        let n = crate::support::prom::metric_sum(
             &gw,
             "tollgate_upstream_requests_total",
             &[("upstream", UPSTREAM), ("outcome", outcome)],
@@ -394,4 +395,115 @@ async fn clients_giving_up_do_not_open_the_circuit_of_a_slow_target() {
     }
     let a = get(&gw.url("/plain")).await.unwrap();
     assert_eq!(a.status, 200, "{a:?}");
+}
+
+/// A healthy target behind a 3 s read timeout, a breaker that opens after 5 failures, and a
+/// retry policy that would retry a timed-out POST.
+fn stall_config(target: &str) -> String {
+    format!(
+        r#"
+[upstreams.flaky]
+targets = ["{target}"]
+read_timeout = "3s"
+
+[upstreams.flaky.circuit_breaker]
+failure_ratio = 0.5
+min_requests = 5
+window = "10s"
+open_for = "30s"
+half_open_probes = 1
+
+[routes.pub]
+path = "/pub/{{*rest}}"
+upstream = "flaky"
+retry = {{ attempts = 3, backoff = "5ms", max_backoff = "10ms", methods = ["GET", "POST"] }}
+"#
+    )
+}
+
+/// Sends a POST head declaring 100 bytes of body and only 5 of them, then goes quiet; returns
+/// what the gateway answers.
+async fn stalled_post(gw: &GatewayHandle) -> crate::support::RawResponse {
+    let mut conn = crate::support::RawConn::connect(gw.addr).await;
+    conn.send(b"POST /pub/x HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\nabcde")
+        .await
+        .unwrap();
+    conn.read_response().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalling_their_bodies_get_408_and_never_open_the_circuit() {
+    // The upstream waits for a body the client never finishes sending; the read timeout that
+    // ends the wait says nothing about the target. Before the fix every stall was charged to
+    // the target as a timeout (504), and six of them opened its circuit for every client.
+    let good = backend("good").start().await;
+    let target = good.target();
+    let gw = GatewayHandle::start(&stall_config(&target)).await;
+
+    let stalls: Vec<_> = (0..6)
+        .map(|_| {
+            let gw = &gw;
+            async move { stalled_post(gw).await }
+        })
+        .collect();
+    let answers = futures::future::join_all(stalls).await;
+    for a in &answers {
+        assert_eq!(a.status, 408, "{a:?}");
+        assert_eq!(
+            a.header("content-type"),
+            Some("application/problem+json"),
+            "{a:?}"
+        );
+        assert_eq!(a.json()["status"], 408, "{a:?}");
+        assert!(a.header("x-request-id").is_some(), "{a:?}");
+        assert_eq!(a.header("connection"), Some("close"), "{a:?}");
+    }
+
+    // No verdict against the target: not a timeout, not retried, the circuit closed.
+    assert_eq!(transitions(&gw, UPSTREAM, &target, "open").await, 0.0);
+    assert_eq!(circuit_gauge(&gw, UPSTREAM, &target).await, Some(0.0));
+    let outcome = |o: &'static str| {
+        let gw = &gw;
+        async move {
+            crate::support::prom::metric_sum(
+                gw,
+                "tollgate_upstream_requests_total",
+                &[("upstream", UPSTREAM), ("outcome", o)],
+            )
+            .await
+        }
+    };
+    assert_eq!(outcome("timeout").await, 0.0);
+    assert_eq!(outcome("client_closed").await, 6.0);
+    assert_eq!(attempts_to(&gw, UPSTREAM, &target).await, 6.0, "retried");
+    assert_eq!(
+        crate::support::prom::metric_sum(&gw, "tollgate_upstream_retries_total", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "tollgate_rejected_requests_total",
+            &[("reason", "body_timeout")]
+        )
+        .await,
+        6.0
+    );
+    // The access log says why.
+    let ids: Vec<&str> = answers
+        .iter()
+        .map(|a| a.header("x-request-id").unwrap())
+        .collect();
+    for id in ids {
+        let line = gw.log_line(|l| l["request_id"] == id).await;
+        assert_eq!(line["status"], 408, "{line}");
+        assert_eq!(line["reason"], "body_timeout", "{line}");
+        assert_eq!(line["route"], "pub", "{line}");
+        assert_eq!(line["bytes_in"], 5, "{line}");
+    }
+
+    // Every other client is still served by the target.
+    let a = get(&gw.url("/pub/x")).await.unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.backend().as_deref(), Some("good"));
 }

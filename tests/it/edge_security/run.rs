@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The rejection reasons of a refused request head (the spec's four and the framing checks').
-const REQUEST_REASONS: [&str; 5] = [
+const REQUEST_REASONS: [&str; 7] = [
     "bad_target",
     "bad_path",
     "missing_host",
     "bad_host",
     "bad_request",
+    "malformed_head",
+    "connect_method",
 ];
 
 pub const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
