@@ -83,7 +83,9 @@ pub struct RequestCtx {
     pub declared: super::framing::Declared,
     /// Largest request body this request may send (its route's `max_body_bytes`).
     pub body_limit: u64,
-    /// The body went over `body_limit`: the request is answered 413 and never retried.
+    /// The gateway stopped reading the client's body (over `body_limit`: 413; still coming
+    /// past the route's deadline: 408): the request is never retried, and the target is not
+    /// blamed.
     pub body_refused: bool,
     /// The route's response cache, as this request uses it.
     pub cache: Option<crate::cache::CacheUse>,

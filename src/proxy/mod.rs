@@ -336,6 +336,17 @@ impl ProxyHttp for Gateway {
                 }
                 return Err(GatewayError::BodyTooLarge.into_pingora());
             }
+            // A body trickled in (a byte now and then) re-arms Pingora's read timeouts with
+            // every chunk and would outlive the route's `timeout`: past it, the client gets a
+            // 408 and the upstream connection is dropped with the body unfinished.
+            let late = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+            if late && !session.was_upgraded() && !ctx.body_refused {
+                *body = None;
+                ctx.body_refused = true;
+                ctx.rejected = Some(Rejection::BodyTimeout);
+                self.metrics.rejected(Rejection::BodyTimeout);
+                return Err(GatewayError::BodyTimeout.into_pingora());
+            }
         }
         Ok(())
     }

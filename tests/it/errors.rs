@@ -248,6 +248,44 @@ async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_the_route_deadline_is_408() {
+    // A byte every 100 ms: no read ever waits long, but the route's 300 ms are spent.
+    let (slow, gw) = behind_a_route_deadline().await;
+    let started = Instant::now();
+    let mut conn = crate::support::RawConn::connect(gw.addr).await;
+    conn.send(b"POST /deadline HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if conn.send(b"a").await.is_err() {
+            break;
+        }
+    }
+    let a = conn.read_response().await;
+    assert_eq!(a.status, 408, "{a:?}");
+    assert_eq!(a.header("content-type"), Some("application/problem+json"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the body was read to its end: {:?}",
+        started.elapsed()
+    );
+    assert_counted_once(
+        &gw,
+        ("slow", &slow.target(), "client_closed"),
+        ("deadline", "POST", "408"),
+    )
+    .await;
+    assert_metric(
+        &gw,
+        "tollgate_rejected_requests_total",
+        &[("reason", "body_timeout")],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_error_status_passes_through_unchanged() {
     // A 5xx the upstream answered is the upstream's response, not a gateway problem.
     let b = backend("flaky")
