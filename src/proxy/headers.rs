@@ -19,15 +19,12 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId {
     value: HeaderValue,
-    /// The client sent this id (so the upstream request already carries it).
-    pub from_client: bool,
 }
 
 impl Default for RequestId {
     fn default() -> Self {
         RequestId {
             value: HeaderValue::from_static(""),
-            from_client: false,
         }
     }
 }
@@ -55,10 +52,7 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
         if sane {
-            return RequestId {
-                value: v.clone(),
-                from_client: true,
-            };
+            return RequestId { value: v.clone() };
         }
     }
     // Formatted on the stack and handed to one shared buffer: its only allocation, and the
@@ -68,10 +62,7 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
     // 32 hex digits are always a valid header value.
     let value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or_else(|_| HeaderValue::from_static("-"));
-    RequestId {
-        value,
-        from_client: false,
-    }
+    RequestId { value }
 }
 
 /// Names the headers to remove before forwarding, in one pass over the names: the hop-by-hop
@@ -234,11 +225,10 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
             h.remove(X_FORWARDED_HOST);
         }
     }
-    // A client-sent id is already on the request; only a generated (or duplicated) one is set.
-    let id = forwarding.id;
-    if !id.from_client || h.get_all(&X_REQUEST_ID).iter().nth(1).is_some() {
-        h.insert(X_REQUEST_ID, id.value().clone());
-    }
+    // Always set, even when the client sent this id: the client can make its own copy
+    // hop-by-hop (`Connection: x-request-id`), and Pingora then removes it before this runs.
+    // One insert of a shared value, cheaper than finding out whether it is still there.
+    h.insert(X_REQUEST_ID, forwarding.id.value().clone());
 }
 
 /// The client headers an aggregate's part is sent whatever its `forward_headers` say: the
@@ -345,7 +335,6 @@ mod tests {
         let sane = HeaderValue::from_static("abc-123_x.y:z");
         let kept = request_id(Some(&sane));
         assert_eq!(kept.text(), "abc-123_x.y:z");
-        assert!(kept.from_client);
         for bad in [
             &b""[..],
             b"has space",
@@ -358,7 +347,6 @@ mod tests {
             assert_eq!(id.text().len(), 32, "{}", id.text());
             assert!(id.text().bytes().all(|b| b.is_ascii_hexdigit()));
             assert_eq!(id.value(), id.text());
-            assert!(!id.from_client);
         }
         assert_ne!(request_id(None).text(), request_id(None).text());
     }

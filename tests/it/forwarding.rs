@@ -140,6 +140,46 @@ async fn a_sane_client_request_id_is_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_named_in_connection_still_reaches_the_backend() {
+    // `Connection: x-request-id` makes the client's id hop-by-hop, so it is removed on the way
+    // up; the id is the gateway's to attach, and the backend must get the one the client, the
+    // response and the log see.
+    let b = backend("app").start().await;
+    let gw = gateway_to(&b.target()).await;
+    for (i, connection) in ["close, x-request-id", "X-Request-ID, close"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("abc-{i}");
+        let r = raw_request(
+            gw.addr,
+            &[
+                &format!("GET /id/{i} HTTP/1.1"),
+                "Host: gw.test",
+                &format!("Connection: {connection}"),
+                &format!("X-Request-Id: {id}"),
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{connection}");
+        assert_eq!(r.header("x-request-id"), Some(id.as_str()), "{connection}");
+        let seen = &b.received()[i];
+        assert_eq!(
+            seen.headers
+                .get_all("x-request-id")
+                .iter()
+                .collect::<Vec<_>>(),
+            [id.as_str()],
+            "{connection}: {:?}",
+            seen.headers
+        );
+        let line = gw.log_line(|l| l["request_id"] == id.as_str()).await;
+        assert_eq!(line["path"], format!("/id/{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insane_or_missing_request_id_is_replaced() {
     let b = backend("app").start().await;
     let gw = gateway_to(&b.target()).await;
