@@ -129,6 +129,41 @@ fn headers_to_remove(
     remove
 }
 
+/// Headers the gateway sets on every forwarded request, whatever the client sent.
+const GATEWAY_SET: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+];
+
+/// Whether a client header `name` is, once `_` is read as `-`, a header the gateway sets
+/// ([`GATEWAY_SET`], the identity headers) or removes (`proxy`: the proxy headers and
+/// `strip_request_headers`). CGI, WSGI, Rack and nginx with `underscores_in_headers` read
+/// `X_Consumer` and `X-Consumer` as one header (`HTTP_X_CONSUMER`), so such a spelling would
+/// pass for the gateway's own value, or for the proxy header it removed. Only a name with a `_`
+/// can be one: call it for those alone.
+pub fn respells_an_owned_header(
+    name: &HeaderName,
+    identity: &[HeaderName],
+    proxy: &[HeaderName],
+) -> bool {
+    let dashed = |b: u8| if b == b'_' { b'-' } else { b };
+    let name = name.as_str().as_bytes();
+    GATEWAY_SET
+        .iter()
+        .chain(identity)
+        .chain(proxy)
+        .map(|owned| owned.as_str().as_bytes())
+        .any(|owned| {
+            owned.len() == name.len()
+                && owned
+                    .iter()
+                    .zip(name)
+                    .all(|(&a, &b)| dashed(a) == dashed(b))
+        })
+}
+
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

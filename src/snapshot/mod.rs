@@ -544,7 +544,7 @@ pub fn compile(
             },
             log_level: config.log.level.clone(),
             server: ServerSettings::compile(&config.server),
-            identity_headers: policies.identity_headers,
+            identity_headers: with_dashed_spellings(policies.identity_headers),
             trusted_proxies: config
                 .server
                 .trusted_proxies
@@ -647,6 +647,26 @@ const PROXY_HEADERS: &[&str] = &[
     "x-rewrite-url",
 ];
 
+/// `names` without repeats and, for each name with a `_`, its spelling with `-` too. CGI, WSGI,
+/// Rack and nginx with `underscores_in_headers` read the two as one header, so a client's
+/// `x-user-id` would pass for the gateway's `x_user_id`. (The other way round, a client's name
+/// with `_` for a configured one with `-`, is checked per request: the spellings are many.)
+fn with_dashed_spellings(names: Vec<http::HeaderName>) -> Vec<http::HeaderName> {
+    let mut out: Vec<http::HeaderName> = Vec::with_capacity(names.len());
+    for name in names {
+        let dashed = name
+            .as_str()
+            .contains('_')
+            .then(|| http::HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes()));
+        for name in std::iter::once(name).chain(dashed.and_then(Result::ok)) {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
 /// Client headers removed before forwarding, by who sent the request.
 #[derive(Debug, Clone, Default)]
 pub struct StripLists {
@@ -661,13 +681,10 @@ impl StripLists {
     /// From `server.strip_request_headers` (validated), without repeats.
     fn compile(extra: &[String]) -> StripLists {
         let names = |list: &mut dyn Iterator<Item = &str>| {
-            let mut names: Vec<http::HeaderName> = Vec::new();
-            for name in list.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()) {
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-            names
+            with_dashed_spellings(
+                list.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                    .collect(),
+            )
         };
         StripLists {
             untrusted: names(

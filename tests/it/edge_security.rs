@@ -408,6 +408,86 @@ async fn proxy_headers_from_an_untrusted_peer_are_removed() {
     );
 }
 
+/// Header lines of `seen` whose name has a `_` and reads as one of `names` once `_` is `-`.
+fn underscore_spellings<'a>(
+    seen: &'a crate::support::RecordedRequest,
+    names: &[&str],
+) -> Vec<&'a str> {
+    seen.head
+        .split("\r\n")
+        .skip(1)
+        .filter(|line| {
+            line.split_once(':').is_some_and(|(k, _)| {
+                k.contains('_')
+                    && names
+                        .iter()
+                        .any(|n| k.replace('_', "-").eq_ignore_ascii_case(n))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_the_gateway_owns_cannot_be_sent_spelled_with_underscores() {
+    // CGI, WSGI, Rack and nginx with `underscores_in_headers` read `X_Real_IP` as `X-Real-IP`
+    // (both are HTTP_X_REAL_IP): a client must not get past the gateway's own headers, or its
+    // removal of the proxy headers, by respelling them. Trusted proxy or not.
+    let owned = [
+        "X_Forwarded_For: 203.0.113.9",
+        "x_forwarded-proto: https",
+        "X-Forwarded_Host: admin.example.com",
+        "X_Request_Id: spoofed-id",
+        "X_Real_IP: 203.0.113.9",
+        "X_Forwarded_Port: 8443",
+        "X_Forwarded_Prefix: /admin",
+        "X_Original_URL: /admin/secret",
+        "X_Rewrite_URL: /admin/secret",
+        "X_Debug: 1",
+        "X_Consumer: root",
+    ];
+    let names: Vec<String> = owned
+        .iter()
+        .map(|l| l.split_once(':').unwrap().0.replace('_', "-"))
+        .collect();
+    for settings in [Settings::Default, Settings::TrustedStrip] {
+        // `X-Debug` is only the gateway's business where `strip_request_headers` lists it.
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| settings == Settings::TrustedStrip || *n != "X-Debug")
+            .collect();
+        let edge = Edge::start(Policy::ApiKey, settings).await;
+        let mut head = vec![
+            "GET /api/x HTTP/1.1",
+            "Host: gw.test",
+            "X_Unrelated_Thing: kept",
+        ];
+        head.extend(owned);
+        let seen = forwarded(&edge, &head).await;
+        assert_eq!(
+            underscore_spellings(&seen, &names),
+            Vec::<&str>::new(),
+            "{settings:?}\n{}",
+            seen.head
+        );
+        assert_eq!(
+            seen.header_values("x_unrelated_thing"),
+            ["kept"],
+            "{settings:?}"
+        );
+        let debug = seen.header_values("x_debug");
+        match settings {
+            Settings::Default => assert_eq!(debug, ["1"]),
+            _ => assert!(debug.is_empty(), "{}", seen.head),
+        }
+        assert_eq!(
+            seen.header_values("x-forwarded-for"),
+            ["127.0.0.1"],
+            "{settings:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_headers_from_a_trusted_peer_are_kept() {
     let edge = Edge::start(Policy::ApiKey, Settings::Trusted).await;
