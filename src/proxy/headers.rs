@@ -181,6 +181,9 @@ pub struct Forwarding<'a> {
     pub strip: &'a [HeaderName],
     /// The trace context naming the attempt's span (`[tracing]` on), replacing the client's.
     pub trace: Option<crate::trace::TraceHeaders>,
+    /// The attempt's target as the config writes it (`users.internal:8080`): the `Host` of a
+    /// request that names none.
+    pub target: Option<&'a str>,
 }
 
 /// Prepares a request for the upstream: hop-by-hop headers and `strip` out; `X-Forwarded-For`
@@ -250,7 +253,8 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
     );
     let host = match authority {
         Some(a) => HeaderValue::from_str(a).ok(),
-        None => h.get(http::header::HOST).cloned(),
+        // An empty `Host` names no host (RFC 9112 §3.2), as the route lookup read it.
+        None => h.get(http::header::HOST).filter(|v| !v.is_empty()).cloned(),
     };
     match host {
         Some(host) => {
@@ -258,6 +262,16 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
         }
         None => {
             h.remove(X_FORWARDED_HOST);
+            // HTTP/1.0 may name no host, but the request goes up as HTTP/1.1, which must
+            // (strict servers answer 400 without one). It names the target it is sent to, as
+            // nginx's default `Host: $proxy_host` does and as health checks and aggregate
+            // parts do; X-Forwarded-Host, absent, still tells the backend the client named none.
+            if let Some(target) = forwarding
+                .target
+                .and_then(|t| HeaderValue::from_str(t).ok())
+            {
+                h.insert(http::header::HOST, target);
+            }
         }
     }
     // Always set, even when the client sent this id: the client can make its own copy
@@ -403,6 +417,7 @@ mod tests {
             id: &id,
             strip: &[],
             trace: None,
+            target: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
@@ -439,6 +454,7 @@ mod tests {
             id: &id,
             strip: &strip,
             trace: None,
+            target: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
@@ -466,6 +482,7 @@ mod tests {
             id: &id,
             strip: &[],
             trace: None,
+            target: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         assert_eq!(req.headers["upgrade"], "websocket");

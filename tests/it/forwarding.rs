@@ -180,6 +180,47 @@ async fn a_request_id_named_in_connection_still_reaches_the_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_a_host_goes_up_with_the_targets_address_as_host() {
+    // HTTP/1.0 may name no host; what goes upstream is HTTP/1.1, which must (RFC 9112 §3.2).
+    // Such a request names the target it is sent to, as nginx's default `$proxy_host` does
+    // (and as the gateway's health checks and aggregate parts do); one that named a host keeps
+    // it. X-Forwarded-Host says which host the request was routed by: none.
+    let rec = crate::support::Recorder::start().await;
+    let gw = gateway_to(&rec.target()).await;
+    let target = rec.target();
+    for (head, host, forwarded_host) in [
+        (vec!["GET /pub/x HTTP/1.0"], target.as_str(), None),
+        (vec!["GET /pub/x HTTP/1.0", "Host: "], target.as_str(), None),
+        (
+            vec!["GET /pub/x HTTP/1.0", "Host: shop.example"],
+            "shop.example",
+            Some("shop.example"),
+        ),
+        (
+            vec!["GET http://shop.example/pub/x HTTP/1.0"],
+            "shop.example",
+            Some("shop.example"),
+        ),
+    ] {
+        let before = rec.count();
+        let r = raw_request(gw.addr, &head, b"").await;
+        assert_eq!(r.status, 200, "{head:?}");
+        let [seen] = &rec.requests_since(before)[..] else {
+            panic!("{head:?}: {} requests", rec.count() - before)
+        };
+        assert_eq!(seen.request_line(), "GET /pub/x HTTP/1.1", "{head:?}");
+        assert_eq!(
+            seen.header_values("host"),
+            [host],
+            "{head:?}\n{}",
+            seen.head
+        );
+        let want: Vec<&str> = forwarded_host.into_iter().collect();
+        assert_eq!(seen.header_values("x-forwarded-host"), want, "{head:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insane_or_missing_request_id_is_replaced() {
     let b = backend("app").start().await;
     let gw = gateway_to(&b.target()).await;

@@ -34,7 +34,8 @@ pub struct Req {
 #[derive(Debug, Clone, Copy)]
 pub enum Expect {
     /// Forwarded once, to this route's backend, as `GET path_and_query`, with this `Host`
-    /// (`None`: no Host line) and the same `X-Forwarded-Host`.
+    /// and the same `X-Forwarded-Host` (`None`: the client named no host; the Host is the
+    /// backend's address and there is no X-Forwarded-Host).
     Served {
         route: Route,
         path_and_query: &'static str,
