@@ -224,6 +224,34 @@ impl GatewayHandle {
         GatewayHandle::when_ready(file, Runner::Binary { child }).await
     }
 
+    /// Starts the built binary the way a user in the gateway's temp dir would: that dir is the
+    /// working directory and the config is named relative to it (`tollgate run -c NAME`, NAME
+    /// `gw.toml`, `./gw.toml` or `conf/gw.toml`). Before the start, `prepare` gets the
+    /// config's directory to write the files the config names.
+    pub async fn start_binary_relative(
+        body: &str,
+        name: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> GatewayHandle {
+        let mut file = ConfigFile::write(body, "");
+        let placed = file.dir.path().join(name);
+        std::fs::create_dir_all(placed.parent().unwrap()).unwrap();
+        std::fs::rename(&file.path, &placed).unwrap();
+        file.path = placed;
+        prepare(file.path.parent().unwrap());
+        let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
+        let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c", name])
+            .current_dir(file.dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tollgate");
+        GatewayHandle::when_ready(file, Runner::Binary { child }).await
+    }
+
     /// The handle of a gateway started on `file`, once it is ready and its proxy listener
     /// accepts connections.
     async fn when_ready(file: ConfigFile, runner: Runner) -> GatewayHandle {
