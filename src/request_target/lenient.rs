@@ -67,6 +67,25 @@ pub fn lenient_reading(path: &str, keep_escaped_slash: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether a segment of `path` (in normal form, so never `.` or `..` itself unless the
+/// rewrite's own text put it there) reads as `.` or `..` to a lenient framework: decoded and
+/// cut at its first `;`, as `..;`, `..;x` or `..%3B` are. Where the forwarded path is not the
+/// routed one (a `rewrite`), such a segment resolves against the rewrite's literal text:
+/// `/internal/..;/v1/secret` is `/v1/secret` to Tomcat.
+pub fn has_hidden_dot_segment(path: &[u8], keep_escaped_slash: bool) -> bool {
+    path.split(|&b| b == b'/').any(|raw| {
+        // Only a `;` or an escape can hide a dot segment; most segments have neither.
+        if !raw.iter().any(|&b| b == b';' || b == b'%') {
+            return false;
+        }
+        let mut decoded = decode(raw, keep_escaped_slash);
+        if let Some(cut) = decoded.iter().position(|&b| b == b';') {
+            decoded.truncate(cut);
+        }
+        matches!(decoded.as_slice(), b"." | b"..")
+    })
+}
+
 /// A route pattern as a lenient framework reads it: percent-encodings decoded (except `%2F`,
 /// which patterns only hold for routes that keep escaped slashes), braces that decoding makes
 /// escaped so they stay literal. Borrowed when the pattern has no `%`.
@@ -121,6 +140,33 @@ mod tests {
             assert_eq!(lenient_reading(path, false), read, "{path}");
         }
         assert_eq!(lenient_reading("/a%2Fb", true), "/a%2Fb");
+    }
+
+    #[test]
+    fn finds_segments_that_read_as_dots_only_once_cut_or_decoded() {
+        for path in [
+            "/internal/..;/v1/secret",
+            "/internal/a/..;/..;/..;/v1/x",
+            "/internal/..;jsessionid=1/x",
+            "/internal/..%3B/x",
+            "/internal/.%3Bx/y",
+            "/internal/.;",
+            "/internal/%2E%2E;/x",
+        ] {
+            assert!(has_hidden_dot_segment(path.as_bytes(), false), "{path}");
+        }
+        for path in [
+            "/internal/a;jsessionid=1/b",
+            "/internal/..a;b/c",
+            "/internal/a.;/b",
+            "/internal/a%3Bb",
+            "/internal/.../x",
+            // The rewrite's own text, read alike by every backend: not a client's trick.
+            "/internal/../x",
+            "/internal/..%2F;/x",
+        ] {
+            assert!(!has_hidden_dot_segment(path.as_bytes(), true), "{path}");
+        }
     }
 
     #[test]

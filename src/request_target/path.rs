@@ -33,6 +33,9 @@ pub enum PathError {
     EscapedSlash,
     /// A lenient backend would read the path as another route's (or as no route's).
     Ambiguous,
+    /// On a route with a `rewrite`: a segment a lenient backend reads as `.` or `..` (`..;`),
+    /// which would resolve against the rewrite's literal text.
+    HiddenDotSegment,
 }
 
 impl PathError {
@@ -49,6 +52,9 @@ impl PathError {
             PathError::EscapedSlash => "the path contains an encoded slash (%2F)",
             PathError::Ambiguous => {
                 "the path reads as another route's once decoded (escapes, ';' or '//'); send it plainly"
+            }
+            PathError::HiddenDotSegment => {
+                "the path has a segment that backends read as '.' or '..' once decoded and cut at ';' (such as '..;')"
             }
         }
     }

@@ -259,6 +259,65 @@ async fn a_rewrite_uses_the_parameters_of_the_normalised_path() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_refuses_segments_a_lenient_backend_reads_as_dots() {
+    // `/v1/{*rest}` forwards as `/internal/{rest}`. The gateway's own path reads the same to a
+    // lenient backend (`/v1/..;/v1/secret` is `/v1/secret`, still the v1 route), but the
+    // forwarded one does not: Tomcat and Spring read `/internal/..;/v1/secret` as
+    // `/v1/secret`, out of `/internal/`. Such segments are refused on a rewrite route.
+    let edge = Edge::start(Policy::ApiKey, Settings::Rewrite).await;
+    let before = edge.rejections().await["bad_path"];
+    let refused = [
+        "/v1/..;/v1/secret",
+        "/v1/a/..;/..;/..;/v1/x",
+        "/v1/%2e%2e;/v1/secret",
+        "/v1/%2E%2E;jsessionid=1/v1/secret",
+        "/v1/..%3B/v1/secret",
+        "/v1/..%3bx/v1/secret",
+        "/v1/.;/x",
+        "/v1/a/..;",
+    ];
+    for target in refused {
+        let x = exchange(&edge, &corpus::get(target), Transport::Http1, true)
+            .await
+            .unwrap();
+        let Answer::Response(r) = &x.answer else {
+            panic!("{target}: {:?}", x.answer)
+        };
+        assert_eq!(r.status, 400, "{target}: {}", x.delivered.describe());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{target}"
+        );
+        assert!(
+            x.delivered.nothing(),
+            "{target}: {}",
+            x.delivered.describe()
+        );
+    }
+    assert_eq!(
+        edge.rejections().await["bad_path"],
+        before + refused.len() as f64
+    );
+    // Path parameters and escapes that stay in their segment still go through.
+    for (target, want) in [
+        ("/v1/a;jsessionid=1/b", "/internal/a;jsessionid=1/b"),
+        ("/v1/..a;b/c", "/internal/..a;b/c"),
+        ("/v1/a%3Bb/c", "/internal/a%3Bb/c"),
+        ("/v1/a.;/b", "/internal/a.;/b"),
+    ] {
+        let x = exchange(&edge, &corpus::get(target), Transport::Http1, true)
+            .await
+            .unwrap();
+        let [(route, seen)] = &x.delivered.requests[..] else {
+            panic!("{target}: {}", x.delivered.describe())
+        };
+        assert_eq!(*route, Route::Public, "{target}");
+        assert_eq!(seen.target(), want, "{target}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headers the gateway owns.
 
