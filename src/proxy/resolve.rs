@@ -58,7 +58,8 @@ pub fn resolve<'s>(snapshot: &'s Snapshot, req: &RequestHeader) -> Resolution<'s
             if target.path.escaped_slash && !route.keep_escaped_slashes {
                 return Resolution::Refused(Refusal::BadPath(PathError::EscapedSlash));
             }
-            if target.path.lenient_differs && !lenient_agrees(snapshot, &target, route, req) {
+            let read_leniently = target.path.lenient_differs || snapshot.lenient_every_path;
+            if read_leniently && !lenient_agrees(snapshot, &target, route, req) {
                 return Resolution::Refused(Refusal::BadPath(PathError::Ambiguous));
             }
             let upstream_target = route

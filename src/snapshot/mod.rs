@@ -164,9 +164,13 @@ pub struct SnapshotInfo {
 /// One compiled config.
 pub struct Snapshot {
     pub routes: RouteTable<Arc<Route>>,
-    /// The routes as a lenient backend reads their patterns (percent-encodings decoded), when
-    /// a pattern has any; else the lenient reading of a path is matched against `routes`.
+    /// The routes as a lenient backend reads their patterns (percent-encodings decoded,
+    /// literal segments trimmed, case folded), when that changes any pattern; else the lenient
+    /// reading of a path is matched against `routes`.
     pub lenient_routes: Option<RouteTable<Arc<Route>>>,
+    /// A pattern has a capital or a segment ending in `.`: every request path is read
+    /// leniently too, not only one holding something a backend reads differently.
+    pub lenient_every_path: bool,
     /// `server.merge_slashes`.
     pub merge_slashes: bool,
     /// Client headers removed before forwarding.
@@ -505,6 +509,9 @@ pub fn compile(
             }),
         });
     }
+    let lenient_every_path = defs
+        .iter()
+        .any(|d| crate::request_target::pattern_folds(&d.path));
     let lenient_routes = match build_lenient_table(&defs) {
         Ok(table) => table,
         Err(more) => {
@@ -535,6 +542,7 @@ pub fn compile(
             },
             routes,
             lenient_routes,
+            lenient_every_path,
             merge_slashes: config.server.merge_slashes,
             strip: StripLists::compile(&config.server.strip_request_headers),
             upstreams,
@@ -610,18 +618,24 @@ fn pattern_problem(
     }
 }
 
-/// The route table as a lenient backend reads the patterns, if any pattern has a `%`. Two
-/// routes whose patterns read the same once decoded are ambiguous.
+/// The route table as a lenient backend reads the patterns, if that differs for any pattern
+/// (a `%`, a capital, a segment ending in `.`). Two routes whose patterns read the same once
+/// decoded, trimmed and case-folded are ambiguous: a lenient backend cannot tell them apart.
 fn build_lenient_table(
     defs: &[RouteDef<Arc<Route>>],
 ) -> Result<Option<RouteTable<Arc<Route>>>, Vec<ConfigError>> {
-    if !defs.iter().any(|d| d.path.contains('%')) {
+    use crate::request_target::lenient_pattern;
+    use std::borrow::Cow;
+    if !defs
+        .iter()
+        .any(|d| matches!(lenient_pattern(&d.path), Cow::Owned(_)))
+    {
         return Ok(None);
     }
     let lenient = defs
         .iter()
         .map(|d| RouteDef {
-            path: crate::request_target::lenient_pattern(&d.path).into_owned(),
+            path: lenient_pattern(&d.path).into_owned(),
             ..d.clone()
         })
         .collect();
@@ -629,7 +643,11 @@ fn build_lenient_table(
         errors
             .into_iter()
             .map(|mut e| {
-                e.message = format!("once percent-decoded, {}", e.message);
+                e.message = format!(
+                    "once read as lenient backends read paths (decoded, case-folded, trailing dots \
+                     trimmed), {}",
+                    e.message
+                );
                 route_error(e)
             })
             .collect()

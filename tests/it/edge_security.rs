@@ -318,6 +318,68 @@ async fn a_rewrite_refuses_segments_a_lenient_backend_reads_as_dots() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_a_case_insensitive_or_trimming_backend_reads_as_another_route_is_refused() {
+    // Express (by default), ASP.NET and IIS serve `/ADMIN/x` as `/admin/x`; Spring trims
+    // `/admin%20/x` to it, IIS drops the dot of `/admin./x`; Java's equalsIgnoreCase takes
+    // `ı` for `i`. Through the public catch-all, each would reach the admin handler of a
+    // backend serving both routes without a key.
+    let edge = Edge::start(Policy::ApiKey, Settings::Default).await;
+    let before = edge.rejections().await["bad_path"];
+    let refused = [
+        "/ADMIN/x",
+        "/Admin/x",
+        "/%41dmin/x",
+        "/admin%20/x",
+        "/%20admin/x",
+        "/admin./x",
+        "/ADMIN../x",
+        "/adm%C4%B1n/x",
+        "/ADMIN/",
+    ];
+    for target in refused {
+        let x = exchange(&edge, &corpus::get(target), Transport::Http1, false)
+            .await
+            .unwrap();
+        let Answer::Response(r) = &x.answer else {
+            panic!("{target}: {:?}", x.answer)
+        };
+        assert_eq!(r.status, 400, "{target}: {}", x.delivered.describe());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{target}"
+        );
+        assert!(
+            x.delivered.nothing(),
+            "{target}: {}",
+            x.delivered.describe()
+        );
+    }
+    assert_eq!(
+        edge.rejections().await["bad_path"],
+        before + refused.len() as f64
+    );
+    // Capitals and dots that leave the route as it is pass unchanged.
+    for (target, credential, route) in [
+        ("/API/Users/X", false, Route::Public),
+        ("/api/v1./x.", false, Route::Public),
+        ("/ADMIN", false, Route::Public),
+        ("/Administrator/x", false, Route::Public),
+        ("/admin/Secret/X", true, Route::Admin),
+        ("/admin/x./Y%20", true, Route::Admin),
+    ] {
+        let x = exchange(&edge, &corpus::get(target), Transport::Http1, credential)
+            .await
+            .unwrap();
+        let [(got, seen)] = &x.delivered.requests[..] else {
+            panic!("{target}: {}", x.delivered.describe())
+        };
+        assert_eq!(*got, route, "{target}");
+        assert_eq!(seen.target(), target);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headers the gateway owns.
 
