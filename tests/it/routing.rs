@@ -506,8 +506,9 @@ rewrite = "/internal/{{rest}}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capitals_route_as_written_and_are_refused_only_where_case_would_change_the_route() {
-    // A pattern with capitals serves its paths as written, capitals or not in the request;
-    // only a request that a case-insensitive backend would read as another route's is refused.
+    // A pattern with capitals serves its paths as written, and capitals in a request are no
+    // reason to refuse it; only a request that a case-insensitive backend would read as
+    // another route's path is refused.
     let files = backend("files").start().await;
     let rest = backend("rest").start().await;
     let gw = GatewayHandle::start(&format!(
