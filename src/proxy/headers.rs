@@ -19,15 +19,12 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId {
     value: HeaderValue,
-    /// The client sent this id (so the upstream request already carries it).
-    pub from_client: bool,
 }
 
 impl Default for RequestId {
     fn default() -> Self {
         RequestId {
             value: HeaderValue::from_static(""),
-            from_client: false,
         }
     }
 }
@@ -55,10 +52,7 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
             && b.iter()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'));
         if sane {
-            return RequestId {
-                value: v.clone(),
-                from_client: true,
-            };
+            return RequestId { value: v.clone() };
         }
     }
     // Formatted on the stack and handed to one shared buffer: its only allocation, and the
@@ -68,10 +62,7 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
     // 32 hex digits are always a valid header value.
     let value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or_else(|_| HeaderValue::from_static("-"));
-    RequestId {
-        value,
-        from_client: false,
-    }
+    RequestId { value }
 }
 
 /// Names the headers to remove before forwarding, in one pass over the names: the hop-by-hop
@@ -138,6 +129,41 @@ fn headers_to_remove(
     remove
 }
 
+/// Headers the gateway sets on every forwarded request, whatever the client sent.
+const GATEWAY_SET: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+];
+
+/// Whether a client header `name` is, once `_` is read as `-`, a header the gateway sets
+/// ([`GATEWAY_SET`], the identity headers) or removes (`proxy`: the proxy headers and
+/// `strip_request_headers`). CGI, WSGI, Rack and nginx with `underscores_in_headers` read
+/// `X_Consumer` and `X-Consumer` as one header (`HTTP_X_CONSUMER`), so such a spelling would
+/// pass for the gateway's own value, or for the proxy header it removed. Only a name with a `_`
+/// can be one: call it for those alone.
+pub fn respells_an_owned_header(
+    name: &HeaderName,
+    identity: &[HeaderName],
+    proxy: &[HeaderName],
+) -> bool {
+    let dashed = |b: u8| if b == b'_' { b'-' } else { b };
+    let name = name.as_str().as_bytes();
+    GATEWAY_SET
+        .iter()
+        .chain(identity)
+        .chain(proxy)
+        .map(|owned| owned.as_str().as_bytes())
+        .any(|owned| {
+            owned.len() == name.len()
+                && owned
+                    .iter()
+                    .zip(name)
+                    .all(|(&a, &b)| dashed(a) == dashed(b))
+        })
+}
+
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -155,6 +181,9 @@ pub struct Forwarding<'a> {
     pub strip: &'a [HeaderName],
     /// The trace context naming the attempt's span (`[tracing]` on), replacing the client's.
     pub trace: Option<crate::trace::TraceHeaders>,
+    /// The attempt's target as the config writes it (`users.internal:8080`): the `Host` of a
+    /// request that names none.
+    pub target: Option<&'a str>,
 }
 
 /// Prepares a request for the upstream: hop-by-hop headers and `strip` out; `X-Forwarded-For`
@@ -224,7 +253,8 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
     );
     let host = match authority {
         Some(a) => HeaderValue::from_str(a).ok(),
-        None => h.get(http::header::HOST).cloned(),
+        // An empty `Host` names no host (RFC 9112 §3.2), as the route lookup read it.
+        None => h.get(http::header::HOST).filter(|v| !v.is_empty()).cloned(),
     };
     match host {
         Some(host) => {
@@ -232,13 +262,22 @@ fn forward_headers(h: &mut HeaderMap, authority: Option<&str>, forwarding: &Forw
         }
         None => {
             h.remove(X_FORWARDED_HOST);
+            // HTTP/1.0 may name no host, but the request goes up as HTTP/1.1, which must
+            // (strict servers answer 400 without one). It names the target it is sent to, as
+            // nginx's default `Host: $proxy_host` does and as health checks and aggregate
+            // parts do; X-Forwarded-Host, absent, still tells the backend the client named none.
+            if let Some(target) = forwarding
+                .target
+                .and_then(|t| HeaderValue::from_str(t).ok())
+            {
+                h.insert(http::header::HOST, target);
+            }
         }
     }
-    // A client-sent id is already on the request; only a generated (or duplicated) one is set.
-    let id = forwarding.id;
-    if !id.from_client || h.get_all(&X_REQUEST_ID).iter().nth(1).is_some() {
-        h.insert(X_REQUEST_ID, id.value().clone());
-    }
+    // Always set, even when the client sent this id: the client can make its own copy
+    // hop-by-hop (`Connection: x-request-id`), and Pingora then removes it before this runs.
+    // One insert of a shared value, cheaper than finding out whether it is still there.
+    h.insert(X_REQUEST_ID, forwarding.id.value().clone());
 }
 
 /// The client headers an aggregate's part is sent whatever its `forward_headers` say: the
@@ -350,7 +389,6 @@ mod tests {
         let sane = HeaderValue::from_static("abc-123_x.y:z");
         let kept = request_id(Some(&sane));
         assert_eq!(kept.text(), "abc-123_x.y:z");
-        assert!(kept.from_client);
         for bad in [
             &b""[..],
             b"has space",
@@ -363,7 +401,6 @@ mod tests {
             assert_eq!(id.text().len(), 32, "{}", id.text());
             assert!(id.text().bytes().all(|b| b.is_ascii_hexdigit()));
             assert_eq!(id.value(), id.text());
-            assert!(!id.from_client);
         }
         assert_ne!(request_id(None).text(), request_id(None).text());
     }
@@ -385,6 +422,7 @@ mod tests {
             id: &id,
             strip: &[],
             trace: None,
+            target: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
@@ -421,6 +459,7 @@ mod tests {
             id: &id,
             strip: &strip,
             trace: None,
+            target: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         let h = &req.headers;
@@ -448,6 +487,7 @@ mod tests {
             id: &id,
             strip: &[],
             trace: None,
+            target: None,
         };
         prepare_upstream_request(&mut req, &forwarding).unwrap();
         assert_eq!(req.headers["upgrade"], "websocket");

@@ -88,8 +88,8 @@ impl Gateway {
 }
 
 /// What the gateway tells upstreams about the request: the peer, the scheme the client used
-/// (`X-Forwarded-Proto`), the request id, and the proxy headers to strip (a trusted proxy in
-/// front of Tollgate may have set them; nobody else).
+/// (`X-Forwarded-Proto`), the request id, the proxy headers to strip (a trusted proxy in
+/// front of Tollgate may have set them; nobody else), and the target of the attempt.
 fn forwarding<'c>(session: &Session, ctx: &'c RequestCtx) -> headers::Forwarding<'c> {
     let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     let peer = client_ip(session);
@@ -106,6 +106,10 @@ fn forwarding<'c>(session: &Session, ctx: &'c RequestCtx) -> headers::Forwarding
         id: &ctx.request_id,
         strip,
         trace: spans::trace_headers(ctx),
+        target: ctx.attempt.as_ref().and_then(|attempt| {
+            let upstream = ctx.route.as_ref()?.upstream()?;
+            Some(&*upstream.targets.get(attempt.index)?.label)
+        }),
     }
 }
 

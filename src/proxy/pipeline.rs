@@ -5,7 +5,8 @@
 //! 0. [`admit`](Gateway::admit): a place among the requests in flight (the gateway's, the
 //!    client's, the HTTP/2 connection's) → 503;
 //! 1. [`strip_identity_headers`](Gateway::strip_identity_headers): headers only a verified
-//!    identity may set are removed from the client's request;
+//!    identity may set are removed from the client's request, and any header spelled with `_`
+//!    that a backend would read as one the gateway sets or removes;
 //! 2. [`check_framing`](Gateway::check_framing): ambiguous HTTP/1 framing → 400;
 //! 3. [`route`](Gateway::route): the target resolved once and the route found (400, 404, 405,
 //!    `OPTIONS *`); its deadline starts;
@@ -23,11 +24,13 @@
 use super::answer::{respond, Answer, Flow};
 use super::ctx::{Refused, RequestCtx};
 use super::resolve::{self, Resolution};
-use super::{framing, Gateway};
+use super::{framing, headers, Gateway};
 use crate::observe::Rejection;
 use crate::problem::{GatewayError, Problem};
 use crate::snapshot::Snapshot;
+use http::HeaderName;
 use pingora::proxy::Session;
+use smallvec::SmallVec;
 use std::ops::ControlFlow;
 
 impl Gateway {
@@ -50,9 +53,31 @@ impl Gateway {
     }
 
     /// Identity headers are the gateway's to set: a client sending its own would impersonate.
+    /// So are they, and the forwarding headers, in any spelling a backend reads as theirs
+    /// (`X_Consumer` for `X-Consumer`): those go here too, so that what is limited, cached and
+    /// forwarded is one request.
     fn strip_identity_headers(&self, session: &mut Session, snapshot: &Snapshot) {
+        let req = session.req_header_mut();
         for name in &snapshot.identity_headers {
-            session.req_header_mut().remove_header(name);
+            req.remove_header(name);
+        }
+        // Names are lower-case; only one with a `_` can be a respelling, and the usual request
+        // has none: nothing is allocated then.
+        let respelled: SmallVec<[HeaderName; 2]> = req
+            .headers
+            .keys()
+            .filter(|name| {
+                name.as_str().contains('_')
+                    && headers::respells_an_owned_header(
+                        name,
+                        &snapshot.identity_headers,
+                        &snapshot.strip.untrusted,
+                    )
+            })
+            .cloned()
+            .collect();
+        for name in respelled {
+            req.remove_header(&name);
         }
     }
 

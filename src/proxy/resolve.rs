@@ -1,9 +1,11 @@
 //! The first step of every request: its target resolved once (form, host, path in normal form),
 //! its route found, and the checks that keep a backend from reading the forwarded request as
-//! another route's. Everything later (auth, limits, logs, the forwarded request) sees the
-//! request this step settled.
+//! another route's, or a rewritten one as a path outside the rewrite. Everything later (auth,
+//! limits, logs, the forwarded request) sees the request this step settled.
 
-use crate::request_target::{self, lenient_reading, PathError, Refusal, Resolved, Target};
+use crate::request_target::{
+    self, has_hidden_dot_segment, lenient_reading, PathError, Refusal, Resolved, Target,
+};
 use crate::route::Lookup;
 use crate::snapshot::{Route, Snapshot};
 use pingora::http::RequestHeader;
@@ -56,13 +58,22 @@ pub fn resolve<'s>(snapshot: &'s Snapshot, req: &RequestHeader) -> Resolution<'s
             if target.path.escaped_slash && !route.keep_escaped_slashes {
                 return Resolution::Refused(Refusal::BadPath(PathError::EscapedSlash));
             }
-            if target.path.lenient_differs && !lenient_agrees(snapshot, &target, route, req) {
+            let read_leniently = target.path.lenient_differs || snapshot.lenient_every_path;
+            if read_leniently && !lenient_agrees(snapshot, &target, route, req) {
                 return Resolution::Refused(Refusal::BadPath(PathError::Ambiguous));
             }
             let upstream_target = route
                 .rewrite
                 .as_ref()
                 .map(|rw| rw.apply(|name| params.get(name), target.query));
+            // The agreement above reads the routed path; a rewrite forwards another one, whose
+            // `..;` resolves against the rewrite's literal text instead.
+            if let (true, Some(forwarded)) = (target.path.lenient_differs, &upstream_target) {
+                let path = forwarded.split(|&b| b == b'?').next().unwrap_or_default();
+                if has_hidden_dot_segment(path, route.keep_escaped_slashes) {
+                    return Resolution::Refused(Refusal::BadPath(PathError::HiddenDotSegment));
+                }
+            }
             let rewritten = target.is_rewritten().then(|| RewrittenTarget {
                 target: target.origin_form(),
                 host: match target.form {

@@ -15,7 +15,7 @@ pub mod host;
 mod lenient;
 mod path;
 
-pub use lenient::{lenient_pattern, lenient_reading};
+pub use lenient::{has_hidden_dot_segment, lenient_pattern, lenient_reading, pattern_folds};
 pub use path::{is_unreserved, normalize, NormalPath, PathError};
 
 use http::Version;

@@ -5,8 +5,8 @@
 //! every other percent-encoding (`%3b` → `%3B`). Merged (`merge_slashes`): `//` → `/`. Refused:
 //! dot segments (also encoded), backslashes and control characters (raw or encoded), raw bytes
 //! outside ASCII, `%` not followed by two hex digits. Kept but flagged: `%2F` (the matched route
-//! decides), and whatever a lenient backend could read differently (`%`, `;`, `//`), so the
-//! caller can check that reading against the route table too.
+//! decides), and whatever a lenient backend could read differently (`%`, `;`, `//`, capitals,
+//! a segment ending in `.`), so the caller can check that reading against the route table too.
 //!
 //! A path already in normal form is returned borrowed: nothing is allocated for it.
 
@@ -33,6 +33,9 @@ pub enum PathError {
     EscapedSlash,
     /// A lenient backend would read the path as another route's (or as no route's).
     Ambiguous,
+    /// On a route with a `rewrite`: a segment a lenient backend reads as `.` or `..` (`..;`),
+    /// which would resolve against the rewrite's literal text.
+    HiddenDotSegment,
 }
 
 impl PathError {
@@ -50,6 +53,9 @@ impl PathError {
             PathError::Ambiguous => {
                 "the path reads as another route's once decoded (escapes, ';' or '//'); send it plainly"
             }
+            PathError::HiddenDotSegment => {
+                "the path has a segment that backends read as '.' or '..' once decoded and cut at ';' (such as '..;')"
+            }
         }
     }
 }
@@ -60,8 +66,9 @@ pub struct NormalPath<'a> {
     pub path: Cow<'a, str>,
     /// `%2F` occurs: a route that does not keep escaped slashes refuses the request.
     pub escaped_slash: bool,
-    /// `%`, `;` or an empty segment remains: a lenient backend may read this path differently,
-    /// so the route it would pick must be compared with the gateway's.
+    /// `%`, `;`, an empty segment, a capital letter or a segment ending in `.` remains: a
+    /// lenient backend may read this path differently, so the route it would pick must be
+    /// compared with the gateway's.
     pub lenient_differs: bool,
 }
 
@@ -156,6 +163,8 @@ struct Segment {
     /// Characters in the segment (a decoded `%2E` counts as one).
     len: usize,
     dots: usize,
+    /// The last character is a `.` (raw or `%2E`).
+    ends_in_dot: bool,
 }
 
 impl Segment {
@@ -180,14 +189,17 @@ pub fn normalize(raw: &[u8], merge_slashes: bool) -> Result<NormalPath<'_>, Path
     while let Some(&b) = raw.get(i) {
         match CLASSES[b as usize] {
             Class::Plain | Class::Semicolon => {
-                lenient_differs |= b == b';';
+                // Case-insensitive backends read a capital as its small letter.
+                lenient_differs |= b == b';' || b.is_ascii_uppercase();
                 segment.len += 1;
+                segment.ends_in_dot = false;
                 out.push(&[b]);
                 i += 1;
             }
             Class::Dot => {
                 segment.len += 1;
                 segment.dots += 1;
+                segment.ends_in_dot = true;
                 out.push(&[b]);
                 i += 1;
             }
@@ -195,6 +207,8 @@ pub fn normalize(raw: &[u8], merge_slashes: bool) -> Result<NormalPath<'_>, Path
                 if segment.is_dot_segment() {
                     return Err(PathError::DotSegment);
                 }
+                // IIS drops a segment's trailing dots.
+                lenient_differs |= segment.ends_in_dot;
                 let empty = i > 0 && segment.len == 0;
                 if empty && merge_slashes {
                     out.diverge(i);
@@ -208,7 +222,9 @@ pub fn normalize(raw: &[u8], merge_slashes: bool) -> Result<NormalPath<'_>, Path
             Class::Percent => {
                 let value = percent_at(raw, i).ok_or(PathError::BadPercent)?;
                 segment.len += 1;
+                segment.ends_in_dot = value == b'.';
                 if is_unreserved(value) {
+                    lenient_differs |= value.is_ascii_uppercase();
                     segment.dots += usize::from(value == b'.');
                     out.diverge(i).push(value);
                 } else {
@@ -238,6 +254,7 @@ pub fn normalize(raw: &[u8], merge_slashes: bool) -> Result<NormalPath<'_>, Path
     if segment.is_dot_segment() {
         return Err(PathError::DotSegment);
     }
+    lenient_differs |= segment.ends_in_dot;
     let path = match out.copy {
         // Only ASCII was pushed (refused otherwise), so this cannot fail.
         Some(copy) => Cow::Owned(String::from_utf8(copy).map_err(|_| PathError::NonAscii)?),
@@ -327,6 +344,25 @@ mod tests {
             ("/a#b", Fragment),
         ] {
             assert_eq!(norm(raw), Err(error), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn capitals_and_trailing_dots_are_flagged_for_the_lenient_reading() {
+        for raw in [
+            "/Admin/x",
+            "/%41dmin/x",
+            "/admin./x",
+            "/a/b.",
+            "/a/b%2E",
+            "/a/...",
+        ] {
+            let p = normalize(raw.as_bytes(), true).unwrap();
+            assert!(p.lenient_differs, "{raw}");
+        }
+        for raw in ["/admin/x", "/a.b/c", "/.well-known/x", "/v1.2/x"] {
+            let p = normalize(raw.as_bytes(), true).unwrap();
+            assert!(!p.lenient_differs, "{raw}");
         }
     }
 

@@ -164,9 +164,13 @@ pub struct SnapshotInfo {
 /// One compiled config.
 pub struct Snapshot {
     pub routes: RouteTable<Arc<Route>>,
-    /// The routes as a lenient backend reads their patterns (percent-encodings decoded), when
-    /// a pattern has any; else the lenient reading of a path is matched against `routes`.
+    /// The routes as a lenient backend reads their patterns (percent-encodings decoded,
+    /// literal segments trimmed, case folded), when that changes any pattern; else the lenient
+    /// reading of a path is matched against `routes`.
     pub lenient_routes: Option<RouteTable<Arc<Route>>>,
+    /// A pattern has a capital or a segment ending in `.`: every request path is read
+    /// leniently too, not only one holding something a backend reads differently.
+    pub lenient_every_path: bool,
     /// `server.merge_slashes`.
     pub merge_slashes: bool,
     /// Client headers removed before forwarding.
@@ -505,6 +509,9 @@ pub fn compile(
             }),
         });
     }
+    let lenient_every_path = defs
+        .iter()
+        .any(|d| crate::request_target::pattern_folds(&d.path));
     let lenient_routes = match build_lenient_table(&defs) {
         Ok(table) => table,
         Err(more) => {
@@ -535,6 +542,7 @@ pub fn compile(
             },
             routes,
             lenient_routes,
+            lenient_every_path,
             merge_slashes: config.server.merge_slashes,
             strip: StripLists::compile(&config.server.strip_request_headers),
             upstreams,
@@ -544,7 +552,7 @@ pub fn compile(
             },
             log_level: config.log.level.clone(),
             server: ServerSettings::compile(&config.server),
-            identity_headers: policies.identity_headers,
+            identity_headers: with_dashed_spellings(policies.identity_headers),
             trusted_proxies: config
                 .server
                 .trusted_proxies
@@ -610,18 +618,24 @@ fn pattern_problem(
     }
 }
 
-/// The route table as a lenient backend reads the patterns, if any pattern has a `%`. Two
-/// routes whose patterns read the same once decoded are ambiguous.
+/// The route table as a lenient backend reads the patterns, if that differs for any pattern
+/// (a `%`, a capital, a segment ending in `.`). Two routes whose patterns read the same once
+/// decoded, trimmed and case-folded are ambiguous: a lenient backend cannot tell them apart.
 fn build_lenient_table(
     defs: &[RouteDef<Arc<Route>>],
 ) -> Result<Option<RouteTable<Arc<Route>>>, Vec<ConfigError>> {
-    if !defs.iter().any(|d| d.path.contains('%')) {
+    use crate::request_target::lenient_pattern;
+    use std::borrow::Cow;
+    if !defs
+        .iter()
+        .any(|d| matches!(lenient_pattern(&d.path), Cow::Owned(_)))
+    {
         return Ok(None);
     }
     let lenient = defs
         .iter()
         .map(|d| RouteDef {
-            path: crate::request_target::lenient_pattern(&d.path).into_owned(),
+            path: lenient_pattern(&d.path).into_owned(),
             ..d.clone()
         })
         .collect();
@@ -629,7 +643,11 @@ fn build_lenient_table(
         errors
             .into_iter()
             .map(|mut e| {
-                e.message = format!("once percent-decoded, {}", e.message);
+                e.message = format!(
+                    "once read as lenient backends read paths (decoded, case-folded, trailing dots \
+                     trimmed), {}",
+                    e.message
+                );
                 route_error(e)
             })
             .collect()
@@ -647,6 +665,26 @@ const PROXY_HEADERS: &[&str] = &[
     "x-rewrite-url",
 ];
 
+/// `names` without repeats and, for each name with a `_`, its spelling with `-` too. CGI, WSGI,
+/// Rack and nginx with `underscores_in_headers` read the two as one header, so a client's
+/// `x-user-id` would pass for the gateway's `x_user_id`. (The other way round, a client's name
+/// with `_` for a configured one with `-`, is checked per request: the spellings are many.)
+fn with_dashed_spellings(names: Vec<http::HeaderName>) -> Vec<http::HeaderName> {
+    let mut out: Vec<http::HeaderName> = Vec::with_capacity(names.len());
+    for name in names {
+        let dashed = name
+            .as_str()
+            .contains('_')
+            .then(|| http::HeaderName::from_bytes(name.as_str().replace('_', "-").as_bytes()));
+        for name in std::iter::once(name).chain(dashed.and_then(Result::ok)) {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
 /// Client headers removed before forwarding, by who sent the request.
 #[derive(Debug, Clone, Default)]
 pub struct StripLists {
@@ -661,13 +699,10 @@ impl StripLists {
     /// From `server.strip_request_headers` (validated), without repeats.
     fn compile(extra: &[String]) -> StripLists {
         let names = |list: &mut dyn Iterator<Item = &str>| {
-            let mut names: Vec<http::HeaderName> = Vec::new();
-            for name in list.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()) {
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-            names
+            with_dashed_spellings(
+                list.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+                    .collect(),
+            )
         };
         StripLists {
             untrusted: names(

@@ -110,11 +110,17 @@ fn concerns_config(path: &Path, watched: &[PathBuf]) -> bool {
     }
 }
 
-/// The config file and every file it names, as the watch sees them.
+/// The config file and every file it names, as the watch sees them: absolute. The watch
+/// reports an event as the watched directory joined with the file's name, so for `run -c
+/// gw.toml` (directory `.`) it says `./keys.toml`, whose parent `.` is not the bare
+/// `keys.toml`'s empty one: no change of a bare name was ever noticed. Made absolute once, the
+/// files, their directories and the events all read alike (the process never changes its
+/// working directory, so the absolute path names the same file).
 fn watched_files(store: &Store) -> Vec<PathBuf> {
-    let mut files = vec![store.path().to_path_buf()];
-    files.extend(store.snapshot().files.paths.iter().cloned());
-    files
+    std::iter::once(store.path())
+        .chain(store.snapshot().files.paths.iter().map(PathBuf::as_path))
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()))
+        .collect()
 }
 
 /// Stamps of every watched file: a change in any of them is a reason to reload.

@@ -129,6 +129,62 @@ async fn a_spoofed_consumer_header_is_stripped_on_public_routes_too() {
     assert_eq!(seen[0].header("x-consumer"), None, "{:?}", seen[0].headers);
 }
 
+/// The header names in `seen` that read as `name` once `_` is read as `-`, as CGI, WSGI, Rack
+/// and nginx with `underscores_in_headers` read them (all become `HTTP_X_CONSUMER`).
+fn spellings_of<'a>(seen: &'a crate::support::Received, name: &str) -> Vec<(&'a str, &'a str)> {
+    seen.headers
+        .iter()
+        .filter(|(k, _)| k.as_str().replace('_', "-") == name)
+        .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_header_spelled_with_underscores_is_stripped() {
+    let (gw, b, _dir, _) = start(&[("acme", "acme-secret-1")]).await;
+    let spoof = [
+        ("X_Consumer", "root"),
+        ("x_consumer", "root"),
+        ("x-consumer", "root"),
+    ];
+    let mut with_key = vec![("x-api-key", "acme-secret-1")];
+    with_key.extend(spoof);
+    let a = call(&gw, "/partner/orders", &with_key).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let a = call(&gw, "/public", &spoof).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    // A header of the client's that only looks alike is its own business.
+    let a = call(&gw, "/public", &[("x_consumer_hint", "kept")]).await;
+    assert_eq!(a.status, 200, "{a:?}");
+
+    let seen = b.received();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        spellings_of(&seen[0], "x-consumer"),
+        [("x-consumer", "acme")]
+    );
+    assert_eq!(spellings_of(&seen[1], "x-consumer"), []);
+    assert_eq!(seen[2].header("x_consumer_hint"), Some("kept"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_header_named_with_underscores_cannot_be_sent_with_dashes() {
+    // The other way round: the gateway's header is `x_partner`, the client sends `X-Partner`.
+    let (gw, b, _dir, _) = start_with(
+        &[("acme", "acme-secret-1")],
+        "forward_consumer = \"x_partner\"",
+    )
+    .await;
+    let spoof = [("X-Partner", "root"), ("x_Partner", "root")];
+    let mut with_key = vec![("x-api-key", "acme-secret-1")];
+    with_key.extend(spoof);
+    assert_eq!(call(&gw, "/partner/orders", &with_key).await.status, 200);
+    assert_eq!(call(&gw, "/public", &spoof).await.status, 200);
+    let seen = b.received();
+    assert_eq!(spellings_of(&seen[0], "x-partner"), [("x_partner", "acme")]);
+    assert_eq!(spellings_of(&seen[1], "x-partner"), []);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_keys_file_reloads_with_the_config() {
     let (gw, b, dir, path) = start(&[("acme", "old-key-0001")]).await;

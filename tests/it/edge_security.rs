@@ -256,14 +256,116 @@ async fn a_rewrite_uses_the_parameters_of_the_normalised_path() {
         ("/v1//%61b//c?q=..%2F", "/internal/ab/c?q=..%2F"),
         ("//v1/x%7ey", "/internal/x~y"),
     ] {
-        let x = exchange(&edge, &corpus::get(target), Transport::Http1, true)
+        assert_served(&edge, target, true, Route::Public, want).await;
+    }
+}
+
+/// Sends `GET target` over HTTP/1.1 (with the credential when `credential`): it must reach
+/// `route`'s backend, once, as `forwarded`.
+async fn assert_served(
+    edge: &Edge,
+    target: &'static str,
+    credential: bool,
+    route: Route,
+    forwarded: &str,
+) {
+    let x = exchange(edge, &corpus::get(target), Transport::Http1, credential)
+        .await
+        .unwrap();
+    let [(got, seen)] = &x.delivered.requests[..] else {
+        panic!("{target}: {}", x.delivered.describe())
+    };
+    assert_eq!(*got, route, "{target}");
+    assert_eq!(seen.target(), forwarded, "{target}");
+}
+
+/// Sends each `GET target` over HTTP/1.1 (with the credential when `credential`): each must
+/// be refused as a bad path (400, problem+json, counted) with nothing forwarded.
+async fn assert_refused_as_bad_path(edge: &Edge, targets: &[&'static str], credential: bool) {
+    let before = edge.rejections().await["bad_path"];
+    for &target in targets {
+        let x = exchange(edge, &corpus::get(target), Transport::Http1, credential)
             .await
             .unwrap();
-        let [(route, seen)] = &x.delivered.requests[..] else {
-            panic!("{target}: {}", x.delivered.describe())
+        let Answer::Response(r) = &x.answer else {
+            panic!("{target}: {:?}", x.answer)
         };
-        assert_eq!(*route, Route::Public, "{target}");
-        assert_eq!(seen.target(), want, "{target}");
+        assert_eq!(r.status, 400, "{target}: {}", x.delivered.describe());
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/problem+json"),
+            "{target}"
+        );
+        assert!(
+            x.delivered.nothing(),
+            "{target}: {}",
+            x.delivered.describe()
+        );
+    }
+    assert_eq!(
+        edge.rejections().await["bad_path"],
+        before + targets.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_refuses_segments_a_lenient_backend_reads_as_dots() {
+    // `/v1/{*rest}` forwards as `/internal/{rest}`. The gateway's own path reads the same to a
+    // lenient backend (`/v1/..;/v1/secret` is `/v1/secret`, still the v1 route), but the
+    // forwarded one does not: Tomcat and Spring read `/internal/..;/v1/secret` as
+    // `/v1/secret`, out of `/internal/`. Such segments are refused on a rewrite route.
+    let edge = Edge::start(Policy::ApiKey, Settings::Rewrite).await;
+    let refused = [
+        "/v1/..;/v1/secret",
+        "/v1/a/..;/..;/..;/v1/x",
+        "/v1/%2e%2e;/v1/secret",
+        "/v1/%2E%2E;jsessionid=1/v1/secret",
+        "/v1/..%3B/v1/secret",
+        "/v1/..%3bx/v1/secret",
+        "/v1/.;/x",
+        "/v1/a/..;",
+    ];
+    assert_refused_as_bad_path(&edge, &refused, true).await;
+    // Path parameters and escapes that stay in their segment still go through.
+    for (target, want) in [
+        ("/v1/a;jsessionid=1/b", "/internal/a;jsessionid=1/b"),
+        ("/v1/..a;b/c", "/internal/..a;b/c"),
+        ("/v1/a%3Bb/c", "/internal/a%3Bb/c"),
+        ("/v1/a.;/b", "/internal/a.;/b"),
+    ] {
+        assert_served(&edge, target, true, Route::Public, want).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_a_case_insensitive_or_trimming_backend_reads_as_another_route_is_refused() {
+    // Express (by default), ASP.NET and IIS serve `/ADMIN/x` as `/admin/x`; Spring trims
+    // `/admin%20/x` to it, IIS drops the dot of `/admin./x`; Java's equalsIgnoreCase takes
+    // `ı` for `i`. Through the public catch-all, each would reach the admin handler of a
+    // backend serving both routes without a key.
+    let edge = Edge::start(Policy::ApiKey, Settings::Default).await;
+    let refused = [
+        "/ADMIN/x",
+        "/Admin/x",
+        "/%41dmin/x",
+        "/admin%20/x",
+        "/%20admin/x",
+        "/admin./x",
+        "/ADMIN../x",
+        "/adm%C4%B1n/x",
+        "/ADMIN/",
+    ];
+    assert_refused_as_bad_path(&edge, &refused, false).await;
+    // Capitals and dots that leave the route as it is pass unchanged.
+    for (target, credential, route) in [
+        ("/API/Users/X", false, Route::Public),
+        ("/api/v1./x.", false, Route::Public),
+        ("/ADMIN", false, Route::Public),
+        ("/Administrator/x", false, Route::Public),
+        ("/admin/Secret/X", true, Route::Admin),
+        ("/admin/x./Y%20", true, Route::Admin),
+    ] {
+        assert_served(&edge, target, credential, route, target).await;
     }
 }
 
@@ -414,6 +516,86 @@ async fn proxy_headers_from_an_untrusted_peer_are_removed() {
         "forwarded from an untrusted peer: {kept:?}\n{}",
         seen.head
     );
+}
+
+/// Header lines of `seen` whose name has a `_` and reads as one of `names` once `_` is `-`.
+fn underscore_spellings<'a>(
+    seen: &'a crate::support::RecordedRequest,
+    names: &[&str],
+) -> Vec<&'a str> {
+    seen.head
+        .split("\r\n")
+        .skip(1)
+        .filter(|line| {
+            line.split_once(':').is_some_and(|(k, _)| {
+                k.contains('_')
+                    && names
+                        .iter()
+                        .any(|n| k.replace('_', "-").eq_ignore_ascii_case(n))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_the_gateway_owns_cannot_be_sent_spelled_with_underscores() {
+    // CGI, WSGI, Rack and nginx with `underscores_in_headers` read `X_Real_IP` as `X-Real-IP`
+    // (both are HTTP_X_REAL_IP): a client must not get past the gateway's own headers, or its
+    // removal of the proxy headers, by respelling them. Trusted proxy or not.
+    let owned = [
+        "X_Forwarded_For: 203.0.113.9",
+        "x_forwarded-proto: https",
+        "X-Forwarded_Host: admin.example.com",
+        "X_Request_Id: spoofed-id",
+        "X_Real_IP: 203.0.113.9",
+        "X_Forwarded_Port: 8443",
+        "X_Forwarded_Prefix: /admin",
+        "X_Original_URL: /admin/secret",
+        "X_Rewrite_URL: /admin/secret",
+        "X_Debug: 1",
+        "X_Consumer: root",
+    ];
+    let names: Vec<String> = owned
+        .iter()
+        .map(|l| l.split_once(':').unwrap().0.replace('_', "-"))
+        .collect();
+    for settings in [Settings::Default, Settings::TrustedStrip] {
+        // `X-Debug` is only the gateway's business where `strip_request_headers` lists it.
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| settings == Settings::TrustedStrip || *n != "X-Debug")
+            .collect();
+        let edge = Edge::start(Policy::ApiKey, settings).await;
+        let mut head = vec![
+            "GET /api/x HTTP/1.1",
+            "Host: gw.test",
+            "X_Unrelated_Thing: kept",
+        ];
+        head.extend(owned);
+        let seen = forwarded(&edge, &head).await;
+        assert_eq!(
+            underscore_spellings(&seen, &names),
+            Vec::<&str>::new(),
+            "{settings:?}\n{}",
+            seen.head
+        );
+        assert_eq!(
+            seen.header_values("x_unrelated_thing"),
+            ["kept"],
+            "{settings:?}"
+        );
+        let debug = seen.header_values("x_debug");
+        match settings {
+            Settings::Default => assert_eq!(debug, ["1"]),
+            _ => assert!(debug.is_empty(), "{}", seen.head),
+        }
+        assert_eq!(
+            seen.header_values("x-forwarded-for"),
+            ["127.0.0.1"],
+            "{settings:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

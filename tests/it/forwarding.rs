@@ -168,6 +168,87 @@ async fn a_sane_client_request_id_is_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_named_in_connection_still_reaches_the_backend() {
+    // `Connection: x-request-id` makes the client's id hop-by-hop, so it is removed on the way
+    // up; the id is the gateway's to attach, and the backend must get the one the client, the
+    // response and the log see.
+    let b = backend("app").start().await;
+    let gw = gateway_to(&b.target()).await;
+    for (i, connection) in ["close, x-request-id", "X-Request-ID, close"]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("abc-{i}");
+        let r = raw_request(
+            gw.addr,
+            &[
+                &format!("GET /id/{i} HTTP/1.1"),
+                "Host: gw.test",
+                &format!("Connection: {connection}"),
+                &format!("X-Request-Id: {id}"),
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{connection}");
+        assert_eq!(r.header("x-request-id"), Some(id.as_str()), "{connection}");
+        let seen = &b.received()[i];
+        assert_eq!(
+            seen.headers
+                .get_all("x-request-id")
+                .iter()
+                .collect::<Vec<_>>(),
+            [id.as_str()],
+            "{connection}: {:?}",
+            seen.headers
+        );
+        let line = gw.log_line(|l| l["request_id"] == id.as_str()).await;
+        assert_eq!(line["path"], format!("/id/{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_a_host_goes_up_with_the_targets_address_as_host() {
+    // HTTP/1.0 may name no host; what goes upstream is HTTP/1.1, which must (RFC 9112 §3.2).
+    // Such a request names the target it is sent to, as nginx's default `$proxy_host` does
+    // (and as the gateway's health checks and aggregate parts do); one that named a host keeps
+    // it. X-Forwarded-Host says which host the request was routed by: none.
+    let rec = crate::support::Recorder::start().await;
+    let gw = gateway_to(&rec.target()).await;
+    let target = rec.target();
+    for (head, host, forwarded_host) in [
+        (vec!["GET /pub/x HTTP/1.0"], target.as_str(), None),
+        (vec!["GET /pub/x HTTP/1.0", "Host: "], target.as_str(), None),
+        (
+            vec!["GET /pub/x HTTP/1.0", "Host: shop.example"],
+            "shop.example",
+            Some("shop.example"),
+        ),
+        (
+            vec!["GET http://shop.example/pub/x HTTP/1.0"],
+            "shop.example",
+            Some("shop.example"),
+        ),
+    ] {
+        let before = rec.count();
+        let r = raw_request(gw.addr, &head, b"").await;
+        assert_eq!(r.status, 200, "{head:?}");
+        let [seen] = &rec.requests_since(before)[..] else {
+            panic!("{head:?}: {} requests", rec.count() - before)
+        };
+        assert_eq!(seen.request_line(), "GET /pub/x HTTP/1.1", "{head:?}");
+        assert_eq!(
+            seen.header_values("host"),
+            [host],
+            "{head:?}\n{}",
+            seen.head
+        );
+        let want: Vec<&str> = forwarded_host.into_iter().collect();
+        assert_eq!(seen.header_values("x-forwarded-host"), want, "{head:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insane_or_missing_request_id_is_replaced() {
     let b = backend("app").start().await;
     let gw = gateway_to(&b.target()).await;

@@ -575,6 +575,77 @@ async fn in_place_write_is_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_named_relative_to_the_working_directory_is_watched() {
+    // `cd /etc/tollgate && tollgate run -c gw.toml`, with `keys_file = "keys.toml"`: removing a
+    // consumer from the keys file revokes its key (a reload, counted), and an edit of the
+    // config goes live, without a SIGHUP, whatever way the config was named.
+    use crate::support::auth::key_digest;
+    let a = backend("a").start().await;
+    let keys = |consumers: &[(&str, &str)]| -> String {
+        consumers
+            .iter()
+            .map(|(name, key)| format!("{name} = \"{}\"\n", key_digest(key)))
+            .collect()
+    };
+    let body = format!(
+        "[auth.partners]\ntype = \"api_key\"\nkeys_file = \"keys.toml\"\n\n{}auth = \"partners\"\n",
+        one_route("old", "/old", "a", &a.target())
+    );
+    for name in ["gw.toml", "./gw.toml", "conf/gw.toml"] {
+        let mut keys_path = None;
+        let gw = GatewayHandle::start_binary_relative(&body, name, |dir| {
+            let path = dir.join("keys.toml");
+            std::fs::write(
+                &path,
+                keys(&[("acme", "acme-key-0001"), ("globex", "globex-key-2")]),
+            )
+            .unwrap();
+            keys_path = Some(path);
+        })
+        .await;
+        let keys_path = keys_path.unwrap();
+        let status = |key: &'static str| {
+            let gw = &gw;
+            async move {
+                crate::support::call(gw, "/old", &[("x-api-key", key)])
+                    .await
+                    .status
+            }
+        };
+        assert_eq!(status("acme-key-0001").await, 200, "{name}");
+        let reloads = metric(&gw, SUCCESS).await;
+
+        // Revoked: acme's line goes, by rename as an editor writes.
+        let tmp = keys_path.with_extension("tmp");
+        std::fs::write(&tmp, keys(&[("globex", "globex-key-2")])).unwrap();
+        std::fs::rename(&tmp, &keys_path).unwrap();
+        let revoked = eventually(LIVE_WITHIN, || async {
+            status("acme-key-0001").await == 401
+        })
+        .await;
+        assert!(
+            revoked,
+            "{name}: the revoked key still works\n{}",
+            gw.stderr()
+        );
+        assert_eq!(status("globex-key-2").await, 200, "{name}");
+        assert!(
+            metric(&gw, SUCCESS).await > reloads,
+            "{name}: no reload counted"
+        );
+
+        // The config itself.
+        let b = backend("b").start().await;
+        gw.write_body(&format!(
+            "{body}\n{}",
+            one_route("new", "/new", "b", &b.target())
+        ));
+        let took = wait_serving(&gw, "/new", r#"{"backend":"b"}"#, LIVE_WITHIN).await;
+        assert!(took.is_some(), "{name}: the config edit was not picked up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_style_symlink_swap_is_picked_up() {
     // A mounted ConfigMap: tollgate.toml -> ..data/tollgate.toml, ..data -> ..v1; an update
     // writes ..v2 and renames a new ..data link over the old one. The config file's own

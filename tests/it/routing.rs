@@ -503,3 +503,56 @@ rewrite = "/internal/{{rest}}"
     }
     assert_eq!(admin.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capitals_route_as_written_and_are_refused_only_where_case_would_change_the_route() {
+    // A pattern with capitals serves its paths as written, and capitals in a request are no
+    // reason to refuse it; only a request that a case-insensitive backend would read as
+    // another route's path is refused.
+    let files = backend("files").start().await;
+    let rest = backend("rest").start().await;
+    let gw = GatewayHandle::start(&format!(
+        r#"
+[upstreams.files]
+targets = ["{}"]
+[upstreams.rest]
+targets = ["{}"]
+
+[routes.files]
+path = "/Files/{{id}}"
+upstream = "files"
+rewrite = "/store/{{id}}"
+
+[routes.rest]
+path = "/api/{{*rest}}"
+upstream = "rest"
+
+[routes.other]
+path = "/{{*rest}}"
+upstream = "rest"
+"#,
+        files.target(),
+        rest.target()
+    ))
+    .await;
+    for (path, status, backend, forwarded) in [
+        ("/Files/AbC.Txt", 200, Some("files"), Some("/store/AbC.Txt")),
+        ("/api/Users/X", 200, Some("rest"), Some("/api/Users/X")),
+        ("/Other/Thing", 200, Some("rest"), Some("/Other/Thing")),
+        // As written these are `other`'s; a case-insensitive backend reads them as `rest`'s
+        // and `files`' paths.
+        ("/API/x", 400, None, None),
+        ("/files/abc", 400, None, None),
+    ] {
+        let a = send(client().get(gw.url(path))).await.unwrap();
+        assert_eq!(a.status, status, "{path}: {a:?}");
+        assert_eq!(a.backend().as_deref(), backend, "{path}");
+        if let Some(forwarded) = forwarded {
+            let seen = match backend {
+                Some("files") => files.received(),
+                _ => rest.received(),
+            };
+            assert_eq!(seen.last().unwrap().uri, forwarded, "{path}");
+        }
+    }
+}

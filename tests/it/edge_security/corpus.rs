@@ -34,7 +34,8 @@ pub struct Req {
 #[derive(Debug, Clone, Copy)]
 pub enum Expect {
     /// Forwarded once, to this route's backend, as `GET path_and_query`, with this `Host`
-    /// (`None`: no Host line) and the same `X-Forwarded-Host`.
+    /// and the same `X-Forwarded-Host` (`None`: the client named no host; the Host is the
+    /// backend's address and there is no X-Forwarded-Host).
     Served {
         route: Route,
         path_and_query: &'static str,
@@ -315,7 +316,7 @@ pub const DEFAULT: &[Case] = &[
     case("DEL in target", line(b"GET /api/\x7fx HTTP/1.1"), BAD_TARGET),
     // Percent-encoding.
     case("encoded unreserved letter", get("/%61dmin/secret"), served(Admin, "/admin/secret", GW)).issue(4),
-    case("encoded upper-case letters", get("/%41%44MIN/x"), served(Public, "/ADMIN/x", GW)),
+    case("encoded upper-case letters", get("/%41%44MIN/x"), BAD_PATH),
     case("encoded tilde", get("/api/%7euser"), served(Public, "/api/~user", GW)),
     case("encoded unreserved marks", get("/api/%2D%2e%5F%7E%30"), served(Public, "/api/-._~0", GW)),
     case("lower-case hex upper-cased", get("/api/caf%c3%a9"), served(Public, "/api/caf%C3%A9", GW)),
@@ -358,6 +359,16 @@ pub const DEFAULT: &[Case] = &[
     case("path parameter, same route", get("/api/x;jsessionid=1"), served(Public, "/api/x;jsessionid=1", GW)),
     case("path parameter on admin", get("/admin/secret;x=1"), served(Admin, "/admin/secret;x=1", GW)),
     case("encoded ; segment, same route", get("/api/%3B/admin"), served(Public, "/api/%3B/admin", GW)),
+    // Case and trimming: what case-insensitive (Express, ASP.NET, IIS) and trimming (Spring,
+    // IIS) backends read as another route is ambiguous; what they read as the same is not.
+    case("upper-case prefix", get("/ADMIN/secret"), BAD_PATH),
+    case("mixed-case prefix", get("/Admin/secret"), BAD_PATH),
+    case("prefix with a trailing dot", get("/admin./secret"), BAD_PATH),
+    case("prefix with a trailing space", get("/admin%20/secret"), BAD_PATH),
+    case("dotless i in the prefix", get("/adm%C4%B1n/secret"), BAD_PATH),
+    case("capitals on public", get("/API/Users"), served(Public, "/API/Users", GW)),
+    case("capitals on admin", get("/admin/Secret"), served(Admin, "/admin/Secret", GW)),
+    case("trailing dot on public", get("/api/x."), served(Public, "/api/x.", GW)),
     // Raw non-ASCII.
     case("raw UTF-8", get("/api/café"), BAD_PATH),
     case("raw CJK", get("/api/日本"), BAD_PATH),

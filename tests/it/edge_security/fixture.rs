@@ -237,6 +237,11 @@ auth = "guard"
         (self.credential.0, &self.credential.1)
     }
 
+    /// The address of `route`'s backend, as the config names it.
+    pub fn backend_target(&self, route: Route) -> String {
+        self.backends[route.index()].target()
+    }
+
     pub fn mark(&self) -> Mark {
         Mark {
             requests: self.backends.each_ref().map(Recorder::count),

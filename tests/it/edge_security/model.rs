@@ -5,8 +5,10 @@
 //! The framework reads the request target the way URL libraries do (a `scheme:` or
 //! `scheme://authority` prefix is taken off, a relative target gets a leading `/`), cuts it at
 //! `#` and `?`, percent-decodes every `%XX` once, cuts each segment at its first `;` (path
-//! parameters), drops empty segments and resolves `.`/`..`. The host is `X-Forwarded-Host` if
-//! present (frameworks behind proxies trust it), else the target's authority, else `Host`.
+//! parameters), trims the spaces around each segment and then, unless it is `.` or `..`, its
+//! trailing dots and spaces, drops empty segments, resolves `.`/`..`, and matches ASCII letters
+//! in any case. The host is `X-Forwarded-Host` if present (frameworks behind proxies trust
+//! it), else the target's authority, else `Host`.
 
 use super::fixture::{Route, ADMIN_HOST};
 
@@ -68,8 +70,9 @@ fn split_target(target: &str) -> (Option<&str>, String) {
 }
 
 /// The normalised path as bytes: fragment and query cut, `%XX` decoded once, segments cut at
-/// `;`, empty segments dropped, dot segments resolved. A trailing `/` is kept when the last
-/// segment was empty, `.` or `..` (as RFC 3986 `remove_dot_segments` does).
+/// `;` and trimmed, empty segments dropped, dot segments resolved, ASCII lower-cased. A
+/// trailing `/` is kept when the last segment was empty, `.` or `..` (as RFC 3986
+/// `remove_dot_segments` does).
 pub fn lenient_path(path: &[u8]) -> Vec<u8> {
     let end = path
         .iter()
@@ -80,6 +83,19 @@ pub fn lenient_path(path: &[u8]) -> Vec<u8> {
     let mut trailing = false;
     for raw in decoded.split(|&b| b == b'/').skip(1) {
         let segment = raw.split(|&b| b == b';').next().unwrap_or_default();
+        let segment = segment.trim_ascii();
+        let segment = match segment {
+            b"." | b".." => segment,
+            _ => {
+                let keep = segment.len()
+                    - segment
+                        .iter()
+                        .rev()
+                        .take_while(|&&b| b == b'.' || b == b' ')
+                        .count();
+                &segment[..keep]
+            }
+        };
         trailing = matches!(segment, b"" | b"." | b"..");
         match segment {
             b"" | b"." => {}
@@ -97,6 +113,7 @@ pub fn lenient_path(path: &[u8]) -> Vec<u8> {
     if result.is_empty() || trailing {
         result.push(b'/');
     }
+    result.make_ascii_lowercase();
     result
 }
 
@@ -142,6 +159,10 @@ fn the_model_reads_paths_the_way_lenient_frameworks_do() {
         ("/%2561dmin/x", b"/%61dmin/x"),
         ("/%zz/%4", b"/%zz/%4"),
         ("/caf%C3%A9", "/café".as_bytes()),
+        ("/ADMIN/X", b"/admin/x"),
+        ("/admin./x", b"/admin/x"),
+        ("/admin%20/x", b"/admin/x"),
+        ("/a/%20..%20/admin", b"/admin"),
     ];
     for (input, want) in cases {
         assert_eq!(
@@ -175,6 +196,7 @@ fn the_model_reads_paths_the_way_lenient_frameworks_do() {
         ("/x", Some("admin.example.com.."), None, Route::AdminHost),
         ("/x", Some("admin.example.com.evil"), None, Route::Public),
         ("/admin/x", Some("gw.test"), None, Route::Admin),
+        ("/Admin/x", Some("gw.test"), None, Route::Admin),
     ];
     for (target, host, xfh, want) in routes {
         assert_eq!(

@@ -220,6 +220,7 @@ pub async fn check(edge: &Edge, case: &Case, transport: Transport) -> Verdict {
         } => {
             expect_status(&x.answer, 200, &mut problems);
             served_as(
+                edge,
                 &x.delivered,
                 route,
                 path_and_query,
@@ -292,8 +293,11 @@ fn expect_status(answer: &Answer, status: u16, problems: &mut Vec<String>) {
     }
 }
 
-/// Exactly one request, at `route`, with this target, Host and X-Forwarded-* headers.
+/// Exactly one request, at `route`, with this target, Host and X-Forwarded-* headers. A
+/// request that named no host (`host: None`) goes up with the backend's address as its Host
+/// (HTTP/1.1 needs one) and no X-Forwarded-Host.
 fn served_as(
+    edge: &Edge,
     delivered: &Delivered,
     route: Route,
     path_and_query: &str,
@@ -323,9 +327,14 @@ fn served_as(
         ));
     }
     let want: Vec<&str> = host.into_iter().collect();
-    if seen.header_values("host") != want {
+    let target = edge.backend_target(route);
+    let want_host = match host {
+        Some(host) => [host],
+        None => [target.as_str()],
+    };
+    if seen.header_values("host") != want_host {
         problems.push(format!(
-            "backend Host {:?} (want {want:?})",
+            "backend Host {:?} (want {want_host:?})",
             seen.header_values("host")
         ));
     }

@@ -209,16 +209,33 @@ impl GatewayHandle {
         args: &[&str],
     ) -> GatewayHandle {
         let file = ConfigFile::write(body, server_extra);
-        let stdout = std::fs::File::create(file.dir.path().join("stdout.log")).unwrap();
-        let stderr = std::fs::File::create(file.dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["run", "-c"])
-            .arg(&file.path)
+        let mut command = file.binary(file.path.as_os_str());
+        let child = command
             .args(args)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .spawn()
+            .expect("spawn tollgate");
+        GatewayHandle::when_ready(file, Runner::Binary { child }).await
+    }
+
+    /// Starts the built binary the way a user in the gateway's temp dir would: that dir is the
+    /// working directory and the config is named relative to it (`tollgate run -c NAME`, NAME
+    /// `gw.toml`, `./gw.toml` or `conf/gw.toml`). Before the start, `prepare` gets the
+    /// config's directory to write the files the config names.
+    pub async fn start_binary_relative(
+        body: &str,
+        name: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> GatewayHandle {
+        let mut file = ConfigFile::write(body, "");
+        let placed = file.dir.path().join(name);
+        std::fs::create_dir_all(placed.parent().unwrap()).unwrap();
+        std::fs::rename(&file.path, &placed).unwrap();
+        file.path = placed;
+        prepare(file.path.parent().unwrap());
+        let child = file
+            .binary(name.as_ref())
+            .current_dir(file.dir.path())
             .spawn()
             .expect("spawn tollgate");
         GatewayHandle::when_ready(file, Runner::Binary { child }).await
@@ -452,6 +469,20 @@ struct ConfigFile {
 }
 
 impl ConfigFile {
+    /// `tollgate run -c CONFIG` (the built binary), its stdout (the access log) and stderr to
+    /// files in the temp dir.
+    fn binary(&self, config: &std::ffi::OsStr) -> Command {
+        let log = |name: &str| std::fs::File::create(self.dir.path().join(name)).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .args(["run", "-c"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log("stdout.log"))
+            .stderr(log("stderr.log"));
+        command
+    }
+
     fn write(body: &str, server_extra: &str) -> ConfigFile {
         let dir = tempfile::tempdir().expect("temp dir");
         let [port, admin_port] = free_ports::<2>();
