@@ -337,6 +337,7 @@ impl ProxyHttp for Gateway {
                 *body = None;
                 if !std::mem::replace(&mut ctx.body_refused, true) {
                     self.metrics.rejected(Rejection::BodyTooLarge);
+                    ctx.rejected = Some(Rejection::BodyTooLarge);
                 }
                 return Err(GatewayError::BodyTooLarge.into_pingora());
             }

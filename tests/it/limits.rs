@@ -199,6 +199,8 @@ async fn chunked_body_crossing_the_limit_stops_being_forwarded() {
         "bytes past the limit reached the backend"
     );
     assert_eq!(rejected(&gw, "body_too_large").await, 1.0);
+    let line = gw.log_line(|l| l["status"] == 413).await;
+    assert_eq!(line["reason"], "body_too_large", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
