@@ -15,8 +15,9 @@ use std::ops::ControlFlow;
 pub enum Answer {
     /// `application/problem+json` (errors and refusals).
     Problem(Problem),
-    /// A route's configured `fallback`, standing in for 502/503/504.
-    Fallback(Fallback),
+    /// A route's configured `fallback`, standing in for 502/503/504, with the `Cache-Status`
+    /// of a cached route.
+    Fallback(Fallback, Option<String>),
     /// `OPTIONS *`: the server's methods.
     ServerOptions,
     /// An aggregate route's merged answer: 200, or 304 when `not_modified` (the client's
@@ -41,7 +42,7 @@ impl Answer {
     pub fn status(&self) -> u16 {
         match self {
             Answer::Problem(p) => p.status,
-            Answer::Fallback(f) => f.status,
+            Answer::Fallback(f, _) => f.status,
             Answer::ServerOptions => 200,
             Answer::Aggregate { not_modified, .. } => {
                 if *not_modified {
@@ -58,9 +59,12 @@ impl Answer {
         match self {
             Answer::Problem(problem) => write_problem(session, problem, request_id).await,
             // Marked so clients and logs can tell it from a real answer.
-            Answer::Fallback(f) => {
-                let marker = [("x-tollgate-fallback", "1")];
-                let head = Head::new(f.status, &f.content_type, &marker);
+            Answer::Fallback(f, cache_status) => {
+                let mut extra = vec![("x-tollgate-fallback", "1")];
+                if let Some(cache_status) = cache_status {
+                    extra.push(("cache-status", cache_status.as_str()));
+                }
+                let head = Head::new(f.status, &f.content_type, &extra);
                 write_own_response(session, head, f.body.clone(), request_id).await
             }
             // A question about the server (RFC 9110 §9.3.7): never forwarded, since no single

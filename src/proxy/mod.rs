@@ -568,7 +568,7 @@ impl ProxyHttp for Gateway {
             let answer = match fallback {
                 Some((route, fallback)) => {
                     self.metrics.fallback_response(&route);
-                    Answer::Fallback(fallback)
+                    Answer::Fallback(fallback, problem.cache_status)
                 }
                 None => Answer::Problem(problem),
             };

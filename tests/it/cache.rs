@@ -557,6 +557,11 @@ async fn a_stale_entry_comes_before_the_fallback_and_a_5xx_within_the_window() {
     let late = call(&gw, "/c/menu", &[]).await;
     assert_eq!(late.status, 503, "{late:?}");
     assert_eq!(late.header("x-tollgate-fallback"), Some("1"), "{late:?}");
+    assert_eq!(
+        cache_status(&late),
+        "tollgate; fwd=miss; detail=upstream-error",
+        "{late:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
