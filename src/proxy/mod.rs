@@ -553,6 +553,15 @@ impl ProxyHttp for Gateway {
         let mut problem = problem_for(e);
         problem.rate_limit = ctx.rate_limit.clone();
         problem.cache_status = self.failed_cache_status(session, ctx);
+        // A malformed body Pingora's reader refused (a bad chunk size): a refusal like the
+        // framing checks', counted and logged with their reason.
+        if problem.status == 400
+            && e.esource() == &pingora::ErrorSource::Downstream
+            && GatewayError::of(e).is_none()
+        {
+            self.metrics.rejected(Rejection::BadRequest);
+            ctx.rejected = Some(Rejection::BadRequest);
+        }
         let mut status = problem.status;
         if status > 0 && session.response_written().is_none() {
             // The connection is not reused after an error (below, and Pingora closes it after a

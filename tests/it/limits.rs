@@ -501,7 +501,7 @@ const CASES: &[Case] = &[
         name: "invalid chunk size",
         bytes: b"POST /s HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
         status: 400,
-        reason: None,
+        reason: Some("bad_request"),
         forwarded: None,
     },
     Case {
