@@ -68,7 +68,10 @@ pub fn resolve<'s>(snapshot: &'s Snapshot, req: &RequestHeader) -> Resolution<'s
                 .map(|rw| rw.apply(|name| params.get(name), target.query));
             // The agreement above reads the routed path; a rewrite forwards another one, whose
             // `..;` resolves against the rewrite's literal text instead.
-            if let (true, Some(forwarded)) = (target.path.lenient_differs, &upstream_target) {
+            let forwarded = upstream_target
+                .as_ref()
+                .filter(|_| target.path.lenient_differs);
+            if let Some(forwarded) = forwarded {
                 let path = forwarded.split(|&b| b == b'?').next().unwrap_or_default();
                 if has_hidden_dot_segment(path, route.keep_escaped_slashes) {
                     return Resolution::Refused(Refusal::BadPath(PathError::HiddenDotSegment));

@@ -211,6 +211,25 @@ async fn route_timeout_shorter_than_the_upstream_is_504() {
     .await;
 }
 
+/// The `/deadline` request was counted as the client's body arriving too late: its attempt as
+/// `client_closed` (nothing held against the target), the request as a 408, the refusal as
+/// `body_timeout`.
+async fn assert_counted_as_body_timeout(gw: &GatewayHandle, slow: &crate::support::Backend) {
+    assert_counted_once(
+        gw,
+        ("slow", &slow.target(), "client_closed"),
+        ("deadline", "POST", "408"),
+    )
+    .await;
+    assert_metric(
+        gw,
+        "tollgate_rejected_requests_total",
+        &[("reason", "body_timeout")],
+        1.0,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
     // Same route as above, but the client sends 5 of the 100 bytes it declared and stops: the
@@ -228,20 +247,7 @@ async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
     assert_eq!(a.header("content-type"), Some("application/problem+json"));
     assert_eq!(a.json()["request_id"], a.header("x-request-id").unwrap());
     assert!(took < Duration::from_secs(3), "408 came too late: {took:?}");
-
-    assert_counted_once(
-        &gw,
-        ("slow", &slow.target(), "client_closed"),
-        ("deadline", "POST", "408"),
-    )
-    .await;
-    assert_metric(
-        &gw,
-        "tollgate_rejected_requests_total",
-        &[("reason", "body_timeout")],
-        1.0,
-    )
-    .await;
+    assert_counted_as_body_timeout(&gw, &slow).await;
     let line = gw.log_line(|l| l["path"] == "/deadline").await;
     assert_eq!(line["status"], 408, "{line}");
     assert_eq!(line["reason"], "body_timeout", "{line}");
@@ -270,19 +276,7 @@ async fn a_body_trickled_past_the_route_deadline_is_408() {
         "the body was read to its end: {:?}",
         started.elapsed()
     );
-    assert_counted_once(
-        &gw,
-        ("slow", &slow.target(), "client_closed"),
-        ("deadline", "POST", "408"),
-    )
-    .await;
-    assert_metric(
-        &gw,
-        "tollgate_rejected_requests_total",
-        &[("reason", "body_timeout")],
-        1.0,
-    )
-    .await;
+    assert_counted_as_body_timeout(&gw, &slow).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
