@@ -114,13 +114,14 @@ fn bearer_matches(session: &ServerSession, token: &str) -> bool {
     else {
         return false;
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer`, `BEARER`.
     let given = value.as_bytes();
-    let Some(given) = given
-        .strip_prefix(b"Bearer ")
-        .or_else(|| given.strip_prefix(b"bearer "))
-    else {
+    let Some((scheme, given)) = given.split_at_checked(7) else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
     given.ct_eq(token.as_bytes()).into()
 }
 

@@ -5,6 +5,7 @@
 
 use super::{bearer_matches, json_response, problem, unauthorized, AdminApp};
 use crate::cache::purge::{in_normal_form, parse, MAX_BODY};
+use crate::cache::store::Purge;
 use http::{Response, StatusCode};
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
@@ -27,6 +28,14 @@ impl AdminApp {
             Ok(p) => p,
             Err(detail) => return problem(StatusCode::BAD_REQUEST, &detail),
         };
+        // A typo in a cache's name must not read as a purge that found nothing.
+        if let Purge::Cache(name) = &purge {
+            if !snapshot.cache_names.contains(name) {
+                let known = snapshot.cache_names.join(", ");
+                let detail = format!("no cache named \"{name}\" (the config has: {known})");
+                return problem(StatusCode::BAD_REQUEST, &detail);
+            }
+        }
         let store = snapshot.cache_store;
         let purged = store.purge(&purge);
         let answer = match &snapshot.purge_channel {

@@ -16,6 +16,7 @@
 //! the gateway's answers begin).
 
 mod admission;
+mod h2_first;
 mod head;
 mod refusal;
 mod stream;
@@ -31,7 +32,7 @@ use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::listeners::L4BufferSettings;
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::{Ssl, Stream, ALPN};
+use pingora::protocols::{GetSocketDigest, Ssl, Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,7 +159,7 @@ where
             false
         };
         if h2 {
-            return self.hand_over(guarded, shutdown).await;
+            return self.serve_h2(guarded, shutdown).await;
         }
 
         let keepalive_limit = options.and_then(|o| o.keepalive_request_limit);
@@ -206,6 +207,39 @@ impl<A> EdgeApp<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
+    /// Serves an HTTP/2 connection, closed if its first request has not reached the proxy by
+    /// the head deadline (counted as `header_timeout`; there is no stream to answer on).
+    async fn serve_h2(
+        self: &Arc<Self>,
+        guarded: GuardedStream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let deadline = guarded.head_deadline();
+        let addresses = guarded.get_socket_digest().and_then(|d| {
+            let peer = *d.peer_addr()?.as_inet()?;
+            let local = *d.local_addr()?.as_inet()?;
+            Some((peer, local))
+        });
+        let (Some(at), Some((peer, local))) = (deadline, addresses) else {
+            return self.hand_over(guarded, shutdown).await;
+        };
+        let first = h2_first::FirstRequest::register(peer, local);
+        let serve = self.hand_over(guarded, shutdown);
+        tokio::pin!(serve);
+        tokio::select! {
+            biased;
+            result = &mut serve => return result,
+            () = first.arrived() => {}
+            () = tokio::time::sleep_until(at) => {
+                // Dropping the connection's task closes it.
+                self.metrics.rejected(crate::observe::Rejection::HeaderTimeout);
+                return None;
+            }
+        }
+        drop(first);
+        serve.await
+    }
+
     /// Hands a non-HTTP/1 connection to the application's own dispatch (HTTP/2, custom ALPN).
     async fn hand_over(
         self: &Arc<Self>,
@@ -219,9 +253,17 @@ where
 
 /// Tells the guard of an HTTP/1 session's connection that the proxy's hooks have its request,
 /// so that the answer written next is not taken for Pingora's refusal of the head (see
-/// [`GuardedStream`]). Called first thing in the proxy's first hook. HTTP/2 and subrequests
-/// have no guarded stream of their own: nothing to do.
+/// [`GuardedStream`]); for HTTP/2, that its connection's first request came in time. Called
+/// first thing in the proxy's first hook. Subrequests have no connection: nothing to do.
 pub fn request_reached_proxy(session: &ServerSession) {
+    if session.is_http2() {
+        let peer = session.client_addr().and_then(|a| a.as_inet());
+        let local = session.server_addr().and_then(|a| a.as_inet());
+        if let (Some(peer), Some(local)) = (peer, local) {
+            h2_first::request_arrived(*peer, *local);
+        }
+        return;
+    }
     let guard = session
         .stream()
         .and_then(|stream| (**stream).as_any().downcast_ref::<GuardedStream>());

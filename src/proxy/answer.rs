@@ -223,7 +223,9 @@ pub fn problem_for(e: &Error) -> Problem {
             "the upstream's TLS handshake failed or its certificate could not be verified",
         ),
         (_, ErrorSource::Upstream) => Problem::new(502, "the upstream connection failed"),
-        (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => {
+        // An HTTP/2 error from the client's side is its stream reset (a cancelled request,
+        // common on mobile) or a broken connection: nothing can be answered on it.
+        (ReadError | WriteError | ConnectionClosed | H2Error, ErrorSource::Downstream) => {
             Problem::new(0, "client connection closed")
         }
         (ReadTimedout, ErrorSource::Downstream) => {

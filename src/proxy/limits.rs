@@ -101,7 +101,8 @@ impl Gateway {
                 ControlFlow::Continue(())
             }
             Err(reason) => {
-                self.metrics.rejected(reason);
+                // Named in the access log too, or it would read as an upstream's 503.
+                self.reject(ctx, reason);
                 respond(Problem::from(&GatewayError::Overloaded { reason }))
             }
         }

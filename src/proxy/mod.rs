@@ -77,6 +77,13 @@ impl Gateway {
         }
     }
 
+    /// A refusal of the gateway's own: counted in
+    /// `tollgate_rejected_requests_total` and named on the request's access-log line.
+    fn reject(&self, ctx: &mut RequestCtx, reason: Rejection) {
+        self.metrics.rejected(reason);
+        ctx.rejected = Some(reason);
+    }
+
     /// Ends the current upstream attempt, if one is open, and counts it.
     fn finish_attempt(&self, ctx: &mut RequestCtx, outcome: UpstreamOutcome) {
         spans::finish_attempt(ctx, outcome);
@@ -506,8 +513,7 @@ impl ProxyHttp for Gateway {
             // The wait was for the client's body, not for the target: 408 to the client, no
             // retry (the body still would not come), no verdict against the target.
             self.finish_attempt(ctx, UpstreamOutcome::ClientClosed);
-            self.metrics.rejected(Rejection::BodyTimeout);
-            ctx.rejected = Some(Rejection::BodyTimeout);
+            self.reject(ctx, Rejection::BodyTimeout);
             let mut stalled = GatewayError::BodyTimeout
                 .into_pingora()
                 .more_context(format!("peer: {peer}"));
@@ -559,8 +565,7 @@ impl ProxyHttp for Gateway {
             && e.esource() == &pingora::ErrorSource::Downstream
             && GatewayError::of(e).is_none()
         {
-            self.metrics.rejected(Rejection::BadRequest);
-            ctx.rejected = Some(Rejection::BadRequest);
+            self.reject(ctx, Rejection::BadRequest);
         }
         let mut status = problem.status;
         if status > 0 && session.response_written().is_none() {

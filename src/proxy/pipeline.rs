@@ -7,7 +7,8 @@
 //! 1. [`strip_identity_headers`](Gateway::strip_identity_headers): headers only a verified
 //!    identity may set are removed from the client's request, and any header spelled with `_`
 //!    that a backend would read as one the gateway sets or removes;
-//! 2. [`check_framing`](Gateway::check_framing): ambiguous HTTP/1 framing → 400;
+//! 2. [`check_framing`](Gateway::check_framing): more than 256 headers (HTTP/2; HTTP/1's
+//!    parser refuses them) → 431; ambiguous HTTP/1 framing → 400;
 //! 3. [`route`](Gateway::route): the target resolved once and the route found (400, 404, 405,
 //!    `OPTIONS *`); its deadline starts;
 //! 4. [`check_declared_body`](Gateway::check_declared_body): a `Content-Length` over the
@@ -32,6 +33,9 @@ use http::HeaderName;
 use pingora::proxy::Session;
 use smallvec::SmallVec;
 use std::ops::ControlFlow;
+
+/// Header lines a request may have: Pingora's HTTP/1 parser's limit.
+const MAX_REQUEST_HEADERS: usize = 256;
 
 impl Gateway {
     /// Runs the steps in order; `Break(answer)`: the request is answered by the gateway.
@@ -84,6 +88,13 @@ impl Gateway {
     /// HTTP/1 framing that an upstream could read differently (request smuggling) is refused,
     /// and the connection closed: the body's extent is unknown, so nothing after it is read.
     fn check_framing(&self, session: &mut Session, ctx: &mut RequestCtx) -> Flow {
+        // Pingora's HTTP/1 parser refuses a head of more than 256 header lines; an HTTP/2
+        // head is bounded only in bytes. The same count for both, so a backend never gets
+        // from one protocol a request the other could not have carried.
+        if session.req_header().headers.len() > MAX_REQUEST_HEADERS {
+            self.reject(ctx, Rejection::HeaderTooLarge);
+            return respond(Problem::from(&GatewayError::HeadTooLarge));
+        }
         match framing::check_session(session) {
             Ok(declared) => {
                 ctx.declared = declared;

@@ -2,7 +2,8 @@
 //! (structured-field lists, one item per limit, named by the limit's config name):
 //!
 //! - `RateLimit-Policy: "per_ip";q=100;w=60` — quota `q` (the limit's `requests`) per window `w`
-//!   (its `per` in seconds, rounded up);
+//!   (its `per` in seconds, rounded up); a `burst` above `requests` is the quota instead, over
+//!   the window that keeps the same rate, so that `r` never exceeds `q`;
 //! - `RateLimit: "per_ip";r=42;t=3` — `r` requests still admissible now, `t` seconds (rounded up)
 //!   until the bucket is full again.
 
@@ -11,11 +12,14 @@ use std::time::Duration;
 
 /// One `RateLimit-Policy` list item.
 pub fn policy_item(name: &str, quota: &Quota) -> String {
-    format!(
-        "\"{name}\";q={};w={}",
-        quota.requests,
-        ceil_secs(quota.per).max(1)
-    )
+    // A full bucket holds `burst`: as the quota, with the time the bucket takes to fill.
+    let (q, w) = if quota.burst > quota.requests {
+        let w = quota.per.as_secs_f64() * quota.burst as f64 / quota.requests.max(1) as f64;
+        (quota.burst, w.ceil() as u64)
+    } else {
+        (quota.requests, ceil_secs(quota.per))
+    };
+    format!("\"{name}\";q={q};w={}", w.max(1))
 }
 
 /// Appends one `RateLimit` list item. Runs on every limited request: plain pushes and `itoa`
@@ -68,6 +72,14 @@ mod tests {
             burst: 20,
         };
         assert_eq!(policy_item("per_ip", &q), "\"per_ip\";q=100;w=2");
+        // 1 a minute in bursts of 50: 50 over the 50 minutes a full bucket takes to fill, the
+        // same rate, and `r` (up to 50) never above `q`.
+        let bursty = Quota {
+            requests: 1,
+            per: Duration::from_secs(60),
+            burst: 50,
+        };
+        assert_eq!(policy_item("l", &bursty), "\"l\";q=50;w=3000");
         let mut s = String::new();
         let o = Outcome {
             allowed: true,

@@ -197,6 +197,8 @@ pub struct Snapshot {
     /// Where every cache's entries live, and the bytes they may take (`cache_capacity`).
     pub cache_store: &'static crate::cache::MemoryStore,
     pub cache_capacity: u64,
+    /// The `[caches.*]` names, for purges that name one.
+    pub cache_names: Vec<String>,
     /// With `[cluster]` and caches: where purges are shared with the other instances.
     pub purge_channel: Option<Arc<crate::cache::bus::PurgeChannel>>,
     /// `[tracing]`: spans for every request, exported over OTLP; `None`: no tracing.
@@ -565,6 +567,7 @@ pub fn compile(
             limits,
             cache_store: registries.cache_store,
             cache_capacity: config::cache_capacity(config),
+            cache_names: config.caches.keys().cloned().collect(),
             purge_channel,
             admin_token,
             tracing,

@@ -189,8 +189,20 @@ pub fn restart_only_changes(old: &Snapshot, new: &Snapshot) -> Vec<&'static str>
     if old.log_level != new.log_level {
         changed.push("log.level");
     }
+    // HTTP/1 reads these from the live snapshot; Pingora's HTTP/2 server is given them once,
+    // when it starts.
+    if o.idle_timeout != n.idle_timeout {
+        changed.push("server.idle_timeout");
+    }
+    if old.limits.max_header_bytes != new.limits.max_header_bytes {
+        changed.push("server.max_header_bytes");
+    }
     changed
 }
+
+/// Keys among [`restart_only_changes`] that HTTP/1 applies at once: only HTTP/2 connections
+/// wait for a restart.
+pub const LIVE_FOR_HTTP1: [&str; 2] = ["server.idle_timeout", "server.max_header_bytes"];
 
 /// The new snapshot describes what actually runs: restart-only keys keep their running values.
 fn keep_restart_only_values(running: &Snapshot, next: &mut Snapshot) {

@@ -48,11 +48,19 @@ pub async fn reload_and_log(store: Arc<Store>, trigger: &'static str) {
             tracing::info!(trigger, config_hash = %hash, "config reloaded");
             super::log_warning_lines(&warnings, trigger);
             for key in needs_restart {
-                tracing::warn!(
-                    trigger,
-                    key,
-                    "{key} changed: needs restart (the running value is kept until then)"
-                );
+                if super::store::LIVE_FOR_HTTP1.contains(&key) {
+                    tracing::warn!(
+                        trigger,
+                        key,
+                        "{key} changed: applied to HTTP/1; HTTP/2 needs restart (its connections keep the running value until then)"
+                    );
+                } else {
+                    tracing::warn!(
+                        trigger,
+                        key,
+                        "{key} changed: needs restart (the running value is kept until then)"
+                    );
+                }
             }
         }
         ReloadOutcome::Unchanged => tracing::debug!(trigger, "config unchanged"),

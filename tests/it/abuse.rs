@@ -351,6 +351,62 @@ async fn accepted_then_reset_streams_never_hold_more_than_the_stream_limit() {
     );
     // What reached the upstream is what was forwarded, at most every stream opened.
     assert!(upstream.requests() <= a + b);
+    // A reset stream is a cancelled request, not a malformed one.
+    let bad = gw
+        .metric(r#"tollgate_rejected_requests_total{reason="bad_request"}"#)
+        .await;
+    assert_eq!(bad.unwrap_or(0.0), 0.0, "resets counted as bad requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_without_a_whole_first_head_is_closed_at_the_head_timeout() {
+    // HTTP/2's own idle timeout is the default 60 s: what closes these is the 600 ms head
+    // deadline, as for an HTTP/1 head.
+    let upstream = Scripted::start(Script::Slow(Duration::ZERO)).await;
+    let gw = GatewayHandle::start_with(
+        &catch_all(&upstream.target(), ""),
+        "client_header_timeout = \"600ms\"\n",
+    )
+    .await;
+    // Nothing after the preface; a HEADERS frame that never ends its header block.
+    let silent = raw_h2(gw.addr).await;
+    let mut unfinished = raw_h2(gw.addr).await;
+    unfinished
+        .write_all(&frame(0x1, 0x0, 1, b"\x82\x86\x84"))
+        .await
+        .unwrap();
+    for mut conn in [silent, unfinished] {
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "still open after 5 s");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    assert_eq!(
+        gw.metric(r#"tollgate_rejected_requests_total{reason="header_timeout"}"#)
+            .await,
+        Some(2.0)
+    );
+    // A connection whose first request came in time is not cut afterwards.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let r = h2.get(gw.url("/later")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(upstream.requests(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -608,6 +664,14 @@ async fn a_client_over_its_in_flight_limit_gets_503_with_retry_after() {
             .await,
         Some(1.0)
     );
+    // Its access-log line says why, or it would read as the upstream's own 503.
+    let logged = eventually(Duration::from_secs(3), || async {
+        gw.access_log()
+            .iter()
+            .any(|l| l["path"] == "/over" && l["reason"] == "client_in_flight")
+    })
+    .await;
+    assert!(logged, "{:?}", gw.access_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,7 @@ async fn a_malformed_purge_is_a_problem_naming_the_mistake() {
         (r#"{"url": "relative"}"#, "starting with '/'"),
         (r#"{"url": "/c/../admin"}"#, "'.' or '..' segments"),
         (r#"{"url": "/c/x", "host": "a b"}"#, "not a host name"),
+        (r#"{"cache": "nosuch"}"#, r#"no cache named \"nosuch\""#),
     ] {
         let a = purge(&gw, body, None).await;
         assert_eq!(a.status, 400, "{body}: {a:?}");
@@ -168,6 +169,12 @@ async fn with_an_admin_token_a_purge_needs_it_and_reads_stay_open() {
         purged(&purge(&gw, r#"{"tag": "t"}"#, Some("s3cret-token")).await),
         1
     );
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let shouted = client()
+        .post(gw.admin_url("/cache/purge"))
+        .header("authorization", "BEARER s3cret-token")
+        .body(r#"{"tag": "t"}"#);
+    assert_eq!(purged(&send(shouted).await.unwrap()), 0);
     let metrics = client().get(gw.admin_url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
 }

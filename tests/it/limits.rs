@@ -391,6 +391,34 @@ async fn h2c_passes_the_guard() {
     assert_eq!(parse_response(&out).status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_head_has_http1s_limit_of_256_headers() {
+    let rec = Recorder::start().await;
+    let gw = gateway(&rec.target(), "", "").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let with_headers = |n: usize| {
+        let mut req = h2.get(gw.url("/h2/many"));
+        for i in 0..n {
+            req = req.header(format!("x-h{i}"), "v");
+        }
+        req
+    };
+    assert_eq!(with_headers(200).send().await.unwrap().status(), 200);
+    let r = with_headers(300).send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "the gateway's own answer"
+    );
+    assert_eq!(rec.requests().len(), 1, "the refused request was forwarded");
+    assert_eq!(rejected(&gw, "header_too_large").await, 1.0);
+}
+
 /// One smuggling attempt: raw bytes, and what must happen.
 struct Case {
     name: &'static str,

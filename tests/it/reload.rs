@@ -330,7 +330,10 @@ async fn restart_only_changes_are_reported_and_not_applied() {
             format!("admin_listen = \"{}\"", gw.admin),
             format!("admin_listen = \"127.0.0.1:{new_admin}\""),
         ),
-        ("threads = 2".to_string(), "threads = 3".to_string()),
+        (
+            "threads = 2".to_string(),
+            "threads = 3\nidle_timeout = \"30s\"\nmax_header_bytes = \"16KiB\"".to_string(),
+        ),
         (
             "level = \"warn\"".to_string(),
             "level = \"info\"".to_string(),
@@ -354,6 +357,9 @@ async fn restart_only_changes_are_reported_and_not_applied() {
         "server.admin_listen",
         "server.threads",
         "log.level",
+        // Live for HTTP/1; Pingora's HTTP/2 server has them from its start.
+        "server.idle_timeout",
+        "server.max_header_bytes",
     ] {
         let warned = eventually(Duration::from_secs(5), || async {
             log_lines(&gw).iter().any(|l| {
