@@ -80,6 +80,9 @@ pub struct ServerConfig {
     pub max_response_bytes: Option<SizeStr>,
     /// Extension: time for a whole response, body included (a route may set its own).
     pub response_timeout: Option<DurationStr>,
+    /// Extension: time for a whole request body to arrive, from the request's start; a body
+    /// still arriving then gets 408 (a route may set its own).
+    pub client_body_timeout: Option<DurationStr>,
 }
 
 /// `server.connection_rate_per_client`: `connections` per `per`, bursts up to `burst`.
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             connection_rate_per_client: None,
             max_response_bytes: None,
             response_timeout: None,
+            client_body_timeout: None,
         }
     }
 }
@@ -420,6 +424,8 @@ pub struct RouteConfig {
     pub max_response_bytes: Option<SizeStr>,
     /// Extension: overrides `server.response_timeout` for this route.
     pub response_timeout: Option<DurationStr>,
+    /// Extension: overrides `server.client_body_timeout` for this route (uploads).
+    pub client_body_timeout: Option<DurationStr>,
     /// Overrides `server.escaped_slashes` for this route.
     pub escaped_slashes: Option<EscapedSlashes>,
 }

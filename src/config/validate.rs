@@ -401,6 +401,9 @@ impl Validator {
             self.body_limit(&format!("{base}.max_body_bytes"), size);
         }
         self.response_bounds(&base, r.max_response_bytes, r.response_timeout);
+        if let Some(t) = r.client_body_timeout {
+            self.positive(&format!("{base}.client_body_timeout"), t);
+        }
         self.route_cache(config, &base, r);
     }
 }
@@ -481,8 +484,13 @@ impl Validator {
         if let Some(size) = s.max_body_bytes {
             self.body_limit("server.max_body_bytes", size);
         }
-        if let Some(t) = s.client_header_timeout {
-            self.positive("server.client_header_timeout", t);
+        for (key, timeout) in [
+            ("server.client_header_timeout", s.client_header_timeout),
+            ("server.client_body_timeout", s.client_body_timeout),
+        ] {
+            if let Some(t) = timeout {
+                self.positive(key, t);
+            }
         }
         for (key, value) in [
             ("server.max_in_flight", s.max_in_flight),

@@ -68,6 +68,9 @@ pub struct RequestCtx {
     pub rejected: Option<crate::observe::Rejection>,
     /// When the route's total deadline passes.
     pub deadline: Option<Instant>,
+    /// When a request body still arriving gets 408: the route's `client_body_timeout` (or the
+    /// server's) after the start, or the route's deadline if sooner.
+    pub body_deadline: Option<Instant>,
     /// Target indexes tried by this request, in order (the last is the current or final one),
     /// so another attempt picks a different one. Inline: most requests make one attempt.
     pub tried: SmallVec<[usize; 4]>,
@@ -84,7 +87,7 @@ pub struct RequestCtx {
     /// Largest request body this request may send (its route's `max_body_bytes`).
     pub body_limit: u64,
     /// The gateway stopped reading the client's body (over `body_limit`: 413; still coming
-    /// past the route's deadline: 408): the request is never retried, and the target is not
+    /// past `body_deadline`: 408): the request is never retried, and the target is not
     /// blamed.
     pub body_refused: bool,
     /// The route's response cache, as this request uses it.
@@ -126,6 +129,7 @@ impl RequestCtx {
             refusal: None,
             rejected: None,
             deadline: None,
+            body_deadline: None,
             tried: SmallVec::new(),
             attempts: 0,
             attempt: None,

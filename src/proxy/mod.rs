@@ -343,20 +343,19 @@ impl ProxyHttp for Gateway {
                 // dropped with the body unfinished, so no complete request reaches it.
                 *body = None;
                 if !std::mem::replace(&mut ctx.body_refused, true) {
-                    self.metrics.rejected(Rejection::BodyTooLarge);
-                    ctx.rejected = Some(Rejection::BodyTooLarge);
+                    self.reject(ctx, Rejection::BodyTooLarge);
                 }
                 return Err(GatewayError::BodyTooLarge.into_pingora());
             }
             // A body trickled in (a byte now and then) re-arms Pingora's read timeouts with
-            // every chunk and would outlive the route's `timeout`: past it, the client gets a
+            // every chunk and would outlive any timeout of theirs: past the body's deadline
+            // (`client_body_timeout`, or the route's `timeout` if sooner), the client gets a
             // 408 and the upstream connection is dropped with the body unfinished.
-            let late = ctx.deadline.is_some_and(|d| Instant::now() >= d);
+            let late = ctx.body_deadline.is_some_and(|d| Instant::now() >= d);
             if late && !session.was_upgraded() && !ctx.body_refused {
                 *body = None;
                 ctx.body_refused = true;
-                ctx.rejected = Some(Rejection::BodyTimeout);
-                self.metrics.rejected(Rejection::BodyTimeout);
+                self.reject(ctx, Rejection::BodyTimeout);
                 return Err(GatewayError::BodyTimeout.into_pingora());
             }
         }

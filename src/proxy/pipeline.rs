@@ -136,6 +136,8 @@ impl Gateway {
         ctx.upstream_target = routed.upstream_target;
         ctx.params = routed.params;
         ctx.deadline = route.timeout.map(|t| ctx.started + t);
+        let body_deadline = ctx.started + route.client_body_timeout;
+        ctx.body_deadline = Some(ctx.deadline.map_or(body_deadline, |d| d.min(body_deadline)));
         ctx.body_limit = route.max_body_bytes;
         ctx.route = Some(route);
         ControlFlow::Continue(())

@@ -18,6 +18,11 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
 /// slowloris client hold a connection six times longer).
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Time for a whole request body to arrive by default: 5 minutes from the request's start
+/// (an 8 MiB upload needs 28 KB/s). Pingora's reads only time out when nothing arrives for a
+/// while, so without it a body trickled a byte at a time would hold its connections forever.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Requests in flight in the whole gateway by default: a few seconds of a busy instance's
 /// traffic, far beyond what its upstreams can take at once; it bounds memory when they stall.
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 10_000;
@@ -47,6 +52,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time for a whole request head to arrive; slower heads are answered 408.
     pub client_header_timeout: Duration,
+    /// Time for a whole request body to arrive for routes without their own; later: 408.
+    pub client_body_timeout: Duration,
     /// Idle time allowed between requests on a keep-alive connection.
     pub idle_timeout: Duration,
     /// Requests in flight in the whole gateway; more are answered 503.
@@ -76,6 +83,9 @@ impl Limits {
             client_header_timeout: server
                 .client_header_timeout
                 .map_or(DEFAULT_CLIENT_HEADER_TIMEOUT, |d| d.get()),
+            client_body_timeout: server
+                .client_body_timeout
+                .map_or(DEFAULT_CLIENT_BODY_TIMEOUT, |d| d.get()),
             idle_timeout: server.idle_timeout.get(),
             max_in_flight: server.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
             max_in_flight_per_client: server
@@ -122,6 +132,7 @@ mod tests {
         assert_eq!(l.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert_eq!(l.connection_rate, DEFAULT_CONNECTION_RATE);
         assert_eq!(l.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
+        assert_eq!(l.client_body_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -143,9 +154,11 @@ mod tests {
             max_header_bytes: Some(SizeStr(4096)),
             max_body_bytes: Some(SizeStr(100)),
             client_header_timeout: Some(DurationStr::from_millis(1500)),
+            client_body_timeout: Some(DurationStr::from_secs(30)),
             ..ServerConfig::default()
         };
         let l = Limits::compile(&server);
+        assert_eq!(l.client_body_timeout, Duration::from_secs(30));
         assert_eq!(l.max_header_bytes, 4096);
         assert_eq!(l.max_body_bytes, 100);
         assert_eq!(l.client_header_timeout, Duration::from_millis(1500));

@@ -50,6 +50,8 @@ pub struct Route {
     pub max_response_bytes: u64,
     /// Time for the whole response: the route's `response_timeout`, else the server's.
     pub response_timeout: Duration,
+    /// Time for the whole request body: the route's `client_body_timeout`, else the server's.
+    pub client_body_timeout: Duration,
     /// Who may call the route; `None`: a public route.
     pub auth: Option<RouteAuth>,
     /// The route's `rate_limits`; `None`: unlimited.
@@ -505,6 +507,9 @@ pub fn compile(
                 response_timeout: r
                     .response_timeout
                     .map_or(limits.response_timeout, |d| d.get()),
+                client_body_timeout: r
+                    .client_body_timeout
+                    .map_or(limits.client_body_timeout, |d| d.get()),
                 keep_escaped_slashes,
                 metrics: Default::default(),
                 cache: r.cache.as_deref().and_then(|c| caches.get(c).cloned()),

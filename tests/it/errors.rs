@@ -172,20 +172,33 @@ upstream = "slow"
 /// the upstream's read_timeout (30 s by default), and a gateway in front of it.
 async fn behind_a_route_deadline() -> (crate::support::Backend, GatewayHandle) {
     let slow = backend("slow").delay(Duration::from_secs(4)).start().await;
-    let gw = GatewayHandle::start(&format!(
-        r#"
+    let gw = route_to(&slow, r#"timeout = "300ms""#, "").await;
+    (slow, gw)
+}
+
+/// A gateway whose route `/deadline` (with `route_extra`) goes to `upstream`; `server_extra`
+/// goes into `[server]`.
+async fn route_to(
+    upstream: &crate::support::Backend,
+    route_extra: &str,
+    server_extra: &str,
+) -> GatewayHandle {
+    GatewayHandle::start_with(
+        &format!(
+            r#"
 [upstreams.slow]
 targets = ["{}"]
 
 [routes.deadline]
 path = "/deadline"
 upstream = "slow"
-timeout = "300ms"
+{route_extra}
 "#,
-        slow.target()
-    ))
-    .await;
-    (slow, gw)
+            upstream.target()
+        ),
+        server_extra,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,22 +266,25 @@ async fn a_body_stalled_at_the_route_deadline_is_408_not_the_targets_timeout() {
     assert_eq!(line["reason"], "body_timeout", "{line}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_trickled_past_the_route_deadline_is_408() {
-    // A byte every 100 ms: no read ever waits long, but the route's 300 ms are spent.
-    let (slow, gw) = behind_a_route_deadline().await;
-    let started = Instant::now();
+/// POSTs to `/deadline` a body of `len` bytes declared up front, sent a byte every 100 ms
+/// (no read ever waits long), until the gateway answers or refuses more.
+async fn trickle_body(gw: &GatewayHandle, len: usize) -> crate::support::RawResponse {
     let mut conn = crate::support::RawConn::connect(gw.addr).await;
-    conn.send(b"POST /deadline HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n")
-        .await
-        .unwrap();
-    for _ in 0..30 {
+    let head = format!("POST /deadline HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {len}\r\n\r\n");
+    conn.send(head.as_bytes()).await.unwrap();
+    for _ in 0..len {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if conn.send(b"a").await.is_err() {
             break;
         }
     }
-    let a = conn.read_response().await;
+    conn.read_response().await
+}
+
+/// A trickled body was cut with a 408 well before all of it could arrive (100 bytes: 10 s).
+async fn assert_trickle_cut(gw: &GatewayHandle, slow: &crate::support::Backend) {
+    let started = Instant::now();
+    let a = trickle_body(gw, 100).await;
     assert_eq!(a.status, 408, "{a:?}");
     assert_eq!(a.header("content-type"), Some("application/problem+json"));
     assert!(
@@ -276,7 +292,49 @@ async fn a_body_trickled_past_the_route_deadline_is_408() {
         "the body was read to its end: {:?}",
         started.elapsed()
     );
-    assert_counted_as_body_timeout(&gw, &slow).await;
+    assert_counted_as_body_timeout(gw, slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_the_route_deadline_is_408() {
+    // The route's 300 ms are spent long before the body's end.
+    let (slow, gw) = behind_a_route_deadline().await;
+    assert_trickle_cut(&gw, &slow).await;
+}
+
+/// `/deadline` without a route `timeout`, the server's `client_body_timeout` at 300 ms and the
+/// route's own `client_body_timeout` if given.
+async fn behind_a_body_timeout(
+    route_body_timeout: &str,
+) -> (crate::support::Backend, GatewayHandle) {
+    let slow = backend("slow").start().await;
+    let gw = route_to(
+        &slow,
+        route_body_timeout,
+        r#"client_body_timeout = "300ms""#,
+    )
+    .await;
+    (slow, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_past_the_servers_body_timeout_is_408_on_a_route_without_deadline() {
+    let (slow, gw) = behind_a_body_timeout("").await;
+    assert_trickle_cut(&gw, &slow).await;
+    assert!(
+        slow.received().iter().all(|r| r.body.len() < 100),
+        "a whole body reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_own_body_timeout_lets_a_slow_upload_finish() {
+    // 10 bytes over about a second: past the server's 300 ms, within the route's 5 s.
+    let (slow, gw) = behind_a_body_timeout(r#"client_body_timeout = "5s""#).await;
+    let a = trickle_body(&gw, 10).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(slow.count(), 1);
+    assert_eq!(slow.received()[0].body, b"aaaaaaaaaa");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
