@@ -162,6 +162,7 @@ impl RefusedHead<'_> {
             parts: None,
             trace_id: None,
             truncated: None,
+            cache: None,
         };
         log.access_log.write(log.format, &record)
     }

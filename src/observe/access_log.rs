@@ -49,6 +49,9 @@ pub struct AccessRecord<'a> {
     /// Why the response was cut short after its head went out (`too_large`, `timeout`,
     /// `upstream`): the client got `status` and `bytes_out` bytes of body, not the whole.
     pub truncated: Option<&'static str>,
+    /// What the route's cache did (`hit`, `miss`, `stale`, ...: the `result` label of
+    /// `tollgate_cache_requests_total`); absent on routes without a cache.
+    pub cache: Option<&'static str>,
 }
 
 /// Writes the record as one JSON object. Written by hand rather than through serde: the fields
@@ -109,6 +112,10 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(truncated) = r.truncated {
         out.extend_from_slice(b",\"truncated\":");
         json_safe_str(out, truncated);
+    }
+    if let Some(cache) = r.cache {
+        out.extend_from_slice(b",\"cache\":");
+        json_safe_str(out, cache);
     }
     out.push(b'}');
 }
@@ -382,6 +389,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(truncated) = r.truncated {
         let _ = write!(out, " truncated={truncated}");
     }
+    if let Some(cache) = r.cache {
+        let _ = write!(out, " cache={cache}");
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +416,7 @@ mod tests {
             parts: None,
             trace_id: None,
             truncated: None,
+            cache: None,
         }
     }
 

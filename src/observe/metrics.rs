@@ -264,7 +264,7 @@ impl Metrics {
             rejected,
             requests: b.counters(
                 "tollgate_requests_total",
-                "Requests answered, by route, method and status.",
+                "Requests answered, by route, method and status (000: the client went away before any response).",
                 &["route", "method", "status"],
             ),
             request_duration: b.histograms(

@@ -711,6 +711,7 @@ impl ProxyHttp for Gateway {
             parts: ctx.parts.as_deref(),
             trace_id,
             truncated: ctx.cut.map(response::Cut::label),
+            cache,
         };
         if !self.access_log.write(snapshot.log.format, &record) {
             self.metrics.access_log_dropped();

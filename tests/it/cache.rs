@@ -128,6 +128,16 @@ async fn a_fresh_entry_is_served_from_memory_with_its_own_request_id() {
     assert!(results(&gw, "miss", 1.0).await);
     assert!(settles(&gw, "tollgate_cache_entries", &[("cache", "c")], 1.0).await);
     assert!(metric(&gw, "tollgate_cache_bytes", &[("cache", "c")]).await > 3.0);
+    // The access log says what the cache did for each request.
+    let logged = || {
+        gw.access_log()
+            .iter()
+            .filter(|l| l["path"] == "/c/item")
+            .map(|l| l["cache"].as_str().unwrap_or("-").to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(5), || async { logged().len() == 3 }).await;
+    assert_eq!(logged(), ["miss", "hit", "hit"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
