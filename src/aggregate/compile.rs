@@ -86,9 +86,23 @@ pub fn compile(cfg: &AggregateConfig, cx: &Context<'_>) -> Result<Aggregate, Vec
             .map_or(DEFAULT_MAX_PART_BYTES, |s| s.bytes())
             .try_into()
             .unwrap_or(usize::MAX),
+        template_headers: template_headers(&ordered),
         parts: ordered,
         personal: cx.personal,
     })
+}
+
+/// The client headers the parts' targets are made from, without repeats.
+fn template_headers(parts: &[Part]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for source in parts.iter().flat_map(|p| p.path.sources()) {
+        if let Source::Header(name) = source {
+            if !names.iter().any(|n| n == name.as_str()) {
+                names.push(name.as_str().to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// `Ok(None)`: the part names an upstream or cache that failed or is unknown (reported already).

@@ -156,14 +156,19 @@ impl Fetch<'_> {
         }
     }
 
-    /// One request on one connection. A pooled connection the upstream had closed meanwhile
-    /// fails before any answer: then the request goes once more on a new connection (nothing
-    /// was processed), as Pingora does for proxied requests.
+    /// One request on one connection, under the upstream's read and write timeouts (cut to the
+    /// part's deadline in `peer`). A pooled connection the upstream had closed meanwhile fails
+    /// before any answer: then an idempotent request goes once more on a new connection, as
+    /// Pingora does for proxied requests. Others never go twice: the upstream may have
+    /// processed them before it closed.
     async fn exchange(&self, peer: &HttpPeer, header: RequestHeader) -> pingora::Result<Exchanged> {
         let mut fresh_tries = 0;
         loop {
             let (mut session, reused) = self.connector.get_http_session(peer).await?;
-            let sent = async {
+            // Pingora's connector leaves these to the caller (its proxy sets them per request).
+            session.set_read_timeout(peer.options.read_timeout);
+            session.set_write_timeout(peer.options.write_timeout);
+            let sent: pingora::Result<()> = async {
                 session
                     .write_request_header(Box::new(header.clone()))
                     .await?;
@@ -180,7 +185,8 @@ impl Fetch<'_> {
             }
             .await;
             if let Err(e) = sent {
-                if reused && fresh_tries == 0 {
+                if reused && fresh_tries == 0 && header.method.is_idempotent() && closed_unused(&e)
+                {
                     fresh_tries += 1;
                     continue;
                 }
@@ -204,6 +210,14 @@ impl Fetch<'_> {
             return Ok(Exchanged::Answer(response, body.freeze()));
         }
     }
+}
+
+/// The failure of a request on a pooled connection that looks like the upstream had closed it
+/// before reading the request: a write error, or a close or reset before any byte of an answer
+/// (what Pingora marks `ReusedOnly`). A timeout is not: the upstream had the request.
+fn closed_unused(e: &pingora::Error) -> bool {
+    matches!(e.retry, pingora::RetryType::ReusedOnly)
+        || e.etype() == &pingora::ErrorType::WriteError
 }
 
 /// Ends an attempt and its span with its outcome.

@@ -26,6 +26,9 @@ pub struct Merged {
     /// A strong validator: a hash of the body.
     pub etag: String,
     pub cache_control: String,
+    /// `Vary`: the client headers the answer was made from (the parts' own `Vary` and the
+    /// `{header.NAME}` of their targets); `None`: none.
+    pub vary: Option<String>,
     /// The failed optional parts, comma-separated (`x-tollgate-partial`); `None`: all answered.
     pub partial: Option<String>,
 }
@@ -73,6 +76,7 @@ pub fn merge(aggregate: &Aggregate, results: &[PartResult]) -> Verdict {
     Verdict::Answer(Merged {
         etag,
         cache_control: cache_control(aggregate, results, partial.is_some()),
+        vary: vary(aggregate, results),
         body,
         partial,
     })
@@ -157,6 +161,26 @@ fn meta_entry(result: &PartResult) -> Value {
         entry.insert("age".into(), Value::from(age));
     }
     Value::Object(entry)
+}
+
+/// The answer's `Vary`: whatever the answered parts vary on, and the client headers their
+/// targets were made from; sorted, so equal answers say it alike. A cache in front of the
+/// gateway then keeps one answer per language (say), as it would for the parts themselves.
+fn vary(aggregate: &Aggregate, results: &[PartResult]) -> Option<String> {
+    let mut names: Vec<&str> = aggregate
+        .template_headers
+        .iter()
+        .map(String::as_str)
+        .chain(
+            results
+                .iter()
+                .filter(|r| r.outcome.answered())
+                .flat_map(|r| r.vary.iter().map(String::as_str)),
+        )
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// `"<hex>"`: the first 128 bits of the body's SHA-256. The same body gives the same tag on

@@ -41,6 +41,9 @@ pub struct Aggregate {
     pub parts: Vec<Part>,
     /// The route has an auth policy: the answer is for one caller.
     pub personal: bool,
+    /// The client request headers a part's target is made from (`{header.NAME}`, lower case):
+    /// the answer varies on them whatever the parts' own `Vary` say.
+    pub template_headers: Vec<String>,
 }
 
 /// One compiled part.

@@ -55,6 +55,8 @@ pub struct PartResult {
     pub age: Option<u64>,
     /// How long a client may keep this answer (`None`: not at all, or only for this caller).
     pub max_age: Option<u64>,
+    /// The request headers the answer varies on, by its `Vary` (lower case).
+    pub vary: Vec<String>,
     /// Why the part did not run, when it was skipped.
     pub skip: Option<Skip>,
 }
@@ -82,6 +84,7 @@ impl PartResult {
             value: None,
             age: None,
             max_age: None,
+            vary: Vec::new(),
             skip: None,
         }
     }
@@ -222,10 +225,18 @@ fn scalar_text(v: &Value) -> Option<String> {
 }
 
 /// The first value of query parameter `name`, percent-decoded (`+` is a space, as forms send).
+/// A value whose bytes are not UTF-8 is missing: decoding it lossily would send the part
+/// another value than the client's.
 fn query_value(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+    let decode = |text: &str| -> Option<String> {
+        let spaced = text.replace('+', " ");
+        String::from_utf8(percent_encoding::percent_decode_str(&spaced).collect()).ok()
+    };
+    let value = query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(key).as_deref() == Some(name)).then_some(value)
+    })?;
+    decode(value)
 }
 
 async fn run_part(
@@ -338,19 +349,36 @@ fn classify_answer(
             Err(_) => return PartResult::failed(Outcome::NotJson, Some(status), elapsed),
         }
     };
+    let (vary, vary_any) = vary_of(header);
     PartResult {
         outcome: Outcome::Ok,
         status: Some(status),
         elapsed,
         value: Some(value),
         age: None,
-        max_age: if personal {
+        // `Vary: *`: the answer depends on more than the request says; no one may keep it.
+        max_age: if personal || vary_any {
             None
         } else {
             client_max_age(header)
         },
+        vary,
         skip: None,
     }
+}
+
+/// The header names of a response's `Vary`, and whether it says `*` (or something that is not
+/// text): then the answer depends on more than the request can name.
+fn vary_of(header: &ResponseHeader) -> (Vec<String>, bool) {
+    let mut names = crate::cache::key::vary_names(&header.headers);
+    let unreadable = header
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .any(|v| v.to_str().is_err());
+    let star = names.iter().any(|n| n == "*");
+    names.retain(|n| n != "*");
+    (names, star || unreadable)
 }
 
 /// How long a client may keep a part's answer by its own `Cache-Control`: `max-age` (0 when

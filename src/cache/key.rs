@@ -203,9 +203,9 @@ fn forwarded_host(req: &RequestHeader) -> &str {
         .unwrap_or_default()
 }
 
-/// The variant of a request within its key, from a stored response's own `Vary` header names
-/// (the cache's `vary` headers are already in the key); `None` when the response names none.
-pub fn variance(response: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
+/// The names a response's `Vary` lists (`*` included, if it says so): lower case, sorted,
+/// without repeats. A value that is not text names nothing.
+pub fn vary_names(response: &http::HeaderMap) -> Vec<String> {
     let mut names: Vec<String> = response
         .get_all(http::header::VARY)
         .iter()
@@ -214,11 +214,18 @@ pub fn variance(response: &http::HeaderMap, req: &RequestHeader) -> Option<HashB
         .map(|n| n.trim().to_ascii_lowercase())
         .filter(|n| !n.is_empty())
         .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The variant of a request within its key, from a stored response's own `Vary` header names
+/// (the cache's `vary` headers are already in the key); `None` when the response names none.
+pub fn variance(response: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
+    let names = vary_names(response);
     if names.is_empty() {
         return None;
     }
-    names.sort();
-    names.dedup();
     let mut builder = VarianceBuilder::new();
     for name in names {
         let mut value = Vec::new();

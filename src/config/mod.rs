@@ -4,6 +4,7 @@
 
 mod diagnostic;
 mod error;
+pub mod reserved;
 pub mod schema;
 mod types;
 mod units;

@@ -20,7 +20,9 @@ impl Gateway {
         let Some(aggregate) = route.aggregate() else {
             return ControlFlow::Continue(());
         };
-        let req = session.req_header();
+        // A copy: the parts read the request while the client's connection is watched.
+        let req = session.req_header().clone();
+        let req = &req;
         let mut forwarded = headers::part_headers(req, &forwarding(session, ctx));
         if let (Some(auth), Some(identity)) = (&route.auth, &ctx.identity) {
             auth.policy.forward(identity, |name, value| {
@@ -40,7 +42,14 @@ impl Gateway {
             metrics: &self.metrics,
             trace: ctx.trace.as_ref(),
         };
-        let results = aggregate::run(aggregate, &inputs).await;
+        // A client that goes away calls its parts off, as it cancels a proxied request.
+        let results = tokio::select! {
+            results = aggregate::run(aggregate, &inputs) => results,
+            () = super::connect::client_gone(session) => {
+                self.metrics.abuse.cancelled("client_gone");
+                return ControlFlow::Break(Answer::ClientGone);
+            }
+        };
         for (part, result) in aggregate.parts.iter().zip(&results) {
             self.metrics.aggregate_part(
                 &route.name,

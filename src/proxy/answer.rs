@@ -27,6 +27,9 @@ pub enum Answer {
         not_modified: bool,
         rate_limit: Option<RateLimitFields>,
     },
+    /// The client went away before its answer was ready (an aggregate's parts were called
+    /// off): nothing is written, and the request ends as a closed client connection does.
+    ClientGone,
 }
 
 /// What a request step decides: go on to the next step, or answer now.
@@ -51,12 +54,18 @@ impl Answer {
                     200
                 }
             }
+            Answer::ClientGone => 0,
         }
     }
 
     /// Writes the whole answer. HEAD requests get the headers only.
     pub async fn write(&self, session: &mut Session, request_id: &str) -> pingora::Result<()> {
         match self {
+            Answer::ClientGone => Err(Error::explain(
+                ErrorType::ConnectionClosed,
+                "the client went away before its answer was ready",
+            )
+            .into_down()),
             Answer::Problem(problem) => write_problem(session, problem, request_id).await,
             // Marked so clients and logs can tell it from a real answer.
             Answer::Fallback(f, cache_status) => {
@@ -82,6 +91,9 @@ impl Answer {
                 let mut extra = vec![(http::header::ETAG.as_str(), merged.etag.as_str())];
                 if let Some(failed) = &merged.partial {
                     extra.push(("x-tollgate-partial", failed.as_str()));
+                }
+                if let Some(vary) = &merged.vary {
+                    extra.push((http::header::VARY.as_str(), vary.as_str()));
                 }
                 push_rate_limit(&mut extra, rate_limit.as_ref());
                 let head = Head {

@@ -174,7 +174,7 @@ impl Gateway {
 /// Resolves when the client resets this request's HTTP/2 stream (or the connection), or closes
 /// its HTTP/1 connection; pending otherwise. Reads no request body: for HTTP/1 it watches the
 /// socket only once the body is complete (as Pingora does while waiting for a response).
-async fn client_gone(session: &mut Session) {
+pub(super) async fn client_gone(session: &mut Session) {
     let downstream = &mut session.downstream_session;
     if let Some(closed) = downstream.watch_h2_stream_close() {
         let _ = closed.await;

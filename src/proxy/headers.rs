@@ -129,17 +129,9 @@ fn headers_to_remove(
     remove
 }
 
-/// Headers the gateway sets on every forwarded request, whatever the client sent.
-const GATEWAY_SET: [HeaderName; 4] = [
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    X_REQUEST_ID,
-];
-
 /// Whether a client header `name` is, once `_` is read as `-`, a header the gateway sets
-/// ([`GATEWAY_SET`], the identity headers) or removes (`proxy`: the proxy headers and
-/// `strip_request_headers`). CGI, WSGI, Rack and nginx with `underscores_in_headers` read
+/// (`config::reserved::FORWARDING_HEADERS`, the identity headers) or removes (`proxy`: the
+/// proxy headers and `strip_request_headers`). CGI, WSGI, Rack and nginx with `underscores_in_headers` read
 /// `X_Consumer` and `X-Consumer` as one header (`HTTP_X_CONSUMER`), so such a spelling would
 /// pass for the gateway's own value, or for the proxy header it removed. Only a name with a `_`
 /// can be one: call it for those alone.
@@ -150,11 +142,11 @@ pub fn respells_an_owned_header(
 ) -> bool {
     let dashed = |b: u8| if b == b'_' { b'-' } else { b };
     let name = name.as_str().as_bytes();
-    GATEWAY_SET
-        .iter()
-        .chain(identity)
-        .chain(proxy)
-        .map(|owned| owned.as_str().as_bytes())
+    let configured = identity.iter().chain(proxy).map(HeaderName::as_str);
+    crate::config::reserved::FORWARDING_HEADERS
+        .into_iter()
+        .chain(configured)
+        .map(str::as_bytes)
         .any(|owned| {
             owned.len() == name.len()
                 && owned

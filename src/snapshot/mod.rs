@@ -662,17 +662,6 @@ fn build_lenient_table(
     })
 }
 
-/// Client headers that only a proxy in front of the gateway may set: they would otherwise let a
-/// client pose as that proxy to the backend (its address, scheme, port, prefix, original URL).
-const PROXY_HEADERS: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-original-url",
-    "x-rewrite-url",
-];
-
 /// `names` without repeats and, for each name with a `_`, its spelling with `-` too. CGI, WSGI,
 /// Rack and nginx with `underscores_in_headers` read the two as one header, so a client's
 /// `x-user-id` would pass for the gateway's `x_user_id`. (The other way round, a client's name
@@ -714,7 +703,7 @@ impl StripLists {
         };
         StripLists {
             untrusted: names(
-                &mut PROXY_HEADERS
+                &mut crate::config::reserved::PROXY_HEADERS
                     .iter()
                     .copied()
                     .chain(extra.iter().map(String::as_str)),

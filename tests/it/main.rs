@@ -11,6 +11,7 @@ mod support;
 
 mod abuse;
 mod aggregate;
+mod aggregate_faults;
 mod auth_api_key;
 mod auth_jwt;
 mod cache;

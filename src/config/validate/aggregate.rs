@@ -143,6 +143,11 @@ impl Validator {
                     format!("{path}.forward_headers[{i}]"),
                     format!("\"{h}\" is not a header name"),
                 );
+            } else if let Some(why) = crate::config::reserved::reserved(h) {
+                self.err(
+                    format!("{path}.forward_headers[{i}]"),
+                    format!("\"{h}\" {why}"),
+                );
             }
         }
     }

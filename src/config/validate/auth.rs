@@ -10,25 +10,9 @@ pub const JWT_ALGORITHMS: &[&str] = &[
     "ES384", "EdDSA",
 ];
 
-/// Headers a policy may not claim for forwarding: they carry routing, framing or the gateway's
-/// own forwarding information, so letting a claim overwrite them would break the request.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "authorization",
-    "cookie",
-    "x-request-id",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-];
+/// Headers a policy may not claim for forwarding beside the gateway's own
+/// (`config::reserved`): the client's credentials, which the policy has just verified.
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "cookie"];
 
 impl Validator {
     pub(super) fn auth(&mut self, name: &str, a: &AuthConfig) {
@@ -247,7 +231,9 @@ impl Validator {
     fn identity_header(&mut self, path: &str, header: &str) {
         if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
             self.err(path, format!("\"{header}\" is not a valid header name"));
-        } else if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+        } else if crate::config::reserved::reserved(header).is_some()
+            || CREDENTIAL_HEADERS.contains(&header.to_ascii_lowercase().as_str())
+        {
             self.err(
                 path,
                 format!("\"{header}\" is a header the gateway or HTTP itself manages; pick another name"),
