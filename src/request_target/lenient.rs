@@ -39,6 +39,16 @@ fn decode(segment: &[u8], keep_escaped_slash: bool) -> Vec<u8> {
     out
 }
 
+/// A raw segment as lenient frameworks take it apart: decoded once, and cut at its first `;`
+/// (path parameters, as Tomcat and Spring read them).
+fn read_segment(raw: &[u8], keep_escaped_slash: bool) -> Vec<u8> {
+    let mut decoded = decode(raw, keep_escaped_slash);
+    if let Some(cut) = decoded.iter().position(|&b| b == b';') {
+        decoded.truncate(cut);
+    }
+    decoded
+}
+
 /// A segment (decoded, cut at `;`) as the loosest backends read it: whitespace around it
 /// trimmed (Spring's `trimTokens`), then, unless that leaves a dot segment, trailing dots and
 /// spaces dropped (IIS serves `/admin./x` and `/admin%20/x` as `/admin/x`).
@@ -80,10 +90,7 @@ pub fn lenient_reading(path: &str, keep_escaped_slash: bool) -> String {
     // Whether the path ends in a directory: an empty, `.` or `..` last segment.
     let mut trailing = false;
     for raw in path.as_bytes().split(|&b| b == b'/').skip(1) {
-        let mut decoded = decode(raw, keep_escaped_slash);
-        if let Some(cut) = decoded.iter().position(|&b| b == b';') {
-            decoded.truncate(cut);
-        }
+        let decoded = read_segment(raw, keep_escaped_slash);
         trailing = true;
         match trimmed(&decoded) {
             b"" | b"." => {}
@@ -118,11 +125,10 @@ pub fn has_hidden_dot_segment(path: &[u8], keep_escaped_slash: bool) -> bool {
         if !raw.iter().any(|&b| b == b';' || b == b'%') {
             return false;
         }
-        let mut decoded = decode(raw, keep_escaped_slash);
-        if let Some(cut) = decoded.iter().position(|&b| b == b';') {
-            decoded.truncate(cut);
-        }
-        matches!(decoded.as_slice(), b"." | b"..")
+        matches!(
+            read_segment(raw, keep_escaped_slash).as_slice(),
+            b"." | b".."
+        )
     })
 }
 

@@ -634,16 +634,15 @@ fn build_lenient_table(
 ) -> Result<Option<RouteTable<Arc<Route>>>, Vec<ConfigError>> {
     use crate::request_target::lenient_pattern;
     use std::borrow::Cow;
-    if !defs
-        .iter()
-        .any(|d| matches!(lenient_pattern(&d.path), Cow::Owned(_)))
-    {
+    let patterns: Vec<Cow<'_, str>> = defs.iter().map(|d| lenient_pattern(&d.path)).collect();
+    if patterns.iter().all(|p| matches!(p, Cow::Borrowed(_))) {
         return Ok(None);
     }
     let lenient = defs
         .iter()
-        .map(|d| RouteDef {
-            path: lenient_pattern(&d.path).into_owned(),
+        .zip(patterns)
+        .map(|(d, path)| RouteDef {
+            path: path.into_owned(),
             ..d.clone()
         })
         .collect();
