@@ -2,9 +2,10 @@
 """Turn the raw results of benches/load/run.sh into a markdown report.
 
 Input: a directory with, per round R and configuration NAME,
-  R.NAME.wrk     wrk --latency output of the measured run
+  R.NAME.wrk     wrk --latency output of the measured run (saturation, the default)
+  R.NAME.oha     or, with --rate (run.sh's RATE), oha's JSON output of the measured run
   R.NAME.before  key=value counters read just before the run (see `snapshot` in run.sh)
-  R.NAME.after   the same just after, plus wrk_cpu_s=USER+SYS
+  R.NAME.after   the same just after, plus loadgen_cpu_s=USER+SYS (the load generator's CPU)
   R.NAME.died    present if the process died during the run
   NAME.skipped   present (with the reason) if the configuration stopped being measured
 
@@ -17,6 +18,7 @@ import argparse
 import csv
 import datetime
 import io
+import json
 import os
 import platform
 import re
@@ -24,6 +26,11 @@ import statistics
 import sys
 
 UNIT_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
+# At a fixed rate, a configuration that achieved less than this share of it was saturated.
+SUSTAINED_SHARE = 0.97
+# oha's error for the requests still in flight when -z ends the run: not the server's failure
+# (wrk does not count its unfinished requests either).
+OHA_DEADLINE_ABORT = "aborted due to deadline"
 
 
 def parse_latency(text):
@@ -31,9 +38,14 @@ def parse_latency(text):
     return float(m.group(1)) * UNIT_US[m.group(2)] if m else None
 
 
+def empty_run():
+    """The numbers every parser returns (latencies in µs); missing ones are None / 0."""
+    return {"rps": None, "requests": None, "p50": None, "p99": None, "non2xx": 0, "sockerr": 0}
+
+
 def parse_wrk(text):
     """Return the numbers we need from wrk's output; missing ones are None / 0."""
-    r = {"rps": None, "requests": None, "p50": None, "p99": None, "non2xx": 0, "sockerr": 0}
+    r = empty_run()
     m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
     if m:
         r["rps"] = float(m.group(1))
@@ -53,6 +65,35 @@ def parse_wrk(text):
     return r
 
 
+def parse_oha(text):
+    """The same numbers from oha's JSON output (--output-format json). requests is the exact
+    count of responses (statusCodeDistribution), and req/s that count over the run's time:
+    oha's own requestsPerSec also counts errors and the requests aborted at the deadline.
+    Every status outside 2xx is a failure (wrk counts only 4xx and 5xx; the benchmark expects
+    200), and every error but the deadline's aborts counts as a socket error."""
+    r = empty_run()
+    try:
+        d = json.loads(text)
+        total_s = float(d["summary"]["total"])
+        codes = {str(k): int(v) for k, v in (d.get("statusCodeDistribution") or {}).items()}
+        errors = {str(k): int(v) for k, v in (d.get("errorDistribution") or {}).items()}
+        percentiles = d.get("latencyPercentiles") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return r
+    r["requests"] = sum(codes.values())
+    r["rps"] = r["requests"] / total_s if total_s > 0 else None
+    for key in ("p50", "p99"):
+        seconds = percentiles.get(key)
+        r[key] = None if seconds is None else float(seconds) * 1_000_000
+    r["non2xx"] = sum(n for code, n in codes.items() if not code.startswith("2"))
+    r["sockerr"] = sum(n for error, n in errors.items() if error != OHA_DEADLINE_ABORT)
+    return r
+
+
+# The measured run's output file (R.NAME.<tool>) and its parser, per load generator.
+PARSERS = {"wrk": parse_wrk, "oha": parse_oha}
+
+
 def read_kv(path):
     values = {}
     with open(path) as f:
@@ -70,17 +111,18 @@ def delta(before, after, key):
         return None
 
 
-def load(results, configs, rounds, clk_tck):
-    """data[name][round] = dict of metrics, for the runs that exist."""
+def load(results, configs, rounds, clk_tck, tool):
+    """data[name][round] = dict of metrics, for the runs that exist. `tool` is the load
+    generator of the measured runs (a key of PARSERS)."""
     data = {}
     for name in configs:
         data[name] = {}
         for rnd in range(1, rounds + 1):
             base = os.path.join(results, f"{rnd}.{name}")
-            if not os.path.exists(base + ".wrk"):
+            if not os.path.exists(f"{base}.{tool}"):
                 continue
-            with open(base + ".wrk") as f:
-                r = parse_wrk(f.read())
+            with open(f"{base}.{tool}") as f:
+                r = PARSERS[tool](f.read())
             before, after = read_kv(base + ".before"), read_kv(base + ".after")
             ticks = delta(before, after, "proxy_ticks")
             r["died"] = os.path.exists(base + ".died")
@@ -98,16 +140,18 @@ def load(results, configs, rounds, clk_tck):
                     ticks * us_per_tick,
                     delta(before, after, "proxy_core_wall_us"),
                 )
+            # wrk_cpu_s: the key's name in results kept (KEEP_TMP=1) before oha could run.
             try:
-                wrk_us = sum(float(x) for x in after["wrk_cpu_s"].split("+")) * 1_000_000
-            except (KeyError, ValueError):
-                wrk_us = None
+                cpu_s = after.get("loadgen_cpu_s", after.get("wrk_cpu_s"))
+                loadgen_us = sum(float(x) for x in cpu_s.split("+")) * 1_000_000
+            except (AttributeError, ValueError):
+                loadgen_us = None
             backend_ticks = delta(before, after, "backend_ticks")
             r["foreign_load"] = None
-            if wrk_us is not None and backend_ticks is not None:
+            if loadgen_us is not None and backend_ticks is not None:
                 r["foreign_load"] = share(
                     delta(before, after, "load_core_busy_us"),
-                    wrk_us + backend_ticks * us_per_tick,
+                    loadgen_us + backend_ticks * us_per_tick,
                     delta(before, after, "load_core_wall_us"),
                 )
             data[name][rnd] = r
@@ -177,7 +221,8 @@ def fmt(v, spec, suffix=""):
     return "n/a" if v is None else f"{v:{spec}}{suffix}"
 
 
-def check_cell(name, runs):
+def check_cell(name, runs, tool, rate):
+    """"ok" or the problems of a configuration's runs. `rate`: the offered req/s, or None."""
     problems = []
     if name != "backend":
         # With upstream keep-alive a proxy opens a handful of backend connections in warm-up and
@@ -195,7 +240,17 @@ def check_cell(name, runs):
     if any(r["died"] for r in runs):
         problems.append("process died")
     if any(r["requests"] is None or r["rps"] is None for r in runs):
-        problems.append("unparsable wrk output")
+        problems.append(f"unparsable {tool} output")
+    if rate:
+        # Below the rate the server (or the load side) was saturated: its CPU µs/req then
+        # includes what saturation adds, which this mode exists to leave out.
+        short = [r["rps"] for r in runs if r["rps"] is not None and r["rps"] < SUSTAINED_SHARE * rate]
+        if short:
+            worst = min(short)
+            problems.append(
+                f"did not sustain {rate:,} req/s in {len(short)} of {len(runs)} rounds "
+                f"(down to {worst:,.0f}, {100 * worst / rate:.0f}%): CPU µs/req not comparable"
+            )
     return "ok" if not problems else "**FLAGGED: " + ", ".join(problems) + "**"
 
 
@@ -207,6 +262,7 @@ def main():
     ap.add_argument("--clk-tck", type=int, required=True)
     ap.add_argument("--duration", default="?")
     ap.add_argument("--connections", default="?")
+    ap.add_argument("--rate", default="", help="run.sh's RATE: oha at this req/s; empty: wrk at saturation")
     ap.add_argument("--proxy-cpu", default="0")
     ap.add_argument("--load-cpu", default="1")
     ap.add_argument("--nginx-version", default="?")
@@ -218,7 +274,9 @@ def main():
     a = ap.parse_args()
 
     configs = a.configs.split()
-    data = load(a.results, configs, a.rounds, a.clk_tck)
+    rate = int(a.rate) if a.rate else None
+    tool = "oha" if rate else "wrk"
+    data = load(a.results, configs, a.rounds, a.clk_tck, tool)
     out = []
     w = out.append
 
@@ -227,9 +285,14 @@ def main():
     w("")
     w(
         f"{platform.node()} ({os.cpu_count()} CPUs, kernel {platform.release()}), git {a.git_rev}; "
-        f"proxy pinned to CPU {a.proxy_cpu}, wrk + backend nginx on CPU {a.load_cpu}; "
-        f"wrk -t1 -c{a.connections} -d{a.duration}, {a.rounds} interleaved rounds, "
-        f"medians shown; nginx {a.nginx_version}"
+        f"proxy pinned to CPU {a.proxy_cpu}, {tool} + backend nginx on CPU {a.load_cpu}; "
+        + (
+            f"fixed offered rate: oha -q{rate} -c{a.connections} -z{a.duration} --latency-correction "
+            f"({rate:,} req/s in total for every row; latency counted from each request's scheduled send time)"
+            if rate
+            else f"wrk -t1 -c{a.connections} -d{a.duration} at saturation"
+        )
+        + f", {a.rounds} interleaved rounds, medians shown; nginx {a.nginx_version}"
         + (f"; nice {a.nice}" if a.nice not in ("", "0") else "")
         + (f"; binaries {a.build_note}" if a.build_note else "")
         + (
@@ -273,7 +336,7 @@ def main():
                     fmt(ratio(data, name, "nginx"), ".2f", "×"),
                     fmt(ratio(data, name, "tollgate_plain"), ".2f", "×"),
                     fmt(ratio(data, name, "tollgate_plain", "p99"), ".2f", "×"),
-                    check_cell(name, runs) + (" (partial: skipped later)" if name in skipped else ""),
+                    check_cell(name, runs, tool, rate) + (" (partial: skipped later)" if name in skipped else ""),
                 ]
             )
             + " |"
@@ -281,8 +344,16 @@ def main():
     w("")
     w(
         "CPU µs/req = the measured process's utime+stime (all threads; nginx master + worker) during "
-        "the measured run ÷ requests wrk completed. For `backend` it is the backend nginx itself, "
-        "which shares its CPU with wrk. Ratios are per-round ratios, median over rounds."
+        f"the measured run ÷ requests {tool} completed. For `backend` it is the backend nginx itself, "
+        f"which shares its CPU with {tool}. Ratios are per-round ratios, median over rounds."
+        + (
+            f" Every row was offered the same {rate:,} req/s, below saturation: its CPU µs/req leaves "
+            "out what a saturated proxy pays, so these ratios are not interchangeable with a "
+            f"saturation run's. A row that achieved less than {SUSTAINED_SHARE:.0%} of the rate is "
+            "flagged: it (or the load side: see the backend row) was saturated."
+            if rate
+            else ""
+        )
     )
     noisy = []
     for name in configs:
@@ -305,6 +376,12 @@ def main():
             + ". Part of that may only have filled idle time, but contention lowers req/s, "
             "raises p99 and inflates CPU µs/req (fewer requests per wake-up, colder caches): "
             "treat differences of 10-15% as noise, or rerun on a quieter machine (or with NICE=-10)."
+            + (
+                " At a fixed rate the proxy's CPU is partly idle and other work takes that idle time, "
+                "so these shares run higher than at saturation."
+                if rate
+                else ""
+            )
         )
     rtt = round_trip_p50(a.results, a.rounds, "redis_rtt.csv", parse_redis_benchmark)
     if rtt is not None:
@@ -339,7 +416,7 @@ def main():
     w("")
     w(
         "| config | round | req/s | p50 | p99 | requests | CPU µs/req | non-2xx | socket errors "
-        "| new backend conns | backend requests | other load, proxy CPU | unattributed busy, wrk CPU |"
+        f"| new backend conns | backend requests | other load, proxy CPU | unattributed busy, {tool} CPU |"
     )
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in configs:

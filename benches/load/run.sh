@@ -21,8 +21,14 @@
 # utime+stime from /proc, which divided by the completed requests gives CPU microseconds/request:
 # the number that stays meaningful when the machine is noisy.
 #
+# By default wrk saturates the proxy. With RATE=N the measured runs are oha offering N requests/s
+# instead, the same for every configuration: CPU per request below saturation, as a production
+# gateway runs (see benches/README.md; its ratios are not interchangeable with saturation's).
+#
 # Knobs (environment):
 #   DURATION=10s  ROUNDS=3  CONNECTIONS=32  WARMUP=2s
+#   RATE=15000  (measured runs at a fixed offered rate: oha -q, requests/s in total over the
+#                CONNECTIONS connections, --latency-correction; default: wrk at saturation)
 #   VARIANTS="tollgate_plain other"   (names of benches/load/configs/*.toml; default: all of them)
 #   PROXY_CPU=0  LOAD_CPU=1  REQ_PATH=/bench (or /bench16k: the 16 KiB answer for every row)
 #   START_TIMEOUT=10  SKIP_BUILD=1  KEEP_TMP=1
@@ -37,6 +43,8 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
+# Requests/s in total for the measured runs (oha); empty: wrk at saturation.
+RATE=${RATE:-}
 # Calls per round of the Redis round-trip yardstick (only when a configuration uses Redis).
 REDIS_RTT_CALLS=${REDIS_RTT_CALLS:-20000}
 # 1: keep both CPUs from idling (a nice-19 busy loop on each), as on a loaded server.
@@ -372,7 +380,8 @@ EOF
     } >"$prefix/nginx.conf"
 }
 
-# set_header "Name: value" | "": the header wrk and curl send to the configuration under test.
+# set_header "Name: value" | "": the header wrk, oha and curl send to the configuration under
+# test (all three take it as `-H "Name: value"`).
 set_header() {
     CUR_HEADER=$1
     CUR_HEADER_ARGS=()
@@ -507,23 +516,58 @@ snapshot() {
     echo "backend_reqs=${reqs:-}"
 }
 
-# measure NAME ROUND: warm-up, then the measured wrk run with counters read around it.
+# measured_load URL OUT: the measured run's load, in the foreground on the load CPU, for
+# $DURATION. Without RATE: wrk at saturation, its output in OUT.wrk. With RATE: oha offering RATE
+# requests/s in all over the same connections, its JSON in OUT.oha (messages in OUT.oha.err).
+# --latency-correction counts each latency from the request's scheduled send time, so a server
+# that falls behind the rate shows it in p50/p99 instead of oha quietly sending later. oha's -z
+# also bounds the run: the requests still in flight then are aborted, not waited for.
+measured_load() {
+    local url=$1 out=$2
+    if [[ -n $RATE ]]; then
+        on_cpu "$LOAD_CPU" oha -z "$DURATION" -q "$RATE" -c "$CONNECTIONS" --latency-correction --no-tui \
+            --output-format json "${CUR_HEADER_ARGS[@]}" "$url" >"$out.oha" 2>"$out.oha.err"
+    else
+        on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${CUR_HEADER_ARGS[@]}" "$url" >"$out.wrk" 2>&1
+    fi
+}
+
+# load_summary OUT: the measured run's req/s, one line for the log (oha's error when it gave no
+# JSON). The report reads the numbers properly.
+load_summary() {
+    local out=$1
+    if [[ -n $RATE ]]; then
+        local rps
+        rps=$(grep -m 1 -o '"requestsPerSec": *[0-9.]*' "$out.oha" | tr -d '"') || true
+        if [[ -n $rps ]]; then echo "$rps (offered $RATE)"; else echo "no JSON from oha: $(head -n 1 "$out.oha.err")"; fi
+    else
+        grep -E '^Requests/sec' "$out.wrk" | tr -s ' '
+    fi
+    return 0
+}
+
+# measure NAME ROUND: warm-up, then the measured run with counters read around it.
 measure() {
     local name=$1 round=$2 url="http://127.0.0.1:$CUR_PORT$CUR_PATH"
     local out="$RESULTS/$round.$name"
     # The warm-up also fills the proxy's upstream pool, so the measured run sees steady state.
+    # It stays on wrk with RATE too: at saturation every one of the CONNECTIONS has a request in
+    # flight, so the pool holds a connection for each, which a paced load would not guarantee
+    # (the pool could then grow during the measured run, counted as new backend connections).
+    # Nothing is measured here, so the warm-up needs no pacing.
     on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "${CUR_HEADER_ARGS[@]}" "$url" >/dev/null 2>&1 || true
     snapshot >"$out.before"
-    # bash's `time` reports wrk's own user+sys seconds, needed to tell wrk from other load.
-    local TIMEFORMAT='wrk_cpu_s=%3U+%3S'
-    { time on_cpu "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${CUR_HEADER_ARGS[@]}" "$url" >"$out.wrk" 2>&1; } 2>"$out.wrktime" || true
+    # bash's `time` reports the load generator's own user+sys seconds, needed to tell it from
+    # other load on its CPU.
+    local TIMEFORMAT='loadgen_cpu_s=%3U+%3S'
+    { time measured_load "$url" "$out"; } 2>"$out.loadtime" || true
     snapshot >"$out.after"
-    cat "$out.wrktime" >>"$out.after"
+    cat "$out.loadtime" >>"$out.after"
     if ! kill -0 "$CUR_PID" 2>/dev/null; then
         echo "process died during the run" >"$out.died"
         log "  $name died during the measured run"
     fi
-    log "  $name: $(grep -E '^Requests/sec' "$out.wrk" | tr -s ' ')"
+    log "  $name: $(load_summary "$out")"
 }
 
 # measure_redis_round_trip ROUND: the yardstick for cluster rate limits, measured in the same run
@@ -578,6 +622,8 @@ start_redis_if_needed() {
 
 # --------------------------------------------------------------------------- main
 
+# require_tools [RATE]: the tools every run needs, and oha when RATE (run.sh's fixed-rate mode)
+# is given. instructions.sh calls it without: its own RATE paces fixed_load.py.
 require_tools() {
     local t missing=()
     for t in wrk nginx taskset nice curl python3 pgrep getconf openssl; do
@@ -585,6 +631,9 @@ require_tools() {
     done
     if ((${#missing[@]})); then
         die "missing tools: ${missing[*]} (Debian: apt-get install -y wrk nginx-light util-linux curl procps python3)"
+    fi
+    if [[ -n ${1:-} ]] && ! command -v oha >/dev/null 2>&1; then
+        die "RATE is set: the measured runs need oha (cargo install oha; it goes to ~/.cargo/bin, which must be on PATH)"
     fi
     local ncpu
     ncpu=$(getconf _NPROCESSORS_ONLN)
@@ -692,14 +741,17 @@ setup_run() {
 }
 
 main() {
-    require_tools
+    [[ -z $RATE || $RATE =~ ^[1-9][0-9]*$ ]] || die "RATE is a whole number of requests/s (got '$RATE')"
+    require_tools "$RATE"
     build
     select_variants
     local configs=(backend nginx bare_pingora)
     [[ $BARE_ANSWER == 1 ]] && configs+=(bare_pingora_answer)
     configs+=("${VARIANT_CONFIGS[@]}")
     setup_run tollgate-load "${configs[@]}"
-    log "configs: ${configs[*]}; $ROUNDS rounds of $DURATION (warm-up $WARMUP), $CONNECTIONS connections"
+    local load="wrk at saturation"
+    [[ -n $RATE ]] && load="oha at $RATE req/s"
+    log "configs: ${configs[*]}; $ROUNDS rounds of $DURATION (warm-up $WARMUP), $CONNECTIONS connections, $load"
 
     local round name
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -722,7 +774,7 @@ main() {
     mkdir -p "$(dirname "$REPORT")"
     python3 "$LOAD_DIR/report.py" \
         --results "$RESULTS" --configs "${configs[*]}" --rounds "$ROUNDS" --clk-tck "$CLK_TCK" \
-        --duration "$DURATION" --connections "$CONNECTIONS" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" \
+        --duration "$DURATION" --connections "$CONNECTIONS" --rate "$RATE" --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" \
         --nginx-version "$(nginx -v 2>&1 | sed 's/.*nginx\///')" \
         --git-rev "$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo none)" --nice "$NICE" \
         --build-note "$(build_note)" --keep-awake "$KEEP_AWAKE" --nginx-access-log "$NGINX_ACCESS_LOG" \
