@@ -147,7 +147,7 @@ impl Gateway {
     /// body is never read, so the connection closes.
     fn check_declared_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Flow {
         if ctx.declared.length.is_some_and(|len| len > ctx.body_limit) {
-            self.metrics.rejected(Rejection::BodyTooLarge);
+            self.reject(ctx, Rejection::BodyTooLarge);
             session.set_keepalive(None);
             return respond(Problem::from(&GatewayError::BodyTooLarge));
         }

@@ -164,6 +164,9 @@ async fn body_over_the_limit_by_content_length_is_413_before_upstream() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["received"], 1024);
     assert_eq!(rejected(&gw, "body_too_large").await, 1.0);
+    // The log line names the refusal, as for a streamed body over the limit.
+    let line = gw.log_line(|l| l["status"] == 413).await;
+    assert_eq!(line["reason"], "body_too_large", "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
