@@ -51,4 +51,8 @@ pub struct CacheUse {
     pub stale_on_error: bool,
     /// The request was not a GET or HEAD: the cache is not used, and a success invalidates.
     pub unsafe_method: bool,
+    /// The cache's phase when the request went upstream or its answer began: pingora-cache
+    /// turns itself off when a request then fails (the upstream, or the client going away),
+    /// and the request is still counted by what the lookup found.
+    pub seen: Option<pingora::cache::CachePhase>,
 }

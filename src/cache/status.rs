@@ -5,8 +5,18 @@ use super::CacheUse;
 use pingora::cache::{CachePhase, NoCacheReason};
 use std::time::SystemTime;
 
-/// The metrics `result` of a request on a cached route.
+/// The metrics `result` of a request on a cached route. A request that failed after its
+/// lookup (the upstream, or the client going away: pingora-cache then turns itself off) counts
+/// by what the lookup found: a miss that failed is a miss, not a bypass.
 pub fn result(phase: CachePhase, cache: &CacheUse) -> &'static str {
+    let failed = matches!(
+        phase,
+        CachePhase::Disabled(NoCacheReason::UpstreamError | NoCacheReason::InternalError)
+    );
+    let phase = match cache.seen {
+        Some(seen) if failed => seen,
+        _ => phase,
+    };
     match phase {
         _ if cache.stale_on_error => "stale",
         CachePhase::Hit => "hit",
@@ -57,12 +67,14 @@ pub fn header(
             s.push_str("fwd=stale; fwd-status=304");
             push_ttl(&mut s, ttl);
         }
-        // The upstream failed and no stale entry could stand in: pingora-cache turns itself
-        // off then, so whether an unusable stale entry was there is no longer known.
+        // The upstream failed and no stale entry could stand in (pingora-cache turns itself
+        // off then): whether the lookup found one past its windows is in `seen`.
         CachePhase::Disabled(NoCacheReason::UpstreamError)
             if cache.pass.is_none() && !cache.unsafe_method =>
         {
-            s.push_str("fwd=miss; detail=upstream-error");
+            let found_stale = cache.seen == Some(CachePhase::Expired);
+            s.push_str(if found_stale { "fwd=stale" } else { "fwd=miss" });
+            s.push_str("; detail=upstream-error");
         }
         _ => {
             s.push_str("fwd=bypass");

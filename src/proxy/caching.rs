@@ -8,7 +8,7 @@ use crate::cache::decide::{decide, Verdict};
 use crate::cache::key::{cache_key, key_host};
 use crate::cache::{status, CacheUse, EntryLabel, Purge, SURROGATE_KEY};
 use crate::problem::GatewayError;
-use pingora::cache::{CacheKey, CacheOptionOverrides, NoCacheReason, RespCacheable};
+use pingora::cache::{CacheKey, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Error;
@@ -45,6 +45,7 @@ impl Gateway {
             stored: false,
             stale_on_error: false,
             unsafe_method: !safe,
+            seen: None,
         };
         // Per-consumer entries need a consumer: an anonymous request shares nothing.
         if per_consumer && cache.consumer.is_none() {
@@ -160,10 +161,12 @@ impl Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let Some(cache) = ctx.cache.as_ref() else {
+        let Some(cache) = ctx.cache.as_mut() else {
             return Ok(());
         };
         let phase = session.cache.phase();
+        cache.seen = Some(phase);
+        let cache = &*cache;
         let ttl = session
             .cache
             .maybe_cache_meta()
@@ -204,6 +207,18 @@ impl Gateway {
             snapshot.cache_store.purge(&Purge::Path {
                 host: key_host(req),
                 path: req.uri.path().to_owned(),
+            });
+        }
+    }
+
+    /// In `upstream_peer`: what the lookup found, before a failure can turn the cache off. A
+    /// stale entry the request goes upstream for is an expired one (pingora-cache's phase
+    /// says so only once the refetch answers).
+    pub(super) fn note_cache_phase(&self, session: &Session, ctx: &mut RequestCtx) {
+        if let Some(cache) = ctx.cache.as_mut() {
+            cache.seen = Some(match session.cache.phase() {
+                CachePhase::Stale => CachePhase::Expired,
+                phase => phase,
             });
         }
     }

@@ -259,6 +259,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.attempts += 1;
+        self.note_cache_phase(session, ctx);
         let remaining = match ctx.deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());

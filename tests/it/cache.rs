@@ -463,6 +463,45 @@ async fn concurrent_cold_requests_make_one_upstream_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_client_that_hangs_up_hands_the_fill_to_one_waiting_request() {
+    // Mobile clients give up mid-request: the others waiting for the same entry must not all
+    // go upstream, and the one that left is counted as the miss it was.
+    let mut s = script(&[("cache-control", "max-age=60")]);
+    s.delay = Duration::from_millis(400);
+    let origin = Origin::start(s).await;
+    let gw = GatewayHandle::start(&config(&origin.target(), "")).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = gw.url("/c/hot");
+    let leader = tokio::spawn(async move { impatient.get(url).send().await.is_err() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let http = client();
+    let waiting = (0..5).map(|_| send(http.get(gw.url("/c/hot"))));
+    let answers = futures::future::join_all(waiting).await;
+    assert!(
+        leader.await.unwrap(),
+        "the first client was meant to give up"
+    );
+    for a in &answers {
+        let a = a.as_ref().expect("answer");
+        assert_eq!((a.status, a.body.as_str()), (200, "n=2"), "{a:?}");
+        assert!(cache_status(a).contains("collapsed"), "{a:?}");
+    }
+    assert_eq!(origin.count(), 2, "the abandoned fetch and one more");
+    assert_hit(&call(&gw, "/c/hot", &[]).await, "n=2");
+    // The leader and the waiter that took over were misses; the other four and the last call
+    // hits. Nothing is a bypass.
+    assert!(results(&gw, "miss", 2.0).await);
+    assert!(results(&gw, "hit", 5.0).await);
+    assert!(results(&gw, "bypass", 0.0).await);
+    let leader_line = gw.log_line(|l| l["status"] == 0).await;
+    assert_eq!(leader_line["cache"], "miss", "{leader_line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_entry_is_served_at_once_while_one_request_refreshes_it() {
     let (gw, origin) = start(
         &[("cache-control", "max-age=1")],
@@ -531,12 +570,17 @@ async fn a_stale_entry_stands_in_for_a_failed_upstream_within_the_window() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let late = call(&gw, "/c/menu", &[]).await;
     assert_eq!(late.status, 502, "{late:?}");
-    // The gateway's own answer says what the cache did, as for a path never stored.
-    let upstream_error = "tollgate; fwd=miss; detail=upstream-error";
-    assert_eq!(cache_status(&late), upstream_error, "{late:?}");
+    // The gateway's own answer says what the cache did: it had the entry, too stale to use.
+    let stale_error = "tollgate; fwd=stale; detail=upstream-error";
+    assert_eq!(cache_status(&late), stale_error, "{late:?}");
+    assert!(results(&gw, "expired", 1.0).await);
+    // A path never stored was a miss, failed or not.
     let never = call(&gw, "/c/other", &[]).await;
     assert_eq!(never.status, 502, "{never:?}");
-    assert_eq!(cache_status(&never), upstream_error, "{never:?}");
+    let miss_error = "tollgate; fwd=miss; detail=upstream-error";
+    assert_eq!(cache_status(&never), miss_error, "{never:?}");
+    assert!(results(&gw, "miss", 2.0).await);
+    assert!(results(&gw, "bypass", 0.0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -569,7 +613,7 @@ async fn a_stale_entry_comes_before_the_fallback_and_a_5xx_within_the_window() {
     assert_eq!(late.header("x-tollgate-fallback"), Some("1"), "{late:?}");
     assert_eq!(
         cache_status(&late),
-        "tollgate; fwd=miss; detail=upstream-error",
+        "tollgate; fwd=stale; detail=upstream-error",
         "{late:?}"
     );
 }
