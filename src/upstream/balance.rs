@@ -94,10 +94,33 @@ impl Balancer {
                 } else {
                     next.load(Ordering::Relaxed)
                 };
-                first_accepted(slots, start, accept)
+                let n = slots.len();
+                let skipped = (0..n).position(|i| accept(slots[(start + i) % n]))?;
+                if advance && skipped > 0 {
+                    // The refused slots' turns are used up with this one: otherwise the target
+                    // after a refused one would take its turns as well as its own (two thirds
+                    // of the traffic with one of three targets down, not a half).
+                    next.fetch_add(skipped, Ordering::Relaxed);
+                }
+                Some(slots[(start + skipped) % n])
             }
             Balancer::Random { slots } => {
-                first_accepted(slots, fastrand::usize(..slots.len().max(1)), accept)
+                let first = *slots.get(fastrand::usize(..slots.len().max(1)))?;
+                if accept(first) {
+                    return Some(first);
+                }
+                // A uniform pick among the accepted slots (reservoir sampling), so that each
+                // target left keeps its share by weight. Together with the first draw the
+                // chance of a target is its weight over the accepted weight.
+                let mut accepted = 0;
+                let mut chosen = None;
+                for &t in slots.iter().filter(|&&t| accept(t)) {
+                    accepted += 1;
+                    if fastrand::usize(..accepted) == 0 {
+                        chosen = Some(t);
+                    }
+                }
+                chosen
             }
             Balancer::LeastRequests { weights } => {
                 // Scan from a random start so ties spread instead of piling on target 0.
@@ -128,12 +151,6 @@ impl Balancer {
             }
         }
     }
-}
-
-/// Scans the slot list from `start`, returning the first accepted target.
-fn first_accepted(slots: &[usize], start: usize, accept: &dyn Fn(usize) -> bool) -> Option<usize> {
-    let n = slots.len();
-    (0..n).map(|i| slots[(start + i) % n]).find(|&t| accept(t))
 }
 
 /// nginx's smooth weighted round robin, unrolled into one cycle: weights 5,1,1 give
@@ -206,6 +223,30 @@ mod tests {
             .count();
         assert!(zeros > 1600, "{zeros}");
         assert_eq!(b.select(b"", &untried(&[0]), &no_load, true), Some(1));
+    }
+
+    /// How many of `picks` first attempts each of `targets` targets gets while `down` are
+    /// refused (unhealthy, circuit open).
+    fn spread(b: &Balancer, targets: usize, down: &[usize], picks: usize) -> Vec<usize> {
+        let mut counts = vec![0; targets];
+        for _ in 0..picks {
+            counts[b.select(b"", &untried(down), &no_load, true).unwrap()] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_refused_target_s_turns_spread_over_the_others() {
+        // Not all to the target after it: with the middle of three down, the other two get
+        // half each (as nginx's round robin does), not a third and two thirds.
+        let rr = Balancer::round_robin(&[1, 1, 1]);
+        assert_eq!(spread(&rr, 3, &[1], 90), vec![45, 0, 45]);
+        let rr = Balancer::round_robin(&[1, 1, 1, 1]);
+        assert_eq!(spread(&rr, 4, &[1, 2], 100), vec![50, 0, 0, 50]);
+        let random = Balancer::random(&[1, 1, 1]);
+        let counts = spread(&random, 3, &[1], 6000);
+        assert_eq!(counts[1], 0);
+        assert!((2600..=3400).contains(&counts[2]), "{counts:?}");
     }
 
     #[test]
