@@ -323,7 +323,7 @@ impl Metrics {
             ),
             retries: b.counters(
                 "tollgate_upstream_retries_total",
-                "Retries of upstream requests, by reason (connect_error, timeout, error, status_502..504).",
+                "Retries of upstream requests, by reason (connect_error, timeout, error, status_502..504, stale_connection).",
                 &["upstream", "reason"],
             ),
             budget_exhausted: b.counters(

@@ -80,8 +80,12 @@ pub struct RequestCtx {
     pub attempt: Option<Attempt>,
     /// Status the upstream answered with, if it answered.
     pub upstream_status: Option<u16>,
-    /// Request body bytes received from the client.
+    /// Request body bytes received from the client (a retry replays them: counted once).
     pub bytes_in: u64,
+    /// The request was sent again after a pooled connection failed it (at most once).
+    pub replayed_on_fresh: bool,
+    /// The next attempt must make a new connection rather than take a pooled one.
+    pub needs_fresh_connection: bool,
     /// What the request's framing headers declare about its body (read by the framing check).
     pub declared: super::framing::Declared,
     /// Largest request body this request may send (its route's `max_body_bytes`).
@@ -135,6 +139,8 @@ impl RequestCtx {
             attempt: None,
             upstream_status: None,
             bytes_in: 0,
+            replayed_on_fresh: false,
+            needs_fresh_connection: false,
             declared: Default::default(),
             body_limit: u64::MAX,
             body_refused: false,

@@ -258,6 +258,11 @@ impl ProxyHttp for Gateway {
                 tokio::time::sleep(delay).await;
             }
         }
+        if ctx.attempts > 0 {
+            // The retry sends the body again from Pingora's replay buffer, through
+            // `request_body_filter`: counted again from zero, it is counted once.
+            ctx.bytes_in = 0;
+        }
         ctx.attempts += 1;
         self.note_cache_phase(session, ctx);
         let remaining = match ctx.deadline {
@@ -295,7 +300,11 @@ impl ProxyHttp for Gateway {
             peer.options.read_timeout =
                 response::cap_read_timeout(peer.options.read_timeout, ctx.response_deadline());
         }
-        self.connect_ahead(session, ctx, &mut peer).await?;
+        let fresh = std::mem::take(&mut ctx.needs_fresh_connection);
+        if fresh {
+            connect::bypass_pool(&mut peer);
+        }
+        self.connect_ahead(session, ctx, &mut peer, fresh).await?;
         Ok(Box::new(peer))
     }
 
@@ -537,13 +546,26 @@ impl ProxyHttp for Gateway {
                 return e;
             }
         }
-        // Otherwise Pingora's own rule: a pooled connection that the upstream had closed is
-        // retried once for idempotent requests whose body can be replayed (nothing was processed).
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        // Otherwise Pingora's rule for a pooled connection that fails before any answer (the
+        // upstream may have closed it meanwhile): an idempotent request whose body can be
+        // replayed goes again, but once, and on a new connection. Pingora's own rule sends it
+        // again on each pooled connection in turn (up to 16 times), so a request that makes
+        // the upstream close its connection ("query of death") would be multiplied.
+        if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+            || ctx.replayed_on_fresh
         {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
+            if e.retry() {
+                ctx.replayed_on_fresh = true;
+                ctx.needs_fresh_connection = true;
+                if let Some(upstream) = ctx.route.as_ref().and_then(|r| r.upstream()) {
+                    self.metrics
+                        .upstream_retry(&upstream.name, RetryReason::StaleConnection.label());
+                }
+            }
         }
         e
     }

@@ -60,6 +60,9 @@ pub enum RetryReason {
     Error,
     /// The upstream answered 502, 503 or 504.
     Status(u16),
+    /// A pooled connection failed before any answer (the upstream may have closed it while
+    /// idle): the request goes once more on a new connection, whatever the route's `retry`.
+    StaleConnection,
 }
 
 impl RetryReason {
@@ -72,6 +75,7 @@ impl RetryReason {
             RetryReason::Status(502) => "status_502",
             RetryReason::Status(503) => "status_503",
             RetryReason::Status(_) => "status_504",
+            RetryReason::StaleConnection => "stale_connection",
         }
     }
 

@@ -3,6 +3,7 @@
 //! reached the upstream, never after response bytes went to the client, never with a body
 //! larger than the retry buffer; all inside the route deadline; capped by the retry budget.
 
+use crate::support::misbehaving::Service;
 use crate::support::prom::{metric, metric_sum};
 use crate::support::resilience::{app_requests, toml_list};
 use crate::support::{
@@ -464,4 +465,91 @@ retry = {{ attempts = 2, backoff = "1ms", max_backoff = "5ms" }}
     // First attempts still go to the (usable) primary; only the retries went to the backup.
     assert_eq!(primary.count(), 10);
     assert_eq!(backup.count(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_killing_its_connections_is_replayed_once_not_once_per_pooled_connection() {
+    // A service that reads a request and closes without answering (a "query of death") on
+    // each of several pooled connections: one replay on a new connection, as for a keep-alive
+    // connection the service had closed meanwhile, not one per connection in the pool.
+    let svc = Service::start();
+    let gw = svc
+        .gateway(
+            "5s",
+            r#"
+[routes.plain]
+path = "/{*rest}"
+upstream = "svc"
+
+[routes.retrying]
+path = "/retrying/{*rest}"
+upstream = "svc"
+rewrite = "/{rest}"
+retry = { attempts = 2, backoff = "1ms", max_backoff = "5ms" }
+"#,
+        )
+        .await;
+    let pause = gw.url("/pause");
+    let warm_pool = || async {
+        let pauses = (0..8).map(|_| get(&pause));
+        for a in futures::future::join_all(pauses).await {
+            assert_eq!(a.unwrap().status, 200);
+        }
+    };
+    for (method, path, line, most) in [
+        ("GET", "/die", "GET /die", 2),
+        ("DELETE", "/die", "DELETE /die", 2),
+        ("POST", "/die", "POST /die", 1),
+        // The route's own retry, then the one replay.
+        ("GET", "/retrying/die", "GET /die", 3),
+    ] {
+        warm_pool().await;
+        let before = svc.count(line);
+        let request = client().request(method.parse().unwrap(), gw.url(path));
+        let a = send(request).await.unwrap();
+        assert_eq!(a.status, 502, "{method} {path}: {a:?}");
+        let sent = svc.count(line) - before;
+        assert!(
+            (1..=most).contains(&sent),
+            "{method} {path} reached the service {sent} times"
+        );
+    }
+    // The replays are retries like any other in the metrics.
+    assert!(retries(&gw, "svc", "stale_connection").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_body_counts_once_against_the_limit_and_in_the_log() {
+    let bad = backend("bad").status(503).start().await;
+    let good = backend("good").start().await;
+    let gw = GatewayHandle::start(&format!(
+        r#"
+[upstreams.u]
+targets = ["{}", "{}"]
+
+[routes.r]
+path = "/r"
+upstream = "u"
+max_body_bytes = "30KiB"
+retry = {{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }}
+"#,
+        bad.target(),
+        good.target()
+    ))
+    .await;
+    // 20,000 bytes: within the limit, though twice it is not.
+    let body = pattern(20_000, 5);
+    for _ in 0..2 {
+        let a = send(client().put(gw.url("/r")).body(body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    assert_eq!(bad.count(), 1, "one of the two was retried");
+    assert!(good.received().iter().all(|r| r.body == body));
+    let logged = gw.log_line(|l| l["method"] == "PUT").await;
+    assert_eq!(logged["bytes_in"], 20_000, "{logged}");
+    for line in gw.access_log().iter().filter(|l| l["method"] == "PUT") {
+        assert_eq!(line["bytes_in"], 20_000, "{line}");
+    }
 }

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http2;
 pub mod jwks_server;
 pub mod logs;
+pub mod misbehaving;
 pub mod origin;
 pub mod otlp;
 pub mod prom;
