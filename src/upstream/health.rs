@@ -211,9 +211,9 @@ async fn check_loop(checker: Checker) {
             if let Some(healthy) = flip_to {
                 if target.set_healthy(healthy) {
                     if healthy {
-                        tracing::info!(upstream = %checker.upstream, target = %label, %addr, "target healthy again");
+                        tracing::info!(upstream = %checker.upstream, upstream_target = %label, %addr, "target healthy again");
                     } else {
-                        tracing::warn!(upstream = %checker.upstream, target = %label, %addr, path = %checker.settings.path, "target unhealthy: health checks failing");
+                        tracing::warn!(upstream = %checker.upstream, upstream_target = %label, %addr, path = %checker.settings.path, "target unhealthy: health checks failing");
                     }
                 }
             }

@@ -133,13 +133,13 @@ impl TargetState {
             .circuit_transition(&self.upstream, &self.label, to.as_str(), to.as_metric());
         match to {
             CircuitState::Open => {
-                tracing::warn!(upstream = %self.upstream, target = %self.label, ?from, "circuit opened: target fails too often, sending it nothing for a while")
+                tracing::warn!(upstream = %self.upstream, upstream_target = %self.label, ?from, "circuit opened: target fails too often, sending it nothing for a while")
             }
             CircuitState::HalfOpen => {
-                tracing::info!(upstream = %self.upstream, target = %self.label, "circuit half-open: probing the target")
+                tracing::info!(upstream = %self.upstream, upstream_target = %self.label, "circuit half-open: probing the target")
             }
             CircuitState::Closed => {
-                tracing::info!(upstream = %self.upstream, target = %self.label, "circuit closed: target recovered")
+                tracing::info!(upstream = %self.upstream, upstream_target = %self.label, "circuit closed: target recovered")
             }
         }
     }

@@ -526,3 +526,57 @@ async fn access_log_names_the_forwarded_client_only_behind_a_trusted_proxy() {
         assert_eq!(line["client"], expected, "{server_extra:?}: {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_trouble_in_the_gateway_log_names_the_target_once() {
+    // A JSON line with two `target` keys (the log's own, the module, and the event's) reads as
+    // its last one in jq and most log pipelines: the upstream target was lost.
+    let sick = backend("sick").status(500).start().await;
+    let gw = GatewayHandle::start_binary(
+        &format!(
+            r#"
+[upstreams.u]
+targets = ["{0}"]
+
+[upstreams.u.health_check]
+path = "/healthz"
+interval = "200ms"
+timeout = "100ms"
+unhealthy_after = 1
+
+[upstreams.c]
+targets = ["{0}"]
+
+[upstreams.c.circuit_breaker]
+min_requests = 2
+open_for = "10s"
+
+[routes.r]
+path = "/r"
+upstream = "c"
+"#,
+            sick.target()
+        ),
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        let _ = client().get(gw.url("/r")).send().await;
+    }
+    let lines = || {
+        gw.stderr()
+            .lines()
+            .filter(|l| l.contains("health checks failing") || l.contains("circuit opened"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let found = eventually(Duration::from_secs(5), || async { lines().len() >= 2 }).await;
+    assert!(found, "{}", gw.stderr());
+    for line in lines() {
+        assert_eq!(line.matches("\"target\":").count(), 1, "{line}");
+        let json: Value = serde_json::from_str(&line).unwrap();
+        let upstream = if line.contains("circuit") { "c" } else { "u" };
+        assert_eq!(json["upstream"], upstream, "{line}");
+        assert_eq!(json["upstream_target"], sick.target().as_str(), "{line}");
+    }
+}
