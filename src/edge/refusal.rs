@@ -163,6 +163,7 @@ impl RefusedHead<'_> {
             trace_id: None,
             truncated: None,
             cache: None,
+            attempts: None,
         };
         log.access_log.write(log.format, &record)
     }

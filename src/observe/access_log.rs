@@ -52,6 +52,9 @@ pub struct AccessRecord<'a> {
     /// What the route's cache did (`hit`, `miss`, `stale`, ...: the `result` label of
     /// `tollgate_cache_requests_total`); absent on routes without a cache.
     pub cache: Option<&'static str>,
+    /// Upstream attempts, when there was more than one (retries, a replay after a pooled
+    /// connection failed); `target` is the last one's.
+    pub attempts: Option<u32>,
 }
 
 /// Writes the record as one JSON object. Written by hand rather than through serde: the fields
@@ -116,6 +119,10 @@ fn write_json(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(cache) = r.cache {
         out.extend_from_slice(b",\"cache\":");
         json_safe_str(out, cache);
+    }
+    if let Some(attempts) = r.attempts {
+        out.extend_from_slice(b",\"attempts\":");
+        out.extend_from_slice(n.format(attempts).as_bytes());
     }
     out.push(b'}');
 }
@@ -392,6 +399,9 @@ fn write_text(out: &mut Vec<u8>, r: &AccessRecord<'_>) {
     if let Some(cache) = r.cache {
         let _ = write!(out, " cache={cache}");
     }
+    if let Some(attempts) = r.attempts {
+        let _ = write!(out, " attempts={attempts}");
+    }
 }
 
 #[cfg(test)]
@@ -417,6 +427,7 @@ mod tests {
             trace_id: None,
             truncated: None,
             cache: None,
+            attempts: None,
         }
     }
 

@@ -735,6 +735,7 @@ impl ProxyHttp for Gateway {
             trace_id,
             truncated: ctx.cut.map(response::Cut::label),
             cache,
+            attempts: (ctx.attempts > 1).then_some(ctx.attempts),
         };
         if !self.access_log.write(snapshot.log.format, &record) {
             self.metrics.access_log_dropped();

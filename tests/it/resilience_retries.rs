@@ -7,7 +7,7 @@ use crate::support::misbehaving::Service;
 use crate::support::prom::{metric, metric_sum};
 use crate::support::resilience::{app_requests, toml_list};
 use crate::support::{
-    backend, client, free_port, get, send, Answer, Fault, FaultyProxy, GatewayHandle,
+    backend, client, eventually, free_port, get, send, Answer, Fault, FaultyProxy, GatewayHandle,
 };
 use std::time::Duration;
 
@@ -67,6 +67,24 @@ async fn a_503_is_retried_on_the_other_target() {
     assert_eq!(bad.count(), 10, "first attempts on the failing target");
     assert_eq!(good.count(), 20);
     assert_eq!(retries(&gw, "u", "status_503").await, bad.count() as f64);
+    // The access log says which requests took two attempts, and where the last one went.
+    let retried = |l: &serde_json::Value| l["attempts"] == 2;
+    let lines = || {
+        gw.access_log()
+            .into_iter()
+            .filter(retried)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(3), || async { lines().len() == 10 }).await;
+    let lines = lines();
+    assert_eq!(lines.len(), 10, "{:?}", gw.access_log());
+    assert!(lines.iter().all(|l| l["target"] == good.target().as_str()));
+    let single = gw
+        .access_log()
+        .iter()
+        .filter(|l| l.get("attempts").is_none())
+        .count();
+    assert_eq!(single, 10, "first attempts that succeeded carry no count");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
