@@ -112,11 +112,10 @@ impl Balancer {
                 // A uniform pick among the accepted slots (reservoir sampling), so that each
                 // target left keeps its share by weight. Together with the first draw the
                 // chance of a target is its weight over the accepted weight.
-                let mut accepted = 0;
                 let mut chosen = None;
-                for &t in slots.iter().filter(|&&t| accept(t)) {
-                    accepted += 1;
-                    if fastrand::usize(..accepted) == 0 {
+                for (seen, &t) in slots.iter().filter(|&&t| accept(t)).enumerate() {
+                    // The (seen+1)-th accepted slot replaces the choice with chance 1/(seen+1).
+                    if fastrand::usize(..=seen) == 0 {
                         chosen = Some(t);
                     }
                 }
