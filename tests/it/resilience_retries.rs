@@ -31,6 +31,11 @@ async fn all_retries(gw: &GatewayHandle, upstream: &str) -> f64 {
 
 /// A gateway with upstream `u` (these targets) and route `r` at `/r` with this `retry` policy.
 async fn retrying_gateway(targets: &[String], retry: &str) -> GatewayHandle {
+    retrying_route(targets, retry, "").await
+}
+
+/// [`retrying_gateway`] with more keys (`route_extra`) for route `r`.
+async fn retrying_route(targets: &[String], retry: &str, route_extra: &str) -> GatewayHandle {
     let targets = toml_list(targets);
     GatewayHandle::start(&format!(
         r#"
@@ -41,6 +46,7 @@ targets = [{}]
 path = "/r"
 upstream = "u"
 retry = {retry}
+{route_extra}
 "#,
         targets
     ))
@@ -540,20 +546,11 @@ retry = { attempts = 2, backoff = "1ms", max_backoff = "5ms" }
 async fn a_retried_body_counts_once_against_the_limit_and_in_the_log() {
     let bad = backend("bad").status(503).start().await;
     let good = backend("good").start().await;
-    let gw = GatewayHandle::start(&format!(
-        r#"
-[upstreams.u]
-targets = ["{}", "{}"]
-
-[routes.r]
-path = "/r"
-upstream = "u"
-max_body_bytes = "30KiB"
-retry = {{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }}
-"#,
-        bad.target(),
-        good.target()
-    ))
+    let gw = retrying_route(
+        &[bad.target(), good.target()],
+        r#"{ attempts = 3, backoff = "1ms", max_backoff = "5ms" }"#,
+        r#"max_body_bytes = "30KiB""#,
+    )
     .await;
     // 20,000 bytes: within the limit, though twice it is not.
     let body = pattern(20_000, 5);
