@@ -107,7 +107,8 @@ pub struct RequestCtx {
     /// What the steps decided, for the request's span: auth (`allowed` or the denial),
     /// rate limit (`allowed` or `limited`), no target for open circuits.
     pub decided: Decided,
-    /// The request's places among the requests in flight (limits.rs), held until it ends.
+    /// The request's places among the requests in flight (limits.rs), held until it ends or
+    /// its connection switches protocols (an open WebSocket is not a request in flight).
     pub admitted: Option<super::limits::Admitted>,
     /// Response body bytes passed to the client so far (response.rs).
     pub bytes_sent: u64,

@@ -7,7 +7,8 @@
 //! Why per connection: h2 frees a stream's slot as soon as the client resets it, while the
 //! request it started may still be running here; without this count a client resetting its
 //! streams keeps opening new ones and one connection holds far more requests than its limit.
-//! A request holds its tickets until its context drops, however it ends.
+//! A request holds its tickets until its context drops, however it ends, or until its
+//! connection switches protocols (a WebSocket: bounded by the connection limits instead).
 
 use super::answer::{respond, Flow};
 use super::ctx::RequestCtx;

@@ -295,8 +295,12 @@ impl ProxyHttp for Gateway {
         ctx.attempt = Some(attempt);
         let mut peer = upstream.timed_peer(idx, remaining, ctx.declared.body);
         // No single read may outlast the whole response (response.rs); an upgrade
-        // (WebSocket) is a conversation, not a response, and keeps its own timeouts.
-        if !session.is_upgrade_req() {
+        // (WebSocket) is a conversation, not a response: its reads wait the upstream's own
+        // read_timeout, not what is left of the route's deadline, which would otherwise close
+        // every session silent for that long.
+        if session.is_upgrade_req() {
+            peer.options.read_timeout = Some(upstream.read_timeout);
+        } else {
             peer.options.read_timeout =
                 response::cap_read_timeout(peer.options.read_timeout, ctx.response_deadline());
         }
@@ -386,8 +390,18 @@ impl ProxyHttp for Gateway {
             self.finish_attempt(ctx, UpstreamOutcome::Response(status));
             return Err(GatewayError::UpstreamStatus(status).into_pingora());
         }
-        if !upstream_response.status.is_informational() {
+        // 101 is the upstream's final answer (the connection switches protocols): the attempt
+        // succeeded, whatever ends the conversation after it. The other 1xx come before one.
+        let switching = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let final_answer = !upstream_response.status.is_informational() || switching;
+        if final_answer {
             ctx.upstream_status = Some(status);
+        }
+        if switching {
+            // An open WebSocket is a connection, bounded by the connection limits, not a request
+            // in flight: holding its place for hours would shut its client (a whole carrier NAT)
+            // or the gateway out of `max_in_flight*`.
+            ctx.admitted = None;
         }
         // On a cached route the response may be stored: this request's own headers are added
         // in `response_filter`, after that.
@@ -396,9 +410,7 @@ impl ProxyHttp for Gateway {
         }
         // Set on the plain header map with the rest (Pingora's insert_header is costly).
         let rate_limit = match &ctx.rate_limit {
-            Some(fields) if !upstream_response.status.is_informational() => {
-                crate::ratelimit::response_fields(fields)
-            }
+            Some(fields) if final_answer => crate::ratelimit::response_fields(fields),
             _ => Vec::new(),
         };
         headers::prepare_client_response(upstream_response, Some(&ctx.request_id), rate_limit)

@@ -47,3 +47,4 @@ mod status_page;
 mod tls;
 mod traces;
 mod upgrade;
+mod websocket;
