@@ -82,6 +82,9 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// Request body bytes received from the client (a retry replays them: counted once).
     pub bytes_in: u64,
+    /// When the upstream's 101 switched the connection (a WebSocket): the request's latency
+    /// ends there, the session goes on.
+    pub switched_at: Option<Instant>,
     /// The request was sent again after a pooled connection failed it (at most once).
     pub replayed_on_fresh: bool,
     /// The next attempt must make a new connection rather than take a pooled one.
@@ -140,6 +143,7 @@ impl RequestCtx {
             attempt: None,
             upstream_status: None,
             bytes_in: 0,
+            switched_at: None,
             replayed_on_fresh: false,
             needs_fresh_connection: false,
             declared: Default::default(),

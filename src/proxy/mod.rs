@@ -398,6 +398,7 @@ impl ProxyHttp for Gateway {
             ctx.upstream_status = Some(status);
         }
         if switching {
+            ctx.switched_at = Some(Instant::now());
             // An open WebSocket is a connection, bounded by the connection limits, not a request
             // in flight: holding its place for hours would shut its client (a whole carrier NAT)
             // or the gateway out of `max_in_flight*`.
@@ -704,6 +705,9 @@ impl ProxyHttp for Gateway {
         }
         self.note_truncation(session, e, ctx);
         let elapsed = ctx.started.elapsed();
+        // A WebSocket's latency is its handshake's; the session's length is in the access log
+        // only, or every open session would read as a slow request on dashboards and alerts.
+        let latency = ctx.switched_at.map_or(elapsed, |at| at - ctx.started);
         let req = session.req_header();
         let route_metrics = ctx.route.as_ref().map(|r| &r.metrics);
         self.metrics.request(
@@ -711,7 +715,7 @@ impl ProxyHttp for Gateway {
             route_metrics,
             &req.method,
             status,
-            elapsed,
+            latency,
         );
         let cache = self.account_cache(session, ctx);
         let trace_id = self.finish_trace(ctx, status, cache);

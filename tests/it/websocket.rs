@@ -175,4 +175,13 @@ upstream = "chat"
     )
     .await;
     assert_eq!(errors, 0.0);
+    // Latency is the handshake's (about 30 ms each here), not the sessions' (the first three
+    // lasted over 600 ms each).
+    let latency = metric_sum(
+        &gw,
+        "tollgate_request_duration_seconds_sum",
+        &[("route", "ws")],
+    )
+    .await;
+    assert!(latency > 0.0 && latency < 1.0, "{latency}");
 }
