@@ -8,9 +8,7 @@ use super::Part;
 use crate::observe::{Metrics, UpstreamOutcome};
 use crate::trace::{AttemptTrace, RequestTrace};
 use crate::upstream::backoff::jittered_backoff;
-use crate::upstream::{
-    failure_outcome, Attempt, RetryFacts, RetryPolicy, RetryReason, Upstream, POOL_IDLE,
-};
+use crate::upstream::{failure_outcome, Attempt, RetryFacts, RetryPolicy, RetryReason, Upstream};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use pingora::connectors::http::Connector;
@@ -162,8 +160,9 @@ impl Fetch<'_> {
     /// Pingora does for proxied requests. Others never go twice: the upstream may have
     /// processed them before it closed.
     async fn exchange(&self, peer: &HttpPeer, header: RequestHeader) -> pingora::Result<Exchanged> {
-        let mut fresh_tries = 0;
+        let mut fresh: Option<HttpPeer> = None;
         loop {
+            let peer = fresh.as_ref().unwrap_or(peer);
             let (mut session, reused) = self.connector.get_http_session(peer).await?;
             // Pingora's connector leaves these to the caller (its proxy sets them per request).
             session.set_read_timeout(peer.options.read_timeout);
@@ -185,9 +184,10 @@ impl Fetch<'_> {
             }
             .await;
             if let Err(e) = sent {
-                if reused && fresh_tries == 0 && header.method.is_idempotent() && closed_unused(&e)
-                {
-                    fresh_tries += 1;
+                if reused && fresh.is_none() && header.method.is_idempotent() && closed_unused(&e) {
+                    let mut new_connection = peer.clone();
+                    crate::upstream::bypass_pool(&mut new_connection);
+                    fresh = Some(new_connection);
                     continue;
                 }
                 return Err(e);
@@ -205,7 +205,7 @@ impl Fetch<'_> {
                 body.extend_from_slice(&chunk);
             }
             self.connector
-                .release_http_session(session, peer, Some(POOL_IDLE))
+                .release_http_session(session, peer, peer.options.idle_timeout)
                 .await;
             return Ok(Exchanged::Answer(response, body.freeze()));
         }

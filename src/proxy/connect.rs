@@ -27,7 +27,6 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 use std::collections::HashMap;
 use std::net::SocketAddr as InetAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -62,16 +61,6 @@ impl ConnectHistory {
         // as one entry each.
         map.insert(*addr, !reused);
     }
-}
-
-/// Makes the request on `peer` take a new connection, not a pooled one, and not leave it in
-/// the pool: a pool key of its own (pooled connections are found by a hash that includes
-/// `group_key`), and no idle time once the request is done.
-pub(super) fn bypass_pool(peer: &mut HttpPeer) {
-    static FRESH: AtomicU64 = AtomicU64::new(1);
-    let n = FRESH.fetch_add(1, Ordering::Relaxed);
-    peer.group_key ^= n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    peer.options.idle_timeout = Some(std::time::Duration::ZERO);
 }
 
 /// Hands Pingora the connection made ahead, or the error making it gave.
@@ -122,7 +111,8 @@ enum Gone {
 impl Gateway {
     /// Makes the upstream connection ahead when one is expected, cancelled (an `Err` for
     /// `upstream_peer`) when the client goes away or the route's deadline passes first.
-    /// `fresh`: the peer bypasses the pool ([`bypass_pool`]), so a new connection is certain.
+    /// `fresh`: the peer bypasses the pool ([`crate::upstream::bypass_pool`]), so a new
+    /// connection is certain.
     pub(super) async fn connect_ahead(
         &self,
         session: &mut Session,

@@ -306,7 +306,7 @@ impl ProxyHttp for Gateway {
         }
         let fresh = std::mem::take(&mut ctx.needs_fresh_connection);
         if fresh {
-            connect::bypass_pool(&mut peer);
+            crate::upstream::bypass_pool(&mut peer);
         }
         self.connect_ahead(session, ctx, &mut peer, fresh).await?;
         Ok(Box::new(peer))

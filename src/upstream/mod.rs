@@ -23,6 +23,7 @@ use http::HeaderName;
 use pingora::prelude::HttpPeer;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -295,4 +296,15 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
             .ok_or_else(|| format!("\"{addr}\" resolved to no address")),
         Err(e) => Err(format!("cannot resolve \"{addr}\": {e}")),
     }
+}
+
+/// Makes a request on `peer` take a new connection, not a pooled one, and not leave it in the
+/// pool: a pool key of its own (pooled connections are found by a hash that includes
+/// `group_key`), and no idle time once the request is done. For the one replay of a request a
+/// pooled connection failed: the next pooled one may be as dead.
+pub fn bypass_pool(peer: &mut HttpPeer) {
+    static FRESH: AtomicU64 = AtomicU64::new(1);
+    let n = FRESH.fetch_add(1, Ordering::Relaxed);
+    peer.group_key ^= n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    peer.options.idle_timeout = Some(Duration::ZERO);
 }
